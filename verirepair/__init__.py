@@ -1,0 +1,3 @@
+"""verirepair: verify and repair neural networks (ONNX + VNN-LIB)."""
+
+__version__ = "0.1.0"

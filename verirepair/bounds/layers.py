@@ -1,0 +1,101 @@
+"""The lowered form of a network that the bound engine and the MILP encoder work on.
+
+`lower_network` (in `lowering.py`) turns an imported `Network` into a `Chain`: alternating dense
+affine maps and element-wise activations over the flattened activation vector. All tensors are
+float64 so the final decision is not at the mercy of float32 rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class AffineLayer:
+    """``z = weight @ x + bias`` with ``weight`` of shape [out, in]."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    @property
+    def n_in(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.weight.shape[0])
+
+
+@dataclass(frozen=True)
+class ActivationLayer:
+    """Element-wise activation; ``kind`` is one of ``relu``, ``sigmoid``, ``tanh``."""
+
+    kind: str
+    size: int
+
+
+@dataclass(frozen=True)
+class MaxPoolLayer:
+    """``y[i] = max(x[windows[i, 0]], …, x[windows[i, k-1]])``; ``windows`` is a LongTensor [out, k]."""
+
+    windows: torch.Tensor
+    n_in: int
+
+    @property
+    def n_out(self) -> int:
+        return int(self.windows.shape[0])
+
+
+Layer = AffineLayer | ActivationLayer | MaxPoolLayer
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A sequential network ``A_k ∘ act ∘ … ∘ act ∘ A_0`` over flat float64 vectors.
+
+    Always starts and ends with an `AffineLayer`; non-affine layers (activations, max-pool) sit
+    between affine layers, never two affine layers in a row.
+    """
+
+    layers: tuple[Layer, ...]
+
+    @property
+    def n_inputs(self) -> int:
+        return self.layers[0].n_in  # type: ignore[union-attr]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1].n_out  # type: ignore[union-attr]
+
+    @property
+    def is_piecewise_linear(self) -> bool:
+        return all(
+            isinstance(l, (AffineLayer, MaxPoolLayer)) or l.kind == "relu" for l in self.layers
+        )
+
+    def to(self, device: torch.device | str) -> "Chain":
+        moved: list[Layer] = []
+        for layer in self.layers:
+            if isinstance(layer, AffineLayer):
+                moved.append(AffineLayer(layer.weight.to(device), layer.bias.to(device)))
+            elif isinstance(layer, MaxPoolLayer):
+                moved.append(MaxPoolLayer(layer.windows.to(device), layer.n_in))
+            else:
+                moved.append(layer)
+        return Chain(tuple(moved))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Concrete evaluation on a batch ``x`` of shape [B, n_inputs]."""
+        for layer in self.layers:
+            if isinstance(layer, AffineLayer):
+                x = x @ layer.weight.T + layer.bias
+            elif isinstance(layer, MaxPoolLayer):
+                x = x[:, layer.windows].amax(dim=-1)
+            else:
+                x = ACTIVATIONS[layer.kind](x)
+        return x
+
+
+ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
