@@ -55,8 +55,8 @@ Layer = AffineLayer | ActivationLayer | MaxPoolLayer
 class Chain:
     """A sequential network ``A_k ∘ act ∘ … ∘ act ∘ A_0`` over flat float64 vectors.
 
-    Always starts and ends with an `AffineLayer`; non-affine layers (activations, max-pool) sit
-    between affine layers, never two affine layers in a row.
+    Always starts and ends with an `AffineLayer`, never has two affine layers in a row; non-affine
+    layers (activations, max-pool) may follow each other (ReLU then MaxPool).
     """
 
     layers: tuple[Layer, ...]

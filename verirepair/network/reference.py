@@ -1,0 +1,52 @@
+"""Reference semantics: run the original ONNX file in onnxruntime."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ..errors import InputError
+from .model import Network
+
+
+@lru_cache(maxsize=8)
+def _session(path: str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def run_onnxruntime(network: Network, x: np.ndarray) -> np.ndarray:
+    """Outputs (float64, [batch, n_outputs]) of the ONNX file for flat inputs ``x`` [batch, n_inputs].
+
+    Each point runs on its own, cast to the model's input dtype and reshaped to the declared
+    input shape, because benchmark models often fix the batch size to 1.
+    """
+    assert network.path is not None, "reference execution needs the network's file"
+    session = _session(str(network.path.resolve()))
+    points = np.atleast_2d(np.asarray(x))
+    outputs = []
+    for point in points:
+        feed = point.astype(network.input_dtype).reshape(network.input_shape)
+        (y,) = session.run([network.output_name], {network.input_name: feed})
+        outputs.append(np.asarray(y, dtype=np.float64).reshape(-1))
+    return np.stack(outputs)
+
+
+def check_import_agrees(network: Network, lower: np.ndarray, upper: np.ndarray, n_points: int = 16,
+                        rtol: float = 1e-4, atol: float = 1e-5, seed: int = 0) -> None:
+    """Refuse a network whose torch import disagrees with onnxruntime on points of the box."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    points = lower + rng.random((n_points, lower.size)) * (upper - lower)
+    points = np.vstack([points, lower, upper]).astype(network.input_dtype).astype(np.float64)
+    expected = run_onnxruntime(network, points)
+    ours = network.forward(torch.from_numpy(points)).detach().numpy()
+    if not np.allclose(ours, expected, rtol=rtol, atol=atol):
+        worst = float(np.max(np.abs(ours - expected)))
+        raise InputError(network.path, "import check", f"torch import disagrees with onnxruntime (max |Δ| = {worst:.3g})")
