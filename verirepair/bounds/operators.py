@@ -1,0 +1,191 @@
+"""One bound operator per layer kind: concrete forward, interval bounds and backward linear bounds.
+
+Backward propagation works on a linear function ``Λ·h + bias`` of a layer's output ``h`` and
+returns an equivalent (affine layer) or lower-bounding (activation) function of its input. Shapes:
+``Λ`` is [B, m, n_out], ``bias`` is [B, m]; interval bounds are [B, n].
+Only *lower* bounds are propagated; an upper bound is the negated lower bound of ``-Λ``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .layers import ActivationLayer, AffineLayer, Layer, MaxPoolLayer
+
+Tensor = torch.Tensor
+# Slack added to the offsets of sigmoid/tanh relaxations: they come from evaluating f at a few
+# points in float64, whose rounding error is below 1e-15; 1e-12 absorbs it with room to spare.
+RELAXATION_SLACK = 1e-12
+
+
+def _split(lam: Tensor) -> tuple[Tensor, Tensor]:
+    return lam.clamp(min=0), lam.clamp(max=0)
+
+
+@dataclass(frozen=True)
+class BoundAffine:
+    layer: AffineLayer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ self.layer.weight.T + self.layer.bias
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        center, radius = (upper + lower) / 2, (upper - lower) / 2
+        mid = center @ self.layer.weight.T + self.layer.bias
+        spread = radius @ self.layer.weight.abs().T
+        return mid - spread, mid + spread
+
+    def backward(self, lam: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        return lam @ self.layer.weight, bias + lam @ self.layer.bias
+
+
+@dataclass(frozen=True)
+class BoundRelu:
+    """ReLU: upper bound is the chord; lower bound slope ``alpha`` in [0, 1] (optimisable)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x)
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        return lower.clamp(min=0), upper.clamp(min=0)
+
+    @staticmethod
+    def default_alpha(lower: Tensor, upper: Tensor) -> Tensor:
+        """CROWN's adaptive lower slope: 1 where the positive side dominates, else 0."""
+        return (upper > -lower).to(lower.dtype)
+
+    @staticmethod
+    def upper_line(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        unstable = (lower < 0) & (upper > 0)
+        width = torch.where(unstable, upper - lower, torch.ones_like(lower))
+        slope = torch.where(unstable, upper / width, (lower >= 0).to(lower.dtype))
+        intercept = torch.where(unstable, -upper * lower / width, torch.zeros_like(lower))
+        return slope, intercept
+
+    def backward(self, lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor,
+                 alpha: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        up_slope, up_intercept = self.upper_line(lower, upper)
+        if alpha is None:
+            alpha = self.default_alpha(lower, upper).unsqueeze(1)
+        low_slope = torch.where((lower >= 0).unsqueeze(1), torch.ones_like(alpha),
+                                torch.where((upper <= 0).unsqueeze(1), torch.zeros_like(alpha), alpha))
+        positive, negative = _split(lam)
+        new_lam = positive * low_slope + negative * up_slope.unsqueeze(1)
+        new_bias = bias + (negative * up_intercept.unsqueeze(1)).sum(-1)
+        return new_lam, new_bias
+
+
+@dataclass(frozen=True)
+class BoundSShaped:
+    """Sigmoid or tanh: a lower and an upper line, each with the exact offset for its slope.
+
+    For a slope ``k`` the tightest offsets are ``min``/``max`` of ``f(x) - k·x`` on [l, u], attained
+    at an end point or where ``f'(x) = k``; those stationary points have a closed form for both
+    functions, so every candidate line is sound (up to `RELAXATION_SLACK`). Each side picks, among
+    the chord slope, the end-point and mid-point derivatives and 0 (the interval bound), the line
+    with the smallest mean gap to ``f`` over [l, u].
+    """
+
+    kind: str
+
+    def f(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x) if self.kind == "sigmoid" else torch.tanh(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        y = self.f(x)
+        return y * (1 - y) if self.kind == "sigmoid" else 1 - y * y
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.f(x)
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        return self.f(lower), self.f(upper)
+
+    def _stationary_points(self, slope: Tensor) -> tuple[Tensor, Tensor]:
+        if self.kind == "sigmoid":
+            root = torch.sqrt((1 - 4 * slope).clamp(min=0))
+            return torch.logit((1 - root) / 2), torch.logit((1 + root) / 2)
+        t = torch.sqrt((1 - slope).clamp(min=0))
+        return torch.atanh(-t), torch.atanh(t)
+
+    def _offsets(self, slope: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        candidates = [lower, upper]
+        for point in self._stationary_points(slope):
+            point = torch.nan_to_num(point, nan=0.0)
+            candidates.append(torch.minimum(torch.maximum(point, lower), upper))
+        gaps = torch.stack([self.f(c) - slope * c for c in candidates])
+        return gaps.min(0).values - RELAXATION_SLACK, gaps.max(0).values + RELAXATION_SLACK
+
+    def relaxation(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(k_low, c_low, k_up, c_up): ``k_low·x + c_low <= f(x) <= k_up·x + c_up`` on [l, u]."""
+        width = upper - lower
+        narrow = width < 1e-9
+        mid = (upper + lower) / 2
+        chord = (self.f(upper) - self.f(lower)) / torch.where(narrow, torch.ones_like(width), width)
+        slopes = [torch.where(narrow, self.derivative(mid), chord), self.derivative(lower),
+                  self.derivative(upper), self.derivative(mid), torch.zeros_like(mid)]
+        best_low = best_up = None
+        for slope in slopes:
+            low, up = self._offsets(slope, lower, upper)
+            low_score, up_score = slope * mid + low, -(slope * mid + up)  # larger is tighter
+            if best_low is None:
+                best_low, best_up = (slope, low, low_score), (slope, up, up_score)
+                continue
+            take = low_score > best_low[2]
+            best_low = tuple(torch.where(take, new, old) for new, old in zip((slope, low, low_score), best_low))
+            take = up_score > best_up[2]
+            best_up = tuple(torch.where(take, new, old) for new, old in zip((slope, up, up_score), best_up))
+        assert best_low is not None and best_up is not None
+        return best_low[0], best_low[1], best_up[0], best_up[1]
+
+    def backward(self, lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor,
+                 alpha: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        k_low, c_low, k_up, c_up = (t.unsqueeze(1) for t in self.relaxation(lower, upper))
+        positive, negative = _split(lam)
+        new_bias = bias + (positive * c_low).sum(-1) + (negative * c_up).sum(-1)
+        return positive * k_low + negative * k_up, new_bias
+
+
+@dataclass(frozen=True)
+class BoundMaxPool:
+    """``y = max(window)``: lower line ``y >= x_j*`` (j* has the largest lower bound); upper line
+    ``y = x_j*`` when j* dominates the window, else the constant ``max_j u_j``."""
+
+    layer: MaxPoolLayer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, self.layer.windows].amax(dim=-1)
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        windows = self.layer.windows
+        return lower[:, windows].amax(-1), upper[:, windows].amax(-1)
+
+    def backward(self, lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor,
+                 alpha: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        windows = self.layer.windows
+        win_lower, win_upper = lower[:, windows], upper[:, windows]  # [B, out, k]
+        best = win_lower.argmax(-1, keepdim=True)
+        best_index = torch.gather(windows.expand(lower.shape[0], -1, -1), 2, best).squeeze(-1)  # [B, out]
+        best_lower = torch.gather(win_lower, 2, best).squeeze(-1)
+        others_upper = win_upper.scatter(2, best, float("-inf")).amax(-1)
+        dominant = best_lower >= others_upper
+        positive, negative = _split(lam)
+        linear_part = positive + negative * dominant.unsqueeze(1)
+        constant = (negative * (~dominant * win_upper.amax(-1)).unsqueeze(1)).sum(-1)
+        new_lam = torch.zeros(lam.shape[:2] + (self.layer.n_in,), dtype=lam.dtype, device=lam.device)
+        new_lam.scatter_add_(2, best_index.unsqueeze(1).expand(-1, lam.shape[1], -1), linear_part)
+        return new_lam, bias + constant
+
+
+BoundOperator = BoundAffine | BoundRelu | BoundSShaped | BoundMaxPool
+
+
+def bound_operator(layer: Layer) -> BoundOperator:
+    if isinstance(layer, AffineLayer):
+        return BoundAffine(layer)
+    if isinstance(layer, MaxPoolLayer):
+        return BoundMaxPool(layer)
+    assert isinstance(layer, ActivationLayer)
+    return BoundRelu() if layer.kind == "relu" else BoundSShaped(layer.kind)

@@ -1,0 +1,214 @@
+"""Exact MILP encoding of a piecewise-linear `Chain` over an input box.
+
+Every layer is encoded exactly (no relaxation) given sound bounds on the input of each non-affine
+layer: affine maps as equalities, unstable ReLUs with the big-M formulation and one binary each,
+max-pool windows with one binary per input that can still be the maximum. Stable neurons and
+decided windows add no binary at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from verirepair.bounds.layers import ActivationLayer, AffineLayer, Chain, MaxPoolLayer
+from verirepair.errors import UnsupportedError
+from verirepair.milp.model import IndexArray, MilpModel
+from verirepair.spec.model import Box, Clause
+
+# Interval arithmetic in float64 can round a bound inward by a few ulps. A variable bound that cuts
+# off a reachable value would make the MILP unsound, so interval bounds are widened by this much
+# (relative, plus the same absolute amount): far above float64 rounding of any sane layer, far
+# below anything that changes a verdict.
+INTERVAL_WIDENING = 1e-9
+
+BoundPair = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Vector:
+    """The current activation vector: its model variables and their (sound) bounds."""
+
+    indices: IndexArray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+def encode_chain(chain: Chain, box: Box, pre_bounds: list[BoundPair], clause: Clause | None,
+                 margin: float, objective_rows: np.ndarray | None = None,
+                 ) -> tuple[MilpModel, IndexArray, IndexArray]:
+    """Encode ``chain`` over ``box`` (and, if given, the violation ``clause``) as a MILP.
+
+    ``pre_bounds`` holds one sound ``(lower, upper)`` pair for the *input* of each non-affine layer,
+    in order. The clause is encoded as ``A·y <= b + margin``: a solver answers "infeasible" only up to
+    its feasibility tolerance, so a violation region thinner than that tolerance could be missed;
+    relaxing the clause by ``margin`` (>= the solver's tolerance) makes an "infeasible" verdict on the
+    relaxed model imply infeasibility of the exact one. It can only add spurious feasible points, and
+    every counterexample is replayed on the real network before anyone believes it.
+
+    ``objective_rows`` (a vector c of length n_outputs) makes the objective "minimise c·y"; without it
+    the model is a pure feasibility problem (objective 0). To minimise several functions, call
+    ``model.set_objective(output_indices, c)`` on the returned model between solves.
+
+    Returns the model and the variable indices of the inputs and of the outputs.
+    """
+    _check_arguments(chain, box, pre_bounds, clause, margin, objective_rows)
+    model = MilpModel()
+    lower = np.asarray(box.lower, dtype=np.float64)
+    upper = np.asarray(box.upper, dtype=np.float64)
+    inputs = model.add_variables(lower, upper, name="x")
+    current = _Vector(inputs, lower.copy(), upper.copy())
+    remaining = iter(pre_bounds)
+    for k, layer in enumerate(chain.layers):
+        if isinstance(layer, AffineLayer):
+            current = _encode_affine(model, layer, current, k)
+            continue
+        current = _tightened(model, current, next(remaining))
+        if isinstance(layer, MaxPoolLayer):
+            current = _encode_maxpool(model, layer, current, k)
+        else:
+            current = _encode_relu(model, current, k)
+    outputs = current.indices
+    if clause is not None:
+        A = np.asarray(clause.A, dtype=np.float64)
+        b = np.asarray(clause.b, dtype=np.float64).reshape(-1)
+        model.add_rows(A, outputs, -np.inf, b + margin)
+    if objective_rows is not None:
+        model.set_objective(outputs, np.asarray(objective_rows, dtype=np.float64).reshape(-1))
+    return model, inputs, outputs
+
+
+def _check_arguments(chain: Chain, box: Box, pre_bounds: list[BoundPair], clause: Clause | None,
+                     margin: float, objective_rows: np.ndarray | None) -> None:
+    if not chain.is_piecewise_linear:
+        kind = next(l.kind for l in chain.layers
+                    if isinstance(l, ActivationLayer) and l.kind != "relu")
+        raise UnsupportedError(None, None,
+                               f"MILP encoding needs a piecewise-linear network (found {kind})")
+    n_nonaffine = sum(not isinstance(l, AffineLayer) for l in chain.layers)
+    if len(pre_bounds) != n_nonaffine:
+        raise ValueError(f"pre_bounds has {len(pre_bounds)} entries, chain has {n_nonaffine} "
+                         "non-affine layers")
+    if box.dim != chain.n_inputs:
+        raise ValueError(f"box has {box.dim} inputs, chain has {chain.n_inputs}")
+    if not (np.all(np.isfinite(box.lower)) and np.all(np.isfinite(box.upper))):
+        raise ValueError("MILP encoding needs a bounded input box")
+    for k, (lo, hi) in enumerate(pre_bounds):
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise ValueError(f"pre_bounds[{k}] must be finite (big-M constants come from them)")
+    if not (np.isfinite(margin) and margin >= 0.0):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+    if clause is not None and np.asarray(clause.A).shape[-1] != chain.n_outputs:
+        raise ValueError(f"clause has {np.asarray(clause.A).shape[-1]} columns, "
+                         f"chain has {chain.n_outputs} outputs")
+    if objective_rows is not None and np.asarray(objective_rows).size != chain.n_outputs:
+        raise ValueError(f"objective_rows has {np.asarray(objective_rows).size} entries, "
+                         f"chain has {chain.n_outputs} outputs")
+
+
+def _tightened(model: MilpModel, current: _Vector, bounds: BoundPair) -> _Vector:
+    """Intersect the current bounds with the given sound pre-bounds (in the model too)."""
+    lo = np.asarray(bounds[0], dtype=np.float64).reshape(-1)
+    hi = np.asarray(bounds[1], dtype=np.float64).reshape(-1)
+    if lo.size != current.indices.size or hi.size != current.indices.size:
+        raise ValueError(f"pre-bounds have {lo.size}/{hi.size} entries, layer input has "
+                         f"{current.indices.size}")
+    model.tighten_bounds(current.indices, lo, hi)
+    new_lo = np.maximum(current.lower, lo)
+    new_hi = np.minimum(current.upper, hi)
+    empty = new_lo > new_hi  # only float rounding can do this (see MilpModel.tighten_bounds)
+    new_lo[empty], new_hi[empty] = lo[empty], hi[empty]
+    return _Vector(current.indices, new_lo, new_hi)
+
+
+def _encode_affine(model: MilpModel, layer: AffineLayer, current: _Vector, k: int) -> _Vector:
+    """``z = W x + b`` as the equalities ``W x - z = -b``; z bounded by interval arithmetic."""
+    W = layer.weight.detach().cpu().double().numpy()
+    b = layer.bias.detach().cpu().double().numpy().reshape(-1)
+    center = (current.lower + current.upper) / 2.0
+    radius = (current.upper - current.lower) / 2.0
+    mid = W @ center + b
+    spread = np.abs(W) @ radius
+    slack = INTERVAL_WIDENING * (1.0 + np.abs(mid) + spread)
+    lower, upper = mid - spread - slack, mid + spread + slack
+    z = model.add_variables(lower, upper, name=f"z{k}")
+    nz_rows, nz_cols = np.nonzero(W)
+    n_out = W.shape[0]
+    model.add_rows_coo(
+        np.concatenate([nz_rows, np.arange(n_out)]),
+        np.concatenate([current.indices[nz_cols], z]),
+        np.concatenate([W[nz_rows, nz_cols], -np.ones(n_out)]),
+        -b, -b)
+    return _Vector(z, lower, upper)
+
+
+def _encode_relu(model: MilpModel, current: _Vector, k: int) -> _Vector:
+    """``y = max(z, 0)``: y = z when l >= 0, y = 0 when u <= 0, else big-M with binary δ
+    (δ = 1 means active): y >= 0, y >= z, y <= u·δ, y <= z - l·(1 - δ)."""
+    z, l, u = current.indices, current.lower, current.upper
+    active = l >= 0.0
+    unstable = ~active & (u > 0.0)
+    out = z.copy()  # active neurons reuse their pre-activation variable
+    not_active = ~active
+    out[not_active] = model.add_variables(np.zeros(not_active.sum()),
+                                          np.where(unstable, u, 0.0)[not_active], name=f"y{k}")
+    n = int(unstable.sum())
+    if n:
+        zi, yi, li, ui = z[unstable], out[unstable], l[unstable], u[unstable]
+        delta = model.add_binaries(n, name=f"relu{k}")
+        r = np.arange(n)
+        one = np.ones(n)
+        # block 0: y - z >= 0;  block 1: y - u·δ <= 0;  block 2: y - z - l·δ <= -l
+        rows = np.concatenate([r, r, n + r, n + r, 2 * n + r, 2 * n + r, 2 * n + r])
+        cols = np.concatenate([yi, zi, yi, delta, yi, zi, delta])
+        vals = np.concatenate([one, -one, one, -ui, one, -one, -li])
+        row_lower = np.concatenate([np.zeros(n), np.full(2 * n, -np.inf)])
+        row_upper = np.concatenate([np.full(n, np.inf), np.zeros(n), -li])
+        model.add_rows_coo(rows, cols, vals, row_lower, row_upper)
+    return _Vector(out, np.maximum(l, 0.0), np.maximum(u, 0.0))
+
+
+def _encode_maxpool(model: MilpModel, layer: MaxPoolLayer, current: _Vector, k: int) -> _Vector:
+    """``y_i = max_j x_j`` over window i.
+
+    Only *candidates* can be the maximum: the input with the largest lower bound L, and any input
+    whose upper bound exceeds L (the others are <= L <= y already). One candidate: y is that input
+    (shortcut, no binary). Otherwise, per candidate j: y >= x_j and y <= x_j + (U - l_j)(1 - δ_j),
+    with Σ_j δ_j = 1 and U the largest upper bound in the window.
+    """
+    windows = layer.windows.detach().cpu().numpy().astype(np.int64)
+    if windows.ndim != 2 or windows.shape[1] == 0:
+        raise ValueError("max-pool windows must be a non-empty [out, k] index array")
+    lw, uw = current.lower[windows], current.upper[windows]
+    n_out = windows.shape[0]
+    lower, upper = lw.max(axis=1), uw.max(axis=1)
+    first = np.argmax(lw, axis=1)
+    candidate = uw > lower[:, None]
+    candidate[np.arange(n_out), first] = True
+    decided = candidate.sum(axis=1) == 1
+    out = np.empty(n_out, dtype=np.int64)
+    out[decided] = current.indices[windows[decided, first[decided]]]
+    open_windows = np.flatnonzero(~decided)
+    if open_windows.size:
+        y = model.add_variables(lower[open_windows], upper[open_windows], name=f"pool{k}")
+        out[open_windows] = y
+        local = np.full(n_out, -1, dtype=np.int64)
+        local[open_windows] = np.arange(open_windows.size)
+        win, pos = np.nonzero(candidate & ~decided[:, None])  # one entry per (window, candidate)
+        m = win.size
+        yj = y[local[win]]
+        xj = current.indices[windows[win, pos]]
+        big = upper[win] - lw[win, pos]
+        delta = model.add_binaries(m, name=f"pool{k}_delta")
+        r = np.arange(m)
+        one = np.ones(m)
+        # block 0: y - x_j >= 0;  block 1: y - x_j + big·δ_j <= big;  block 2: Σ_j δ_j = 1
+        rows = np.concatenate([r, r, m + r, m + r, m + r, 2 * m + local[win]])
+        cols = np.concatenate([yj, xj, yj, xj, delta, delta])
+        vals = np.concatenate([one, -one, one, -one, big, one])
+        n_win = open_windows.size
+        row_lower = np.concatenate([np.zeros(m), np.full(m, -np.inf), np.ones(n_win)])
+        row_upper = np.concatenate([np.full(m, np.inf), big, np.ones(n_win)])
+        model.add_rows_coo(rows, cols, vals, row_lower, row_upper)
+    return _Vector(out, lower, upper)

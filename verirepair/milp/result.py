@@ -1,0 +1,64 @@
+"""What a MILP back end takes (`MilpSettings`) and gives back (`MilpResult`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+MilpStatus = Literal["feasible", "infeasible", "optimal", "timeout", "error"]
+
+
+@dataclass(frozen=True)
+class MilpSettings:
+    """Solver tolerances and resources, the same for every back end.
+
+    The defaults are tighter than the solvers' own (1e-6 / 1e-7 feasibility, 1e-5 / 1e-6
+    integrality, 1e-4 relative gap) because the models are small and exactness matters more than
+    speed: with an integrality tolerance of 1e-5 a "zero" ReLU binary lets ``u·1e-5`` leak through,
+    and a 1e-4 gap makes a reported optimum differ visibly from the true one. None of these
+    tolerances makes an "infeasible" answer unsound: that is what the clause margin in
+    `encode_chain` is for; a feasible point is only a candidate until it is replayed.
+    """
+
+    feasibility_tolerance: float = 1e-9
+    integrality_tolerance: float = 1e-9
+    mip_rel_gap: float = 1e-9
+    mip_abs_gap: float = 1e-9
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("feasibility_tolerance", "integrality_tolerance", "mip_rel_gap", "mip_abs_gap"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0.0):
+                raise ValueError(f"MilpSettings.{name} must be a finite number >= 0, got {value}")
+        if self.threads < 1:
+            raise ValueError(f"MilpSettings.threads must be >= 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class MilpResult:
+    """The outcome of one solve.
+
+    ``status``: ``optimal`` (proven optimal for a non-zero objective), ``feasible`` (a point was found:
+    any point of a pure feasibility model, or the incumbent when time ran out on an optimisation),
+    ``infeasible``, ``timeout`` (no point found in time), ``error`` (``note`` says why).
+    ``x`` is a point over all model variables when one was found. ``best_bound`` is the solver's proven
+    lower bound on the objective (the sound side for bound tightening; ``objective`` may be above it
+    by the MIP gap). ``licence_refused`` marks a size-limited licence refusing the model, so a caller
+    can retry with another back end.
+    """
+
+    status: MilpStatus
+    x: np.ndarray | None
+    objective: float | None
+    solver: str
+    note: str = ""
+    best_bound: float | None = None
+    licence_refused: bool = False
+
+
+def status_when_solved(has_objective: bool) -> MilpStatus:
+    """``optimal`` for a real optimisation, ``feasible`` for a pure feasibility model."""
+    return "optimal" if has_objective else "feasible"

@@ -1,0 +1,6 @@
+"""Safety properties: the `Spec` type and the VNN-LIB reader/writer."""
+
+from .model import Box, Clause, Region, Spec
+from .vnnlib import parse_vnnlib, parse_vnnlib_text, write_vnnlib
+
+__all__ = ["Box", "Clause", "Region", "Spec", "parse_vnnlib", "parse_vnnlib_text", "write_vnnlib"]
