@@ -173,8 +173,8 @@ def _encode_maxpool(model: MilpModel, layer: MaxPoolLayer, current: _Vector, k: 
     """``y_i = max_j x_j`` over window i.
 
     Only *candidates* can be the maximum: the input with the largest lower bound L, and any input
-    whose upper bound exceeds L (the others are <= L <= y already). One candidate: y is that input
-    (shortcut, no binary). Otherwise, per candidate j: y >= x_j and y <= x_j + (U - l_j)(1 - δ_j),
+    whose upper bound exceeds L (the others are <= L <= y already; a repeated index counts once).
+    One candidate: y is that input (shortcut, no binary). Otherwise, per candidate j: y >= x_j and y <= x_j + (U - l_j)(1 - δ_j),
     with Σ_j δ_j = 1 and U the largest upper bound in the window.
     """
     windows = layer.windows.detach().cpu().numpy().astype(np.int64)
@@ -184,8 +184,8 @@ def _encode_maxpool(model: MilpModel, layer: MaxPoolLayer, current: _Vector, k: 
     n_out = windows.shape[0]
     lower, upper = lw.max(axis=1), uw.max(axis=1)
     first = np.argmax(lw, axis=1)
-    candidate = uw > lower[:, None]
-    candidate[np.arange(n_out), first] = True
+    candidate = (uw > lower[:, None]) & ~_repeated(windows)
+    candidate[np.arange(n_out), first] = True  # argmax is a first occurrence, never a repeat
     decided = candidate.sum(axis=1) == 1
     out = np.empty(n_out, dtype=np.int64)
     out[decided] = current.indices[windows[decided, first[decided]]]
@@ -212,3 +212,11 @@ def _encode_maxpool(model: MilpModel, layer: MaxPoolLayer, current: _Vector, k: 
         row_upper = np.concatenate([np.full(m, np.inf), big, np.ones(n_win)])
         model.add_rows_coo(rows, cols, vals, row_lower, row_upper)
     return _Vector(out, lower, upper)
+
+
+def _repeated(windows: np.ndarray) -> np.ndarray:
+    """Mask of window entries that repeat an earlier entry of the same window (e.g. padding)."""
+    repeated = np.zeros(windows.shape, dtype=bool)
+    for p in range(1, windows.shape[1]):  # loops over the window size only, not the windows
+        repeated[:, p] = np.any(windows[:, :p] == windows[:, p:p + 1], axis=1)
+    return repeated

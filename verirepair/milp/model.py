@@ -110,7 +110,8 @@ class MilpModel:
         if np.any(np.isnan(lo)) or np.any(np.isnan(hi)):
             raise ValueError(f"NaN bound for variables {name}")
         start = self.n_vars
-        self._name_blocks.append((start, name))
+        if lo.size:
+            self._name_blocks.append((start, name))
         self._lower = np.concatenate([self._lower, lo])
         self._upper = np.concatenate([self._upper, hi])
         self._is_integer = np.concatenate([self._is_integer, np.full(lo.size, integer)])

@@ -26,6 +26,7 @@ same `Spec` object is handed to every caller.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -72,18 +73,14 @@ _Node = Union[_Sym, _List]
 _Linear = tuple[dict[tuple[str, int], float], float]  # coefficients by (kind, index), constant
 
 
-class _Bound(NamedTuple):
-    """``X_index <= value`` when ``upper``, else ``X_index >= value``."""
-
+class _Bound(NamedTuple):  # X_index <= value when upper, else X_index >= value
     index: int
     upper: bool
     value: float
     pos: int
 
 
-class _Row(NamedTuple):
-    """``sum(coefs[j] * Y_j) <= b``."""
-
+class _Row(NamedTuple):  # sum(coefs[j] * Y_j) <= b
     coefs: dict[int, float]
     b: float
 
@@ -292,12 +289,7 @@ class _Parser:
         if op == "+":
             return _sum(args)
         if op == "-":
-            if len(args) == 1:
-                return _scale(args[0], -1.0)
-            result = args[0]
-            for arg in args[1:]:
-                result = _sub(result, arg)
-            return result
+            return _scale(args[0], -1.0) if len(args) == 1 else functools.reduce(_sub, args)
         return self.product(args, node.pos) if op == "*" else self.quotient(args, node.pos)
 
     def product(self, args: list[_Linear], pos: int) -> _Linear:
@@ -347,7 +339,7 @@ class _Parser:
             clause = _clause([atom for atom in conj if isinstance(atom, _Row)], n_outputs)
             _, clauses = groups.setdefault(box.lower.tobytes() + box.upper.tobytes(), (box, {}))
             clauses.setdefault(clause.A.tobytes() + clause.b.tobytes(), clause)
-        regions = tuple(Region(box, tuple(clauses.values())) for box, clauses in groups.values())
+        regions = tuple(Region(box, _simplest(tuple(clauses.values()))) for box, clauses in groups.values())
         return Spec(n_inputs, n_outputs, regions, self.source)
 
     def box(self, bounds: list[_Bound], n: int, which: int, total: int) -> Box:
@@ -368,6 +360,12 @@ class _Parser:
                 self.fail(lower_at[i], f"empty input box: X_{i} >= {lower[i]!r} here but X_{i} <= "
                                        f"{upper[i]!r} at {_place(self.text, upper_at[i])}{where}")
         return Box(_frozen(np.array(lower)), _frozen(np.array(upper)))
+
+
+def _simplest(clauses: tuple[Clause, ...]) -> tuple[Clause, ...]:
+    """A clause without rows is always violated and makes the others redundant; keep only it."""
+    empty = [clause for clause in clauses if clause.A.shape[0] == 0]
+    return tuple(empty) or clauses
 
 
 def _clause(rows: list[_Row], n_outputs: int) -> Clause:

@@ -1,0 +1,48 @@
+"""Counterexample search: uniform sampling, then projected gradient descent on the margin."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..bounds import Chain
+from ..spec import Box
+from .deadline import Deadline
+from .objective import RegionRows, box_tensors
+from .settings import VerifySettings
+
+
+def _best_points(chain: Chain, rows: RegionRows, x: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        margins = rows.margin(chain.forward(x))
+    order = margins.argsort()[:count]
+    return x[order], margins[order]
+
+
+def candidate_points(chain: Chain, rows: RegionRows, box: Box, settings: VerifySettings,
+                     deadline: Deadline, generator: torch.Generator) -> np.ndarray:
+    """Points of ``box`` whose float64 margin is <= 0, most violating first (maybe none).
+
+    The caller replays them in onnxruntime; nothing here is trusted as a counterexample.
+    """
+    device = rows.A.device
+    lower, upper = (t[0] for t in box_tensors(box, device))
+    width = upper - lower
+    uniform = lower + torch.rand(settings.random_samples, lower.numel(), dtype=torch.float64,
+                                 generator=generator).to(device) * width
+    center = ((lower + upper) / 2).unsqueeze(0)
+    starts, margins = _best_points(chain, rows, torch.cat([center, uniform]), settings.pgd_restarts)
+    if rows.empty_clause or bool((margins <= 0).any()):
+        return starts[margins <= 0].cpu().numpy() if not rows.empty_clause else center.cpu().numpy()
+    x = starts.clone()
+    for step in range(settings.pgd_steps):
+        if deadline.expired():
+            break
+        x.requires_grad_(True)
+        margin = rows.margin(chain.forward(x))
+        (gradient,) = torch.autograd.grad(margin.sum(), x)
+        size = 0.1 * (1 - step / settings.pgd_steps) + 0.002
+        with torch.no_grad():
+            x = torch.minimum(torch.maximum(x - size * width * gradient.sign(), lower), upper)
+    found, margins = _best_points(chain, rows, x.detach(), settings.pgd_restarts)
+    return found[margins <= 0].cpu().numpy()

@@ -1,0 +1,105 @@
+"""The verification strategy: falsify → incomplete bounds → complete search.
+
+Regions of a spec are independent: the property holds iff every region is proven; it is violated
+as soon as one counterexample is confirmed by onnxruntime on the original file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..bounds import BoundEngine, Chain, lower_network
+from ..network import Network, check_import_agrees, load_network
+from ..spec import Region, Spec, parse_vnnlib
+from .deadline import Deadline
+from .falsify import candidate_points
+from .input_split import SearchOutcome, input_split_search
+from .milp_search import milp_search
+from .objective import RegionRows, box_tensors
+from .result import Counterexample, Verdict
+from .settings import VerifySettings
+from .witness import confirmed_counterexample
+
+
+def load_problem(onnx_path: str | Path, vnnlib_path: str | Path, settings: VerifySettings) -> tuple[Network, Spec]:
+    """Load both files, check their sizes agree and the import matches onnxruntime on every box."""
+    network = load_network(onnx_path)
+    spec = parse_vnnlib(vnnlib_path, n_inputs=network.n_inputs, n_outputs=network.n_outputs)
+    for region in spec.regions:
+        check_import_agrees(network, region.box.lower, region.box.upper, settings.import_check_points, seed=settings.seed)
+    return network, spec
+
+
+def verify_files(onnx_path: str | Path, vnnlib_path: str | Path, settings: VerifySettings) -> Verdict:
+    deadline = Deadline(settings.timeout)
+    network, spec = load_problem(onnx_path, vnnlib_path, settings)
+    return verify(network, spec, settings, deadline)
+
+
+def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Deadline | None = None) -> Verdict:
+    """Decide ``spec`` on ``network``; `sat` only with an onnxruntime-confirmed counterexample."""
+    deadline = deadline or Deadline(settings.timeout)
+    device = torch.device(settings.device)
+    engine = BoundEngine(lower_network(network).to(device))
+    generator = torch.Generator().manual_seed(settings.seed)
+    region_rows = [RegionRows.of(region, spec.n_outputs, device) for region in spec.regions]
+
+    for region, rows in zip(spec.regions, region_rows):
+        for point in candidate_points(engine.chain, rows, region.box, settings, deadline, generator)[:8]:
+            found = confirmed_counterexample(network, spec, region.box, point)
+            if found is not None:
+                return Verdict("sat", "falsification", deadline.elapsed(), found)
+
+    undecided: list[str] = []
+    notes: list[str] = []
+    deciders: set[str] = set()
+    for region, rows in zip(spec.regions, region_rows):
+        if deadline.expired():
+            return Verdict("timeout", "deadline", deadline.elapsed(), notes=tuple(notes))
+        outcome, decider = _decide_region(network, spec, engine, region, rows, settings, deadline, notes)
+        if outcome.status == "sat":
+            assert outcome.counterexample is not None
+            return Verdict("sat", decider, deadline.elapsed(), outcome.counterexample, tuple(notes))
+        if outcome.status == "proven":
+            deciders.add(decider)
+        else:
+            undecided.append(outcome.status)
+    if not undecided:
+        return Verdict("unsat", "+".join(sorted(deciders)), deadline.elapsed(), notes=tuple(notes))
+    status = "timeout" if "timeout" in undecided or deadline.expired() else "unknown"
+    return Verdict(status, "undecided", deadline.elapsed(), notes=tuple(notes))
+
+
+def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Region, rows: RegionRows,
+                   settings: VerifySettings, deadline: Deadline, notes: list[str]) -> tuple[SearchOutcome, str]:
+    def confirm(x: np.ndarray) -> Counterexample | None:
+        return confirmed_counterexample(network, spec, region.box, x)
+
+    if rows.empty_clause:
+        notes.append("a clause with no output constraint could not be confirmed on a box point")
+        return SearchOutcome("unknown", None, 0), "none"
+    lower, upper = box_tensors(region.box, rows.A.device)
+    open_clauses = _clauses_left(engine, rows, lower, upper, settings)
+    if not open_clauses:
+        return SearchOutcome("proven", None, 1), "alpha-crown"
+    chain: Chain = engine.chain
+    if spec.n_inputs <= settings.input_split_max_dims:
+        return input_split_search(engine, rows, region.box, settings, deadline, confirm), "input-split"
+    if chain.is_piecewise_linear:
+        return milp_search(engine, region, open_clauses, settings, deadline, confirm, notes), "milp"
+    notes.append("bounds were not tight enough and the network is not piecewise linear (no exact search)")
+    return SearchOutcome("unknown", None, 1), "none"
+
+
+def _clauses_left(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor,
+                  settings: VerifySettings) -> list[int]:
+    """Clauses of the region that α-CROWN on the whole box does not refute."""
+    if rows.A.shape[0] == 0:
+        return list(range(rows.n_clauses))
+    result = engine.output_bounds(lower, upper, rows.A, -rows.b, method="alpha-crown", alpha_steps=settings.alpha_steps)
+    proven = (result.lower > settings.decision_margin).to(torch.float64)
+    refuted = rows.clause_margins(proven)[0] > 0
+    return [k for k in range(rows.n_clauses) if not bool(refuted[k])]

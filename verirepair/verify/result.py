@@ -1,0 +1,31 @@
+"""Result types: a three-valued `Verdict` with the witness inside the ``sat`` value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Status = Literal["sat", "unsat", "unknown", "timeout", "error"]
+
+
+@dataclass(frozen=True)
+class Counterexample:
+    """An input (in the model's dtype, as float64 values) and the onnxruntime output on it."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Status
+    decided_by: str  # e.g. "pgd", "crown", "input-split", "milp", or why undecided
+    seconds: float
+    counterexample: Counterexample | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if (self.status == "sat") != (self.counterexample is not None):
+            raise ValueError("a sat verdict carries a counterexample, and only a sat verdict does")

@@ -1,0 +1,35 @@
+"""Verification settings: one frozen, typed object passed explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    timeout: float = 60.0
+    device: str = "cpu"
+    seed: int = 0
+    # Falsification: uniform samples, then projected gradient descent on the violation margin.
+    random_samples: int = 2000
+    pgd_restarts: int = 64
+    pgd_steps: int = 60
+    # Incomplete bounds before the complete search.
+    alpha_steps: int = 30
+    # Input-split branch and bound is used up to this many input dimensions; MILP above it.
+    input_split_max_dims: int = 10
+    split_batch: int = 2048
+    # A row is proven positive only when its float64 lower bound exceeds this. Float64 rounding
+    # in a bound computation over at most a few thousand terms of magnitude <= 1e3 stays far
+    # below 1e-9, so a bound above it cannot be an artefact of rounding.
+    decision_margin: float = 1e-9
+    # Violation rows are relaxed by this much inside the MILP (A·y <= b + margin), so a solver's
+    # feasibility tolerance cannot turn a reachable violation into an "infeasible" answer.
+    milp_margin: float = 1e-6
+    milp_solver: str = "auto"
+    # Points of each input box on which the torch import is compared with onnxruntime.
+    import_check_points: int = 16
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
