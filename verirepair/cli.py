@@ -65,6 +65,7 @@ def _verify(args: argparse.Namespace) -> int:
         "result": verdict.status, "seconds": round(verdict.seconds, 3), "decided_by": verdict.decided_by,
         "onnx": onnx_path, "vnnlib": vnnlib_path, "notes": list(verdict.notes),
     }
+    summary["peak_memory_mb"] = _peak_memory_mb()
     if verdict.counterexample is not None:
         summary["counterexample"] = {"x": verdict.counterexample.x.tolist(), "y": verdict.counterexample.y.tolist()}
     if args.json:
@@ -73,6 +74,35 @@ def _verify(args: argparse.Namespace) -> int:
         notes = f" ({'; '.join(verdict.notes)})" if verdict.notes else ""
         print(f"{verdict.status} in {verdict.seconds:.2f}s, decided by {verdict.decided_by}{notes}")
     return EXIT_CODES[verdict.status]
+
+
+def _peak_memory_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import TABLE_HEADER, read_ground_truth, read_instances, results_csv, run_instances, summarise, table_row
+    from .files import atomic_write_text
+
+    instances = read_instances(args.instances)
+    truth = read_ground_truth(args.ground_truth) if args.ground_truth else {}
+    out = Path(args.out)
+    records = run_instances(instances, out, args.timeout_scale, args.workers)
+    atomic_write_text(out / "results.csv", results_csv(records, truth))
+    summary = summarise(records, truth)
+    print(TABLE_HEADER)
+    print(table_row(Path(args.instances).parent.name or "instances", summary))
+    print(f"results: {out / 'results.csv'}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(_positive_float(text))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
 
 
 def _device(name: str) -> str:
@@ -126,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe ONNX networks and VNN-LIB files")
     info.add_argument("files", nargs="+")
     info.set_defaults(run=_info)
+
+    bench = commands.add_parser("bench", help="run a VNN-COMP instances.csv and score it")
+    bench.add_argument("instances", help="instances.csv (onnx,vnnlib,timeout; paths relative to it)")
+    bench.add_argument("--ground-truth", help="CSV with onnx,vnnlib,result columns to judge answers")
+    bench.add_argument("--timeout-scale", type=_positive_float, default=1.0, help="multiply every timeout")
+    bench.add_argument("--workers", type=_positive_int, default=1, help="instances run at once")
+    bench.add_argument("--out", default="bench-out", help="folder for per-instance results and results.csv")
+    bench.set_defaults(run=_bench)
 
     for name, text in (("check-and-fix", "verify and repair until proven (not yet)"),
                        ("repair", "run one repair strategy (not yet)")):

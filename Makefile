@@ -1,0 +1,30 @@
+# Every target creates .venv (CPU torch) on first use and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test models bench-acasxu clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of torch first: a plain 'torch' requirement would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0 || $(BIN)/pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python tools/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests
+
+models: $(STAMP)
+	$(BIN)/python tools/make_models.py
+
+bench-acasxu: $(STAMP)
+	$(BIN)/python tools/bench_acasxu.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
