@@ -172,7 +172,16 @@ def _transpose(attrs: dict[str, Any], opset: int) -> Operation:
 @converter("Concat")
 def _concat(attrs: dict[str, Any], opset: int) -> Operation:
     axis = int(attrs["axis"])
-    return lambda *xs: torch.cat(xs, dim=axis)
+
+    def concat(*xs: torch.Tensor) -> torch.Tensor:
+        # Constants carry the ONNX batch size 1; repeat them to the runtime batch size
+        # (only when joining along a non-batch axis of same-rank tensors).
+        batch = max(x.shape[0] for x in xs)
+        if xs[0].dim() > 1 and axis % xs[0].dim() != 0 and all(x.dim() == xs[0].dim() for x in xs):
+            xs = tuple(x.expand((batch,) + tuple(x.shape[1:])) if x.shape[0] == 1 else x for x in xs)
+        return torch.cat(xs, dim=axis)
+
+    return concat
 
 
 @converter("Gather")
