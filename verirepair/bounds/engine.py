@@ -69,27 +69,41 @@ class BoundEngine:
             if isinstance(op, BoundAffine):
                 l_ibp, u_ibp = op.interval(*current)
                 next_nonlinear = index + 1 < len(self.ops)
+                current = (l_ibp, u_ibp)
                 if method != "ibp" and index > 0 and next_nonlinear:
-                    l_cr, u_cr = self._crown_of_affine(index, lower, upper, pre)
-                    current = (torch.maximum(l_ibp, l_cr), torch.minimum(u_ibp, u_cr))
-                else:
-                    current = (l_ibp, u_ibp)
+                    current = self._tightened(index, lower, upper, pre, current)
             else:
                 pre[index] = current
                 current = op.interval(*current)
         return LayerBounds(tuple(pre[i] for i in sorted(pre)))
 
-    def _crown_of_affine(self, index: int, lower: Tensor, upper: Tensor,
-                         pre: dict[int, tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    def _tightened(self, index: int, lower: Tensor, upper: Tensor, pre: dict[int, tuple[Tensor, Tensor]],
+                   current: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """``current`` bounds of affine layer ``index``'s output intersected with CROWN's.
+
+        Before a ReLU only neurons unstable in some box of the batch are recomputed: a stable
+        ReLU is relaxed exactly whatever its bounds, so tightening it cannot change anything.
+        """
         layer = self.chain.layers[index]
         assert isinstance(layer, AffineLayer)
+        l_cur, u_cur = current
+        if isinstance(self.ops[index + 1], BoundRelu):
+            rows = ((l_cur < 0) & (u_cur > 0)).any(dim=0).nonzero().flatten()
+            if rows.numel() == 0:
+                return current
+        else:
+            rows = torch.arange(layer.n_out, device=lower.device)
+        weight, bias = layer.weight[rows], layer.bias[rows]
         batch = lower.shape[0]
-        lam = torch.cat([layer.weight, -layer.weight]).unsqueeze(0).expand(batch, -1, -1)
-        bias = torch.cat([layer.bias, -layer.bias]).unsqueeze(0).expand(batch, -1)
-        lam, bias = _backward(self.ops, index - 1, lam, bias, pre)
-        bound = _concretize(lam, bias, lower, upper)
-        n = layer.n_out
-        return bound[:, :n], -bound[:, n:]
+        lam = torch.cat([weight, -weight]).unsqueeze(0).expand(batch, -1, -1)
+        offset = torch.cat([bias, -bias]).unsqueeze(0).expand(batch, -1)
+        lam, offset = _backward(self.ops, index - 1, lam, offset, pre)
+        bound = _concretize(lam, offset, lower, upper)
+        n = rows.numel()
+        l_new, u_new = l_cur.clone(), u_cur.clone()
+        l_new[:, rows] = torch.maximum(l_cur[:, rows], bound[:, :n])
+        u_new[:, rows] = torch.minimum(u_cur[:, rows], -bound[:, n:])
+        return l_new, u_new
 
     def _pre_by_index(self, layers: LayerBounds) -> dict[int, tuple[Tensor, Tensor]]:
         indices = [i for i, op in enumerate(self.ops) if not isinstance(op, BoundAffine)]

@@ -66,14 +66,15 @@ class BoundRelu:
 
     def backward(self, lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor,
                  alpha: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        # Written for few passes over the large [B, m, n] tensors: this is the hot loop of BaB.
         up_slope, up_intercept = self.upper_line(lower, upper)
         if alpha is None:
             alpha = self.default_alpha(lower, upper).unsqueeze(1)
         low_slope = torch.where((lower >= 0).unsqueeze(1), torch.ones_like(alpha),
                                 torch.where((upper <= 0).unsqueeze(1), torch.zeros_like(alpha), alpha))
-        positive, negative = _split(lam)
-        new_lam = positive * low_slope + negative * up_slope.unsqueeze(1)
-        new_bias = bias + (negative * up_intercept.unsqueeze(1)).sum(-1)
+        negative = lam.clamp(max=0)
+        new_bias = bias + (negative @ up_intercept.unsqueeze(-1)).squeeze(-1)
+        new_lam = lam * torch.where(lam >= 0, low_slope, up_slope.unsqueeze(1))
         return new_lam, new_bias
 
 
