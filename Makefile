@@ -24,7 +24,7 @@ models: $(STAMP)
 	$(BIN)/python tools/make_models.py
 
 bench-acasxu: $(STAMP)
-	$(BIN)/python tools/bench_acasxu.py
+	$(BIN)/python tools/bench_vnncomp.py --only acasxu --timeout 60
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -10,6 +10,7 @@ Exit codes (documented in README.md):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -89,6 +90,8 @@ def _bench(args: argparse.Namespace) -> int:
     instances = read_instances(args.instances)
     truth = read_ground_truth(args.ground_truth) if args.ground_truth else {}
     out = Path(args.out)
+    if args.timeout is not None:
+        instances = [dataclasses.replace(i, timeout=args.timeout) for i in instances]
     records = run_instances(instances, out, args.timeout_scale, args.workers)
     atomic_write_text(out / "results.csv", results_csv(records, truth))
     summary = summarise(records, truth)
@@ -161,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("instances", help="instances.csv (onnx,vnnlib,timeout; paths relative to it)")
     bench.add_argument("--ground-truth", help="CSV with onnx,vnnlib,result columns to judge answers")
     bench.add_argument("--timeout-scale", type=_positive_float, default=1.0, help="multiply every timeout")
+    bench.add_argument("--timeout", type=_positive_float, help="use this timeout (s) for every instance instead")
     bench.add_argument("--workers", type=_positive_int, default=1, help="instances run at once")
     bench.add_argument("--out", default="bench-out", help="folder for per-instance results and results.csv")
     bench.set_defaults(run=_bench)

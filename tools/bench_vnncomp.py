@@ -1,0 +1,56 @@
+"""Run `verirepair bench` on each VNN-COMP folder of ../shared/benchmarks and print one table.
+
+    python tools/bench_vnncomp.py                          # all folders, their own timeouts
+    python tools/bench_vnncomp.py --only acasxu --timeout 60 --workers 2
+
+Per-instance results and results.csv go to bench-out/<folder>/ (rerunning resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from verirepair.bench import TABLE_HEADER, read_ground_truth, read_instances, summarise, table_row
+from verirepair.bench.runner import InstanceRecord
+import json
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+FOLDERS = ("acasxu", "mnist_fc", "verivital", "eran")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", default=list(FOLDERS), choices=FOLDERS)
+    parser.add_argument("--timeout", type=float, help="override every instance's timeout (seconds)")
+    parser.add_argument("--timeout-scale", type=float, default=1.0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--out", default="bench-out")
+    args = parser.parse_args()
+    if not BENCHMARKS.is_dir():
+        print(f"benchmarks folder not found: {BENCHMARKS}", file=sys.stderr)
+        return 2
+    rows = []
+    for folder in args.only:
+        base = BENCHMARKS / folder
+        out = Path(args.out) / folder
+        command = [sys.executable, "-m", "verirepair", "bench", str(base / "instances.csv"),
+                   "--ground-truth", str(base / "ground_truth.csv"), "--out", str(out),
+                   "--workers", str(args.workers), "--timeout-scale", str(args.timeout_scale)]
+        if args.timeout:
+            command += ["--timeout", str(args.timeout)]
+        subprocess.run(command, check=True)
+        records = [InstanceRecord(**json.loads(p.read_text())) for p in sorted(out.glob("*.json"))]
+        wanted = {(i.onnx_text, i.vnnlib_text) for i in read_instances(base / "instances.csv")}
+        records = [r for r in records if (r.onnx, r.vnnlib) in wanted]
+        rows.append(table_row(folder, summarise(records, read_ground_truth(base / "ground_truth.csv"))))
+    print()
+    print(TABLE_HEADER)
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
