@@ -9,13 +9,19 @@ Per-instance results and results.csv go to bench-out/<folder>/ (rerunning resume
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from verirepair.bench import TABLE_HEADER, read_ground_truth, read_instances, summarise, table_row
+from verirepair.bench import (
+    TABLE_HEADER,
+    read_ground_truth,
+    read_instances,
+    summarise,
+    table_row,
+)
 from verirepair.bench.runner import InstanceRecord
-import json
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 FOLDERS = ("acasxu", "mnist_fc", "verivital", "eran")

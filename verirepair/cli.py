@@ -84,7 +84,15 @@ def _peak_memory_mb() -> float:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import TABLE_HEADER, read_ground_truth, read_instances, results_csv, run_instances, summarise, table_row
+    from .bench import (
+        TABLE_HEADER,
+        read_ground_truth,
+        read_instances,
+        results_csv,
+        run_instances,
+        summarise,
+        table_row,
+    )
     from .files import atomic_write_text
 
     instances = read_instances(args.instances)

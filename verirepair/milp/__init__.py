@@ -5,7 +5,12 @@ from verirepair.milp.gurobi_backend import GurobiSolver, licence_size_limit
 from verirepair.milp.highs_backend import HighsSolver
 from verirepair.milp.model import MilpModel
 from verirepair.milp.result import MilpResult, MilpSettings, MilpStatus
-from verirepair.milp.solvers import MilpSolver, choose_solver, solve_with_fallback, solver_named
+from verirepair.milp.solvers import (
+    MilpSolver,
+    choose_solver,
+    solve_with_fallback,
+    solver_named,
+)
 
 __all__ = [
     "INTERVAL_WIDENING",

@@ -30,12 +30,9 @@ import functools
 import hashlib
 import itertools
 import math
-import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
-from decimal import Decimal
 from pathlib import Path
 from typing import Callable, NamedTuple, NoReturn, Union
 
@@ -431,69 +428,3 @@ def _check_counts(spec: Spec, n_inputs: int | None, n_outputs: int | None) -> No
         if expected is not None and expected != actual:
             raise InputError(spec.source, None, f"the property declares {actual} {what} "
                                                 f"but the network has {expected}")
-
-
-def write_vnnlib(spec: Spec, path: str | Path) -> None:
-    """Write ``spec`` as VNN-LIB 1.0 (atomically: a temporary file in the same folder, then rename)."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(vnnlib_text(spec))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def vnnlib_text(spec: Spec) -> str:
-    """``spec`` as VNN-LIB 1.0 text; numbers are exact decimals, so reading it back is lossless."""
-    lines = [f"; written by verirepair from {' '.join(spec.source.split())}", ""]
-    lines += [f"(declare-const X_{i} Real)" for i in range(spec.n_inputs)] + [""]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(spec.n_outputs)] + [""]
-    if len(spec.regions) == 1:
-        region = spec.regions[0]
-        lines += [f"(assert {atom})" for atom in _box_atoms(region.box)]
-        outputs = _outputs(region.clauses)
-        if outputs:
-            lines.append(f"(assert {outputs})")
-    else:
-        lines.append("(assert (or")
-        for region in spec.regions:
-            lines.append(f"  (and {' '.join(_box_atoms(region.box))} {_outputs(region.clauses)})")
-        lines.append("))")
-    return "\n".join(lines) + "\n"
-
-
-def _box_atoms(box: Box) -> list[str]:
-    return [atom for i, (lo, hi) in enumerate(zip(box.lower.tolist(), box.upper.tolist()))
-            for atom in (f"(<= X_{i} {_number(hi)})", f"(>= X_{i} {_number(lo)})")]
-
-
-def _outputs(clauses: tuple[Clause, ...]) -> str:
-    """The disjunction of ``clauses``; empty when one has no rows (always violated)."""
-    if not clauses:
-        return "false"
-    if any(clause.A.shape[0] == 0 for clause in clauses):
-        return ""
-    conjunctions = (" ".join(_row(a, b) for a, b in zip(c.A.tolist(), c.b.tolist())) for c in clauses)
-    return "(or " + " ".join(f"(and {conj})" for conj in conjunctions) + ")"
-
-
-def _row(coefs: list[float], b: float) -> str:
-    terms = [f"Y_{j}" if a == 1.0 else f"(- Y_{j})" if a == -1.0 else f"(* {_number(a)} Y_{j})"
-             for j, a in enumerate(coefs) if a != 0.0]
-    left = terms[0] if len(terms) == 1 else f"(+ {' '.join(terms)})" if terms else "0.0"
-    return f"(<= {left} {_number(b)})"
-
-
-def _number(value: float) -> str:
-    """Shortest round-tripping decimal, without exponent (SMT-LIB has none)."""
-    if not math.isfinite(value):
-        raise ValueError(f"cannot write the non-finite number {value} as VNN-LIB")
-    text = repr(float(value))
-    if "e" in text:
-        text = format(Decimal(text), "f")
-    return text if "." in text else text + ".0"

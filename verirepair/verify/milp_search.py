@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from ..bounds import BoundEngine
-from ..milp import encode_chain, solve_with_fallback
-from ..spec import Region
+from ..milp import MilpModel, encode_chain, solve_with_fallback
+from ..spec import Clause, Region
 from .deadline import Deadline
 from .input_split import SearchOutcome
 from .objective import box_tensors
@@ -28,8 +28,8 @@ def milp_search(engine: BoundEngine, region: Region, open_clauses: list[int], se
     for index in open_clauses:
         if deadline.expired():
             return SearchOutcome("timeout", None, 0)
-        model, inputs, _ = encode_chain(engine.chain, region.box, pre_bounds, region.clauses[index],
-                                        margin=settings.milp_margin)
+        model, inputs, outputs = encode_chain(engine.chain, region.box, pre_bounds, region.clauses[index],
+                                              margin=settings.milp_margin)
         result = solve_with_fallback(model, deadline.remaining(), settings.milp_solver)
         if result.note and result.note not in notes:
             notes.append(result.note)
@@ -37,9 +37,35 @@ def milp_search(engine: BoundEngine, region: Region, open_clauses: list[int], se
             continue
         if result.status in ("feasible", "optimal") and result.x is not None:
             found = confirm(result.x[inputs])
+            if found is None and not deadline.expired():
+                deepest = _deepest_violation(model, inputs, outputs, region.clauses[index], settings, deadline)
+                found = confirm(deepest) if deepest is not None else None
             if found is not None:
                 return SearchOutcome("sat", found, 0)
             notes.append("MILP point not confirmed by onnxruntime")
             return SearchOutcome("unknown", None, 0)
         return SearchOutcome("timeout" if result.status == "timeout" or deadline.expired() else "unknown", None, 0)
     return SearchOutcome("proven", None, 0)
+
+
+def _deepest_violation(model: MilpModel, inputs: np.ndarray, outputs: np.ndarray, clause: Clause,
+                       settings: VerifySettings, deadline: Deadline) -> np.ndarray | None:
+    """The input that violates ``clause`` most: argmin of ``t >= A_r·y - b_r`` (every row r).
+
+    A feasibility solve may return any point of the *relaxed* clause ``A·y <= b + margin``, typically
+    a vertex on its relaxed boundary, i.e. just outside the real violation region, which onnxruntime
+    then rightly refuses even when the violation is deep elsewhere. The model keeps every constraint
+    (t <= margin), so this only re-ranks its feasible points.
+    """
+    A = np.asarray(clause.A, dtype=np.float64)
+    b = np.asarray(clause.b, dtype=np.float64).reshape(-1)
+    low, high = model.lower[outputs], model.upper[outputs]
+    row_lower = np.minimum(A * low, A * high).sum(axis=1) - b  # interval bound of each row
+    t_lower = float(row_lower.max()) - 1.0 if np.all(np.isfinite(row_lower)) else -np.inf
+    (t,) = model.add_variables([t_lower], [settings.milp_margin], name="t")
+    model.add_rows(np.hstack([A, -np.ones((A.shape[0], 1))]), np.concatenate([outputs, [t]]), -np.inf, b)
+    model.set_objective([t], [1.0])
+    result = solve_with_fallback(model, deadline.remaining(), settings.milp_solver)
+    if result.status in ("feasible", "optimal") and result.x is not None:
+        return result.x[inputs]
+    return None
