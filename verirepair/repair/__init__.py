@@ -1,0 +1,1 @@
+"""Repair strategies behind one interface, and the check-and-fix loop."""

@@ -1,0 +1,53 @@
+"""The one interface every repair strategy implements, and the data it exchanges with the loop.
+
+The `check-and-fix` loop (``loop.py``) owns verification: it verifies the original network, hands
+the strategy every counterexample found so far, exports the strategy's candidate as an ONNX file,
+and re-verifies *that file* with the complete verifier. A strategy never claims success itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import onnx
+
+from ..network import Network
+from ..spec import Spec
+from ..verify import Deadline
+
+
+@dataclass(frozen=True)
+class RepairProblem:
+    """What a strategy may use: the original network (never modified), the property, and the
+    buggy inputs known so far (flat float64 inputs, each confirmed in onnxruntime)."""
+
+    original: Network
+    spec: Spec
+    counterexamples: tuple[np.ndarray, ...]
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class RepairCandidate:
+    """A repaired network as an ONNX model (standard operators, same input/output names and
+    shapes as the original), plus what the strategy wants in the report."""
+
+    model: onnx.ModelProto
+    details: dict[str, object] = field(default_factory=dict)  # e.g. regions patched, parameters added
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # e.g. localise, synthesise
+
+
+class RepairStrategy(Protocol):
+    name: str
+
+    def repair(self, problem: RepairProblem, previous: RepairCandidate | None,
+               deadline: Deadline) -> RepairCandidate:
+        """A new candidate fixing ``problem.counterexamples`` (and, ideally, the whole spec).
+
+        ``previous`` is the last candidate that failed re-verification (None at first); a strategy
+        may refine it or start again from ``problem.original``.
+        """
+        ...
