@@ -1,0 +1,26 @@
+"""Strategy names for `--strategy`, mapped to factories (imported lazily: strategies are heavy)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from .strategy import RepairStrategy
+
+# name → ("module", "factory attribute"); the factory takes no arguments.
+STRATEGIES: dict[str, tuple[str, str]] = {}
+
+
+def register(name: str, module: str, factory: str) -> None:
+    STRATEGIES[name] = (module, factory)
+
+
+def strategy_named(name: str) -> RepairStrategy:
+    """The strategy called ``name``; the caller reports unknown names (see `available`)."""
+    module, attribute = STRATEGIES[name]
+    factory: Callable[[], RepairStrategy] = getattr(importlib.import_module(module), attribute)
+    return factory()
+
+
+def available() -> list[str]:
+    return sorted(STRATEGIES)
