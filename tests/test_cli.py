@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import onnx_factory
 import onnxruntime as ort
 import pytest
 
-import onnx_factory
 from verirepair.cli import main
 
 DECLARE = "".join(f"(declare-const {v} Real)\n" for v in ("X_0", "X_1", "Y_0", "Y_1"))

@@ -18,8 +18,16 @@ import z3
 
 from verirepair.bounds.layers import ActivationLayer, AffineLayer, Chain, MaxPoolLayer
 from verirepair.errors import UnsupportedError
-from verirepair.milp import (GurobiSolver, HighsSolver, MilpModel, MilpSettings, choose_solver,
-                             encode_chain, licence_size_limit, solve_with_fallback)
+from verirepair.milp import (
+    GurobiSolver,
+    HighsSolver,
+    MilpModel,
+    MilpSettings,
+    choose_solver,
+    encode_chain,
+    licence_size_limit,
+    solve_with_fallback,
+)
 from verirepair.spec.model import Box, Clause
 
 TIME_LIMIT_S = 30.0

@@ -8,14 +8,20 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import onnx_factory
 import onnxruntime as ort
 import pytest
 import torch
 
-import onnx_factory
 from verirepair.bounds import lower_network
 from verirepair.errors import InputError, UnsupportedError
-from verirepair.network import CONVERTERS, Network, check_import_agrees, load_network, run_onnxruntime
+from verirepair.network import (
+    CONVERTERS,
+    Network,
+    check_import_agrees,
+    load_network,
+    run_onnxruntime,
+)
 
 # Our float64 forward vs onnxruntime's float32 kernels on O(1) values: float32 rounding over a
 # few dozen terms stays near 1e-6, so 1e-5 is tight enough to catch any wrong semantics.

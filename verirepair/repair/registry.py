@@ -7,12 +7,9 @@ from typing import Callable
 
 from .strategy import RepairStrategy
 
-# name → ("module", "factory attribute"); the factory takes no arguments.
-STRATEGIES: dict[str, tuple[str, str]] = {}
-
-
-def register(name: str, module: str, factory: str) -> None:
-    STRATEGIES[name] = (module, factory)
+# name → ("module", "factory attribute"); the factory takes no arguments. One line per strategy.
+STRATEGIES: dict[str, tuple[str, str]] = {
+}
 
 
 def strategy_named(name: str) -> RepairStrategy:
