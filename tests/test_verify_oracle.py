@@ -1,0 +1,323 @@
+"""The verifier against exact oracles on hundreds of random tiny (network, spec) pairs.
+
+Each case is a random ReLU MLP saved as ONNX (float32 weights) and a random `Spec` (one or two
+regions, 1–3 clauses of 1–2 rows). The oracle reasons about the network stored in the file, in
+exact arithmetic: z3 over the rationals (ReLU as ``If``) for most seeds, an exact MILP for the
+others. For every clause the MILP first gives the optimum ``t* = min_x max_r (A_r·y - b_r)`` and the
+clause offsets are moved so that ``t*`` lands at a chosen signed distance from 0 (never within a
+small gap of it), so a float32 evaluation cannot differ from the exact answer and both outcomes
+occur. Asserted: never a wrong answer, every ``sat`` witness violates the spec when re-run in
+onnxruntime, and every case is decided. Twelve-input cases go through the MILP search instead of
+input splitting; sigmoid cases (no exact oracle) are checked for consistency with dense sampling.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import z3
+from random_nets import exact_weights, float32_rounded, random_mlp, save_onnx
+
+from verirepair.bounds import ActivationLayer, AffineLayer, Chain
+from verirepair.milp import HighsSolver, MilpSettings, encode_chain
+from verirepair.network import load_network
+from verirepair.spec import Box, Clause, Region, Spec
+from verirepair.verify import Verdict, VerifySettings, verify
+
+SETTINGS = VerifySettings(timeout=20, random_samples=200, pgd_restarts=8, pgd_steps=20)
+SIGMOID_SETTINGS = VerifySettings(timeout=8, random_samples=200, pgd_restarts=8, pgd_steps=20)
+# A clause's exact optimum t* is kept at least this far (relative to the output scale) from 0:
+# float32 inference differs from exact arithmetic by ~1e-7 relative, so no answer can flip.
+RELATIVE_GAP = 1e-4
+ORACLE_TIME_LIMIT_S = 60.0
+CHUNK = 12
+Z3_MAX_HIDDEN = 12
+SMALL_CHUNKS = 18  # 216 small cases
+WIDE_CHUNKS = 3  # 36 cases with 12 inputs
+SIGMOID_CHUNKS = 3  # 36 sigmoid cases
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny tensors: torch's thread pool only adds latency on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---- exact oracles ------------------------------------------------------------------------------
+def interval_pre_bounds(chain: Chain, box: Box) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Sound bounds of every activation's input by plain interval arithmetic, widened by 1e-6
+    (relative and absolute) so rounding cannot cut off a reachable value; independent of the
+    bound engine under test."""
+    lo, hi = box.lower.copy(), box.upper.copy()
+    out = []
+    for layer in chain.layers:
+        if isinstance(layer, AffineLayer):
+            W, b = layer.weight.numpy(), layer.bias.numpy()
+            mid, rad = W @ ((lo + hi) / 2) + b, np.abs(W) @ ((hi - lo) / 2)
+            slack = 1e-6 * (1 + np.abs(mid) + rad)
+            lo, hi = mid - rad - slack, mid + rad + slack
+        else:
+            out.append((lo.copy(), hi.copy()))
+            lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
+    return out
+
+
+def milp_min_margin(chain: Chain, box: Box, A: np.ndarray, b: np.ndarray) -> float:
+    """Exact ``min over the box of max_r (A_r·f(x) - b_r)`` for a ReLU chain (HiGHS, tight gaps)."""
+    model, _, outputs = encode_chain(chain, box, interval_pre_bounds(chain, box), None, 0.0)
+    (t,) = model.add_variables([-1e6], [1e6], name="t")
+    coefficients = np.hstack([A, -np.ones((A.shape[0], 1))])
+    model.add_rows(coefficients, np.concatenate([outputs, [t]]), -np.inf, b)
+    model.set_objective([t], [1.0])
+    result = HighsSolver().solve(model, ORACLE_TIME_LIMIT_S, MilpSettings())
+    assert result.status == "optimal" and result.objective is not None, result.note
+    return float(result.objective)
+
+
+def _q(value: Fraction | float) -> z3.RatNumRef:
+    f = Fraction(value)
+    return z3.Q(f.numerator, f.denominator)
+
+
+def z3_violation_exists(chain: Chain, box: Box, A: np.ndarray, b: np.ndarray) -> bool:
+    """Whether some x of ``box`` has ``A·f(x) <= b``, decided by z3 in exact rational arithmetic.
+
+    Exact interval bounds (in `Fraction`s) fix the stable ReLUs and bound the unstable ones, with
+    the implied triangle constraints: a sound simplification that spares z3 most case splits."""
+    solver = z3.Then("simplify", "propagate-values", "solve-eqs", "elim-term-ite", "smt").solver()
+    solver.set("timeout", int(ORACLE_TIME_LIMIT_S * 1000))
+    h: list = [z3.Real(f"x{i}") for i in range(box.dim)]
+    low = [Fraction(float(v)) for v in box.lower]
+    high = [Fraction(float(v)) for v in box.upper]
+    for x, l, u in zip(h, low, high):
+        solver.add(x >= _q(l), x <= _q(u))
+    for k, layer in enumerate(exact_weights(chain)):
+        if isinstance(layer, str):
+            assert layer == "relu"
+            fresh = []
+            for j, (v, l, u) in enumerate(zip(h, low, high)):
+                if l >= 0:
+                    fresh.append(v)
+                elif u <= 0:
+                    fresh.append(z3.RealVal(0))
+                else:
+                    r = z3.Real(f"r{k}_{j}")
+                    # the If is the definition; the rest are implied by it and the exact bounds
+                    # (triangle relaxation) and only let z3 prune case splits early
+                    solver.add(r == z3.If(v > 0, v, 0), v >= _q(l), v <= _q(u), r >= 0, r >= v,
+                               r * _q(u - l) <= _q(u) * (v - _q(l)))
+                    fresh.append(r)
+            h = fresh
+            low, high = [max(l, Fraction(0)) for l in low], [max(u, Fraction(0)) for u in high]
+        else:
+            W, bias = layer
+            fresh = [z3.Real(f"z{k}_{i}") for i in range(len(bias))]
+            solver.add(*[z == z3.Sum([_q(w) * v for w, v in zip(row, h)]) + _q(c)
+                         for z, row, c in zip(fresh, W, bias)])
+            low, high = ([c + sum(w * (l if w > 0 else u) for w, l, u in zip(row, low, high)) for row, c in zip(W, bias)],
+                         [c + sum(w * (u if w > 0 else l) for w, l, u in zip(row, low, high)) for row, c in zip(W, bias)])
+            h = fresh
+    for row, bound in zip(A, b):
+        solver.add(z3.Sum([_q(float(a)) * y for a, y in zip(row, h)]) <= _q(float(bound)))
+    answer = solver.check()
+    assert answer != z3.unknown, f"z3 gave up: {solver.reason_unknown()}"
+    return answer == z3.sat
+
+
+# ---- random problems ----------------------------------------------------------------------------
+def random_region_box(rng: np.random.Generator, n: int) -> Box:
+    center = rng.normal(scale=0.7, size=n)
+    radius = rng.uniform(0.05, 1.0, size=n) * rng.uniform(0.2, 1.0)
+    return Box(center - radius, center + radius)
+
+
+def random_rows(rng: np.random.Generator, n_rows: int, n_out: int) -> np.ndarray:
+    """Random dense rows, or the ``y_i - y_j`` / ``±y_i`` rows that real specs use."""
+    if rng.random() < 0.5:
+        return rng.normal(size=(n_rows, n_out))
+    A = np.zeros((n_rows, n_out))
+    for r in range(n_rows):
+        i, j = rng.choice(n_out, size=2, replace=False)
+        A[r, i] = 1.0
+        if rng.random() < 0.7:
+            A[r, j] = -1.0
+        else:
+            A[r, i] = rng.choice([-1.0, 1.0])
+    return A
+
+
+def outputs_on(chain: Chain, box: Box, rng: np.random.Generator, count: int = 300) -> np.ndarray:
+    x = box.lower + rng.random((count, box.dim)) * (box.upper - box.lower)
+    return chain.forward(torch.tensor(x)).numpy()
+
+
+def placed_offsets(rng: np.random.Generator, chain: Chain, box: Box, A: np.ndarray, y: np.ndarray,
+                   violated: bool) -> tuple[np.ndarray, float]:
+    """Offsets ``b`` for rows ``A`` near the sampled outputs ``y``, then moved together so that the
+    clause's exact optimum t* lies at a random distance (from the gap up to 0.3·scale) from 0,
+    below 0 (the clause is violated) iff ``violated``. Moving every ``b_r`` by δ moves t* by -δ.
+    Returns ``b`` and the final t*."""
+    values = y @ A.T  # [samples, rows]
+    scale = 1.0 + float(np.abs(values).max())
+    gap = RELATIVE_GAP * scale
+    b = np.quantile(values, rng.uniform(0.0, 0.6), axis=0)
+    t_star = milp_min_margin(chain, box, A, b)
+    distance = gap * 10.0 ** rng.uniform(0.0, np.log10(0.3 * scale / gap))
+    target = -distance if violated else distance
+    return b + (t_star - target), target
+
+
+def relu_case(seed: int, tmp_path: Path, n_inputs: int | None = None) -> tuple[Path, Chain, Spec, list[list[float]]]:
+    """A random network file, its exact float64 chain, a spec, and every clause's exact t* per region."""
+    rng = np.random.default_rng(seed)
+    n_in = n_inputs or int(rng.integers(2, 4))
+    hidden = [int(h) for h in rng.integers(3, 9, size=int(rng.integers(1, 3)))]
+    n_out = int(rng.integers(2, 4))
+    chain = random_mlp(rng, n_in, hidden, n_out, "relu", scale=float(rng.uniform(1.0, 2.5)))
+    path = save_onnx(chain, tmp_path / f"relu_{seed}.onnx")
+    exact = float32_rounded(chain)
+    want_sat = rng.random() < 0.5
+    regions, optima = [], []
+    n_regions = int(rng.integers(1, 3))
+    n_clauses = [int(rng.integers(1, 4)) for _ in range(n_regions)]
+    # when the spec should be violated, one random clause surely is (others maybe); else none is
+    violating_region = int(rng.integers(n_regions)) if want_sat else -1
+    for r in range(n_regions):
+        box = random_region_box(rng, n_in)
+        y = outputs_on(exact, box, rng)
+        clauses, region_optima = [], []
+        chosen = int(rng.integers(n_clauses[r])) if r == violating_region else -1
+        for c in range(n_clauses[r]):
+            A = random_rows(rng, int(rng.integers(1, 3)), n_out)
+            violated = c == chosen or (want_sat and rng.random() < 0.3)
+            b, t_star = placed_offsets(rng, exact, box, A, y, violated)
+            clauses.append(Clause(A, b))
+            region_optima.append(t_star)
+        regions.append(Region(box, tuple(clauses)))
+        optima.append(region_optima)
+    spec = Spec(n_in, n_out, tuple(regions), source=f"seed {seed}")
+    return path, exact, spec, optima
+
+
+def violation_in_onnxruntime(path: Path, spec: Spec, x: np.ndarray) -> bool:
+    """Replay ``x`` on the file in a fresh onnxruntime session (not the verifier's)."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    y = session.run(None, {"x": x.astype(np.float32).reshape(1, -1)})[0].astype(np.float64)
+    return bool(np.all(x.astype(np.float32).astype(np.float64) == x)) and spec.violation_at(x, y[0])
+
+
+def check_against_oracle(seed: int, tmp_path: Path, n_inputs: int | None) -> tuple[str | None, Verdict, bool]:
+    """The verdict for one seed, whether the oracle says sat, and what is wrong (None if nothing).
+
+    The oracle is z3 for 3 seeds in 4 when the net has at most `Z3_MAX_HIDDEN` hidden neurons (z3's
+    case splitting grows fast beyond), the exact MILP optimum otherwise."""
+    path, exact, spec, optima = relu_case(seed, tmp_path, n_inputs)
+    clause_sat = [[t < 0 for t in region] for region in optima]
+    hidden = sum(layer.size for layer in exact.layers if isinstance(layer, ActivationLayer))
+    if seed % 4 != 3 and hidden <= Z3_MAX_HIDDEN:  # independent exact check, also of the MILP optima
+        for region, answers in zip(spec.regions, clause_sat):
+            for clause, expected in zip(region.clauses, answers):
+                found = z3_violation_exists(exact, region.box, clause.A, clause.b)
+                assert found == expected, f"seed {seed}: z3 and the MILP oracle disagree on a clause"
+    oracle_sat = any(any(answers) for answers in clause_sat)
+    verdict = verify(load_network(path), spec, SETTINGS)
+    if verdict.status not in ("sat", "unsat"):
+        return f"seed {seed}: undecided ({verdict.status}, {verdict.decided_by}, {verdict.notes})", verdict, oracle_sat
+    if (verdict.status == "sat") != oracle_sat:
+        return (f"seed {seed}: WRONG ANSWER {verdict.status} ({verdict.decided_by}), "
+                f"the oracle says {'sat' if oracle_sat else 'unsat'}"), verdict, oracle_sat
+    if verdict.status == "sat":
+        assert verdict.counterexample is not None
+        if not violation_in_onnxruntime(path, spec, verdict.counterexample.x):
+            return f"seed {seed}: the counterexample does not violate the spec in onnxruntime", verdict, oracle_sat
+    return None, verdict, oracle_sat
+
+
+def run_chunk(seeds: range, tmp_path: Path, n_inputs: int | None = None) -> Counter:
+    """Check every seed; fail naming each wrong or undecided seed. Returns a tally of oracle
+    answers (``oracle sat``/``oracle unsat``) and of the verdicts' deciders."""
+    failures, tally = [], Counter()
+    for seed in seeds:
+        problem, verdict, oracle_sat = check_against_oracle(seed, tmp_path, n_inputs)
+        tally["oracle sat" if oracle_sat else "oracle unsat"] += 1
+        tally[verdict.decided_by] += 1
+        if problem:
+            failures.append(problem)
+    assert not failures, f"{len(failures)} of {len(seeds)} cases failed:\n" + "\n".join(failures)
+    # deterministic seeds: the generator gives every chunk both answers
+    assert tally["oracle sat"] and tally["oracle unsat"], tally
+    return tally
+
+
+# ---- the tests ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("chunk", range(SMALL_CHUNKS))
+def test_tiny_relu_networks_agree_with_exact_oracle(chunk: int, tmp_path: Path) -> None:
+    """2–3 inputs: decided by falsification, α-CROWN or input-split branch and bound."""
+    run_chunk(range(chunk * CHUNK, (chunk + 1) * CHUNK), tmp_path)
+
+
+@pytest.mark.parametrize("chunk", range(WIDE_CHUNKS))
+def test_twelve_input_relu_networks_agree_with_exact_oracle(chunk: int, tmp_path: Path) -> None:
+    """12 inputs: above `input_split_max_dims`, so open clauses go to the MILP search."""
+    first = 10_000 + chunk * CHUNK
+    tally = run_chunk(range(first, first + CHUNK), tmp_path, n_inputs=12)
+    assert tally["milp"] >= 1, f"no case reached the MILP search: {tally}"
+
+
+# ---- sigmoid networks: consistency with dense sampling ------------------------------------------
+def sigmoid_case(seed: int, tmp_path: Path) -> tuple[Path, Chain, Spec, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    n_in = int(rng.integers(2, 4))
+    hidden = [int(h) for h in rng.integers(3, 9, size=int(rng.integers(1, 3)))]
+    chain = random_mlp(rng, n_in, hidden, 2, "sigmoid", scale=float(rng.uniform(1.0, 3.0)))
+    path = save_onnx(chain, tmp_path / f"sigmoid_{seed}.onnx")
+    exact = float32_rounded(chain)
+    box = random_region_box(rng, n_in)
+    per_axis = {2: 200, 3: 34}[n_in]
+    axes = [torch.linspace(l, u, per_axis, dtype=torch.float64) for l, u in zip(box.lower, box.upper)]
+    grid = torch.cartesian_prod(*axes)
+    y = exact.forward(grid).numpy()
+    clauses = []
+    for _ in range(int(rng.integers(1, 3))):
+        A = random_rows(rng, int(rng.integers(1, 3)), 2)
+        values = y @ A.T
+        scale = 1.0 + float(np.abs(values).max())
+        sampled_min = values.max(axis=1).min()  # min over the grid of max_r A_r·y
+        # equal offsets b_r = sampled_min - shift put the grid's optimum of max_r (A_r·y - b_r) at
+        # shift: below 0 (a grid point violates) or above it (none does; the verifier may still
+        # find a violation between grid points, which is then a real one)
+        shift = scale * 10.0 ** rng.uniform(-2.5, -0.7) * rng.choice([-1.0, 1.0])
+        b = np.full(A.shape[0], sampled_min) - shift
+        clauses.append(Clause(A, b))
+    spec = Spec(n_in, 2, (Region(box, tuple(clauses)),), source=f"sigmoid seed {seed}")
+    return path, exact, spec, grid
+
+
+@pytest.mark.parametrize("chunk", range(SIGMOID_CHUNKS))
+def test_sigmoid_networks_consistent_with_dense_sampling(chunk: int, tmp_path: Path) -> None:
+    failures, statuses = [], Counter()
+    for seed in range(30_000 + chunk * CHUNK, 30_000 + (chunk + 1) * CHUNK):
+        path, exact, spec, grid = sigmoid_case(seed, tmp_path)
+        (region,) = spec.regions
+        y = exact.forward(grid).numpy()
+        sampled_violation = any(np.all(y @ c.A.T <= c.b, axis=1).any() for c in region.clauses)
+        verdict = verify(load_network(path), spec, SIGMOID_SETTINGS)
+        statuses[verdict.status] += 1
+        if verdict.status == "sat":
+            assert verdict.counterexample is not None
+            if not violation_in_onnxruntime(path, spec, verdict.counterexample.x):
+                failures.append(f"seed {seed}: the counterexample does not violate the spec in onnxruntime")
+        elif verdict.status == "unsat" and sampled_violation:
+            failures.append(f"seed {seed}: WRONG ANSWER unsat, a grid point violates the spec")
+    assert not failures, "\n".join(failures)
+    # the grid decides these (clearly violated or clearly not), so the verifier should too
+    assert statuses["sat"] + statuses["unsat"] >= CHUNK - 2, statuses
