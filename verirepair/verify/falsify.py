@@ -27,22 +27,29 @@ def candidate_points(chain: Chain, rows: RegionRows, box: Box, settings: VerifyS
     """
     device = rows.A.device
     lower, upper = (t[0] for t in box_tensors(box, device))
-    width = upper - lower
     uniform = lower + torch.rand(settings.random_samples, lower.numel(), dtype=torch.float64,
-                                 generator=generator).to(device) * width
+                                 generator=generator).to(device) * (upper - lower)
     center = ((lower + upper) / 2).unsqueeze(0)
     starts, margins = _best_points(chain, rows, torch.cat([center, uniform]), settings.pgd_restarts)
     if rows.empty_clause or bool((margins <= 0).any()):
         return starts[margins <= 0].cpu().numpy() if not rows.empty_clause else center.cpu().numpy()
-    x = starts.clone()
-    for step in range(settings.pgd_steps):
+    x = descend(chain, rows, starts, lower, upper, settings.pgd_steps, deadline)
+    found, margins = _best_points(chain, rows, x, settings.pgd_restarts)
+    return found[margins <= 0].cpu().numpy()
+
+
+def descend(chain: Chain, rows: RegionRows, x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
+            steps: int, deadline: Deadline) -> torch.Tensor:
+    """Projected signed-gradient descent on the margin; ``lower``/``upper`` are one box or one per point."""
+    width = upper - lower
+    x = x.clone()
+    for step in range(steps):
         if deadline.expired():
             break
         x.requires_grad_(True)
         margin = rows.margin(chain.forward(x))
         (gradient,) = torch.autograd.grad(margin.sum(), x)
-        size = 0.1 * (1 - step / settings.pgd_steps) + 0.002
+        size = 0.1 * (1 - step / steps) + 0.002
         with torch.no_grad():
             x = torch.minimum(torch.maximum(x - size * width * gradient.sign(), lower), upper)
-    found, margins = _best_points(chain, rows, x.detach(), settings.pgd_restarts)
-    return found[margins <= 0].cpu().numpy()
+    return x.detach()

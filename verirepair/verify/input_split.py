@@ -9,21 +9,28 @@ half along the dimension that contributes most to the open rows' bound looseness
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..bounds import BoundEngine
+from ..bounds import BoundEngine, OutputBound
 from ..spec import Box
 from .deadline import Deadline
-from .objective import RegionRows, box_tensors
+from .falsify import descend
+from .objective import RegionRows, box_tensors, clause_lower_bounds
 from .result import Counterexample
 from .settings import VerifySettings
 
 # Boxes narrower than this in every dimension are not split further (left undecided).
 MIN_WIDTH = 1e-12
+# Counterexample search inside the leaves: descent steps in this many of the weakest boxes.
+PROBE_BOXES, PROBE_STEPS = 64, 8
+# The batch of boxes bounded at once starts small and doubles (up to settings.split_batch) while
+# an iteration takes less than this, which keeps deadline checks frequent on a slow machine.
+BATCH_START, TARGET_ITERATION_SECONDS = 64, 1.0
 
 
 @dataclass(frozen=True)
@@ -33,67 +40,117 @@ class SearchOutcome:
     boxes_bounded: int
 
 
-def _open_clauses(rows: RegionRows, lower_bounds: torch.Tensor, margin: float) -> torch.Tensor:
-    proven = (lower_bounds > margin).to(lower_bounds.dtype)
-    refuted = rows.clause_margins(proven) > 0  # some row of the clause is proven positive
-    return ~refuted
+def _open_clauses(rows: RegionRows, result: OutputBound, lower: torch.Tensor, upper: torch.Tensor,
+                  margin: float) -> torch.Tensor:
+    """[B, K]: clauses not proven unreachable on each box."""
+    assert result.coefficients is not None and result.constant is not None
+    bounds = clause_lower_bounds(rows, result.lower, result.coefficients, result.constant, lower, upper)
+    return bounds <= margin
+
+
+class _Frontier:
+    """Open sub-boxes, each with the clauses still open on it and a priority (lowest first).
+
+    The priority is the parent's weakest open lower bound, so the most suspicious boxes are
+    bounded (and probed for counterexamples) first; a proof needs every box anyway, so the order
+    changes how fast violations are found, not the amount of proof work.
+    """
+
+    def __init__(self, lower: torch.Tensor, upper: torch.Tensor, open_clauses: torch.Tensor) -> None:
+        self.lower, self.upper, self.open = lower, upper, open_clauses
+        self.priority = torch.zeros(lower.shape[0], dtype=lower.dtype, device=lower.device)
+        self.stuck = False  # some box became too narrow to split while still open
+
+    @property
+    def size(self) -> int:
+        return int(self.lower.shape[0])
+
+    def push(self, lower: torch.Tensor, upper: torch.Tensor, open_clauses: torch.Tensor, priority: torch.Tensor) -> None:
+        self.lower = torch.cat([self.lower, lower])
+        self.upper = torch.cat([self.upper, upper])
+        self.open = torch.cat([self.open, open_clauses])
+        self.priority = torch.cat([self.priority, priority])
+
+    def pop(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        order = self.priority.argsort()
+        take, rest = order[:count], order[count:]
+        popped = (self.lower[take], self.upper[take], self.open[take])
+        self.lower, self.upper, self.open, self.priority = (
+            self.lower[rest], self.upper[rest], self.open[rest], self.priority[rest])
+        return popped
 
 
 def input_split_search(engine: BoundEngine, rows: RegionRows, box: Box, settings: VerifySettings,
                        deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None]) -> SearchOutcome:
     device = rows.A.device
     root_lower, root_upper = box_tensors(box, device)
-    lowers, uppers = [root_lower], [root_upper]
+    frontier = _Frontier(root_lower, root_upper, torch.ones(1, rows.n_clauses, dtype=torch.bool, device=device))
     bounded = 0
     undecided = False
-    while lowers:
+    batch = BATCH_START
+    while frontier.size:
         if deadline.expired():
             return SearchOutcome("timeout", None, bounded)
-        lower, upper = torch.cat(lowers), torch.cat(uppers)
-        take = min(settings.split_batch, lower.shape[0])
-        lowers, uppers = [lower[:-take]] if lower.shape[0] > take else [], [upper[:-take]] if lower.shape[0] > take else []
-        lower, upper = lower[-take:], upper[-take:]
+        started = time.monotonic()
+        lower, upper, inherited = frontier.pop(batch)
         with torch.no_grad():
             result = engine.output_bounds(lower, upper, rows.A, -rows.b, method="crown")
-        bounded += take
-        open_clauses = _open_clauses(rows, result.lower, settings.decision_margin)
+        bounded += lower.shape[0]
+        open_clauses = inherited & _open_clauses(rows, result, lower, upper, settings.decision_margin)
         keep = open_clauses.any(dim=1)
-        if not bool(keep.any()):
-            continue
-        lower, upper = lower[keep], upper[keep]
-        lb, coef = result.lower[keep], result.coefficients[keep]
-        row_open = open_clauses[keep].gather(1, rows.owner.unsqueeze(0).expand(lower.shape[0], -1))
-        row_open &= lb <= settings.decision_margin
-        found = _probe(engine, rows, lower, upper, lb, coef, row_open, confirm)
-        if found is not None:
-            return SearchOutcome("sat", found, bounded)
-        width = upper - lower
-        splittable = width.max(dim=1).values > MIN_WIDTH
-        undecided |= bool((~splittable).any())
-        lower, upper, width, coef, row_open = (t[splittable] for t in (lower, upper, width, coef, row_open))
-        if lower.shape[0] == 0:
-            continue
-        score = (coef.abs() * width.unsqueeze(1) * row_open.unsqueeze(-1)).sum(dim=1)
-        score = torch.where(width > MIN_WIDTH, score + 1e-30 * width, torch.zeros_like(score))
-        dim = score.argmax(dim=1)
-        rows_index = torch.arange(lower.shape[0], device=device)
-        middle = (lower[rows_index, dim] + upper[rows_index, dim]) / 2
-        left_upper, right_lower = upper.clone(), lower.clone()
-        left_upper[rows_index, dim] = middle
-        right_lower[rows_index, dim] = middle
-        lowers += [lower, right_lower]
-        uppers += [left_upper, upper]
+        if bool(keep.any()):
+            outcome = _split_open(engine, rows, lower[keep], upper[keep], result.lower[keep],
+                                  result.coefficients[keep], open_clauses[keep], settings, deadline, confirm, frontier)
+            if outcome is not None:
+                return SearchOutcome("sat", outcome, bounded)
+            undecided |= frontier.stuck
+        # Grow the batch while an iteration stays short, so the deadline is checked often.
+        if time.monotonic() - started < TARGET_ITERATION_SECONDS:
+            batch = min(2 * batch, settings.split_batch)
     return SearchOutcome("unknown" if undecided else "proven", None, bounded)
+
+
+def _split_open(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor, lb: torch.Tensor,
+                coef: torch.Tensor, open_clauses: torch.Tensor, settings: VerifySettings, deadline: Deadline,
+                confirm: Callable[[np.ndarray], Counterexample | None], frontier: _Frontier) -> Counterexample | None:
+    """Probe the open boxes for a counterexample, then split each in two onto the frontier."""
+    row_open = open_clauses.gather(1, rows.owner.unsqueeze(0).expand(lower.shape[0], -1))
+    row_open &= lb <= settings.decision_margin
+    found = _probe(engine, rows, lower, upper, lb, coef, row_open, confirm, deadline)
+    if found is not None:
+        return found
+    width = upper - lower
+    splittable = width.max(dim=1).values > MIN_WIDTH
+    frontier.stuck = frontier.stuck or bool((~splittable).any())
+    lower, upper, width, coef, row_open, lb, open_clauses = (
+        t[splittable] for t in (lower, upper, width, coef, row_open, lb, open_clauses))
+    if lower.shape[0] == 0:
+        return None
+    score = (coef.abs() * width.unsqueeze(1) * row_open.unsqueeze(-1)).sum(dim=1)
+    score = torch.where(width > MIN_WIDTH, score + 1e-30 * width, torch.zeros_like(score))
+    dim = score.argmax(dim=1)
+    index = torch.arange(lower.shape[0], device=lower.device)
+    middle = (lower[index, dim] + upper[index, dim]) / 2
+    left_upper, right_lower = upper.clone(), lower.clone()
+    left_upper[index, dim] = middle
+    right_lower[index, dim] = middle
+    priority = torch.where(row_open, lb, torch.full_like(lb, float("inf"))).min(dim=1).values
+    frontier.push(torch.cat([lower, right_lower]), torch.cat([left_upper, upper]),
+                  torch.cat([open_clauses, open_clauses]), torch.cat([priority, priority]))
+    return None
 
 
 def _probe(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor,
            lb: torch.Tensor, coef: torch.Tensor, row_open: torch.Tensor,
-           confirm: Callable[[np.ndarray], Counterexample | None]) -> Counterexample | None:
-    """Evaluate box centres and lower-bound minimising vertices; replay violating ones."""
-    weakest = torch.where(row_open, lb, torch.full_like(lb, float("inf"))).argmin(dim=1)
+           confirm: Callable[[np.ndarray], Counterexample | None], deadline: Deadline) -> Counterexample | None:
+    """Look for a counterexample in the open boxes: the lower-bound minimising vertex of each,
+    refined by a few steps of projected descent in the most promising boxes; replay violators."""
+    weakest_bound, weakest = torch.where(row_open, lb, torch.full_like(lb, float("inf"))).min(dim=1)
     weakest_coef = coef[torch.arange(lower.shape[0], device=lower.device), weakest]
     vertex = torch.where(weakest_coef > 0, lower, upper)
-    points = torch.cat([(lower + upper) / 2, vertex])
+    promising = weakest_bound.argsort()[:PROBE_BOXES]
+    refined = descend(engine.chain, rows, vertex[promising], lower[promising], upper[promising], PROBE_STEPS, deadline)
+    points = torch.cat([(lower + upper) / 2, vertex, refined])
     with torch.no_grad():
         margins = rows.margin(engine.chain.forward(points))
     for index in margins.argsort()[:8].tolist():

@@ -9,6 +9,9 @@ import torch
 
 from ..spec import Box, Region
 
+# Steps of the search for a convex combination of a clause's rows (see clause_lower_bounds).
+COMBINATION_STEPS = 12
+
 
 def box_tensors(box: Box, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The box as float64 tensors [1, n] (copies: spec arrays are shared and must not change)."""
@@ -52,3 +55,37 @@ class RegionRows:
     def margin(self, y: torch.Tensor) -> torch.Tensor:
         """min over clauses of max over its rows of ``A·y - b``: ``<= 0`` iff ``y`` violates."""
         return self.clause_margins(y @ self.A.T - self.b).min(dim=1).values
+
+
+def clause_lower_bounds(rows: RegionRows, row_bounds: torch.Tensor, coefficients: torch.Tensor,
+                        constants: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
+                        steps: int = COMBINATION_STEPS) -> torch.Tensor:
+    """Per box and clause, a lower bound that proves the clause unreachable when it is > 0.
+
+    A clause is violated only where *all* its rows are <= 0, so it is unreachable on a box when
+    some convex combination ``Σ λ_i row_i`` is positive there. Each row has a linear lower bound
+    ``a_i·x + c_i`` valid on the box (from CROWN), hence ``Σ λ_i (a_i·x + c_i)`` bounds the
+    combination from below. Single rows (``row_bounds``) are the corners of the simplex; a few
+    steps of exponentiated supergradient ascent on ``λ`` find better mixtures where rows tie,
+    which is where "some single row is positive" needs very small boxes.
+    """
+    batch = row_bounds.shape[0]
+    single = rows.clause_margins(row_bounds)  # best single row per clause [B, K]
+    center, radius = ((upper + lower) / 2).unsqueeze(1), ((upper - lower) / 2).unsqueeze(1)
+    best = single.clone()
+    for clause in range(rows.n_clauses):
+        members = (rows.owner == clause).nonzero().flatten()
+        if members.numel() < 2:
+            continue
+        a, c = coefficients[:, members], constants[:, members]  # [B, k, n], [B, k]
+        weights = torch.full((batch, members.numel()), 1.0 / members.numel(), dtype=a.dtype, device=a.device)
+        for step in range(steps):
+            mixed = (weights.unsqueeze(-1) * a).sum(1, keepdim=True)  # [B, 1, n]
+            value = (weights * c).sum(1) + (mixed * center).sum(-1).squeeze(1) - (mixed.abs() * radius).sum(-1).squeeze(1)
+            best[:, clause] = torch.maximum(best[:, clause], value)
+            vertex = torch.where(mixed > 0, lower.unsqueeze(1), upper.unsqueeze(1))  # minimiser [B, 1, n]
+            gradient = c + (a * vertex).sum(-1)  # each row's bound at the minimiser
+            scale = gradient.abs().amax(1, keepdim=True).clamp(min=1e-30)
+            weights = weights * torch.exp(2.0 * gradient / scale / (1 + step))
+            weights = weights / weights.sum(1, keepdim=True)
+    return best

@@ -18,7 +18,7 @@ from .deadline import Deadline
 from .falsify import candidate_points
 from .input_split import SearchOutcome, input_split_search
 from .milp_search import milp_search
-from .objective import RegionRows, box_tensors
+from .objective import RegionRows, box_tensors, clause_lower_bounds
 from .result import Counterexample, Verdict
 from .settings import VerifySettings
 from .witness import confirmed_counterexample
@@ -100,6 +100,6 @@ def _clauses_left(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, up
     if rows.A.shape[0] == 0:
         return list(range(rows.n_clauses))
     result = engine.output_bounds(lower, upper, rows.A, -rows.b, method="alpha-crown", alpha_steps=settings.alpha_steps)
-    proven = (result.lower > settings.decision_margin).to(torch.float64)
-    refuted = rows.clause_margins(proven)[0] > 0
-    return [k for k in range(rows.n_clauses) if not bool(refuted[k])]
+    assert result.coefficients is not None and result.constant is not None
+    bounds = clause_lower_bounds(rows, result.lower, result.coefficients, result.constant, lower, upper)[0]
+    return [k for k in range(rows.n_clauses) if not bool(bounds[k] > settings.decision_margin)]
