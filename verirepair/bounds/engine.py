@@ -29,7 +29,7 @@ class LayerBounds:
 @dataclass(frozen=True)
 class OutputBound:
     lower: Tensor  # [B, m] lower bounds of C·y + d
-    coefficients: Tensor | None  # [B, m, n_in]: lower >= coefficients·x + constant on the box
+    coefficients: Tensor | None  # [B, m, n_in]: C·y + d >= coefficients·x + constant on the box
     constant: Tensor | None
     layers: LayerBounds
 
@@ -126,7 +126,8 @@ class BoundEngine:
         assert isinstance(final, AffineLayer)
         lam0, bias0 = C @ final.weight, d + C @ final.bias
         lam, bias = _backward(self.ops, last - 1, lam0, bias0, pre)
-        best = _concretize(lam, bias, lower, upper)
+        # CROWN's adaptive slopes can lose to plain intervals (e.g. relu on [-1, 2]); keep the better.
+        best = torch.maximum(_concretize(lam, bias, lower, upper), self._ibp_output(lower, upper, C, d, pre, layers).lower)
         result = OutputBound(best, lam, bias, layers)
         if method == "alpha-crown" and alpha_steps > 0:
             result = self._optimise_alpha(lower, upper, lam0, bias0, pre, result, alpha_steps, alpha_lr)

@@ -104,9 +104,12 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, box: Box, settings
             if outcome is not None:
                 return SearchOutcome("sat", outcome, bounded)
             undecided |= frontier.stuck
-        # Grow the batch while an iteration stays short, so the deadline is checked often.
-        if time.monotonic() - started < TARGET_ITERATION_SECONDS:
+        # Keep iterations near the target length, so the deadline is checked often.
+        took = time.monotonic() - started
+        if took < TARGET_ITERATION_SECONDS:
             batch = min(2 * batch, settings.split_batch)
+        elif took > 2 * TARGET_ITERATION_SECONDS:
+            batch = max(batch // 2, BATCH_START)
     return SearchOutcome("unknown" if undecided else "proven", None, bounded)
 
 
