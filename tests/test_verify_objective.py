@@ -28,13 +28,22 @@ def test_clause_bound_never_exceeds_the_true_minimum_of_the_rows_max(seed: int, 
     upper = lower + torch.tensor(rng.uniform(0.01, 2, size=(1, n_in)))
     center, radius = (upper + lower) / 2, (upper - lower) / 2
     row_bounds = c + (a * center.unsqueeze(1)).sum(-1) - (a.abs() * radius.unsqueeze(1)).sum(-1)
-    bound = clause_lower_bounds(_rows(n_rows), row_bounds, a, c, lower, upper)[0, 0].item()
+    bounds, weights = clause_lower_bounds(_rows(n_rows), row_bounds, a, c, lower, upper)
+    bound = bounds[0, 0].item()
     grid = lower + torch.rand(20_000, n_in, dtype=torch.float64) * (upper - lower)
     corners = torch.tensor(np.array(np.meshgrid(*[[0, 1]] * n_in)).reshape(n_in, -1).T, dtype=torch.float64)
     points = torch.cat([grid, lower + corners * (upper - lower)])
     true_minimum = (points @ a[0].T + c[0]).max(dim=1).values.min().item()
     assert bound <= true_minimum + 1e-12
     assert bound >= row_bounds.max().item() - 1e-12  # never worse than the best single row
+    # the returned weights reproduce the bound (or a single row's, which is at least as good)
+    lam = weights[0, 0]
+    assert abs(lam.sum().item() - 1.0) < 1e-9 and (lam >= 0).all()
+    mixed = (lam.unsqueeze(-1) * a[0]).sum(0)
+    value = (lam * c[0]).sum() + (mixed * center[0]).sum() - (mixed.abs() * radius[0]).sum()
+    assert value.item() <= bound + 1e-12
+    if (lam == 1).sum() != 1:
+        assert abs(value.item() - bound) < 1e-9
 
 
 def test_combination_proves_a_tie_that_no_single_row_proves() -> None:
@@ -43,5 +52,5 @@ def test_combination_proves_a_tie_that_no_single_row_proves() -> None:
     c = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
     lower, upper = torch.zeros(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64)
     row_bounds = torch.tensor([[0.0, 0.0]], dtype=torch.float64)
-    bound = clause_lower_bounds(_rows(2), row_bounds, a, c, lower, upper)[0, 0].item()
+    bound = clause_lower_bounds(_rows(2), row_bounds, a, c, lower, upper)[0][0, 0].item()
     assert 0.4 < bound <= 0.5 + 1e-12

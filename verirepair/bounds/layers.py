@@ -75,6 +75,12 @@ class Chain:
             isinstance(l, (AffineLayer, MaxPoolLayer)) or l.kind == "relu" for l in self.layers
         )
 
+    @property
+    def is_relu_mlp(self) -> bool:
+        """Only affine layers and ReLUs (what the independent certificate checker supports)."""
+        return all(isinstance(l, AffineLayer) or (isinstance(l, ActivationLayer) and l.kind == "relu")
+                   for l in self.layers)
+
     def to(self, device: torch.device | str) -> "Chain":
         moved: list[Layer] = []
         for layer in self.layers:

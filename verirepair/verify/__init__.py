@@ -1,10 +1,13 @@
 """Verification strategy and results: falsify, bound, search; witnesses replayed in onnxruntime."""
 
+from .certificate import Certificate, RegionCertificate, file_sha256, read_certificate
+from .certificate_check import CheckResult, check_certificate
 from .deadline import Deadline
 from .pipeline import load_problem, verify, verify_files
 from .result import Counterexample, Status, Verdict
 from .settings import VerifySettings
 from .witness import confirmed_counterexample, format_witness
 
-__all__ = ["Counterexample", "Deadline", "Status", "Verdict", "VerifySettings", "confirmed_counterexample",
+__all__ = ["Certificate", "CheckResult", "Counterexample", "RegionCertificate", "check_certificate", "file_sha256",
+           "read_certificate", "Deadline", "Status", "Verdict", "VerifySettings", "confirmed_counterexample",
            "format_witness", "load_problem", "verify", "verify_files"]

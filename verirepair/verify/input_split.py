@@ -16,8 +16,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..bounds import BoundEngine, OutputBound
+from ..bounds import BoundEngine, LayerBounds
 from ..spec import Box
+from .certificate import Closing, RegionCertificate, child_path
 from .deadline import Deadline
 from .falsify import descend
 from .objective import RegionRows, box_tensors, clause_lower_bounds
@@ -40,12 +41,12 @@ class SearchOutcome:
     boxes_bounded: int
 
 
-def _open_clauses(rows: RegionRows, result: OutputBound, lower: torch.Tensor, upper: torch.Tensor,
-                  margin: float) -> torch.Tensor:
-    """[B, K]: clauses not proven unreachable on each box."""
-    assert result.coefficients is not None and result.constant is not None
-    bounds = clause_lower_bounds(rows, result.lower, result.coefficients, result.constant, lower, upper)
-    return bounds <= margin
+def _record_closings(certificate: RegionCertificate, paths: np.ndarray, closed: torch.Tensor,
+                     weights: torch.Tensor, layers: LayerBounds) -> None:
+    for index in closed.any(dim=1).nonzero().flatten().tolist():
+        clauses = closed[index].nonzero().flatten().tolist()
+        bounds = [[l[index].tolist(), u[index].tolist()] for l, u in layers.pre_activation]
+        certificate.closings.append(Closing(str(paths[index]), clauses, weights[index, clauses].tolist(), bounds))
 
 
 class _Frontier:
@@ -58,6 +59,7 @@ class _Frontier:
 
     def __init__(self, lower: torch.Tensor, upper: torch.Tensor, open_clauses: torch.Tensor) -> None:
         self.lower, self.upper, self.open = lower, upper, open_clauses
+        self.paths = np.array([""], dtype=object)  # node paths from the root (see certificate.py)
         self.priority = torch.zeros(lower.shape[0], dtype=lower.dtype, device=lower.device)
         self.stuck = False  # some box became too narrow to split while still open
 
@@ -65,23 +67,28 @@ class _Frontier:
     def size(self) -> int:
         return int(self.lower.shape[0])
 
-    def push(self, lower: torch.Tensor, upper: torch.Tensor, open_clauses: torch.Tensor, priority: torch.Tensor) -> None:
+    def push(self, lower: torch.Tensor, upper: torch.Tensor, open_clauses: torch.Tensor, priority: torch.Tensor,
+             paths: np.ndarray) -> None:
+        self.paths = np.concatenate([self.paths, paths])
         self.lower = torch.cat([self.lower, lower])
         self.upper = torch.cat([self.upper, upper])
         self.open = torch.cat([self.open, open_clauses])
         self.priority = torch.cat([self.priority, priority])
 
-    def pop(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def pop(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
         order = self.priority.argsort()
         take, rest = order[:count], order[count:]
-        popped = (self.lower[take], self.upper[take], self.open[take])
+        popped = (self.lower[take], self.upper[take], self.open[take], self.paths[take.cpu().numpy()])
         self.lower, self.upper, self.open, self.priority = (
             self.lower[rest], self.upper[rest], self.open[rest], self.priority[rest])
+        self.paths = self.paths[rest.cpu().numpy()]
         return popped
 
 
 def input_split_search(engine: BoundEngine, rows: RegionRows, box: Box, settings: VerifySettings,
-                       deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None]) -> SearchOutcome:
+                       deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
+                       certificate: RegionCertificate | None = None) -> SearchOutcome:
+    """Decide the region; when ``certificate`` is given, every clause closing is recorded in it."""
     device = rows.A.device
     root_lower, root_upper = box_tensors(box, device)
     frontier = _Frontier(root_lower, root_upper, torch.ones(1, rows.n_clauses, dtype=torch.bool, device=device))
@@ -92,15 +99,19 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, box: Box, settings
         if deadline.expired():
             return SearchOutcome("timeout", None, bounded)
         started = time.monotonic()
-        lower, upper, inherited = frontier.pop(batch)
+        lower, upper, inherited, paths = frontier.pop(batch)
         with torch.no_grad():
             result = engine.output_bounds(lower, upper, rows.A, -rows.b, method="crown")
         bounded += lower.shape[0]
-        open_clauses = inherited & _open_clauses(rows, result, lower, upper, settings.decision_margin)
+        assert result.coefficients is not None and result.constant is not None
+        bounds, weights = clause_lower_bounds(rows, result.lower, result.coefficients, result.constant, lower, upper)
+        open_clauses = inherited & (bounds <= settings.decision_margin)
+        if certificate is not None:
+            _record_closings(certificate, paths, inherited & ~open_clauses, weights, result.layers)
         keep = open_clauses.any(dim=1)
         if bool(keep.any()):
-            outcome = _split_open(engine, rows, lower[keep], upper[keep], result.lower[keep],
-                                  result.coefficients[keep], open_clauses[keep], settings, deadline, confirm, frontier)
+            outcome = _split_open(engine, rows, lower[keep], upper[keep], result.lower[keep], result.coefficients[keep],
+                                  open_clauses[keep], paths[keep.cpu().numpy()], settings, deadline, confirm, frontier)
             if outcome is not None:
                 return SearchOutcome("sat", outcome, bounded)
             undecided |= frontier.stuck
@@ -114,7 +125,7 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, box: Box, settings
 
 
 def _split_open(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor, lb: torch.Tensor,
-                coef: torch.Tensor, open_clauses: torch.Tensor, settings: VerifySettings, deadline: Deadline,
+                coef: torch.Tensor, open_clauses: torch.Tensor, paths: np.ndarray, settings: VerifySettings, deadline: Deadline,
                 confirm: Callable[[np.ndarray], Counterexample | None], frontier: _Frontier) -> Counterexample | None:
     """Probe the open boxes for a counterexample, then split each in two onto the frontier."""
     row_open = open_clauses.gather(1, rows.owner.unsqueeze(0).expand(lower.shape[0], -1))
@@ -127,6 +138,7 @@ def _split_open(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, uppe
     frontier.stuck = frontier.stuck or bool((~splittable).any())
     lower, upper, width, coef, row_open, lb, open_clauses = (
         t[splittable] for t in (lower, upper, width, coef, row_open, lb, open_clauses))
+    paths = paths[splittable.cpu().numpy()]
     if lower.shape[0] == 0:
         return None
     score = (coef.abs() * width.unsqueeze(1) * row_open.unsqueeze(-1)).sum(dim=1)
@@ -138,8 +150,11 @@ def _split_open(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, uppe
     left_upper[index, dim] = middle
     right_lower[index, dim] = middle
     priority = torch.where(row_open, lb, torch.full_like(lb, float("inf"))).min(dim=1).values
+    dims = dim.tolist()
+    children = np.array([child_path(p, d, False) for p, d in zip(paths, dims)]
+                        + [child_path(p, d, True) for p, d in zip(paths, dims)], dtype=object)
     frontier.push(torch.cat([lower, right_lower]), torch.cat([left_upper, upper]),
-                  torch.cat([open_clauses, open_clauses]), torch.cat([priority, priority]))
+                  torch.cat([open_clauses, open_clauses]), torch.cat([priority, priority]), children)
     return None
 
 

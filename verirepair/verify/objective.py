@@ -59,22 +59,28 @@ class RegionRows:
 
 def clause_lower_bounds(rows: RegionRows, row_bounds: torch.Tensor, coefficients: torch.Tensor,
                         constants: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
-                        steps: int = COMBINATION_STEPS) -> torch.Tensor:
-    """Per box and clause, a lower bound that proves the clause unreachable when it is > 0.
+                        steps: int = COMBINATION_STEPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per box and clause, a lower bound that proves the clause unreachable when it is > 0, and
+    the row weights ``λ`` [B, K, R] that give it (zero outside the clause's own rows).
 
     A clause is violated only where *all* its rows are <= 0, so it is unreachable on a box when
     some convex combination ``Σ λ_i row_i`` is positive there. Each row has a linear lower bound
     ``a_i·x + c_i`` valid on the box (from CROWN), hence ``Σ λ_i (a_i·x + c_i)`` bounds the
-    combination from below. Single rows (``row_bounds``) are the corners of the simplex; a few
-    steps of exponentiated supergradient ascent on ``λ`` find better mixtures where rows tie,
-    which is where "some single row is positive" needs very small boxes.
+    combination from below. Single rows (``row_bounds``, one-hot ``λ``) are the corners of the
+    simplex; a few steps of exponentiated supergradient ascent on ``λ`` find better mixtures where
+    rows tie, which is where "some single row is positive" needs very small boxes.
     """
-    batch = row_bounds.shape[0]
-    single = rows.clause_margins(row_bounds)  # best single row per clause [B, K]
+    batch, n_rows = row_bounds.shape
+    best = rows.clause_margins(row_bounds)  # best single row per clause [B, K]
+    best_weights = torch.zeros(batch, rows.n_clauses, n_rows, dtype=row_bounds.dtype, device=row_bounds.device)
     center, radius = ((upper + lower) / 2).unsqueeze(1), ((upper - lower) / 2).unsqueeze(1)
-    best = single.clone()
     for clause in range(rows.n_clauses):
         members = (rows.owner == clause).nonzero().flatten()
+        if members.numel() == 0:
+            continue
+        member_bounds = row_bounds[:, members]
+        best_weights[:, clause, members] = torch.nn.functional.one_hot(
+            member_bounds.argmax(1), members.numel()).to(row_bounds.dtype)
         if members.numel() < 2:
             continue
         a, c = coefficients[:, members], constants[:, members]  # [B, k, n], [B, k]
@@ -82,10 +88,12 @@ def clause_lower_bounds(rows: RegionRows, row_bounds: torch.Tensor, coefficients
         for step in range(steps):
             mixed = (weights.unsqueeze(-1) * a).sum(1, keepdim=True)  # [B, 1, n]
             value = (weights * c).sum(1) + (mixed * center).sum(-1).squeeze(1) - (mixed.abs() * radius).sum(-1).squeeze(1)
-            best[:, clause] = torch.maximum(best[:, clause], value)
+            better = value > best[:, clause]
+            best[:, clause] = torch.where(better, value, best[:, clause])
+            best_weights[better.nonzero().flatten().unsqueeze(1), clause, members.unsqueeze(0)] = weights[better]
             vertex = torch.where(mixed > 0, lower.unsqueeze(1), upper.unsqueeze(1))  # minimiser [B, 1, n]
             gradient = c + (a * vertex).sum(-1)  # each row's bound at the minimiser
             scale = gradient.abs().amax(1, keepdim=True).clamp(min=1e-30)
             weights = weights * torch.exp(2.0 * gradient / scale / (1 + step))
             weights = weights / weights.sum(1, keepdim=True)
-    return best
+    return best, best_weights

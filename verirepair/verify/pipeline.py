@@ -14,6 +14,7 @@ import torch
 from ..bounds import BoundEngine, Chain, lower_network
 from ..network import Network, check_import_agrees, load_network
 from ..spec import Region, Spec, parse_vnnlib
+from .certificate import RegionCertificate
 from .deadline import Deadline
 from .falsify import candidate_points
 from .input_split import SearchOutcome, input_split_search
@@ -33,14 +34,20 @@ def load_problem(onnx_path: str | Path, vnnlib_path: str | Path, settings: Verif
     return network, spec
 
 
-def verify_files(onnx_path: str | Path, vnnlib_path: str | Path, settings: VerifySettings) -> Verdict:
+def verify_files(onnx_path: str | Path, vnnlib_path: str | Path, settings: VerifySettings,
+                 certificate: list[RegionCertificate | None] | None = None) -> Verdict:
     deadline = Deadline(settings.timeout)
     network, spec = load_problem(onnx_path, vnnlib_path, settings)
-    return verify(network, spec, settings, deadline)
+    return verify(network, spec, settings, deadline, certificate)
 
 
-def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Deadline | None = None) -> Verdict:
-    """Decide ``spec`` on ``network``; `sat` only with an onnxruntime-confirmed counterexample."""
+def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Deadline | None = None,
+           certificate: list[RegionCertificate | None] | None = None) -> Verdict:
+    """Decide ``spec`` on ``network``; `sat` only with an onnxruntime-confirmed counterexample.
+
+    With ``certificate`` (a list), one entry per region is appended: the region's proof
+    certificate, or None where the region was decided by a method that does not produce one.
+    """
     deadline = deadline or Deadline(settings.timeout)
     device = torch.device(settings.device)
     engine = BoundEngine(lower_network(network).to(device))
@@ -59,7 +66,7 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
     for region, rows in zip(spec.regions, region_rows):
         if deadline.expired():
             return Verdict("timeout", "deadline", deadline.elapsed(), notes=tuple(notes))
-        outcome, decider = _decide_region(network, spec, engine, region, rows, settings, deadline, notes)
+        outcome, decider = _decide_region(network, spec, engine, region, rows, settings, deadline, notes, certificate)
         if outcome.status == "sat":
             assert outcome.counterexample is not None
             return Verdict("sat", decider, deadline.elapsed(), outcome.counterexample, tuple(notes))
@@ -74,13 +81,22 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
 
 
 def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Region, rows: RegionRows,
-                   settings: VerifySettings, deadline: Deadline, notes: list[str]) -> tuple[SearchOutcome, str]:
+                   settings: VerifySettings, deadline: Deadline, notes: list[str],
+                   certificate: list[RegionCertificate | None] | None) -> tuple[SearchOutcome, str]:
     def confirm(x: np.ndarray) -> Counterexample | None:
         return confirmed_counterexample(network, spec, region.box, x)
 
     if rows.empty_clause:
         notes.append("a clause with no output constraint could not be confirmed on a box point")
         return SearchOutcome("unknown", None, 0), "none"
+    certifiable = spec.n_inputs <= settings.input_split_max_dims and engine.chain.is_relu_mlp
+    if certificate is not None:
+        if certifiable:  # straight to the split tree: its closings are what the checker re-checks
+            certificate.append(RegionCertificate())
+            return input_split_search(engine, rows, region.box, settings, deadline, confirm, certificate[-1]), "input-split"
+        certificate.append(None)
+        notes.append("no certificate for this region: only input-split proofs of ReLU networks are certified")
+
     lower, upper = box_tensors(region.box, rows.A.device)
     open_clauses = _clauses_left(engine, rows, lower, upper, settings)
     if not open_clauses:
@@ -101,5 +117,5 @@ def _clauses_left(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, up
         return list(range(rows.n_clauses))
     result = engine.output_bounds(lower, upper, rows.A, -rows.b, method="alpha-crown", alpha_steps=settings.alpha_steps)
     assert result.coefficients is not None and result.constant is not None
-    bounds = clause_lower_bounds(rows, result.lower, result.coefficients, result.constant, lower, upper)[0]
+    bounds = clause_lower_bounds(rows, result.lower, result.coefficients, result.constant, lower, upper)[0][0]
     return [k for k in range(rows.n_clauses) if not bool(bounds[k] > settings.decision_margin)]

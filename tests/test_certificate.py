@@ -1,0 +1,98 @@
+"""Proof certificates: written for input-split unsat answers, re-checked independently, and
+rejected when anything in them is wrong (coverage, bounds, weights, files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from random_nets import random_mlp, save_onnx
+
+from verirepair.cli import main
+from verirepair.spec import Box, Clause, Region, Spec, write_vnnlib
+from verirepair.verify import Certificate, VerifySettings, check_certificate, file_sha256, verify_files
+
+
+def _holding_problem(tmp_path: Path, seed: int) -> tuple[Path, Path]:
+    """A random ReLU net and a property that holds: y_0 stays below its sampled maximum + 0.5."""
+    rng = np.random.default_rng(seed)
+    chain = random_mlp(rng, 3, [8, 8], 2, "relu", scale=1.5)
+    onnx_path = save_onnx(chain, tmp_path / "net.onnx")
+    lower, upper = -np.ones(3), np.ones(3)
+    import torch
+
+    samples = torch.tensor(lower + rng.random((20000, 3)) * (upper - lower))
+    top = chain.forward(samples)[:, 0].max().item()
+    # violation: y_0 >= top + 0.5, i.e. -y_0 <= -(top + 0.5)
+    spec = Spec(3, 2, (Region(Box(lower, upper), (Clause(np.array([[-1.0, 0.0]]), np.array([-(top + 0.5)])),)),))
+    vnnlib_path = tmp_path / "prop.vnnlib"
+    write_vnnlib(spec, vnnlib_path)
+    return onnx_path, vnnlib_path
+
+
+@pytest.fixture
+def certified(tmp_path: Path) -> tuple[Path, Path, Path]:
+    onnx_path, vnnlib_path = _holding_problem(tmp_path, 3)
+    proofs: list = []
+    verdict = verify_files(onnx_path, vnnlib_path, VerifySettings(timeout=60), proofs)
+    assert verdict.status == "unsat"
+    certificate_path = tmp_path / "proof.json"
+    Certificate(file_sha256(onnx_path), file_sha256(vnnlib_path), proofs).write(certificate_path)
+    return certificate_path, onnx_path, vnnlib_path
+
+
+def test_certificate_of_a_proof_checks(certified: tuple[Path, Path, Path]) -> None:
+    certificate_path, onnx_path, vnnlib_path = certified
+    result = check_certificate(certificate_path, vnnlib_path, onnx_path)
+    assert result.ok, result.message
+    assert result.closings_checked >= 1
+
+
+def _tampered(path: Path, change) -> Path:  # type: ignore[no-untyped-def]
+    data = json.loads(path.read_text())
+    change(data["regions"][0])
+    out = path.with_name("tampered.json")
+    out.write_text(json.dumps(data))
+    return out
+
+
+def _drop_one_closing(region: list) -> None:
+    if len(region) == 1:  # a root-only proof: claim a split instead, leaving half uncovered
+        region[0][0] = "0L"
+    else:
+        region.pop()
+
+
+def _tighten_a_bound(region: list) -> None:
+    closing = region[0]
+    closing[3][-1][0][0] += 0.5  # the last hidden layer's first lower bound, made too tight
+
+
+def _flip_weights(region: list) -> None:
+    closing = region[0]
+    closing[2][0] = [-w for w in closing[2][0]]
+
+
+@pytest.mark.parametrize("change", [_drop_one_closing, _tighten_a_bound, _flip_weights])
+def test_a_tampered_certificate_is_rejected(certified: tuple[Path, Path, Path], change) -> None:  # type: ignore[no-untyped-def]
+    certificate_path, onnx_path, vnnlib_path = certified
+    result = check_certificate(_tampered(certificate_path, change), vnnlib_path, onnx_path)
+    assert not result.ok
+
+
+def test_certificate_for_other_files_is_rejected(certified: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    certificate_path, onnx_path, _ = certified
+    other = tmp_path / "other.vnnlib"
+    other.write_text(Path(certified[2]).read_text() + "\n; changed\n")
+    assert not check_certificate(certificate_path, other, onnx_path).ok
+
+
+def test_cli_writes_and_checks_a_certificate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    onnx_path, vnnlib_path = _holding_problem(tmp_path, 5)
+    certificate_path = tmp_path / "cli-proof.json"
+    assert main(["verify", str(vnnlib_path), str(onnx_path), "--certificate", str(certificate_path)]) == 0
+    assert certificate_path.exists()
+    assert main(["check-certificate", str(certificate_path), str(onnx_path), str(vnnlib_path)]) == 0
+    assert "valid" in capsys.readouterr().out
