@@ -224,9 +224,10 @@ def test_non_positive_timeout_is_a_usage_error(timeout: str, workdir: Path, caps
 
 
 # ----- other commands ------------------------------------------------------------------------------
-def test_check_and_fix_is_not_yet_built(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_area_repair_command_is_not_yet_built(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`repair` without --points (area repair as a single strategy run) answers "not yet"."""
     before = folder_state(workdir)
-    code, out, err = run_cli(["check-and-fix", str(workdir / "net.onnx"), str(workdir / "violated.vnnlib")], capsys)
+    code, out, err = run_cli(["repair", str(workdir / "net.onnx"), "-o", str(workdir / "out.onnx")], capsys)
     assert code == 4
     assert "not yet" in err and "Traceback" not in err
     assert folder_state(workdir) == before

@@ -5,6 +5,9 @@ Exit codes (documented in README.md):
   20 unknown                           21 timeout
   2  bad input or usage (one line on stderr)
   3  internal error                    4  capability not available yet
+check-and-fix / repair: 0 proven (held already, or repaired and proven on the written file),
+  20 not proven within the budget (nothing written as -o).
+check-certificate: 0 the certificate checks, 30 it does not.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Sequence
 from .errors import InputError
 
 EXIT_CODES = {"unsat": 0, "sat": 10, "unknown": 20, "timeout": 21, "error": 3}
-EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_YET = 2, 3, 4
+EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_YET, EXIT_INVALID_CERTIFICATE = 2, 3, 4, 30
+EXIT_NOT_PROVEN = 20
 
 
 class NotYet(Exception):
@@ -56,7 +60,11 @@ def _verify(args: argparse.Namespace) -> int:
 
     onnx_path, vnnlib_path = _order_files(args.first, args.second)
     settings = VerifySettings(timeout=args.timeout, device=_device(args.device))
-    verdict = verify_files(onnx_path, vnnlib_path, settings)
+    proofs: list | None = [] if args.certificate else None
+    verdict = verify_files(onnx_path, vnnlib_path, settings, proofs)
+    notes = list(verdict.notes)
+    if args.certificate:
+        notes.append(_write_certificate(args.certificate, onnx_path, vnnlib_path, verdict.status, proofs or []))
     if args.results_file:
         body = verdict.status + "\n"
         if verdict.counterexample is not None:
@@ -64,7 +72,7 @@ def _verify(args: argparse.Namespace) -> int:
         atomic_write_text(args.results_file, body)
     summary = {
         "result": verdict.status, "seconds": round(verdict.seconds, 3), "decided_by": verdict.decided_by,
-        "onnx": onnx_path, "vnnlib": vnnlib_path, "notes": list(verdict.notes),
+        "onnx": onnx_path, "vnnlib": vnnlib_path, "notes": notes,
     }
     summary["peak_memory_mb"] = _peak_memory_mb()
     if verdict.counterexample is not None:
@@ -72,9 +80,30 @@ def _verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        notes = f" ({'; '.join(verdict.notes)})" if verdict.notes else ""
-        print(f"{verdict.status} in {verdict.seconds:.2f}s, decided by {verdict.decided_by}{notes}")
+        remarks = f" ({'; '.join(notes)})" if notes else ""
+        print(f"{verdict.status} in {verdict.seconds:.2f}s, decided by {verdict.decided_by}{remarks}")
     return EXIT_CODES[verdict.status]
+
+
+def _write_certificate(path: str, onnx_path: str, vnnlib_path: str, status: str, proofs: list) -> str:
+    """Write the certificate when every region has one; the returned note says what happened."""
+    from .verify import Certificate, file_sha256
+
+    if status != "unsat":
+        return f"no certificate written: the answer is {status}"
+    if len(proofs) == 0 or any(p is None for p in proofs):
+        return "no certificate written: some region was not decided by a certifiable proof"
+    Certificate(file_sha256(onnx_path), file_sha256(vnnlib_path), proofs).write(path)
+    return f"certificate written to {path}"
+
+
+def _check_certificate(args: argparse.Namespace) -> int:
+    from .verify import check_certificate
+
+    onnx_path, vnnlib_path = _order_files(args.first, args.second)
+    result = check_certificate(args.certificate, vnnlib_path, onnx_path)
+    print(f"{'valid' if result.ok else 'INVALID'}: {result.message}")
+    return 0 if result.ok else EXIT_INVALID_CERTIFICATE
 
 
 def _peak_memory_mb() -> float:
@@ -147,8 +176,97 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_yet(args: argparse.Namespace) -> int:
-    raise NotYet(f"'verirepair {args.command}' is not built yet (see the open issues); nothing was written")
+def _strategy(name: str):
+    from .repair import available, strategy_named
+
+    if name not in available():
+        raise InputError(None, "--strategy", f"unknown strategy {name!r} (available: {', '.join(available()) or 'none'})")
+    return strategy_named(name)
+
+
+def _repair_settings(args: argparse.Namespace, n_inputs: int | None = None):
+    from .repair import RepairSettings
+    from .repair.data import load_data
+
+    data = load_data(args.data, n_inputs) if args.data else None
+    return RepairSettings(
+        budget=args.budget, verify_timeout=getattr(args, "verify_timeout", None) or args.budget,
+        max_iterations=getattr(args, "max_iterations", 50), seed=args.seed, device=_device(args.device),
+        output=Path(args.output) if args.output else None,
+        keep_unproven=Path(args.keep_unproven) if args.keep_unproven else None,
+        side_effect_samples=args.samples, data=data,
+    )
+
+
+def _print_report(report, args: argparse.Namespace) -> None:
+    if args.report:
+        report.write_json(args.report)
+    print(report.to_json() if args.json else report.summary())
+
+
+def _check_and_fix(args: argparse.Namespace) -> int:
+    from .repair import check_and_fix
+
+    onnx_path, vnnlib_path = _order_files(args.first, args.second)
+    strategy = _strategy(args.strategy)
+    settings = _repair_settings(args)
+    report = check_and_fix(onnx_path, vnnlib_path, strategy, settings)
+    _print_report(report, args)
+    return 0 if report.proven else EXIT_NOT_PROVEN
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from .network import load_network
+    from .repair import repair_points
+    from .repair.data import load_points
+
+    if args.points is None or args.label is None:
+        raise NotYet("'verirepair repair' supports point-wise repair only (--points and --label); "
+                     "for a VNN-LIB property use 'verirepair check-and-fix'")
+    if not Path(args.network).exists():
+        raise InputError(args.network, None, "no such file")
+    strategy = _strategy(args.strategy)
+    points = load_points(args.points)
+    settings = _repair_settings(args, load_network(args.network).n_inputs)
+    lower = _numbers(args.lower, "--lower") if args.lower else None
+    upper = _numbers(args.upper, "--upper") if args.upper else None
+    report = repair_points(args.network, points, args.label, strategy, settings, lower, upper)
+    _print_report(report, args)
+    return 0 if report.proven else EXIT_NOT_PROVEN
+
+
+def _numbers(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(None, option, f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import onnx
+
+    from .files import atomic_write_bytes
+    from .network.nnet import nnet_to_onnx, read_nnet
+
+    nnet = read_nnet(args.source)
+    model = nnet_to_onnx(nnet, args.normalize)
+    atomic_write_bytes(args.target, model.SerializeToString())
+    print(f"{args.target}: {nnet.n_inputs} inputs ({args.normalize}), {nnet.n_outputs} outputs, "
+          f"{len(nnet.weights) - 1} hidden layers; onnx {onnx.__version__}")
+    return 0
+
+
+def _add_repair_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("-o", "--output", help="write the repaired ONNX network here (only when proven)")
+    sub.add_argument("--strategy", default="reassure", help="repair strategy (default reassure)")
+    sub.add_argument("--budget", type=_positive_float, default=600.0, help="seconds for the whole run (default 600)")
+    sub.add_argument("--report", help="write the JSON report here")
+    sub.add_argument("--keep-unproven", help="when not proven, write the last attempt here (never as -o)")
+    sub.add_argument("--samples", type=int, default=10_000, help="samples for the side-effect figures (default 10000)")
+    sub.add_argument("--data", help=".npz/.h5 with X (inputs) and optional y, for accuracy and ND figures")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    sub.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,7 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--results-file", help="write the VNN-COMP results file here")
     verify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     verify.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    verify.add_argument("--certificate", help="for unsat, write a proof certificate here (input-split proofs)")
     verify.set_defaults(run=_verify)
+
+    check = commands.add_parser("check-certificate", help="re-check a proof certificate independently")
+    check.add_argument("certificate")
+    check.add_argument("first", help="spec.vnnlib or net.onnx (either order)")
+    check.add_argument("second", help="net.onnx or spec.vnnlib")
+    check.set_defaults(run=_check_certificate)
 
     info = commands.add_parser("info", help="describe ONNX networks and VNN-LIB files")
     info.add_argument("files", nargs="+")
@@ -177,11 +302,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-out", help="folder for per-instance results and results.csv")
     bench.set_defaults(run=_bench)
 
-    for name, text in (("check-and-fix", "verify and repair until proven (not yet)"),
-                       ("repair", "run one repair strategy (not yet)")):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("rest", nargs=argparse.REMAINDER)
-        sub.set_defaults(run=_not_yet)
+    fix = commands.add_parser("check-and-fix", help="verify; if violated, repair until proven on the exported ONNX")
+    fix.add_argument("first", help="spec.vnnlib or net.onnx (either order)")
+    fix.add_argument("second", help="net.onnx or spec.vnnlib")
+    fix.add_argument("--verify-timeout", type=_positive_float, help="seconds per verification (default: the budget)")
+    fix.add_argument("--max-iterations", type=_positive_int, default=50)
+    _add_repair_options(fix)
+    fix.set_defaults(run=_check_and_fix)
+
+    repair = commands.add_parser("repair", help="run one repair strategy (point-wise: --points, --label)")
+    repair.add_argument("network", help="net.onnx")
+    repair.add_argument("--points", help=".npy array of buggy inputs (one row each)")
+    repair.add_argument("--label", type=int, help="the output index every point must get")
+    repair.add_argument("--lower", help="repair domain lower corner, comma-separated (default: the points' minimum)")
+    repair.add_argument("--upper", help="repair domain upper corner, comma-separated (default: the points' maximum)")
+    _add_repair_options(repair)
+    repair.set_defaults(run=_repair)
+
+    convert = commands.add_parser("convert", help="convert a .nnet network to ONNX")
+    convert.add_argument("source", help="net.nnet")
+    convert.add_argument("target", help="net.onnx")
+    convert.add_argument("--normalize", choices=("raw", "normalized"), default="raw",
+                         help="raw: the ONNX takes raw inputs and includes the .nnet normalisation (default); "
+                              "normalized: weights only, inputs already normalised (REASSURE's loader)")
+    convert.set_defaults(run=_convert)
     return parser
 
 

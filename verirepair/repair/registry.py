@@ -9,6 +9,9 @@ from .strategy import RepairStrategy
 
 # name → ("module", "factory attribute"); the factory takes no arguments. One line per strategy.
 STRATEGIES: dict[str, tuple[str, str]] = {
+    "reassure": ("verirepair.repair.reassure", "reassure_strategy"),
+    "birdnn-retrain": ("verirepair.repair.birdnn", "retrain_strategy"),
+    "birdnn-finetune": ("verirepair.repair.birdnn", "finetune_strategy"),
 }
 
 

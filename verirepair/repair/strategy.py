@@ -28,6 +28,9 @@ class RepairProblem:
     counterexamples: tuple[np.ndarray, ...]
     seed: int = 0
     device: str = "cpu"
+    # True: the goal is the whole property (check-and-fix): a strategy may look for more buggy
+    # inputs itself. False: point-wise repair: fix exactly the given counterexamples.
+    area: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,116 @@
+"""The check-and-fix loop, point-wise repair and their CLI, on tiny ReLU networks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import onnx_factory as F  # noqa: E402
+
+from verirepair.cli import main  # noqa: E402
+from verirepair.repair import RepairCandidate, RepairSettings, check_and_fix, strategy_named  # noqa: E402
+from verirepair.verify import VerifySettings, verify_files  # noqa: E402
+
+# Violated when output 0 is the largest on [-1, 1]^2.
+SPEC = """(declare-const X_0 Real)
+(declare-const X_1 Real)
+(declare-const Y_0 Real)
+(declare-const Y_1 Real)
+(declare-const Y_2 Real)
+(assert (>= X_0 -1.0))
+(assert (<= X_0 1.0))
+(assert (>= X_1 -1.0))
+(assert (<= X_1 1.0))
+(assert (>= Y_0 Y_1))
+(assert (>= Y_0 Y_2))
+"""
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> dict[str, Path]:
+    spec = tmp_path / "spec.vnnlib"
+    spec.write_text(SPEC)
+    return {
+        "spec": spec,
+        # 2-4-4-3 nets: seed 4 violates the property in one linear region, seed 0 satisfies it.
+        "violated": F.save(F.mlp(2, 4, 3, seed=4), tmp_path / "violated.onnx"),
+        "holds": F.save(F.mlp(2, 8, 3, seed=0), tmp_path / "holds.onnx"),
+    }
+
+
+def test_check_and_fix_writes_a_file_the_verifier_proves(files, tmp_path):
+    out = tmp_path / "fixed.onnx"
+    settings = RepairSettings(budget=120, verify_timeout=60, output=out, side_effect_samples=500)
+    report = check_and_fix(files["violated"], files["spec"], strategy_named("reassure"), settings)
+    assert report.verdict_before == "sat"
+    assert report.status == "repaired" and report.written == str(out)
+    assert report.regions_patched >= 1 and report.parameters_added > 0
+    assert report.side_effects["repaired_samples"]["fixed"] == report.side_effects["repaired_samples"]["samples"]
+    assert report.side_effects["fidelity"]["newly_violating"] == 0
+    # Independent re-verification of the written file.
+    assert verify_files(out, files["spec"], VerifySettings(timeout=60)).status == "unsat"
+    json.loads(report.to_json())
+
+
+def test_property_that_holds_writes_nothing(files, tmp_path):
+    out = tmp_path / "fixed.onnx"
+    report = check_and_fix(files["holds"], files["spec"], strategy_named("reassure"),
+                           RepairSettings(budget=60, output=out, side_effect_samples=0))
+    assert report.status == "held" and not out.exists()
+
+
+class _DoNothing:
+    """A strategy that hands back the original network: never proven."""
+
+    name = "nothing"
+
+    def repair(self, problem, previous, deadline):
+        import onnx
+
+        return RepairCandidate(onnx.load(str(problem.original.path)))
+
+
+def test_unproven_run_writes_only_the_keep_file(files, tmp_path):
+    out, keep = tmp_path / "fixed.onnx", tmp_path / "attempt.onnx"
+    settings = RepairSettings(budget=60, max_iterations=2, output=out, keep_unproven=keep, side_effect_samples=0)
+    report = check_and_fix(files["violated"], files["spec"], _DoNothing(), settings)
+    assert report.status == "not-proven" and len(report.iterations) == 2
+    assert not out.exists() and keep.exists()
+
+
+def test_cli_check_and_fix_and_report(files, tmp_path, capsys):
+    out, rep = tmp_path / "fixed.onnx", tmp_path / "report.json"
+    code = main(["check-and-fix", str(files["spec"]), str(files["violated"]), "-o", str(out),
+                 "--budget", "120", "--report", str(rep), "--samples", "200"])
+    assert code == 0 and out.exists()
+    assert json.loads(rep.read_text())["status"] == "repaired"
+    assert "repaired" in capsys.readouterr().out
+    assert main(["check-and-fix", str(files["spec"]), str(files["violated"]), "--strategy", "nope"]) == 2
+
+
+def test_cli_repair_points_and_convert(files, tmp_path, capsys):
+    from verirepair.network import load_network, run_onnxruntime
+
+    network = load_network(files["violated"])
+    x = np.random.default_rng(0).uniform(-1, 1, (3000, 2))
+    labels = run_onnxruntime(network, x).argmax(1)
+    points = x[labels == 0][:5]
+    assert len(points) == 5
+    np.save(tmp_path / "points.npy", points)
+    out = tmp_path / "points_fixed.onnx"
+    code = main(["repair", "--strategy", "reassure", "--points", str(tmp_path / "points.npy"), "--label", "1",
+                 str(files["violated"]), "-o", str(out), "--lower=-1,-1", "--upper", "1,1", "--samples", "200"])
+    assert code == 0
+    assert np.all(run_onnxruntime(load_network(out), points).argmax(1) == 1)
+    assert main(["repair", str(files["violated"])]) == 4  # only point-wise repair is built
+    nnet = tmp_path / "t.nnet"
+    from test_repair_reassure import NNET
+
+    nnet.write_text(NNET)
+    assert main(["convert", str(nnet), str(tmp_path / "t.onnx"), "--normalize", "raw"]) == 0
+    assert (tmp_path / "t.onnx").exists()

@@ -1,0 +1,214 @@
+"""REASSURE building blocks: regions, patch LP, support/patch networks, ONNX export, .nnet reader."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import onnx_factory as F  # noqa: E402
+
+from verirepair.network import load_network, run_onnxruntime  # noqa: E402
+from verirepair.network.nnet import nnet_to_onnx, read_nnet  # noqa: E402
+from verirepair.repair.reassure.enumerate import enumerate_regions, region_violation  # noqa: E402
+from verirepair.repair.reassure.export import mlp_to_onnx  # noqa: E402
+from verirepair.repair.reassure.patch import RegionPatch, patched_mlp, patched_reference  # noqa: E402
+from verirepair.repair.reassure.patch_lp import minimal_patch, patch_margin_on_region  # noqa: E402
+from verirepair.repair.reassure.regions import ReluMlp, chebyshev_centre, linear_region_of, pattern_key, relu_mlp_of  # noqa: E402
+from verirepair.repair.reassure.support import support_value  # noqa: E402
+from verirepair.verify import Deadline  # noqa: E402
+
+LABEL = 2
+LOWER, UPPER = -np.ones(2), np.ones(2)
+
+
+def _label_clauses(m: int, label: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Violation clauses "y_label <= y_j" for j != label."""
+    out = []
+    for j in range(m):
+        if j != label:
+            row = np.zeros((1, m))
+            row[0, label], row[0, j] = 1.0, -1.0
+            out.append((row, np.zeros(1)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory) -> tuple[ReluMlp, object, Path]:
+    path = F.save(F.mlp(2, 8, 3, seed=5), tmp_path_factory.mktemp("nets") / "mlp.onnx")
+    network = load_network(path)
+    return relu_mlp_of(network), network, path
+
+
+def _buggy_region(mlp: ReluMlp, prune=True):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (4000, 2))
+    bad = x[mlp.forward(x).argmax(1) != LABEL]
+    assert len(bad), "the test network must have buggy points"
+    return linear_region_of(mlp, bad[0], LOWER, UPPER, prune=prune), bad[0]
+
+
+def test_region_is_exactly_the_set_with_the_same_activation_pattern(net):
+    mlp = net[0]
+    x = np.random.default_rng(1).uniform(-1, 1, (20000, 2))
+    keys = np.array([pattern_key(p) for p in mlp.patterns(x)])
+    for pruned in (False, True):
+        region = linear_region_of(mlp, x[0], LOWER, UPPER, prune=pruned)
+        same = keys == keys[0]
+        assert same.sum() > 1
+        np.testing.assert_array_equal(region.contains(x), same)
+        # The local affine map is the network on the region.
+        np.testing.assert_allclose(x[same] @ region.W.T + region.c, mlp.forward(x[same]), atol=1e-10)
+
+
+def test_minimal_patch_repairs_the_whole_region_and_is_harmless_elsewhere(net):
+    mlp = net[0]
+    region, point = _buggy_region(mlp)
+    clauses = _label_clauses(3, LABEL)
+    cone = np.vstack([A for A, _ in clauses])
+    margin = 1e-3
+    patch = minimal_patch(region, clauses, cone, (LOWER, UPPER), margin)
+    rows = [(clauses[k][0][r], clauses[k][1][r]) for k, r in enumerate(patch.rows)]
+    assert patch_margin_on_region(region, patch, rows) >= margin * (1 - 1e-6)
+    # Dense sampling inside the region: the label wins with the margin.
+    x = np.random.default_rng(2).uniform(-1, 1, (200000, 2))
+    inside = x[region.contains(x)]
+    assert len(inside) > 10
+    y = mlp.forward(inside) + patch(inside)
+    others = np.delete(y, LABEL, axis=1)
+    assert np.all(y[:, LABEL] - others.max(axis=1) >= margin * (1 - 1e-6))
+    # The sup norm over the region is what the LP reports.
+    assert np.abs(patch(inside)).max() <= patch.norm + 1e-9
+    # Cone: on the whole domain, the patch never lowers the label against another output.
+    p = patch(x)
+    assert np.all(p[:, [LABEL]] - np.delete(p, LABEL, axis=1) >= -1e-9)
+
+
+def test_patch_network_is_p_on_the_region_and_zero_away_from_it(net):
+    mlp = net[0]
+    region, _ = _buggy_region(mlp)
+    clauses = _label_clauses(3, LABEL)
+    patch = minimal_patch(region, clauses, np.vstack([A for A, _ in clauses]), (LOWER, UPPER), 1e-3)
+    K = patch.bound_on_box(LOWER, UPPER) * 1.01 + 1e-6
+    gamma = 50.0
+    h = RegionPatch(region.A, region.b, gamma, patch.C, patch.d, K, region.key, patch.norm)
+    x = np.random.default_rng(3).uniform(-1, 1, (50000, 2))
+    inside = region.contains(x)
+    np.testing.assert_allclose(h.value(x[inside]), patch(x[inside]), atol=1e-9)
+    far = np.all(x @ region.A.T <= region.b + 1.0 / gamma, axis=1) == False  # noqa: E712
+    assert far.sum() > 100
+    assert np.all(h.value(x[far]) == 0.0)
+    g = support_value(region.A, region.b, gamma, x)
+    assert np.all((g >= 0) & (g <= 1 + 1e-12))  # (s + 1) - s rounds to 1 ± ulp
+    np.testing.assert_allclose(g[inside], 1.0, atol=1e-12)
+
+
+def test_patched_chain_torch_and_onnxruntime_agree(net, tmp_path):
+    mlp, network, _ = net
+    clauses = _label_clauses(3, LABEL)
+    cone = np.vstack([A for A, _ in clauses])
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-1, 1, (4000, 2))
+    bad = x[mlp.forward(x).argmax(1) != LABEL]
+    patches, seen = [], set()
+    for point in bad:
+        region = linear_region_of(mlp, point, LOWER, UPPER)
+        if region.key in seen:
+            continue
+        seen.add(region.key)
+        patch = minimal_patch(region, clauses, cone, (LOWER, UPPER), 1e-3)
+        K = patch.bound_on_box(LOWER, UPPER) * 1.01 + 1e-6
+        patches.append(RegionPatch(region.A, region.b, 1.0 / max(1e-3, chebyshev_centre(region)[1] * 0.05),
+                                   patch.C, patch.d, K, region.key, patch.norm))
+        if len(patches) == 4:
+            break
+    chain = patched_mlp(mlp, patches)
+    probe = np.vstack([rng.uniform(-1, 1, (300, 2)), bad[:50]])
+    reference = patched_reference(mlp, patches, probe)
+    np.testing.assert_allclose(chain.forward(probe), reference, atol=1e-9)
+    path = tmp_path / "patched.onnx"
+    onnx.save(mlp_to_onnx(chain, network), path)
+    loaded = load_network(path)
+    ours = loaded.forward(torch.from_numpy(probe)).numpy()
+    ort = run_onnxruntime(loaded, probe)
+    np.testing.assert_allclose(ort, reference, atol=1e-4, rtol=1e-5)  # float32 input/output
+    np.testing.assert_allclose(ours, ort, atol=1e-4, rtol=1e-5)
+    # Every buggy sample of a patched region now takes the label.
+    fixed = np.isin([pattern_key(p) for p in mlp.patterns(bad)], list(seen))
+    assert np.all(run_onnxruntime(loaded, bad[fixed]).argmax(1) == LABEL)
+
+
+def test_enumeration_finds_every_sampled_region_and_the_buggy_ones(net):
+    mlp = net[0]
+    regions, complete = enumerate_regions(mlp, LOWER, UPPER, Deadline(60))
+    assert complete
+    x = np.random.default_rng(5).uniform(-1, 1, (20000, 2))
+    sampled = {pattern_key(p) for p in mlp.patterns(x)}
+    assert sampled <= {r.key for r in regions}
+    clauses = _label_clauses(3, LABEL)
+    buggy = {r.key for r in regions if any(region_violation(r, A, b, 0.0) is not None for A, b in clauses)}
+    bad = x[mlp.forward(x).argmax(1) != LABEL]
+    assert {pattern_key(p) for p in mlp.patterns(bad)} <= buggy
+
+
+NNET = """// tiny test network
+2,2,2,3,
+2,3,2,
+0,
+-1.0,0.0,
+1.0,10.0,
+0.5,5.0,0.25,
+2.0,10.0,4.0,
+1.0,-1.0,
+0.5,0.5,
+-1.0,2.0,
+0.0,
+-0.5,
+1.0,
+1.0,0.0,2.0,
+0.0,1.0,-1.0,
+0.1,
+-0.2,
+"""
+
+
+def _hand_forward(x_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(normalised-input scores, full .nnet semantics) computed by hand for NNET."""
+    x = np.clip(x_raw, [-1.0, 0.0], [1.0, 10.0])
+    xn = (x - [0.5, 5.0]) / [2.0, 10.0]
+    h = np.maximum(np.array([[1.0, -1.0], [0.5, 0.5], [-1.0, 2.0]]) @ xn + [0.0, -0.5, 1.0], 0)
+    y = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, -1.0]]) @ h + [0.1, -0.2]
+    return y, y * 4.0 + 0.25
+
+
+def test_nnet_reader_and_conversion_match_a_hand_computed_forward_pass(tmp_path):
+    path = tmp_path / "tiny.nnet"
+    path.write_text(NNET)
+    nnet = read_nnet(path)
+    points = np.array([[0.3, 2.0], [-0.9, 9.5], [0.99, 0.1]])
+    for x in points:
+        scores, full = _hand_forward(x)
+        np.testing.assert_allclose(nnet.forward_raw(x)[0], full, atol=1e-12)
+        xn = (x - [0.5, 5.0]) / [2.0, 10.0]
+        np.testing.assert_allclose(nnet.forward_normalized(xn)[0], scores, atol=1e-12)
+    for mode in ("raw", "normalized"):
+        out = tmp_path / f"tiny_{mode}.onnx"
+        onnx.save(nnet_to_onnx(nnet, mode), out)
+        network = load_network(out)
+        feed = points if mode == "raw" else (points - [0.5, 5.0]) / [2.0, 10.0]
+        expected = np.stack([_hand_forward(x)[1 if mode == "raw" else 0] for x in points])
+        np.testing.assert_allclose(run_onnxruntime(network, feed), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_malformed_nnet_names_the_line(tmp_path):
+    from verirepair.errors import InputError
+
+    path = tmp_path / "bad.nnet"
+    path.write_text(NNET.replace("1.0,-1.0,\n", "1.0,oops,\n"))
+    with pytest.raises(InputError, match="line"):
+        read_nnet(path)

@@ -1,0 +1,154 @@
+"""Patch networks and how several of them combine with the original network.
+
+One region's patch (REASSURE's ``h_A``), with ``p`` the affine patch, ``g`` the support network and
+``K >= max_{x in D} |p(x)|`` over the domain box ``D``::
+
+    h_A(x) = relu(p(x) + K g(x) - K) - relu(-p(x) + K g(x) - K)
+
+On the region ``g = 1`` and ``h_A = p``; where ``g = 0``, ``h_A = 0``; in between ``h_A`` is ``p``
+soft-thresholded by ``K (1 - g)``: every output moves towards 0 by the same amount, signs kept.
+
+**Combination.** The repaired network is ``f + Σ_A h_A`` (a plain sum, not REASSURE's telescoping
+form). It is sound because every ``p`` satisfies the *cone* constraints of `patch_lp.py` on the
+whole domain: for every property row ``a`` (a difference of two outputs, or one output),
+``a·p(x) >= 0``. Soft-thresholding all components by the same amount is monotone, so it keeps
+``a·h_A(x) >= 0``; a sum of such vectors has it too. Hence on a patched region ``A`` the output is
+``f + p_A + (vectors in the cone)``, safe because ``f + p_A`` is; on an unpatched safe point it is
+``f + (cone)``, still safe. A violation of the repaired network can only sit in a region that is
+buggy in the original and not yet patched — which is what the check-and-fix loop feeds back.
+(For other row shapes the argument does not apply; the verifier still decides.)
+
+**As one ReLU chain.** The verifier's bound engine takes chains of dense layers, so the patches
+run *alongside* the original layers in widened layers (block-diagonal weights), never as a
+separate branch:
+
+    layer 1: original units | per patch: 2k support units, m units ``u = p(x) + K`` (>= 0 on D)
+    layer 2: original units | per patch: 1 unit ``g``, m units carrying ``u``
+    layer 3: original units | per patch: ``h⁺ = relu(u + K g - 2K)``, ``h⁻ = relu(-u + K g)``
+    layer 4+: original units | 2m units carrying ``Σ h⁺`` and ``Σ h⁻`` (non-negative, so exact)
+    output: original output layer + ``Σ h⁺ - Σ h⁻``
+
+``u = relu(p + K)`` equals ``p + K`` on ``D`` (so the chain equals ``f + Σ h_A`` there exactly); outside
+``D`` it clips ``p`` at ``-K``. When the original has fewer than 3 hidden layers its output is
+carried as ``relu(y)``, ``relu(-y)`` until the patches' last layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from .regions import ReluMlp
+from .support import support_first_layer, support_second_layer, support_value
+
+
+@dataclass(frozen=True)
+class RegionPatch:
+    A: np.ndarray  # support rows (normalised), [k, n]
+    b: np.ndarray
+    gamma: float
+    C: np.ndarray  # affine patch p(x) = C x + d, [m, n]
+    d: np.ndarray
+    K: float
+    key: str  # activation-pattern key of the region in the original network
+    norm: float  # max over the region of ||p||_inf
+
+    @property
+    def n_parameters(self) -> int:
+        k, n = self.A.shape
+        m = self.C.shape[0]
+        first = 2 * k * (n + 1) + m * (n + 1)
+        second = (2 * k + 1) + m * 2
+        third = 2 * m * 3
+        return first + second + third
+
+    def value(self, x: np.ndarray) -> np.ndarray:
+        """``h_A(x)`` by the reference formula (float64), [B, m]."""
+        g = support_value(self.A, self.b, self.gamma, x)[:, None]
+        p = np.atleast_2d(x) @ self.C.T + self.d
+        K = self.K
+        return np.maximum(p + K * g - K, 0.0) - np.maximum(-p + K * g - K, 0.0)
+
+
+def patched_reference(base: ReluMlp, patches: list[RegionPatch], x: np.ndarray) -> np.ndarray:
+    """``f(x) + Σ h_A(x)`` straight from the formulas (for tests and fidelity checks)."""
+    y = base.forward(x)
+    for patch in patches:
+        y = y + patch.value(x)
+    return y
+
+
+def _block(*blocks: np.ndarray) -> np.ndarray:
+    return scipy.linalg.block_diag(*blocks) if blocks else np.zeros((0, 0))
+
+
+def patched_mlp(base: ReluMlp, patches: list[RegionPatch]) -> ReluMlp:
+    """One ReLU chain computing ``f + Σ h_A`` on the domain (see the module docstring)."""
+    if not patches:
+        return base
+    n, m = base.n_inputs, base.n_outputs
+    D = base.n_hidden_layers
+    T = max(D, 3)
+    weights: list[np.ndarray] = []
+    biases: list[np.ndarray] = []
+    # Original track, per hidden layer: (weight from the previous original-track units, bias).
+    orig_w: list[np.ndarray] = []
+    orig_b: list[np.ndarray] = []
+    for l in range(T):
+        if l < D:
+            orig_w.append(base.weights[l])
+            orig_b.append(base.biases[l])
+        elif l == D:
+            orig_w.append(np.vstack([base.weights[D], -base.weights[D]]))
+            orig_b.append(np.concatenate([base.biases[D], -base.biases[D]]))
+        else:
+            orig_w.append(np.eye(2 * m))
+            orig_b.append(np.zeros(2 * m))
+    if D == T:
+        final_orig_w, final_orig_b = base.weights[D], base.biases[D]
+    else:
+        final_orig_w, final_orig_b = np.hstack([np.eye(m), -np.eye(m)]), np.zeros(m)
+
+    # Patch track.
+    p1_w, p1_b, p2_w, p2_b, p3_w, p3_b = [], [], [], [], [], []
+    for patch in patches:
+        k = patch.A.shape[0]
+        sw, sb = support_first_layer(patch.A, patch.b, patch.gamma)
+        p1_w.append(np.vstack([sw, patch.C]))
+        p1_b.append(np.concatenate([sb, patch.d + patch.K]))
+        g_row, g_bias = support_second_layer(k)
+        w2 = np.zeros((1 + m, 2 * k + m))
+        w2[0, :2 * k] = g_row
+        w2[1:, 2 * k:] = np.eye(m)
+        p2_w.append(w2)
+        p2_b.append(np.concatenate([[g_bias], np.zeros(m)]))
+        K = patch.K
+        w3 = np.zeros((2 * m, 1 + m))
+        w3[:m, 0] = K
+        w3[:m, 1:] = np.eye(m)
+        w3[m:, 0] = K
+        w3[m:, 1:] = -np.eye(m)
+        p3_w.append(w3)
+        p3_b.append(np.concatenate([np.full(m, -2.0 * K), np.zeros(m)]))
+    sum_rows = np.hstack([np.eye(2 * m)] * len(patches))  # Σ over patches of (h⁺, h⁻)
+    patch_w = [np.vstack(p1_w), _block(*p2_w), _block(*p3_w)]
+    patch_b = [np.concatenate(p1_b), np.concatenate(p2_b), np.concatenate(p3_b)]
+    for l in range(3, T):
+        patch_w.append(sum_rows if l == 3 else np.eye(2 * m))
+        patch_b.append(np.zeros(2 * m))
+    if T == 3:
+        final_patch_w = np.hstack([np.hstack([np.eye(m), -np.eye(m)])] * len(patches))
+    else:
+        final_patch_w = np.hstack([np.eye(m), -np.eye(m)])
+
+    for l in range(T):
+        if l == 0:
+            weights.append(np.vstack([orig_w[0], patch_w[0]]))
+        else:
+            weights.append(_block(orig_w[l], patch_w[l]))
+        biases.append(np.concatenate([orig_b[l], patch_b[l]]))
+    weights.append(np.hstack([final_orig_w, final_patch_w]))
+    biases.append(final_orig_b.copy())
+    return ReluMlp(tuple(weights), tuple(biases))

@@ -1,0 +1,261 @@
+"""`ReassureStrategy`: REASSURE patch networks behind the `RepairStrategy` interface.
+
+Each call patches every linear region (of the *original* network) that holds a known
+counterexample and, in area mode, every other region the localiser finds violating: by exact
+enumeration for inputs of at most ``enumerate_max_dims`` dimensions, by sampling otherwise. A patch
+is the minimal affine correction of its region (`patch_lp`), wrapped in a support network
+(`support`) and summed with the others (`patch`); the result is exported as one ONNX chain
+(`export`). Patches are kept between calls of one check-and-fix run, so every iteration only adds
+the regions the verifier's new counterexample (and the localiser) point at.
+
+Why the loop converges: a violation of ``f + Σ h_A`` can only lie in a region that violates in the
+original and is not patched yet (see `patch.py`), and there are finitely many regions. A
+counterexample inside an already patched region means float rounding ate the margin: that region
+is solved again with a larger margin.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...spec import Spec
+from ...verify import Deadline
+from ..strategy import RepairCandidate, RepairProblem
+from .enumerate import enumerate_regions, region_violation, violating_points
+from .export import mlp_to_onnx
+from .patch import RegionPatch, patched_mlp
+from .patch_lp import AffinePatch, PatchInfeasible, minimal_patch, patch_margin_on_region
+from .regions import LinearRegion, ReluMlp, chebyshev_centre, linear_region_of, pattern_key, relu_mlp_of
+from .support import automatic_gamma
+
+LOCALISERS = ("auto", "counterexamples", "enumerate", "sample")
+
+
+@dataclass(frozen=True)
+class ReassureSettings:
+    # How regions to patch are found besides the counterexamples: "counterexamples" (point-wise
+    # repair), "enumerate" (every region of each box), "sample", or "auto" (enumerate up to
+    # enumerate_max_dims inputs, sample above).
+    localise: str = "auto"
+    enumerate_max_dims: int = 3
+    enumerate_max_regions: int = 20_000
+    samples_per_box: int = 4096
+    max_new_regions_per_call: int = 400
+    # Patch margin: a·(f + p) >= β + margin on the region, margin = relative × (1 + max |f| on
+    # the region's centre) — large enough to survive LP tolerances (1e-7 relative) and float32
+    # output rounding (6e-8 relative), small next to the outputs. Regions whose original margin
+    # is below it are patched too ("nearly violating"): the verifier could not prove them anyway.
+    margin_relative: float = 1e-4
+    # Patch form: "affine" (C x + d), "constant" (d only; cheap in high dimension), "auto"
+    # (affine up to affine_max_dims inputs).
+    form: str = "auto"
+    affine_max_dims: int = 64
+    # Support band as a fraction of the region's inradius (see `support.automatic_gamma`):
+    # area repair (the verifier must resolve the band) and point-wise repair (locality only).
+    band_fraction: float = 0.05
+    band_fraction_points: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.localise not in LOCALISERS:
+            raise ValueError(f"unknown localiser {self.localise!r} (expected one of {', '.join(LOCALISERS)})")
+        if self.form not in ("auto", "affine", "constant"):
+            raise ValueError(f"unknown patch form {self.form!r} (expected auto, affine or constant)")
+
+
+@dataclass
+class _Entry:
+    patch: RegionPatch
+    region_index: int  # which spec region it repairs
+    margin: float
+    rows: tuple[int, ...]
+    cone: bool
+
+
+@dataclass
+class _State:
+    original_id: int
+    mlp: ReluMlp
+    entries: dict[tuple[int, str], _Entry] = field(default_factory=dict)
+    localised: set[int] = field(default_factory=set)  # spec regions already enumerated
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def spec_clauses(spec: Spec, index: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(c.A, c.b) for c in spec.regions[index].clauses if c.A.shape[0]]
+
+
+def cone_rows(spec: Spec) -> np.ndarray:
+    """Every row of every clause, scaled to unit length, duplicates removed."""
+    rows = [c.A for r in spec.regions for c in r.clauses if c.A.shape[0]]
+    if not rows:
+        return np.zeros((0, spec.n_outputs))
+    A = np.vstack(rows)
+    A = A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-300)
+    return np.unique(np.round(A, 12), axis=0)
+
+
+def spec_domain(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
+    lower = np.min([r.box.lower for r in spec.regions], axis=0)
+    upper = np.max([r.box.upper for r in spec.regions], axis=0)
+    return lower.astype(np.float64), upper.astype(np.float64)
+
+
+class ReassureStrategy:
+    name = "reassure"
+
+    def __init__(self, settings: ReassureSettings | None = None) -> None:
+        self.settings = settings or ReassureSettings()
+        self._state: _State | None = None
+
+    # -- the interface ---------------------------------------------------------------------------
+    def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
+        if self._state is None or self._state.original_id != id(problem.original):
+            self._state = _State(id(problem.original), relu_mlp_of(problem.original))
+        state = self._state
+        spec = problem.spec
+        times = {"localise": 0.0, "synthesise": 0.0, "export": 0.0}
+        started = time.monotonic()
+        todo = self._localise(problem, state, deadline)
+        times["localise"] = time.monotonic() - started
+
+        started = time.monotonic()
+        domain = spec_domain(spec)
+        cone = cone_rows(spec)
+        new = 0
+        failed = 0
+        for index, point, grow, known in todo:
+            if deadline.expired():
+                break
+            box = spec.regions[index].box
+            region = known or linear_region_of(state.mlp, point, box.lower, box.upper, prune=self._prune(spec))
+            key = (index, region.key)
+            old = state.entries.get(key)
+            if old is not None and not grow:
+                continue
+            margin = old.margin * 10 if old is not None else self._margin(region)
+            band = self.settings.band_fraction if problem.area else self.settings.band_fraction_points
+            try:
+                entry = self._patch(region, index, spec, cone, domain, margin, band)
+            except PatchInfeasible:
+                failed += 1
+                continue
+            state.entries[key] = entry
+            new += old is None
+        times["synthesise"] = time.monotonic() - started
+
+        started = time.monotonic()
+        patches = [e.patch for e in state.entries.values()]
+        mlp = patched_mlp(state.mlp, patches)
+        model = mlp_to_onnx(mlp, problem.original, {"strategy": self.name, "patches": len(patches)})
+        times["export"] = time.monotonic() - started
+        details: dict[str, object] = {
+            "regions_patched": len(patches),
+            "regions_added": new,
+            "patch_failures": failed,
+            "parameters_added": int(sum(p.n_parameters for p in patches)),
+            "max_patch_norm": float(max((p.norm for p in patches), default=0.0)),
+            "gamma_range": [float(min((p.gamma for p in patches), default=0.0)),
+                            float(max((p.gamma for p in patches), default=0.0))],
+            "patches_without_cone": int(sum(not e.cone for e in state.entries.values())),
+            **state.counts,
+        }
+        return RepairCandidate(model, details, times)
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def _prune(self, spec: Spec) -> bool:
+        return spec.n_inputs <= self.settings.affine_max_dims
+
+    def _affine(self, spec: Spec) -> bool:
+        if self.settings.form == "auto":
+            return spec.n_inputs <= self.settings.affine_max_dims
+        return self.settings.form == "affine"
+
+    def _margin(self, region: LinearRegion) -> float:
+        centre = (region.lower + region.upper) / 2 if region.A.shape[0] == 0 else chebyshev_centre(region)[0]
+        scale = float(np.max(np.abs(region.W @ centre + region.c)))
+        return self.settings.margin_relative * (1.0 + scale)
+
+    def _patch(self, region: LinearRegion, index: int, spec: Spec, cone: np.ndarray,
+               domain: tuple[np.ndarray, np.ndarray], margin: float, band: float) -> _Entry:
+        clauses = spec_clauses(spec, index)
+        centre, radius = chebyshev_centre(region)
+        affine = self._affine(spec)
+        patch: AffinePatch = minimal_patch(region, clauses, cone, domain, margin, affine, centre)
+        rows = [(clauses[k][0][r], clauses[k][1][r]) for k, r in enumerate(patch.rows)]
+        if spec.n_inputs <= self.settings.affine_max_dims:
+            # Independent check of the LP answer by primal LPs; re-solve once with more margin.
+            achieved = patch_margin_on_region(region, patch, rows)
+            if achieved < margin / 2:
+                margin *= 10
+                patch = minimal_patch(region, clauses, cone, domain, margin, affine, centre)
+        lower, upper = domain
+        K = patch.bound_on_box(lower, upper)
+        K = K * (1 + 1e-6) + 1e-6 * (1 + K) + margin  # strictly above max |p| on the domain
+        gamma = automatic_gamma(radius, band)
+        region_patch = RegionPatch(region.A, region.b, gamma, patch.C, patch.d, K, region.key, patch.norm)
+        return _Entry(region_patch, index, margin, patch.rows, patch.cone)
+
+    def _localise(self, problem: RepairProblem, state: _State, deadline: Deadline) -> list[tuple[int, np.ndarray, bool, LinearRegion | None]]:
+        """(spec region, point, re-solve if already patched) for every region to patch now."""
+        spec = problem.spec
+        todo: list[tuple[int, np.ndarray, bool, LinearRegion | None]] = []
+        y = state.mlp.forward(np.array(problem.counterexamples)) if problem.counterexamples else np.zeros((0, spec.n_outputs))
+        for x, yx in zip(problem.counterexamples, y):
+            for index, region in enumerate(spec.regions):
+                if region.box.contains(x) and any(c.violated_by(yx) for c in region.clauses):
+                    todo.append((index, np.asarray(x, dtype=np.float64), x is problem.counterexamples[-1], None))
+                    break
+            else:
+                # Violates only in the repaired network (float rounding at a patched region's edge):
+                # re-solve the region that holds it with a larger margin.
+                for index, region in enumerate(spec.regions):
+                    if region.box.contains(x):
+                        todo.append((index, np.asarray(x, dtype=np.float64), x is problem.counterexamples[-1], None))
+                        break
+        mode = self.settings.localise
+        if mode == "counterexamples" or not problem.area:
+            return todo
+        if mode == "auto":
+            mode = "enumerate" if spec.n_inputs <= self.settings.enumerate_max_dims else "sample"
+        rng = np.random.default_rng(problem.seed + len(problem.counterexamples))
+        for index, region in enumerate(spec.regions):
+            clauses = spec_clauses(spec, index)
+            if mode == "enumerate":
+                if index in state.localised:
+                    continue
+                state.localised.add(index)
+                regions, complete = enumerate_regions(state.mlp, region.box.lower, region.box.upper, deadline,
+                                                      self.settings.enumerate_max_regions)
+                state.counts["regions_enumerated"] = state.counts.get("regions_enumerated", 0) + len(regions)
+                state.counts["enumeration_complete"] = int(complete)
+                buggy = 0
+                for r in regions:
+                    tolerance = self._margin(r)
+                    hit = None
+                    for A, b in clauses:
+                        hit = region_violation(r, A, b, tolerance)
+                        if hit is not None:
+                            break
+                    if hit is not None:
+                        buggy += 1
+                        todo.append((index, hit, False, r))
+                state.counts["regions_needing_patch"] = state.counts.get("regions_needing_patch", 0) + buggy
+            else:
+                points = violating_points(state.mlp, clauses, region.box.lower, region.box.upper,
+                                          self.settings.samples_per_box, rng, 0.0)
+                seen = {k for (i, k) in state.entries if i == index}
+                for p, pattern in zip(points, state.mlp.patterns(points)):
+                    key = pattern_key(pattern)
+                    if key not in seen:
+                        seen.add(key)
+                        todo.append((index, p, False, None))
+                    if len(todo) >= self.settings.max_new_regions_per_call:
+                        break
+        return todo
+
+
+def reassure_strategy() -> ReassureStrategy:
+    return ReassureStrategy()
