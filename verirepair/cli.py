@@ -129,7 +129,7 @@ def _bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.timeout is not None:
         instances = [dataclasses.replace(i, timeout=args.timeout) for i in instances]
-    records = run_instances(instances, out, args.timeout_scale, args.workers)
+    records = run_instances(instances, out, args.timeout_scale, args.workers, args.threads)
     atomic_write_text(out / "results.csv", results_csv(records, truth))
     summary = summarise(records, truth)
     print(TABLE_HEADER)
@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--timeout-scale", type=_positive_float, default=1.0, help="multiply every timeout")
     bench.add_argument("--timeout", type=_positive_float, help="use this timeout (s) for every instance instead")
     bench.add_argument("--workers", type=_positive_int, default=1, help="instances run at once")
+    bench.add_argument("--threads", type=_positive_int, help="math threads per instance (default: cores / workers)")
     bench.add_argument("--out", default="bench-out", help="folder for per-instance results and results.csv")
     bench.set_defaults(run=_bench)
 

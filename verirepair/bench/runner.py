@@ -81,8 +81,9 @@ def run_instance(instance: Instance, out: Path, timeout_scale: float, threads: i
 
 
 def run_instances(instances: list[Instance], out: Path, timeout_scale: float = 1.0,
-                  workers: int = 1) -> list[InstanceRecord]:
-    """Run (or resume) every instance; returns the records in instance order."""
+                  workers: int = 1, threads: int | None = None) -> list[InstanceRecord]:
+    """Run (or resume) every instance; returns the records in instance order. Each instance
+    gets ``threads`` math threads (default: the cores shared out among the workers)."""
     out.mkdir(parents=True, exist_ok=True)
     records: dict[int, InstanceRecord] = {}
     pending = []
@@ -92,7 +93,7 @@ def run_instances(instances: list[Instance], out: Path, timeout_scale: float = 1
             records[instance.index] = InstanceRecord(**json.loads(done.read_text()))
         else:
             pending.append(instance)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     with tqdm(total=len(instances), initial=len(records), desc="instances", unit="inst") as progress, \
             ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(run_instance, i, out, timeout_scale, threads) for i in pending]
