@@ -1,0 +1,65 @@
+"""`verirepair bench`: isolated runs, results files, scoring against ground truth, resuming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_cli import HOLDS, VIOLATED
+
+from verirepair.bench import InstanceRecord, check_witness, read_instances, summarise
+from verirepair.bench.scoring import CORRECT, WRONG, score_of
+from verirepair.cli import main
+
+
+@pytest.fixture
+def suite(tmp_path: Path, tiny_mlp: Path) -> Path:
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "vnnlib").mkdir()
+    (tmp_path / "onnx" / "net.onnx").write_bytes(tiny_mlp.read_bytes())
+    (tmp_path / "vnnlib" / "holds.vnnlib").write_text(HOLDS)
+    (tmp_path / "vnnlib" / "violated.vnnlib").write_text(VIOLATED)
+    (tmp_path / "instances.csv").write_text("onnx/net.onnx,vnnlib/holds.vnnlib,30\nonnx/net.onnx,vnnlib/violated.vnnlib,30\n")
+    # the ground truth deliberately gets the first one wrong, to see the −150
+    (tmp_path / "truth.csv").write_text("onnx,vnnlib,result\nonnx/net.onnx,vnnlib/holds.vnnlib,sat\n"
+                                        "onnx/net.onnx,vnnlib/violated.vnnlib,sat\n")
+    return tmp_path
+
+
+def test_bench_runs_scores_and_resumes(suite: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = suite / "out"
+    args = ["bench", str(suite / "instances.csv"), "--ground-truth", str(suite / "truth.csv"), "--out", str(out)]
+    assert main(args) == 0
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    assert [r["result"] for r in records] == ["unsat", "sat"]
+    assert records[1]["witness_ok"] is True
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("onnx,vnnlib,result") and len(rows) == 3
+    assert rows[1].endswith(f",sat,{WRONG}") and rows[2].endswith(f",sat,{CORRECT}")
+    table = capsys.readouterr().out
+    assert str(WRONG + CORRECT) in table.splitlines()[1].split()[-1]
+    # a rerun finds both records and runs nothing: the records are not rewritten
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.json")} == stamps
+
+
+def test_a_sat_with_a_forged_witness_scores_as_wrong(suite: Path) -> None:
+    instance = read_instances(suite / "instances.csv")[1]
+    forged = "sat\n((X_0 0.0)\n (X_1 1.0)\n (Y_0 5.0)\n (Y_1 1.0))\n"  # Y_0 is really 0 there
+    ok, reason = check_witness(instance.onnx, instance.vnnlib, forged)
+    assert not ok and "differs" in reason
+    record = InstanceRecord(1, instance.onnx_text, instance.vnnlib_text, "sat", 1.0, "test", 0.0, ok)
+    assert score_of(record, "sat") == WRONG
+    assert summarise([record], {}).witness_failures == 1
+
+
+def test_a_crashing_instance_is_an_error_not_a_stopped_run(suite: Path) -> None:
+    (suite / "onnx" / "broken.onnx").write_text("not a model")
+    (suite / "instances.csv").write_text("onnx/broken.onnx,vnnlib/holds.vnnlib,30\nonnx/net.onnx,vnnlib/holds.vnnlib,30\n")
+    out = suite / "out2"
+    assert main(["bench", str(suite / "instances.csv"), "--out", str(out)]) == 0
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    assert [r["result"] for r in records] == ["error", "unsat"]
+    assert "broken.onnx" in records[0]["decided_by"]
