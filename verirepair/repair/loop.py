@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..files import atomic_write_bytes
-from ..network import Network, load_network
+from ..network import Network, check_import_agrees, load_network
 from ..spec import Spec
 from ..verify import Deadline, Verdict, VerifySettings, load_problem, verify
 from .report import Iteration, RepairReport, side_effects
@@ -95,6 +96,12 @@ def _repair_until_proven(network: Network, spec: Spec, strategy: RepairStrategy,
             path = Path(folder) / f"candidate_{number}.onnx"
             path.write_bytes(data)
             repaired = load_network(path)
+            try:  # the proof is about our import of the file: it must be the file's semantics
+                for region in spec.regions:
+                    check_import_agrees(repaired, region.box.lower, region.box.upper)
+            except InputError as error:
+                report.notes.append(f"candidate {number} not verified: {error.reason}")
+                break
             t = time.monotonic()
             if deadline.expired():
                 report.notes.append("budget spent before the candidate could be verified")
