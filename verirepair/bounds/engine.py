@@ -130,7 +130,8 @@ class BoundEngine:
         best = torch.maximum(_concretize(lam, bias, lower, upper), self._ibp_output(lower, upper, C, d, pre, layers).lower)
         result = OutputBound(best, lam, bias, layers)
         if method == "alpha-crown" and alpha_steps > 0:
-            result = self._optimise_alpha(lower, upper, lam0, bias0, pre, result, alpha_steps, alpha_lr)
+            with torch.enable_grad():  # callers may bound under no_grad; the slopes need gradients
+                result = self._optimise_alpha(lower, upper, lam0, bias0, pre, result, alpha_steps, alpha_lr)
         return result
 
     def _ibp_output(self, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,
