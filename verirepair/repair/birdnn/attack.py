@@ -1,0 +1,39 @@
+"""Cheap counterexample search on a candidate before it is exported: projected gradient descent
+on the property margin, from random points of each box and from the lowest-margin samples.
+
+This only finds more negative samples for the next training round; the verifier on the exported
+file decides whether the candidate is repaired.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .mlp import ChainModule
+from .samples import PropertyMargin
+
+
+def low_margin_points(module: ChainModule, prop: PropertyMargin, seeds: torch.Tensor, starts: int, steps: int,
+                      threshold: float, rng: np.random.Generator) -> np.ndarray:
+    """Points of the property's boxes where ``module``'s margin is below ``threshold``."""
+    found = []
+    for k, region in enumerate(prop.regions):
+        lower = torch.tensor(region.box.lower, dtype=seeds.dtype)
+        upper = torch.tensor(region.box.upper, dtype=seeds.dtype)
+        width = upper - lower
+        random = lower + torch.tensor(rng.random((starts, region.box.dim)), dtype=seeds.dtype) * width
+        inside = seeds[((seeds >= lower) & (seeds <= upper)).all(dim=1)]
+        x = torch.cat([random, inside[:starts]]).clone()
+        for step in range(steps):
+            x.requires_grad_(True)
+            margin = region.margin(module(x))
+            (gradient,) = torch.autograd.grad(margin.sum(), x)
+            size = 0.05 * (1.0 - step / steps) + 0.002
+            with torch.no_grad():
+                x = torch.minimum(torch.maximum(x - size * width * gradient.sign(), lower), upper)
+        with torch.no_grad():
+            member = prop.membership(x.double().numpy())
+            margin = prop.margin(module(x), member)
+        found.append(x[margin < threshold].detach().double().numpy())
+    return np.vstack(found) if found else np.zeros((0, seeds.shape[1]))

@@ -1,0 +1,101 @@
+"""What both BIRDNN strategies share: the per-problem session (original network as a trainable
+chain, the domain samples, the current candidate) and turning a module into a `RepairCandidate`."""
+
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ...bounds import lower_network
+from ...verify import Deadline
+from ..strategy import RepairCandidate, RepairProblem
+from .export import chain_onnx
+from .mlp import ChainModule, chain_of
+from .samples import RepairData
+from .settings import BirdnnSettings
+
+
+@dataclass
+class Session:
+    key: tuple[object, ...]
+    original: ChainModule
+    current: ChainModule
+    data: RepairData
+    rounds: int = 0
+
+
+def problem_key(problem: RepairProblem) -> tuple[object, ...]:
+    network = problem.original
+    where = str(network.path.resolve()) if network.path is not None else id(network)
+    return (where, problem.spec.source, len(problem.spec.regions), problem.seed)
+
+
+def open_session(problem: RepairProblem, previous: RepairCandidate | None, session: Session | None,
+                 settings: BirdnnSettings) -> Session:
+    """The session to continue (same problem, a previous candidate exists) or a fresh one."""
+    key = problem_key(problem)
+    if session is not None and session.key == key and previous is not None:
+        return session
+    torch.manual_seed(settings.seed + problem.seed)
+    original = ChainModule(lower_network(problem.original))
+    original.requires_grad_(False)
+    data = RepairData(problem.spec, original, _with_seed(settings, settings.seed + problem.seed))
+    return Session(key, original, copy.deepcopy(original).requires_grad_(True), data)
+
+
+def _with_seed(settings: BirdnnSettings, seed: int) -> BirdnnSettings:
+    from dataclasses import replace
+
+    return replace(settings, seed=seed)
+
+
+def repair_budget(settings: BirdnnSettings, deadline: Deadline) -> Deadline:
+    """This call's own deadline: a share of what the loop has left (it still has to verify)."""
+    return Deadline(max(1.0, min(settings.max_seconds, settings.deadline_share * deadline.remaining())))
+
+
+def candidate_of(module: ChainModule, problem: RepairProblem, details: dict[str, object],
+                 phases: dict[str, float]) -> RepairCandidate:
+    start = time.monotonic()
+    model = chain_onnx(chain_of(module), problem.original)
+    phases = dict(phases)
+    phases["export"] = phases.get("export", 0.0) + time.monotonic() - start
+    return RepairCandidate(model, details, phases)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run with ``count`` torch threads (the machines are shared), restoring the setting after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class Phases:
+    """Wall-clock seconds per named phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - start
+
+
+def counterexample_array(problem: RepairProblem) -> np.ndarray:
+    if not problem.counterexamples:
+        return np.zeros((0, problem.spec.n_inputs))
+    return np.vstack([np.asarray(c, dtype=np.float64).reshape(1, -1) for c in problem.counterexamples])

@@ -1,0 +1,150 @@
+"""BIRDNN retraining: the whole network learns to imitate expected behaviour on negative samples.
+
+Loss on a minibatch (outputs measured in units of the margin scale of `RepairData`):
+
+* imitation — negatives move to their imitation target (nearest positive behaviour), weight α;
+* keep — positives keep their original outputs, weight β;
+* outside — samples of the input space outside the property's boxes keep their outputs;
+* margin — a squared hinge pulling every domain sample's property margin up to the target margin.
+
+After every block of steps the property accuracy on a fixed held-out draw of the boxes is
+measured; when it drops by more than the tolerance, the weights roll back to the best block and
+the learning rate halves. When every sample satisfies the target margin, a gradient search on the
+candidate looks for low-margin points; any it finds join the negatives and training continues.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from ...verify import Deadline
+from ..strategy import RepairCandidate, RepairProblem
+from .attack import low_margin_points
+from .common import Phases, Session, candidate_of, counterexample_array, open_session, repair_budget, torch_threads
+from .mlp import ChainModule
+from .samples import RepairData
+from .settings import BirdnnSettings
+
+
+def property_accuracy(module: ChainModule, data: RepairData) -> tuple[float, float]:
+    """(fraction of validation samples where the property holds, smallest margin over the domain samples)."""
+    with torch.no_grad():
+        held_out = data.property.margin(module(data.validation.x), data.validation.member)
+        domain = data.property.margin(module(data.domain.x), data.domain.member)
+    return float((held_out > 0).double().mean()), float(domain.min())
+
+
+def calibrated_learning_rate(module: ChainModule, data: RepairData, step_change: float, probe: float = 1e-3) -> float:
+    """The Adam step size whose sign step on every weight moves the domain outputs (RMS) by
+    ``step_change`` margin scales: output change is close to linear in so small a step."""
+    generator = torch.Generator().manual_seed(0)
+    moved = copy.deepcopy(module)
+    with torch.no_grad():
+        for parameter in moved.parameters():
+            parameter.add_(probe * torch.sign(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)))
+        x = data.domain.x[:4096]
+        change = float((moved(x) - module(x)).pow(2).mean().sqrt())
+    return probe * step_change * data.scale / max(change, 1e-12)
+
+
+def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings, generator: torch.Generator) -> torch.Tensor:
+    domain, outside = data.domain, data.outside
+    batch = settings.batch_size
+    index = torch.randint(len(domain), (batch,), generator=generator)
+    negatives = torch.nonzero(data.negatives).flatten()
+    if len(negatives):
+        extra = negatives[torch.randint(len(negatives), (batch // 2,), generator=generator)]
+        index = torch.cat([index, extra])
+    x, member = domain.x[index], domain.member[index]
+    negative = domain.margin0[index] <= 0
+    y = module(x)
+    scale = data.scale
+    squared = ((y - data.targets[index]) / scale).pow(2).mean(dim=1)
+    loss = settings.keep_weight * torch.where(~negative, squared, torch.zeros_like(squared)).mean()
+    if bool(negative.any()):
+        loss = loss + settings.imitation_weight * squared[negative].mean()
+    shortfall = torch.relu(data.target_margin - data.property.margin(y, member)) / scale
+    loss = loss + settings.margin_weight * shortfall.pow(2).mean()
+    if len(outside):
+        pick = torch.randint(len(outside), (batch // 2,), generator=generator)
+        kept = ((module(outside.x[pick]) - outside.y0[pick]) / scale).pow(2).mean()
+        loss = loss + settings.outside_weight * kept
+    return loss
+
+
+def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases: Phases) -> dict[str, object]:
+    """Train ``session.current`` in place; returns what the report shows."""
+    module, data = session.current, session.data
+    generator = torch.Generator().manual_seed(settings.seed + 7919 * session.rounds)
+    rng = np.random.default_rng(settings.seed + session.rounds)
+    learning_rate = calibrated_learning_rate(module, data, settings.step_change)
+    optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate)
+    accuracy, lowest = property_accuracy(module, data)
+    best_state, best_accuracy = module.state(), accuracy
+    rollbacks = attacks_added = checks = 0
+    satisfied = False
+    for checks in range(1, settings.max_checks + 1):
+        if budget.expired():
+            break
+        with phases("retrain"):
+            for _ in range(settings.steps_per_check):
+                optimiser.zero_grad()
+                repair_loss(module, data, settings, generator).backward()
+                optimiser.step()
+            accuracy, lowest = property_accuracy(module, data)
+            if accuracy < best_accuracy - settings.rollback_tolerance:
+                module.load(best_state)
+                learning_rate *= 0.5
+                optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate)
+                rollbacks += 1
+                continue
+            if accuracy >= best_accuracy:
+                best_state, best_accuracy = module.state(), accuracy
+        if accuracy == 1.0 and lowest >= settings.satisfied_fraction * data.target_margin:
+            with phases("search"):
+                seeds = data.domain.x[torch.argsort(data.property.margin(module(data.domain.x), data.domain.member).detach())[:settings.attack_starts]]
+                found = low_margin_points(module, data.property, seeds, settings.attack_starts, settings.attack_steps,
+                                          0.25 * data.target_margin, rng)
+            if len(found) == 0:
+                satisfied = True
+                break
+            with phases("characterise"):
+                attacks_added += data.add_points(found, with_neighbours=False)
+    session.rounds += 1
+    return {"checks": checks, "rollbacks": rollbacks, "search_points_added": attacks_added,
+            "samples_satisfied": satisfied, "held_out_property_accuracy": accuracy,
+            "smallest_sample_margin": lowest, "learning_rate": learning_rate, "target_margin": data.target_margin}
+
+
+class BirdnnRetrain:
+    """`RepairStrategy` "birdnn-retrain": behaviour-imitation retraining of every weight."""
+
+    name = "birdnn-retrain"
+
+    def __init__(self, settings: BirdnnSettings | None = None) -> None:
+        self.settings = settings or BirdnnSettings()
+        self.session: Session | None = None
+
+    def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
+        settings = self.settings
+        phases = Phases()
+        with torch_threads(settings.threads):
+            budget = repair_budget(settings, deadline)
+            with phases("characterise"):
+                self.session = open_session(problem, previous, self.session, settings)
+                added = self.session.data.add_points(counterexample_array(problem), with_neighbours=True)
+                if previous is not None and added == 0:
+                    self.session.data.target_margin *= settings.margin_growth
+            details = retrain(self.session, settings, budget, phases)
+            data = self.session.data
+            details.update({"strategy": self.name, "round": self.session.rounds, "counterexample_points_added": added,
+                            "domain_samples": len(data.domain), "negative_samples": int(data.negatives.sum()),
+                            "outside_samples": len(data.outside)})
+            return candidate_of(self.session.current, problem, details, phases.seconds)
+
+
+def retrain_strategy() -> BirdnnRetrain:
+    return BirdnnRetrain()

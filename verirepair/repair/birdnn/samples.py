@@ -1,0 +1,129 @@
+"""The sample sets BIRDNN learns from, with the original network's behaviour on each.
+
+`PropertyMargin` evaluates the property margin of a whole `Spec` on a batch (a point may lie in
+several regions' boxes: its margin is the smallest over those regions). `RepairData` holds the
+domain samples (inside the boxes: positives and negatives), a held-out validation draw of the boxes
+used for rollback, and the outside samples whose behaviour the repair must keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ...spec import Box, Spec
+from .domain import RegionTensors, contained, default_input_space, near, outside_boxes, uniform_in
+from .mlp import ChainModule
+from .settings import BirdnnSettings
+
+
+class PropertyMargin:
+    """Batched property margins of one `Spec` (> 0 iff the property holds at the point)."""
+
+    def __init__(self, spec: Spec, dtype: torch.dtype = torch.float32) -> None:
+        self.spec = spec
+        self.regions = [RegionTensors.of(region, dtype) for region in spec.regions]
+
+    def membership(self, x: np.ndarray) -> torch.Tensor:
+        """[N, R] bool: which regions' boxes contain each point."""
+        return torch.from_numpy(np.stack([contained(r.box, x) for r in self.regions], axis=1))
+
+    def margin(self, y: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+        """[N]: smallest property margin over the regions containing each point (+inf if none)."""
+        values = torch.stack([r.margin(y) for r in self.regions], dim=1)
+        return torch.where(member.to(y.device), values, torch.full_like(values, torch.inf)).amin(dim=1)
+
+
+@dataclass
+class SampleSet:
+    x: torch.Tensor  # [N, n] inputs in the training dtype
+    member: torch.Tensor  # [N, R] region membership
+    y0: torch.Tensor  # [N, m] original outputs
+    margin0: torch.Tensor  # [N] original property margins (+inf outside every box)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def take(self, index: torch.Tensor) -> "SampleSet":
+        return SampleSet(self.x[index], self.member[index], self.y0[index], self.margin0[index])
+
+    @staticmethod
+    def concat(first: "SampleSet", second: "SampleSet") -> "SampleSet":
+        return SampleSet(torch.cat([first.x, second.x]), torch.cat([first.member, second.member]),
+                         torch.cat([first.y0, second.y0]), torch.cat([first.margin0, second.margin0]))
+
+
+class RepairData:
+    """Domain characterisation of one repair problem (built once, grown with counterexamples)."""
+
+    def __init__(self, spec: Spec, original: ChainModule, settings: BirdnnSettings, dtype: torch.dtype = torch.float32) -> None:
+        self.spec = spec
+        self.original = original
+        self.settings = settings
+        self.dtype = dtype
+        self.property = PropertyMargin(spec, dtype)
+        self.rng = np.random.default_rng(settings.seed)
+        self.seen: set[bytes] = set()
+        boxes = [r.box for r in spec.regions]
+        self.domain = self.evaluate(np.vstack([uniform_in(b, settings.domain_samples, self.rng) for b in boxes]))
+        self.validation = self.evaluate(np.vstack([uniform_in(b, settings.validation_samples, self.rng) for b in boxes]))
+        space = settings.input_space or default_input_space(spec, settings.input_space_widen)
+        self.input_space: Box = space
+        self.outside = self.evaluate(outside_boxes(spec, space, settings.outside_samples, self.rng))
+        finite = self.domain.margin0[torch.isfinite(self.domain.margin0)].abs()
+        # Scale of the property margin: the median distance of the original's outputs to the
+        # property boundary over the box; losses and the target margin are measured in it.
+        self.scale = float(finite.median()) if finite.numel() else 1.0
+        self.scale = max(self.scale, 1e-6)
+        self.target_margin = settings.target_margin * self.scale
+        self.targets = self.domain.y0.clone()
+        self.refresh_targets()
+
+    def evaluate(self, x: np.ndarray) -> SampleSet:
+        """Points with the original network's outputs and margins."""
+        points = torch.tensor(np.asarray(x, dtype=np.float64).reshape(-1, self.spec.n_inputs), dtype=self.dtype)
+        with torch.no_grad():
+            y0 = self.original(points)
+        member = self.property.membership(points.double().numpy()) if len(points) else torch.zeros((0, len(self.property.regions)), dtype=torch.bool)
+        return SampleSet(points, member, y0, self.property.margin(y0, member))
+
+    @property
+    def negatives(self) -> torch.Tensor:
+        return self.domain.margin0 <= 0
+
+    def refresh_targets(self) -> None:
+        """Targets of every domain sample: its own output for positives, imitation for negatives."""
+        from .imitation import imitation_targets
+
+        self.targets = self.domain.y0.clone()
+        negative = self.negatives
+        if not bool(negative.any()):
+            return
+        positive = self.domain.margin0 > 0
+        safe = self.domain.margin0 >= self.target_margin
+        pool = self.domain.y0[safe] if int(safe.sum()) >= self.settings.k_nearest else self.domain.y0[positive]
+        self.targets[negative] = imitation_targets(self.domain.y0[negative], pool, self.settings.k_nearest)
+
+    def add_points(self, x: np.ndarray, with_neighbours: bool) -> int:
+        """Add new points of the boxes (counterexamples or attack results) and, when asked, a cloud
+        of points near each; returns how many points were added."""
+        fresh = [p for p in np.atleast_2d(np.asarray(x, dtype=np.float64)) if p.tobytes() not in self.seen]
+        if not fresh:
+            return 0
+        self.seen.update(p.tobytes() for p in fresh)
+        cap = self.settings.max_added_points
+        if len(fresh) > cap:
+            fresh = [fresh[i] for i in np.sort(self.rng.choice(len(fresh), cap, replace=False))]
+        points = [np.vstack(fresh)]
+        if with_neighbours:
+            each = min(self.settings.near_counterexample, max(0, (cap - len(fresh)) // len(fresh)))
+            for region in self.spec.regions:
+                inside = np.vstack(fresh)[contained(region.box, np.vstack(fresh))]
+                points.append(near(inside, region.box, each, self.settings.near_spread, self.rng))
+        added = self.evaluate(np.vstack(points))
+        keep = added.member.any(dim=1)
+        self.domain = SampleSet.concat(self.domain, added.take(torch.nonzero(keep).flatten()))
+        self.refresh_targets()
+        return int(keep.sum())

@@ -1,0 +1,58 @@
+"""BIRDNN settings: one frozen, typed object (a misspelled option is a TypeError)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...spec import Box
+from .pso import SwarmSettings
+
+
+@dataclass(frozen=True)
+class BirdnnSettings:
+    # ---- domain characterisation -----------------------------------------------------------
+    domain_samples: int = 20000  # uniform samples of each property box (training)
+    validation_samples: int = 5000  # uniform samples of each box, only for the rollback check
+    near_counterexample: int = 64  # points drawn around each counterexample ...
+    near_spread: float = 0.01  # ... with this std, as a fraction of the box width
+    max_added_points: int = 20000  # per call: many counterexamples share a smaller cloud each
+    outside_samples: int = 10000  # samples of the input space outside the boxes (behaviour kept)
+    input_space: Box | None = None  # where the network is used; default: the boxes' hull widened
+    input_space_widen: float = 0.5  # ... by this many box widths on each side
+    # ---- targets and loss --------------------------------------------------------------------
+    k_nearest: int = 1  # imitation target = mean output of the k nearest positive outputs
+    # The repaired network must satisfy the property with this margin on every training sample,
+    # in units of the typical distance of the original's outputs to the property boundary (the
+    # median |margin| over the box). A margin > 0 on samples is what leaves the verifier room to
+    # prove the property between them; it is a training target, not a soundness tolerance.
+    target_margin: float = 0.2
+    satisfied_fraction: float = 0.7  # samples count as repaired at this fraction of the target margin
+    # When a candidate failed re-verification without a counterexample (the verifier ran out of
+    # time), the next round asks for this much more margin: more room makes the proof easier.
+    margin_growth: float = 1.5
+    imitation_weight: float = 1.0  # α: negatives imitate their targets
+    keep_weight: float = 1.0  # β: positives keep their original outputs
+    outside_weight: float = 0.5  # samples outside the boxes keep their original outputs
+    margin_weight: float = 1.0  # hinge on the property margin of every domain sample
+    # ---- retraining --------------------------------------------------------------------------
+    # Adam's learning rate is set per network so that a step of that size on every weight moves
+    # the outputs by about this fraction of the margin scale (networks differ by orders of
+    # magnitude in output scale versus weight scale: ACAS Xu's outputs are ~1e-3).
+    step_change: float = 0.025
+    batch_size: int = 1024
+    steps_per_check: int = 50
+    max_checks: int = 40
+    rollback_tolerance: float = 0.002  # property accuracy may dip this much before a rollback
+    # ---- counterexample search on the candidate (cheap falsification before export) ----------
+    attack_starts: int = 512
+    attack_steps: int = 30
+    # ---- fine-tuning ---------------------------------------------------------------------------
+    finetune_neurons: int = 12  # top-k neurons by behaviour deviation
+    finetune_range: float = 1.0  # r in [-range, range]: the neuron's output is scaled by (1 + r)
+    finetune_fit_samples: int = 1500  # positives used in the PSO fitness (negatives: all)
+    swarm: SwarmSettings = field(default_factory=SwarmSettings)
+    # ---- time ------------------------------------------------------------------------------------
+    max_seconds: float = 120.0  # per repair call
+    deadline_share: float = 0.6  # at most this share of the loop's remaining time per repair call
+    seed: int = 0
+    threads: int = 1
