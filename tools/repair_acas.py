@@ -34,7 +34,7 @@ def main() -> None:
         settings = RepairSettings(budget=args.budget, verify_timeout=args.verify_timeout,
                                   output=out / f"N{net}_prop{args.prop}_repaired.onnx",
                                   keep_unproven=out / f"N{net}_prop{args.prop}_unproven.onnx",
-                                  side_effect_samples=args.samples)
+                                  side_effect_samples=args.samples, decision="argmin")
         report = check_and_fix(onnx_path, spec, strategy_named("reassure"), settings)
         report.write_json(out / f"N{net}_prop{args.prop}_report.json")
         print(report.summary(), flush=True)

@@ -194,7 +194,7 @@ def _repair_settings(args: argparse.Namespace, n_inputs: int | None = None):
         max_iterations=getattr(args, "max_iterations", 50), seed=args.seed, device=_device(args.device),
         output=Path(args.output) if args.output else None,
         keep_unproven=Path(args.keep_unproven) if args.keep_unproven else None,
-        side_effect_samples=args.samples, data=data,
+        side_effect_samples=args.samples, data=data, decision=args.decision,
     )
 
 
@@ -263,6 +263,8 @@ def _add_repair_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--report", help="write the JSON report here")
     sub.add_argument("--keep-unproven", help="when not proven, write the last attempt here (never as -o)")
     sub.add_argument("--samples", type=int, default=10_000, help="samples for the side-effect figures (default 10000)")
+    sub.add_argument("--decision", choices=("argmax", "argmin"), default="argmax",
+                     help="how outputs pick a class in the side-effect figures (argmin for ACAS Xu/HCAS scores)")
     sub.add_argument("--data", help=".npz/.h5 with X (inputs) and optional y, for accuracy and ND figures")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")

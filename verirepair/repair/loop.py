@@ -34,12 +34,15 @@ class RepairSettings:
     keep_unproven: Path | None = None  # the last candidate, when not proven
     side_effect_samples: int = 10_000
     data: tuple[np.ndarray, np.ndarray | None] | None = None  # (inputs, labels or scores)
+    decision: str = "argmax"  # how outputs pick a class: "argmax" (classifiers) or "argmin" (ACAS Xu scores)
 
     def __post_init__(self) -> None:
         if not self.budget > 0:
             raise ValueError(f"budget must be positive, got {self.budget}")
         if not self.verify_timeout > 0:
             raise ValueError(f"verify timeout must be positive, got {self.verify_timeout}")
+        if self.decision not in ("argmax", "argmin"):
+            raise ValueError(f"decision must be argmax or argmin, got {self.decision!r}")
         if self.max_iterations < 1:
             raise ValueError(f"max iterations must be at least 1, got {self.max_iterations}")
         if self.output is not None and self.keep_unproven is not None and Path(self.output) == Path(self.keep_unproven):
@@ -140,6 +143,6 @@ def _repair_until_proven(network: Network, spec: Spec, strategy: RepairStrategy,
                 atomic_write_bytes(settings.keep_unproven, data)
                 report.kept_unproven = str(settings.keep_unproven)
             t = time.monotonic()
-            report.side_effects = side_effects(network, repaired, spec, settings.side_effect_samples,
+            report.side_effects = side_effects(network, repaired, spec, settings.side_effect_samples, settings.decision,
                                                settings.seed + 1, settings.data)
             report.add_phase("side_effects", time.monotonic() - t)

@@ -76,7 +76,8 @@ def repair_points(onnx_path: str | Path, points: np.ndarray, label: int, strateg
         report.counterexamples = len(buggy)
         report.verdict_after = f"{fixed}/{len(points)} points labelled {label}"
         t = time.monotonic()
-        report.side_effects = side_effects(network, repaired, spec, settings.side_effect_samples, settings.seed + 1, settings.data)
+        report.side_effects = side_effects(network, repaired, spec, settings.side_effect_samples, settings.decision,
+                                           settings.seed + 1, settings.data)
         report.add_phase("side_effects", time.monotonic() - t)
     if fixed == len(points):
         report.status = "repaired"

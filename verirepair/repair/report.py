@@ -4,7 +4,8 @@ Side effects are measured by sampling, on the *files*: onnxruntime runs the orig
 and the repaired one on the same points.
 
 * ``fidelity`` — uniform samples of the property's input boxes on which the original is safe
-  (i.e. outside every violating area): the fraction whose decision (arg-max output) changed, and
+  (i.e. outside every violating area): the fraction whose decision (arg-max, or arg-min for
+  cost-style outputs such as ACAS Xu's) changed, and
   the largest and mean ``|Δ output|_inf``. This is the "drawdown" of the ACAS Xu repair literature.
 * ``repaired_samples`` — samples on which the original violates: the fraction the repair fixed.
 * ``data`` (when a data set is given) — accuracy before/after and the norm differences
@@ -115,9 +116,14 @@ def sample_spec_boxes(spec: Spec, count: int, seed: int) -> np.ndarray:
     return np.vstack([r.box.lower + rng.random((per, spec.n_inputs)) * (r.box.upper - r.box.lower) for r in spec.regions])
 
 
-def side_effects(original: Network, repaired: Network, spec: Spec, samples: int, seed: int,
+def decisions(outputs: np.ndarray, rule: str) -> np.ndarray:
+    """The class each output row picks: ``argmax`` (classifiers) or ``argmin`` (ACAS Xu-style costs)."""
+    return outputs.argmin(axis=1) if rule == "argmin" else outputs.argmax(axis=1)
+
+
+def side_effects(original: Network, repaired: Network, spec: Spec, samples: int, rule: str, seed: int,
                  data: tuple[np.ndarray, np.ndarray | None] | None = None) -> dict[str, object]:
-    result: dict[str, object] = {}
+    result: dict[str, object] = {"decision_rule": rule}
     if samples > 0:
         x = sample_spec_boxes(spec, samples, seed)
         before = run_onnxruntime(original, x)
@@ -126,7 +132,7 @@ def side_effects(original: Network, repaired: Network, spec: Spec, samples: int,
         bad_after = np.array([spec.violation_at(p, y) for p, y in zip(x, after)])
         safe = ~bad
         change = np.abs(after - before).max(axis=1)
-        flipped = before.argmax(axis=1) != after.argmax(axis=1)
+        flipped = decisions(before, rule) != decisions(after, rule)
         result["fidelity"] = {
             "samples": int(safe.sum()),
             "decision_changed": float(flipped[safe].mean()) if safe.any() else 0.0,
@@ -146,11 +152,11 @@ def side_effects(original: Network, repaired: Network, spec: Spec, samples: int,
             "nd_inf_max": float(np.abs(diff).max()),
             "nd_2_mean": float(np.linalg.norm(diff, axis=1).mean()),
             "nd_2_max": float(np.linalg.norm(diff, axis=1).max()),
-            "decision_changed": float((before.argmax(1) != after.argmax(1)).mean()),
+            "decision_changed": float((decisions(before, rule) != decisions(after, rule)).mean()),
         }
         if labels is not None:
-            truth = labels.argmax(axis=1) if labels.ndim == 2 else labels.astype(int)
-            entry["accuracy_before"] = float((before.argmax(1) == truth).mean())
-            entry["accuracy_after"] = float((after.argmax(1) == truth).mean())
+            truth = decisions(labels, rule) if labels.ndim == 2 else labels.astype(int)
+            entry["accuracy_before"] = float((decisions(before, rule) == truth).mean())
+            entry["accuracy_after"] = float((decisions(after, rule) == truth).mean())
         result["data"] = entry
     return result
