@@ -214,12 +214,11 @@ def conv_onnx_model(seed: RngLike, channels: int = 1, size: int = 4, filters: in
     return model
 
 
-_CONV_DIR = Path(tempfile.mkdtemp(prefix="verirepair_random_conv_"))
-
-
 @lru_cache(maxsize=64)
-def conv_chain(seed: int, channels: int = 1, size: int = 4) -> tuple[Chain, Path]:
-    """A conv network lowered to a `Chain` (dense affine + ReLU + MaxPool windows) and its file."""
-    path = _CONV_DIR / f"conv_{seed}_{channels}_{size}.onnx"
-    onnx.save(conv_onnx_model(seed, channels, size), str(path))
-    return lower_network(load_network(path)), path
+def conv_chain(seed: int, channels: int = 1, size: int = 4) -> Chain:
+    """A conv network lowered to a `Chain` (dense affine + ReLU + MaxPool windows); the ONNX file
+    lives only while it is imported."""
+    with tempfile.TemporaryDirectory(prefix="verirepair_random_conv_") as folder:
+        path = Path(folder) / f"conv_{seed}_{channels}_{size}.onnx"
+        onnx.save(conv_onnx_model(seed, channels, size), str(path))
+        return lower_network(load_network(path))

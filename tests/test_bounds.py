@@ -65,7 +65,7 @@ def make_chain(kind: str, seed: int) -> Chain:
     if kind == "maxpool":
         return random_maxpool_chain(rng, n_in=int(rng.integers(1, 5)), n_out=int(rng.integers(1, 4)))
     if kind == "conv":
-        return conv_chain(seed % 4)[0]
+        return conv_chain(seed % 4)
     hidden = [int(h) for h in rng.integers(2, 9, size=int(rng.integers(1, 4)))]
     return random_mlp(rng, int(rng.integers(1, 6)), hidden, int(rng.integers(1, 4)), kind,
                       scale=float(rng.choice([0.5, 1.5, 3.0])))
