@@ -6,7 +6,7 @@
 
 Tasks: N2,9 / property 8, N1,9 / property 7, and property 2 on the first ``--prop2-nets`` networks
 that ``ground_truth.csv`` marks sat for it. Each (task, strategy) runs the verify → repair → export →
-re-verify loop (`verirepair.repair.birdnn.proving`) with the initial counterexamples: the
+re-verify loop (`verirepair.repair.repair_network`) with the initial counterexamples: the
 verifier's own when it finds one within ``--first-verify`` seconds, else the published witness from
 ``counterexamples.csv`` (replayed in onnxruntime here), plus — for N1,9 / N2,9 — BIRDNN's own
 counterexample set (``../shared/benchmarks/repair/birdnn``, needs h5py) when ``--birdnn-data``.
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from verirepair.network import Network, load_network, run_onnxruntime
+from verirepair.repair import RepairSettings, repair_network
 from verirepair.repair.birdnn import BirdnnFinetune, BirdnnRetrain, BirdnnSettings
-from verirepair.repair.birdnn.proving import repair_until_proven
 from verirepair.spec import Box, Spec, parse_vnnlib
 from verirepair.verify import Deadline, VerifySettings, verify
 
@@ -122,7 +122,8 @@ def strategy_named(name: str):
         return BirdnnRetrain(settings)
     if name == "birdnn-finetune":
         return BirdnnFinetune(settings)
-    from verirepair.repair.registry import STRATEGIES, strategy_named as registered
+    from verirepair.repair.registry import STRATEGIES
+    from verirepair.repair.registry import strategy_named as registered
 
     if name not in STRATEGIES:
         raise SystemExit(f"strategy {name!r}: not yet available in verirepair.repair.registry")
@@ -144,18 +145,20 @@ def run_one(label: str, net: str, prop: int, strategy_name: str, args: argparse.
         known += confirmed(original, spec, birdnn_counterexamples(net))
     if not known:
         return {"task": label, "strategy": strategy_name, "status": "no counterexample to start from"}
-    outcome = repair_until_proven(original, spec, strategy_named(strategy_name), args.budget,
-                                  VerifySettings(timeout=args.verify_timeout), known=known)
+    path = Path(args.workdir) / f"{net}_p{prop}_{strategy_name}.onnx"
+    path.unlink(missing_ok=True)
+    settings = RepairSettings(budget=args.budget, verify_timeout=args.verify_timeout, output=path,
+                              keep_unproven=path.with_suffix(".unproven.onnx"), side_effect_samples=0, decision="argmin")
+    report = repair_network(original, spec, strategy_named(strategy_name), settings, known)
     seconds = time.monotonic() - started
-    row: dict[str, object] = {"task": label, "strategy": strategy_name, "status": outcome.status,
-                              "proven": outcome.status == "repaired", "rounds": outcome.rounds, "seconds": seconds,
+    row: dict[str, object] = {"task": label, "strategy": strategy_name, "status": report.status,
+                              "proven": report.status == "repaired", "rounds": len(report.iterations), "seconds": seconds,
                               "initial_counterexamples": len(known),
-                              "verdicts": [f"{v.status}:{v.decided_by}:{v.seconds:.1f}s" for v in outcome.verdicts],
-                              "phases": {k: round(v, 2) for k, v in outcome.phase_seconds.items()}}
-    if outcome.candidate is not None:
-        path = Path(args.workdir) / f"{net}_p{prop}_{strategy_name}.onnx"
-        path.write_bytes(outcome.candidate.model.SerializeToString())
-        row.update(advisory_figures(original, load_network(path), spec))
+                              "verdicts": [f"{i.verdict}:{i.decided_by}:{i.verify_seconds:.1f}s" for i in report.iterations],
+                              "phases": {k: round(v, 2) for k, v in report.phase_seconds.items()}}
+    written = report.written or report.kept_unproven
+    if written:
+        row.update(advisory_figures(original, load_network(written), spec))
     return row
 
 

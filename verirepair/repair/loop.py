@@ -77,13 +77,25 @@ def check_and_fix(onnx_path: str | Path, vnnlib_path: str | Path, strategy: Repa
         report.notes.append(f"the original network could not be decided ({verdict.status}); nothing to repair from")
     else:
         assert verdict.counterexample is not None
-        _repair_until_proven(network, spec, strategy, settings, deadline, [verdict.counterexample.x], report)
+        repair_network(network, spec, strategy, settings, [verdict.counterexample.x], report, deadline)
     report.total_seconds = time.monotonic() - started
     return report
 
 
-def _repair_until_proven(network: Network, spec: Spec, strategy: RepairStrategy, settings: RepairSettings,
-                         deadline: Deadline, counterexamples: list[np.ndarray], report: RepairReport) -> None:
+def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, settings: RepairSettings,
+                   counterexamples: list[np.ndarray], report: RepairReport | None = None,
+                   deadline: Deadline | None = None) -> RepairReport:
+    """The repair half of `check_and_fix`, for a loaded network with known violations
+    (``counterexamples``: inputs the caller confirmed in onnxruntime). Candidates are exported,
+    loaded back and verified; a sat adds its counterexample, an undecided verdict hands the same
+    problem back to the strategy (which may, e.g., ask for more margin) unless it answers with
+    the very same candidate."""
+    started = time.monotonic()
+    deadline = deadline or Deadline(settings.budget)
+    if report is None:
+        report = RepairReport(str(network.path), spec.source, strategy.name, "undecided", "sat",
+                              original_parameters=_parameters(network))
+    counterexamples = list(counterexamples)
     previous: RepairCandidate | None = None
     best: tuple[bytes, Network] | None = None
     with tempfile.TemporaryDirectory(prefix="verirepair-") as folder:
@@ -96,6 +108,9 @@ def _repair_until_proven(network: Network, spec: Spec, strategy: RepairStrategy,
             for phase, seconds in candidate.phase_seconds.items():
                 report.add_phase(phase, seconds)
             data = candidate.model.SerializeToString()
+            if previous is not None and data == previous.model.SerializeToString():
+                report.notes.append(f"iteration {number}: the strategy produced the same candidate again")
+                break
             path = Path(folder) / f"candidate_{number}.onnx"
             path.write_bytes(data)
             repaired = load_network(path)
@@ -131,7 +146,6 @@ def _repair_until_proven(network: Network, spec: Spec, strategy: RepairStrategy,
                 continue
             report.notes.append(f"the candidate of iteration {number} could not be decided ({verdict.status}: "
                                 f"{'; '.join(verdict.notes) or verdict.decided_by})")
-            break
         else:
             report.notes.append(f"stopped after {settings.max_iterations} iterations")
         report.counterexamples = len(counterexamples)
@@ -146,3 +160,5 @@ def _repair_until_proven(network: Network, spec: Spec, strategy: RepairStrategy,
             report.side_effects = side_effects(network, repaired, spec, settings.side_effect_samples, settings.decision,
                                                settings.seed + 1, settings.data)
             report.add_phase("side_effects", time.monotonic() - t)
+    report.total_seconds = time.monotonic() - started
+    return report

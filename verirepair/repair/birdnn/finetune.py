@@ -17,13 +17,16 @@ import numpy as np
 import torch
 
 from ...verify import Deadline
-from ..strategy import RepairCandidate, RepairProblem
 from .attack import low_margin_points
-from .common import Phases, Session, candidate_of, counterexample_array, open_session, repair_budget, torch_threads
+from .common import (
+    Phases,
+    Session,
+)
 from .localise import Neuron, most_deviant, scaled_outputs, with_scaled_neurons
 from .pso import particle_swarm
 from .samples import RepairData
 from .settings import BirdnnSettings
+from .strategy import BirdnnStrategy
 
 OUTPUT_CHANGE_WEIGHT = 0.01  # fitness weight of the positives' output change (behaviour kept)
 MAX_ROUNDS = 8  # localisation + PSO rounds per repair call
@@ -111,30 +114,11 @@ def finetune(session: Session, settings: BirdnnSettings, budget: Deadline, phase
             "smallest_sample_margin": lowest, "target_margin": data.target_margin}
 
 
-class BirdnnFinetune:
+class BirdnnFinetune(BirdnnStrategy):
     """`RepairStrategy` "birdnn-finetune": neuron scaling found by PSO, architecture unchanged."""
 
     name = "birdnn-finetune"
-
-    def __init__(self, settings: BirdnnSettings | None = None) -> None:
-        self.settings = settings or BirdnnSettings()
-        self.session: Session | None = None
-
-    def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
-        settings = self.settings
-        phases = Phases()
-        with torch_threads(settings.threads):
-            budget = repair_budget(settings, deadline)
-            with phases("characterise"):
-                self.session = open_session(problem, previous, self.session, settings)
-                added = self.session.data.add_points(counterexample_array(problem), with_neighbours=True)
-                if previous is not None and added == 0:
-                    self.session.data.target_margin *= settings.margin_growth
-            details = finetune(self.session, settings, budget, phases)
-            data = self.session.data
-            details.update({"strategy": self.name, "round": self.session.rounds, "counterexample_points_added": added,
-                            "domain_samples": len(data.domain), "negative_samples": int(data.negatives.sum())})
-            return candidate_of(self.session.current, problem, details, phases.seconds)
+    improve = staticmethod(finetune)
 
 
 def finetune_strategy() -> BirdnnFinetune:

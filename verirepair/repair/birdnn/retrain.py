@@ -21,12 +21,15 @@ import numpy as np
 import torch
 
 from ...verify import Deadline
-from ..strategy import RepairCandidate, RepairProblem
 from .attack import low_margin_points
-from .common import Phases, Session, candidate_of, counterexample_array, open_session, repair_budget, torch_threads
+from .common import (
+    Phases,
+    Session,
+)
 from .mlp import ChainModule
 from .samples import RepairData
 from .settings import BirdnnSettings
+from .strategy import BirdnnStrategy
 
 
 def property_accuracy(module: ChainModule, data: RepairData) -> tuple[float, float]:
@@ -119,31 +122,11 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
             "smallest_sample_margin": lowest, "learning_rate": learning_rate, "target_margin": data.target_margin}
 
 
-class BirdnnRetrain:
+class BirdnnRetrain(BirdnnStrategy):
     """`RepairStrategy` "birdnn-retrain": behaviour-imitation retraining of every weight."""
 
     name = "birdnn-retrain"
-
-    def __init__(self, settings: BirdnnSettings | None = None) -> None:
-        self.settings = settings or BirdnnSettings()
-        self.session: Session | None = None
-
-    def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
-        settings = self.settings
-        phases = Phases()
-        with torch_threads(settings.threads):
-            budget = repair_budget(settings, deadline)
-            with phases("characterise"):
-                self.session = open_session(problem, previous, self.session, settings)
-                added = self.session.data.add_points(counterexample_array(problem), with_neighbours=True)
-                if previous is not None and added == 0:
-                    self.session.data.target_margin *= settings.margin_growth
-            details = retrain(self.session, settings, budget, phases)
-            data = self.session.data
-            details.update({"strategy": self.name, "round": self.session.rounds, "counterexample_points_added": added,
-                            "domain_samples": len(data.domain), "negative_samples": int(data.negatives.sum()),
-                            "outside_samples": len(data.outside)})
-            return candidate_of(self.session.current, problem, details, phases.seconds)
+    improve = staticmethod(retrain)
 
 
 def retrain_strategy() -> BirdnnRetrain:

@@ -14,7 +14,14 @@ import numpy as np
 import torch
 
 from ...spec import Box, Spec
-from .domain import RegionTensors, contained, default_input_space, near, outside_boxes, uniform_in
+from .domain import (
+    RegionTensors,
+    contained,
+    default_input_space,
+    near,
+    outside_boxes,
+    uniform_in,
+)
 from .mlp import ChainModule
 from .settings import BirdnnSettings
 

@@ -88,7 +88,7 @@ def patched_mlp(base: ReluMlp, patches: list[RegionPatch]) -> ReluMlp:
     """One ReLU chain computing ``f + Σ h_A`` on the domain (see the module docstring)."""
     if not patches:
         return base
-    n, m = base.n_inputs, base.n_outputs
+    m = base.n_outputs
     D = base.n_hidden_layers
     T = max(D, 3)
     weights: list[np.ndarray] = []

@@ -1,0 +1,49 @@
+"""The `RepairStrategy` shell shared by both BIRDNN methods: sample bookkeeping across rounds,
+counterexamples in, one improvement step, the candidate out."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ...verify import Deadline
+from ..strategy import RepairCandidate, RepairProblem
+from .common import (
+    Phases,
+    Session,
+    candidate_of,
+    counterexample_array,
+    open_session,
+    repair_budget,
+    torch_threads,
+)
+from .settings import BirdnnSettings
+
+Improvement = Callable[[Session, BirdnnSettings, float, Phases], dict]
+
+
+class BirdnnStrategy:
+    """Subclasses name the strategy and give the improvement step (retraining or fine-tuning)."""
+
+    name: str
+    improve: Improvement
+
+    def __init__(self, settings: BirdnnSettings | None = None) -> None:
+        self.settings = settings or BirdnnSettings()
+        self.session: Session | None = None
+
+    def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
+        settings = self.settings
+        phases = Phases()
+        with torch_threads(settings.threads):
+            budget = repair_budget(settings, deadline)
+            with phases("characterise"):
+                self.session = open_session(problem, previous, self.session, settings)
+                added = self.session.data.add_points(counterexample_array(problem), with_neighbours=True)
+                if previous is not None and added == 0:
+                    self.session.data.target_margin *= settings.margin_growth
+            details = type(self).improve(self.session, settings, budget, phases)
+            data = self.session.data
+            details.update({"strategy": self.name, "round": self.session.rounds, "counterexample_points_added": added,
+                            "domain_samples": len(data.domain), "negative_samples": int(data.negatives.sum()),
+                            "outside_samples": len(data.outside)})
+            return candidate_of(self.session.current, problem, details, phases.seconds)
