@@ -24,6 +24,7 @@ The format's own semantics (used by the ACAS Xu / HCAS tools) is::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,12 +58,7 @@ class NNet:
 
     def forward_normalized(self, x: np.ndarray) -> np.ndarray:
         """Network scores for normalised inputs ``x`` [B, n] (no de-normalisation), float64."""
-        h = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = h @ w.T + b
-            if i < len(self.weights) - 1:
-                h = np.maximum(h, 0.0)
-        return h
+        return relu_mlp_forward(self.weights, self.biases, x)
 
     def forward_raw(self, x: np.ndarray) -> np.ndarray:
         """The full ``.nnet`` semantics (clip, normalise, run, de-normalise) for raw inputs."""
@@ -159,3 +155,13 @@ def nnet_to_onnx(nnet: NNet, normalize: str) -> onnx.ModelProto:
     model.doc_string = f"converted from .nnet, inputs: {normalize}"
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def relu_mlp_forward(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Dense layers (``weights[i]`` is [out, in]) with ReLU between them, in float64, on rows of ``x``."""
+    h = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        h = h @ w.T + b
+        if i < len(weights) - 1:
+            h = np.maximum(h, 0.0)
+    return h

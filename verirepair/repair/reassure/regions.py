@@ -25,6 +25,7 @@ import torch
 from ...bounds import ActivationLayer, AffineLayer, lower_network
 from ...errors import UnsupportedError
 from ...network import Network
+from ...network.nnet import relu_mlp_forward
 from .lp import solve_lp
 
 # Rows whose normalised coefficient vector is shorter than this are constant on the whole box
@@ -56,12 +57,7 @@ class ReluMlp:
         return len(self.weights) - 1
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        h = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = h @ w.T + b
-            if i < len(self.weights) - 1:
-                h = np.maximum(h, 0.0)
-        return h
+        return relu_mlp_forward(self.weights, self.biases, x)
 
     def patterns(self, x: np.ndarray) -> np.ndarray:
         """Activation patterns [B, hidden neurons] (True = strictly positive pre-activation)."""
