@@ -222,3 +222,24 @@ def conv_chain(seed: int, channels: int = 1, size: int = 4) -> Chain:
         path = Path(folder) / f"conv_{seed}_{channels}_{size}.onnx"
         onnx.save(conv_onnx_model(seed, channels, size), str(path))
         return lower_network(load_network(path))
+
+def interval_pre_bounds(chain: Chain, box, loosen: float = 0.0, slack: float = 0.0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Sound input bounds of every non-affine layer by plain interval arithmetic, independent of
+    the bound engine under test. ``loosen`` widens the recorded bounds (still sound); ``slack``
+    widens every affine output relatively and absolutely, so rounding cannot cut off a value."""
+    lo, hi = box.lower.copy(), box.upper.copy()
+    out = []
+    for layer in chain.layers:
+        if isinstance(layer, AffineLayer):
+            W, b = layer.weight.numpy(), layer.bias.numpy()
+            mid, rad = W @ ((lo + hi) / 2) + b, np.abs(W) @ ((hi - lo) / 2)
+            widen = slack * (1 + np.abs(mid) + rad)
+            lo, hi = mid - rad - widen, mid + rad + widen
+            continue
+        out.append((lo - loosen, hi + loosen))
+        if isinstance(layer, MaxPoolLayer):
+            w = layer.windows.numpy()
+            lo, hi = lo[w].max(axis=1), hi[w].max(axis=1)
+        else:
+            lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
+    return out

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import z3
+from random_nets import interval_pre_bounds
 
 from verirepair.bounds.layers import ActivationLayer, AffineLayer, Chain, MaxPoolLayer
 from verirepair.errors import UnsupportedError
@@ -48,26 +49,6 @@ def random_chain(rng: np.random.Generator, n_in: int, hidden: list[int], n_out: 
 def random_box(rng: np.random.Generator, n: int) -> Box:
     lower = rng.uniform(-1.0, 0.0, size=n)
     return Box(lower, lower + rng.uniform(0.5, 2.0, size=n))
-
-
-def interval_pre_bounds(chain: Chain, box: Box, loosen: float = 0.0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Sound input bounds of every non-affine layer by plain interval arithmetic (widened by
-    ``loosen``, which keeps them sound)."""
-    lo, hi = box.lower.copy(), box.upper.copy()
-    out = []
-    for layer in chain.layers:
-        if isinstance(layer, AffineLayer):
-            W, b = layer.weight.numpy(), layer.bias.numpy()
-            mid, rad = W @ ((lo + hi) / 2) + b, np.abs(W) @ ((hi - lo) / 2)
-            lo, hi = mid - rad, mid + rad
-            continue
-        out.append((lo - loosen, hi + loosen))
-        if isinstance(layer, MaxPoolLayer):
-            w = layer.windows.numpy()
-            lo, hi = lo[w].max(axis=1), hi[w].max(axis=1)
-        else:
-            lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
-    return out
 
 
 def grid(box: Box, per_axis: int) -> np.ndarray:

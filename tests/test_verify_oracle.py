@@ -22,9 +22,15 @@ import onnxruntime as ort
 import pytest
 import torch
 import z3
-from random_nets import exact_weights, float32_rounded, random_mlp, save_onnx
+from random_nets import (
+    exact_weights,
+    float32_rounded,
+    interval_pre_bounds,
+    random_mlp,
+    save_onnx,
+)
 
-from verirepair.bounds import ActivationLayer, AffineLayer, Chain
+from verirepair.bounds import ActivationLayer, Chain
 from verirepair.milp import HighsSolver, MilpSettings, encode_chain
 from verirepair.network import load_network
 from verirepair.spec import Box, Clause, Region, Spec
@@ -53,27 +59,9 @@ def single_thread():
 
 
 # ---- exact oracles ------------------------------------------------------------------------------
-def interval_pre_bounds(chain: Chain, box: Box) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Sound bounds of every activation's input by plain interval arithmetic, widened by 1e-6
-    (relative and absolute) so rounding cannot cut off a reachable value; independent of the
-    bound engine under test."""
-    lo, hi = box.lower.copy(), box.upper.copy()
-    out = []
-    for layer in chain.layers:
-        if isinstance(layer, AffineLayer):
-            W, b = layer.weight.numpy(), layer.bias.numpy()
-            mid, rad = W @ ((lo + hi) / 2) + b, np.abs(W) @ ((hi - lo) / 2)
-            slack = 1e-6 * (1 + np.abs(mid) + rad)
-            lo, hi = mid - rad - slack, mid + rad + slack
-        else:
-            out.append((lo.copy(), hi.copy()))
-            lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
-    return out
-
-
 def milp_min_margin(chain: Chain, box: Box, A: np.ndarray, b: np.ndarray) -> float:
     """Exact ``min over the box of max_r (A_r·f(x) - b_r)`` for a ReLU chain (HiGHS, tight gaps)."""
-    model, _, outputs = encode_chain(chain, box, interval_pre_bounds(chain, box), None, 0.0)
+    model, _, outputs = encode_chain(chain, box, interval_pre_bounds(chain, box, slack=1e-6), None, 0.0)
     (t,) = model.add_variables([-1e6], [1e6], name="t")
     coefficients = np.hstack([A, -np.ones((A.shape[0], 1))])
     model.add_rows(coefficients, np.concatenate([outputs, [t]]), -np.inf, b)

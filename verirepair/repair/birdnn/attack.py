@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from .mlp import ChainModule
-from .samples import PropertyMargin
+from .samples import PropertyMargin, RepairData
+from .settings import BirdnnSettings
 
 
 def low_margin_points(module: ChainModule, prop: PropertyMargin, seeds: torch.Tensor, starts: int, steps: int,
@@ -37,3 +38,15 @@ def low_margin_points(module: ChainModule, prop: PropertyMargin, seeds: torch.Te
             margin = prop.margin(module(x), member)
         found.append(x[margin < threshold].detach().double().numpy())
     return np.vstack(found) if found else np.zeros((0, seeds.shape[1]))
+
+
+def search_from_weakest(module: ChainModule, data: RepairData, settings: BirdnnSettings, rng: np.random.Generator,
+                        margins: torch.Tensor | None = None) -> np.ndarray:
+    """`low_margin_points` started from the domain samples with the smallest margins (computed
+    here unless given): the check both BIRDNN methods run before handing a candidate over."""
+    if margins is None:
+        with torch.no_grad():
+            margins = data.property.margin(module(data.domain.x), data.domain.member)
+    seeds = data.domain.x[torch.argsort(margins.detach())[:settings.attack_starts]]
+    return low_margin_points(module, data.property, seeds, settings.attack_starts, settings.attack_steps,
+                             0.25 * data.target_margin, rng)

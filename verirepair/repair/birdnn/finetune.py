@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ...verify import Deadline
-from .attack import low_margin_points
+from .attack import search_from_weakest
 from .common import (
     Phases,
     Session,
@@ -96,9 +96,7 @@ def finetune(session: Session, settings: BirdnnSettings, budget: Deadline, phase
                 margins = data.property.margin(module(data.domain.x), data.domain.member)
             if bool((margins < settings.satisfied_fraction * data.target_margin).any()):
                 continue
-            seeds = data.domain.x[torch.argsort(margins)[:settings.attack_starts]]
-            found = low_margin_points(module, data.property, seeds, settings.attack_starts, settings.attack_steps,
-                                      0.25 * data.target_margin, rng)
+            found = search_from_weakest(module, data, settings, rng, margins)
         if len(found) == 0:
             satisfied = True
             break

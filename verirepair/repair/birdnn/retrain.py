@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ...verify import Deadline
-from .attack import low_margin_points
+from .attack import search_from_weakest
 from .common import (
     Phases,
     Session,
@@ -108,9 +108,7 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
                 best_state, best_accuracy = module.state(), accuracy
         if accuracy == 1.0 and lowest >= settings.satisfied_fraction * data.target_margin:
             with phases("search"):
-                seeds = data.domain.x[torch.argsort(data.property.margin(module(data.domain.x), data.domain.member).detach())[:settings.attack_starts]]
-                found = low_margin_points(module, data.property, seeds, settings.attack_starts, settings.attack_steps,
-                                          0.25 * data.target_margin, rng)
+                found = search_from_weakest(module, data, settings, rng)
             if len(found) == 0:
                 satisfied = True
                 break
