@@ -95,6 +95,34 @@ def test_cli_check_and_fix_and_report(files, tmp_path, capsys):
     assert main(["check-and-fix", str(files["spec"]), str(files["violated"]), "--strategy", "nope"]) == 2
 
 
+def test_repair_points_with_one_label_per_point(files, tmp_path):
+    """Points in several linear regions, each with its own required label (REASSURE's MNIST
+    experiment); the written file gives every point its label in onnxruntime."""
+    from verirepair.errors import InputError
+    from verirepair.network import load_network, run_onnxruntime
+    from verirepair.repair import repair_points
+    from verirepair.repair.reassure import ReassureStrategy
+    from verirepair.repair.reassure.regions import relu_mlp_of
+
+    network = load_network(files["violated"])
+    x = np.random.default_rng(1).uniform(-1, 1, (3000, 2))
+    keys = relu_mlp_of(network).patterns(x)
+    first = {}
+    for i, key in enumerate(map(bytes, keys)):
+        first.setdefault(key, i)  # one point per linear region
+    points = x[sorted(first.values())][:6]
+    before = run_onnxruntime(network, points).argmax(1)
+    labels = (before + 1 + np.arange(len(points)) % 2) % 3  # every point wrong, two labels in use
+    assert len(points) >= 3 and len(set(labels.tolist())) >= 2
+    out = tmp_path / "labels_fixed.onnx"
+    settings = RepairSettings(budget=120, output=out, side_effect_samples=200)
+    report = repair_points(files["violated"], points, labels, ReassureStrategy(), settings, -np.ones(2), np.ones(2))
+    assert report.status == "repaired" and report.regions_patched == len(points)
+    assert np.array_equal(run_onnxruntime(load_network(out), points).argmax(1), labels)
+    with pytest.raises(InputError):
+        repair_points(files["violated"], points, labels[:-1], ReassureStrategy(), settings)
+
+
 def test_cli_repair_points_and_convert(files, tmp_path, capsys):
     from verirepair.network import load_network, run_onnxruntime
 

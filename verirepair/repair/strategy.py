@@ -31,6 +31,9 @@ class RepairProblem:
     # True: the goal is the whole property (check-and-fix): a strategy may look for more buggy
     # inputs itself. False: point-wise repair: fix exactly the given counterexamples.
     area: bool = True
+    # Point-wise repair only: the spec region each counterexample must satisfy (one region per
+    # required label); None: the strategy finds the region a counterexample violates.
+    targets: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

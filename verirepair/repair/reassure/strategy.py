@@ -28,7 +28,7 @@ from .enumerate import enumerate_regions, region_violation, violating_points
 from .export import mlp_to_onnx
 from .patch import RegionPatch, patched_mlp
 from .patch_lp import AffinePatch, PatchInfeasible, minimal_patch, patch_margin_on_region
-from .regions import LinearRegion, ReluMlp, chebyshev_centre, linear_region_of, pattern_key, relu_mlp_of
+from .regions import LinearRegion, ReluMlp, chebyshev_centre, implied_by_box, linear_region_of, pattern_key, relu_mlp_of
 from .support import automatic_gamma
 
 LOCALISERS = ("auto", "counterexamples", "enumerate", "sample")
@@ -87,9 +87,11 @@ def spec_clauses(spec: Spec, index: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(c.A, c.b) for c in spec.regions[index].clauses if c.A.shape[0]]
 
 
-def cone_rows(spec: Spec) -> np.ndarray:
-    """Every row of every clause, scaled to unit length, duplicates removed."""
-    rows = [c.A for r in spec.regions for c in r.clauses if c.A.shape[0]]
+def cone_rows(spec: Spec, index: int | None = None) -> np.ndarray:
+    """Every row of every clause (of spec region ``index`` only, when given), scaled to unit
+    length, duplicates removed."""
+    regions = spec.regions if index is None else (spec.regions[index],)
+    rows = [c.A for r in regions for c in r.clauses if c.A.shape[0]]
     if not rows:
         return np.zeros((0, spec.n_outputs))
     A = np.vstack(rows)
@@ -123,7 +125,6 @@ class ReassureStrategy:
 
         started = time.monotonic()
         domain = spec_domain(spec)
-        cone = cone_rows(spec)
         new = 0
         failed = 0
         for index, point, grow, known in todo:
@@ -135,10 +136,15 @@ class ReassureStrategy:
             old = state.entries.get(key)
             if old is not None and not grow:
                 continue
-            margin = old.margin * 10 if old is not None else self._margin(region)
+            centre, radius = chebyshev_centre(region)
+            margin = old.margin * 10 if old is not None else self._margin(region, centre)
             band = self.settings.band_fraction if problem.area else self.settings.band_fraction_points
+            # Harmlessness rows: every row of the property in area mode; in point-wise mode only
+            # the rows of the point's own label (points with other labels are only reached within
+            # the support band, and the written file is checked on every point anyway).
+            cone = cone_rows(spec) if problem.area else cone_rows(spec, index)
             try:
-                entry = self._patch(region, index, spec, cone, domain, margin, band)
+                entry = self._patch(region, index, spec, cone, domain, margin, band, centre, radius)
             except PatchInfeasible:
                 failed += 1
                 continue
@@ -173,15 +179,16 @@ class ReassureStrategy:
             return spec.n_inputs <= self.settings.affine_max_dims
         return self.settings.form == "affine"
 
-    def _margin(self, region: LinearRegion) -> float:
-        centre = (region.lower + region.upper) / 2 if region.A.shape[0] == 0 else chebyshev_centre(region)[0]
+    def _margin(self, region: LinearRegion, centre: np.ndarray | None = None) -> float:
+        if centre is None:
+            centre = (region.lower + region.upper) / 2 if region.A.shape[0] == 0 else chebyshev_centre(region)[0]
         scale = float(np.max(np.abs(region.W @ centre + region.c)))
         return self.settings.margin_relative * (1.0 + scale)
 
     def _patch(self, region: LinearRegion, index: int, spec: Spec, cone: np.ndarray,
-               domain: tuple[np.ndarray, np.ndarray], margin: float, band: float) -> _Entry:
+               domain: tuple[np.ndarray, np.ndarray], margin: float, band: float, centre: np.ndarray,
+               radius: float) -> _Entry:
         clauses = spec_clauses(spec, index)
-        centre, radius = chebyshev_centre(region)
         affine = self._affine(spec)
         patch: AffinePatch = minimal_patch(region, clauses, cone, domain, margin, affine, centre)
         rows = [(clauses[k][0][r], clauses[k][1][r]) for k, r in enumerate(patch.rows)]
@@ -195,13 +202,23 @@ class ReassureStrategy:
         K = patch.bound_on_box(lower, upper)
         K = K * (1 + 1e-6) + 1e-6 * (1 + K) + margin  # strictly above max |p| on the domain
         gamma = automatic_gamma(radius, band)
-        region_patch = RegionPatch(region.A, region.b, gamma, patch.C, patch.d, K, region.key, patch.norm)
+        # The support network needs only the rows that can fail on the domain: a row that holds on
+        # the whole box (its faces, most of them) is 1 there whatever gamma. Without them the
+        # support of an MNIST region has about 500 rows instead of 2,000 (784 x 2 box faces).
+        # Exact test (no tolerance): the support is unchanged on the domain up to float rounding of
+        # the box maximum, and the written file is checked (verified, or run on the points) anyway.
+        needed = ~implied_by_box(region.A, region.b, lower, upper, tolerance=0.0)
+        region_patch = RegionPatch(region.A[needed], region.b[needed], gamma, patch.C, patch.d, K, region.key, patch.norm)
         return _Entry(region_patch, index, margin, patch.rows, patch.cone)
 
     def _localise(self, problem: RepairProblem, state: _State, deadline: Deadline) -> list[tuple[int, np.ndarray, bool, LinearRegion | None]]:
         """(spec region, point, re-solve if already patched) for every region to patch now."""
         spec = problem.spec
         todo: list[tuple[int, np.ndarray, bool, LinearRegion | None]] = []
+        if problem.targets is not None:
+            # Point-wise repair with several labels: each point names its own spec region.
+            return [(target, np.asarray(x, dtype=np.float64), x is problem.counterexamples[-1], None)
+                    for x, target in zip(problem.counterexamples, problem.targets)]
         y = state.mlp.forward(np.array(problem.counterexamples)) if problem.counterexamples else np.zeros((0, spec.n_outputs))
         for x, yx in zip(problem.counterexamples, y):
             for index, region in enumerate(spec.regions):
