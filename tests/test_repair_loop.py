@@ -95,6 +95,23 @@ def test_cli_check_and_fix_and_report(files, tmp_path, capsys):
     assert main(["check-and-fix", str(files["spec"]), str(files["violated"]), "--strategy", "nope"]) == 2
 
 
+def _points_with_wrong_labels(onnx_path):
+    """One point in each of six linear regions, each with a label it does not get (two labels in use)."""
+    from verirepair.network import load_network, run_onnxruntime
+    from verirepair.repair.reassure.regions import relu_mlp_of
+
+    network = load_network(onnx_path)
+    x = np.random.default_rng(1).uniform(-1, 1, (3000, 2))
+    first = {}
+    for i, key in enumerate(map(bytes, relu_mlp_of(network).patterns(x))):
+        first.setdefault(key, i)  # one point per linear region
+    points = x[sorted(first.values())][:6]
+    before = run_onnxruntime(network, points).argmax(1)
+    labels = (before + 1 + np.arange(len(points)) % 2) % 3
+    assert len(points) >= 3 and len(set(labels.tolist())) >= 2
+    return points, labels
+
+
 def test_repair_points_with_one_label_per_point(files, tmp_path):
     """Points in several linear regions, each with its own required label (REASSURE's MNIST
     experiment); the written file gives every point its label in onnxruntime."""
@@ -104,16 +121,7 @@ def test_repair_points_with_one_label_per_point(files, tmp_path):
     from verirepair.repair.reassure import ReassureStrategy
     from verirepair.repair.reassure.regions import relu_mlp_of
 
-    network = load_network(files["violated"])
-    x = np.random.default_rng(1).uniform(-1, 1, (3000, 2))
-    keys = relu_mlp_of(network).patterns(x)
-    first = {}
-    for i, key in enumerate(map(bytes, keys)):
-        first.setdefault(key, i)  # one point per linear region
-    points = x[sorted(first.values())][:6]
-    before = run_onnxruntime(network, points).argmax(1)
-    labels = (before + 1 + np.arange(len(points)) % 2) % 3  # every point wrong, two labels in use
-    assert len(points) >= 3 and len(set(labels.tolist())) >= 2
+    points, labels = _points_with_wrong_labels(files["violated"])
     out = tmp_path / "labels_fixed.onnx"
     settings = RepairSettings(budget=120, output=out, side_effect_samples=200)
     report = repair_points(files["violated"], points, labels, ReassureStrategy(), settings, -np.ones(2), np.ones(2))
@@ -138,6 +146,18 @@ def test_cli_repair_points_and_convert(files, tmp_path, capsys):
     assert code == 0
     assert np.all(run_onnxruntime(load_network(out), points).argmax(1) == 1)
     assert main(["repair", str(files["violated"])]) == 4  # only point-wise repair is built
+    several, per_point = _points_with_wrong_labels(files["violated"])
+    np.save(tmp_path / "several.npy", several)
+    np.save(tmp_path / "labels.npy", per_point)
+    out_labels = tmp_path / "labels_fixed.onnx"
+    code = main(["repair", "--points", str(tmp_path / "several.npy"), "--labels", str(tmp_path / "labels.npy"),
+                 str(files["violated"]), "-o", str(out_labels), "--lower=-1,-1", "--upper", "1,1", "--samples", "200"])
+    assert code == 0
+    assert np.array_equal(run_onnxruntime(load_network(out_labels), several).argmax(1), per_point)
+    np.save(tmp_path / "short.npy", per_point[:-1])
+    assert main(["repair", "--points", str(tmp_path / "several.npy"), "--labels", str(tmp_path / "short.npy"),
+                 str(files["violated"]), "-o", str(tmp_path / "x.onnx")]) == 2
+    assert not (tmp_path / "x.onnx").exists()
     nnet = tmp_path / "t.nnet"
     from test_repair_reassure import NNET
 

@@ -17,7 +17,10 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from .errors import InputError
 
@@ -220,19 +223,34 @@ def _repair(args: argparse.Namespace) -> int:
     from .repair import repair_points
     from .repair.data import load_points
 
-    if args.points is None or args.label is None:
-        raise NotYet("'verirepair repair' supports point-wise repair only (--points and --label); "
+    if args.points is None or (args.label is None and args.labels is None):
+        raise NotYet("'verirepair repair' supports point-wise repair only (--points with --label or --labels); "
                      "for a VNN-LIB property use 'verirepair check-and-fix'")
+    if args.label is not None and args.labels is not None:
+        raise InputError(None, "--labels", "give either --label (one for all points) or --labels (one per point)")
     if not Path(args.network).exists():
         raise InputError(args.network, None, "no such file")
     strategy = _strategy(args.strategy)
     points = load_points(args.points)
+    label = args.label if args.labels is None else _point_labels(args.labels)
     settings = _repair_settings(args, load_network(args.network).n_inputs)
     lower = _numbers(args.lower, "--lower") if args.lower else None
     upper = _numbers(args.upper, "--upper") if args.upper else None
-    report = repair_points(args.network, points, args.label, strategy, settings, lower, upper)
+    report = repair_points(args.network, points, label, strategy, settings, lower, upper)
     _print_report(report, args)
     return 0 if report.proven else EXIT_NOT_PROVEN
+
+
+def _point_labels(path: str) -> np.ndarray:
+    """``--labels``: a .npy vector of integer output indices, one per point."""
+    import numpy as np
+
+    from .repair.data import load_points
+
+    values = load_points(path).reshape(-1)
+    if not np.all(values == np.round(values)):
+        raise InputError(path, None, "labels must be whole numbers (output indices)")
+    return values.astype(np.int64)
 
 
 def _numbers(text: str, option: str) -> list[float]:
@@ -317,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("network", help="net.onnx")
     repair.add_argument("--points", help=".npy array of buggy inputs (one row each)")
     repair.add_argument("--label", type=int, help="the output index every point must get")
+    repair.add_argument("--labels", help=".npy vector: the output index each point must get (instead of --label)")
     repair.add_argument("--lower", help="repair domain lower corner, comma-separated (default: the points' minimum)")
     repair.add_argument("--upper", help="repair domain upper corner, comma-separated (default: the points' maximum)")
     _add_repair_options(repair)
