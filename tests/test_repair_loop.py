@@ -119,7 +119,6 @@ def test_repair_points_with_one_label_per_point(files, tmp_path):
     from verirepair.network import load_network, run_onnxruntime
     from verirepair.repair import repair_points
     from verirepair.repair.reassure import ReassureStrategy
-    from verirepair.repair.reassure.regions import relu_mlp_of
 
     points, labels = _points_with_wrong_labels(files["violated"])
     out = tmp_path / "labels_fixed.onnx"
