@@ -344,15 +344,17 @@ def test_layer_bounds_contain_sampled_pre_activations(kind: str, seed: int, batc
     _, inputs = forward_layers(chain, points.reshape(-1, chain.n_inputs))
     ibp = engine.layer_bounds(lower, upper, "ibp").pre_activation
     crown = engine.layer_bounds(lower, upper, "crown").pre_activation
-    assert len(ibp) == len(crown) == len(inputs)
+    alpha = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=5).pre_activation
+    assert len(ibp) == len(crown) == len(alpha) == len(inputs)
     for k, values in enumerate(inputs):
         values = values.reshape(batch, points.shape[1], -1)
-        for name, (low, up) in (("ibp", ibp[k]), ("crown", crown[k])):
+        for name, (low, up) in (("ibp", ibp[k]), ("crown", crown[k]), ("alpha-crown", alpha[k])):
             assert (values >= low.unsqueeze(1) - TOLERANCE).all(), f"{name} layer {k}: lower bound too high"
             assert (values <= up.unsqueeze(1) + TOLERANCE).all(), f"{name} layer {k}: upper bound too low"
         # CROWN's layer bounds are intersected with interval bounds: never wider than IBP's
         # (up to rounding: centre/radius interval arithmetic is monotone only up to an ulp)
         assert (crown[k][0] >= ibp[k][0] - 1e-12).all() and (crown[k][1] <= ibp[k][1] + 1e-12).all()
+        assert (alpha[k][0] >= ibp[k][0] - 1e-12).all() and (alpha[k][1] <= ibp[k][1] + 1e-12).all()
 
 
 @pytest.mark.parametrize("kind", KINDS)

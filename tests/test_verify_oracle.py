@@ -13,6 +13,7 @@ input splitting; sigmoid cases (no exact oracle) are checked for consistency wit
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
@@ -203,7 +204,8 @@ def violation_in_onnxruntime(path: Path, spec: Spec, x: np.ndarray) -> bool:
     return bool(np.all(x.astype(np.float32).astype(np.float64) == x)) and spec.violation_at(x, y[0])
 
 
-def check_against_oracle(seed: int, tmp_path: Path, n_inputs: int | None) -> tuple[str | None, Verdict, bool]:
+def check_against_oracle(seed: int, tmp_path: Path, n_inputs: int | None,
+                         settings: VerifySettings = SETTINGS) -> tuple[str | None, Verdict, bool]:
     """The verdict for one seed, whether the oracle says sat, and what is wrong (None if nothing).
 
     The oracle is z3 for 3 seeds in 4 when the net has at most `Z3_MAX_HIDDEN` hidden neurons (z3's
@@ -217,7 +219,7 @@ def check_against_oracle(seed: int, tmp_path: Path, n_inputs: int | None) -> tup
                 found = z3_violation_exists(exact, region.box, clause.A, clause.b)
                 assert found == expected, f"seed {seed}: z3 and the MILP oracle disagree on a clause"
     oracle_sat = any(any(answers) for answers in clause_sat)
-    verdict = verify(load_network(path), spec, SETTINGS)
+    verdict = verify(load_network(path), spec, settings)
     if verdict.status not in ("sat", "unsat"):
         return f"seed {seed}: undecided ({verdict.status}, {verdict.decided_by}, {verdict.notes})", verdict, oracle_sat
     if (verdict.status == "sat") != oracle_sat:
@@ -230,12 +232,12 @@ def check_against_oracle(seed: int, tmp_path: Path, n_inputs: int | None) -> tup
     return None, verdict, oracle_sat
 
 
-def run_chunk(seeds: range, tmp_path: Path, n_inputs: int | None = None) -> Counter:
+def run_chunk(seeds: range, tmp_path: Path, n_inputs: int | None = None, settings: VerifySettings = SETTINGS) -> Counter:
     """Check every seed; fail naming each wrong or undecided seed. Returns a tally of oracle
     answers (``oracle sat``/``oracle unsat``) and of the verdicts' deciders."""
     failures, tally = [], Counter()
     for seed in seeds:
-        problem, verdict, oracle_sat = check_against_oracle(seed, tmp_path, n_inputs)
+        problem, verdict, oracle_sat = check_against_oracle(seed, tmp_path, n_inputs, settings)
         tally["oracle sat" if oracle_sat else "oracle unsat"] += 1
         tally[verdict.decided_by] += 1
         if problem:
@@ -254,11 +256,14 @@ def test_tiny_relu_networks_agree_with_exact_oracle(chunk: int, tmp_path: Path) 
 
 
 @pytest.mark.parametrize("chunk", range(WIDE_CHUNKS))
-def test_twelve_input_relu_networks_agree_with_exact_oracle(chunk: int, tmp_path: Path) -> None:
-    """12 inputs: above `input_split_max_dims`, so open clauses go to the MILP search."""
+@pytest.mark.parametrize("search", ["relu-split", "milp"])
+def test_twelve_input_relu_networks_agree_with_exact_oracle(chunk: int, search: str, tmp_path: Path) -> None:
+    """12 inputs: above `input_split_max_dims`, so open clauses go to ReLU-split branch and bound
+    (given all the time, so the MILP sees only multi-row clauses) or straight to the MILP search."""
     first = 10_000 + chunk * CHUNK
-    tally = run_chunk(range(first, first + CHUNK), tmp_path, n_inputs=12)
-    assert tally["milp"] >= 1, f"no case reached the MILP search: {tally}"
+    share = 1.0 if search == "relu-split" else 0.0
+    tally = run_chunk(range(first, first + CHUNK), tmp_path, 12, dataclasses.replace(SETTINGS, relu_split_share=share))
+    assert tally[search] >= 1, f"no case was decided by {search}: {tally}"
 
 
 # ---- sigmoid networks: consistency with dense sampling ------------------------------------------

@@ -5,25 +5,21 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import torch
 
-from ..bounds import BoundEngine
+from ..bounds import BoundEngine, LayerBounds
 from ..milp import MilpModel, encode_chain, solve_with_fallback
 from ..spec import Clause, Region
 from .deadline import Deadline
 from .input_split import SearchOutcome
-from .objective import box_tensors
 from .result import Counterexample
 from .settings import VerifySettings
 
 
-def milp_search(engine: BoundEngine, region: Region, open_clauses: list[int], settings: VerifySettings,
-                deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
+def milp_search(engine: BoundEngine, region: Region, open_clauses: list[int], layers: LayerBounds,
+                settings: VerifySettings, deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
                 notes: list[str]) -> SearchOutcome:
-    """Decide each open clause of ``region`` exactly; ``notes`` collects solver remarks."""
-    lower, upper = box_tensors(region.box, torch.device(settings.device))
-    with torch.no_grad():
-        layers = engine.layer_bounds(lower, upper, "crown")
+    """Decide each open clause of ``region`` exactly, given sound ``layers`` bounds on its box;
+    ``notes`` collects solver remarks."""
     pre_bounds = [(l[0].cpu().numpy(), u[0].cpu().numpy()) for l, u in layers.pre_activation]
     for index in open_clauses:
         if deadline.expired():

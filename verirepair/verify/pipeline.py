@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bounds import BoundEngine, Chain, lower_network
+from ..bounds import BoundEngine, Chain, LayerBounds, lower_network
 from ..network import Network, check_import_agrees, load_network
 from ..spec import Region, Spec, parse_vnnlib
 from .certificate import RegionCertificate
@@ -19,6 +19,7 @@ from .deadline import Deadline
 from .falsify import candidate_points
 from .input_split import SearchOutcome, input_split_search
 from .milp_search import milp_search
+from .relu_split import relu_split_clauses
 from .objective import RegionRows, box_tensors, clause_lower_bounds
 from .result import Counterexample, Verdict
 from .settings import VerifySettings
@@ -98,24 +99,37 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
         notes.append("no certificate for this region: only input-split proofs of ReLU networks are certified")
 
     lower, upper = box_tensors(region.box, rows.A.device)
-    open_clauses = _clauses_left(engine, rows, lower, upper, settings)
+    low_dimensional = spec.n_inputs <= settings.input_split_max_dims
+    # Many inputs: the whole search rests on these bounds (the MILP's big-M constants), so every
+    # intermediate neuron's bound is optimised too; input split recomputes bounds per box instead.
+    with torch.no_grad():
+        layers = engine.layer_bounds(lower, upper, "crown" if low_dimensional else "alpha-crown",
+                                     alpha_steps=settings.intermediate_alpha_steps)
+    open_clauses = _clauses_left(engine, rows, lower, upper, layers, settings)
     if not open_clauses:
         return SearchOutcome("proven", None, 1), "alpha-crown"
     chain: Chain = engine.chain
-    if spec.n_inputs <= settings.input_split_max_dims:
+    if low_dimensional:
         return input_split_search(engine, rows, region.box, settings, deadline, confirm), "input-split"
+    if chain.is_relu_mlp and settings.relu_split_share > 0:
+        found, open_clauses = relu_split_clauses(engine, rows, open_clauses, layers, lower, upper, settings, deadline, confirm)
+        if found is not None:
+            return found, "relu-split"
+        if not open_clauses:
+            return SearchOutcome("proven", None, 1), "relu-split"
     if chain.is_piecewise_linear:
-        return milp_search(engine, region, open_clauses, settings, deadline, confirm, notes), "milp"
+        return milp_search(engine, region, open_clauses, layers, settings, deadline, confirm, notes), "milp"
     notes.append("bounds were not tight enough and the network is not piecewise linear (no exact search)")
     return SearchOutcome("unknown", None, 1), "none"
 
 
 def _clauses_left(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor,
-                  settings: VerifySettings) -> list[int]:
+                  layers: LayerBounds, settings: VerifySettings) -> list[int]:
     """Clauses of the region that α-CROWN on the whole box does not refute."""
     if rows.A.shape[0] == 0:
         return list(range(rows.n_clauses))
-    result = engine.output_bounds(lower, upper, rows.A, -rows.b, method="alpha-crown", alpha_steps=settings.alpha_steps)
+    result = engine.output_bounds(lower, upper, rows.A, -rows.b, method="alpha-crown", alpha_steps=settings.alpha_steps,
+                                  layers=layers)
     assert result.coefficients is not None and result.constant is not None
     bounds = clause_lower_bounds(rows, result.lower, result.coefficients, result.constant, lower, upper)[0][0]
     return [k for k in range(rows.n_clauses) if not bool(bounds[k] > settings.decision_margin)]

@@ -16,6 +16,11 @@ class VerifySettings:
     pgd_steps: int = 60
     # Incomplete bounds before the complete search.
     alpha_steps: int = 30
+    # Many-input regions: α-CROWN steps for every intermediate layer's bounds (0: plain CROWN).
+    intermediate_alpha_steps: int = 20
+    # Many-input ReLU networks: ReLU-split BaB gets this share of the time per open clause before
+    # the exact MILP takes what it leaves (0: MILP only).
+    relu_split_share: float = 0.3
     # Input-split branch and bound is used up to this many input dimensions; MILP above it.
     input_split_max_dims: int = 10
     split_batch: int = 2048
