@@ -33,6 +33,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, help="override every instance's timeout (seconds)")
     parser.add_argument("--timeout-scale", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="math threads per instance (default: cores / workers)")
     parser.add_argument("--out", default="bench-out")
     args = parser.parse_args()
     if not BENCHMARKS.is_dir():
@@ -47,6 +48,8 @@ def main() -> int:
                    "--workers", str(args.workers), "--timeout-scale", str(args.timeout_scale)]
         if args.timeout:
             command += ["--timeout", str(args.timeout)]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
         subprocess.run(command, check=True)
         records = [InstanceRecord(**json.loads(p.read_text())) for p in sorted(out.glob("*.json"))]
         wanted = {(i.onnx_text, i.vnnlib_text) for i in read_instances(base / "instances.csv")}
