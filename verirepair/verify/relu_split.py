@@ -36,8 +36,9 @@ Tensor = torch.Tensor
 # Gradient steps on (α, β) per batch of domains, and their learning rates.
 OPTIMISE_STEPS, ALPHA_LR, BETA_LR = 12, 0.1, 0.05
 BATCH_START, TARGET_ITERATION_SECONDS = 32, 1.0
-# Open domains kept at most (their α/β warm starts are stored); beyond it the search gives up.
-MAX_DOMAINS = 200_000
+# Memory for open domains (int8 signs plus float32 α and β warm starts per unstable-or-not neuron:
+# 9 bytes per neuron and domain); beyond it the search gives up, keeping an instance under ~4 GB.
+MAX_FRONTIER_BYTES = 1.5e9
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
     while frontier.size:
         if deadline.expired():
             return SearchOutcome("timeout", None, bounded_count)
-        if frontier.size > MAX_DOMAINS:
+        if frontier.size * 9 * sum(sizes) > MAX_FRONTIER_BYTES:
             return SearchOutcome("unknown", None, bounded_count)
         started = time.monotonic()
         order = frontier.lower.argsort()
