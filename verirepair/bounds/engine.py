@@ -125,24 +125,9 @@ class BoundEngine:
         batch, n = lower.shape[0], rows.numel()
         lam0 = torch.cat([layer.weight[rows], -layer.weight[rows]]).unsqueeze(0).expand(batch, -1, -1)
         bias0 = torch.cat([layer.bias[rows], -layer.bias[rows]]).unsqueeze(0).expand(batch, -1)
-        alphas = {
-            i: BoundRelu.default_alpha(*pre[i]).unsqueeze(1).expand(-1, 2 * n, -1).clone().requires_grad_(True)
-            for i, op in enumerate(self.ops[:index]) if isinstance(op, BoundRelu)
-        }
-        if not alphas:
-            return current
-        optimiser = torch.optim.Adam(list(alphas.values()), lr=lr)
-        best = torch.full((batch, 2 * n), -torch.inf, dtype=lower.dtype, device=lower.device)
-        for _ in range(steps):
-            lam, bias = _backward(self.ops, index - 1, lam0, bias0, pre, alphas)
-            bound = _concretize(lam, bias, lower, upper)
-            best = torch.maximum(best, bound.detach())
-            optimiser.zero_grad()
-            (-bound.sum()).backward()
-            optimiser.step()
-            with torch.no_grad():
-                for alpha in alphas.values():
-                    alpha.clamp_(0.0, 1.0)
+        start = torch.full((batch, 2 * n), -torch.inf, dtype=lower.dtype, device=lower.device)
+        unused = lam0.new_zeros(batch, 2 * n, lower.shape[1])  # no λ from a previous pass to keep
+        best, _, _ = self._optimise_slopes(index - 1, lower, upper, lam0, bias0, pre, (start, unused, start), steps, lr)
         l_new, u_new = l_cur.clone(), u_cur.clone()
         l_new[:, rows] = torch.maximum(l_cur[:, rows], best[:, :n])
         u_new[:, rows] = torch.minimum(u_cur[:, rows], -best[:, n:])
@@ -193,17 +178,31 @@ class BoundEngine:
         Any slope in [0, 1] gives a sound bound, so every iterate is sound; we keep the best
         bound seen per (box, row), starting from CROWN's own slopes (never looser than CROWN).
         """
+        assert start.coefficients is not None and start.constant is not None
+        best, best_lam, best_bias = self._optimise_slopes(len(self.ops) - 2, lower, upper, lam0, bias0, pre,
+                                                          (start.lower, start.coefficients, start.constant), steps, lr)
+        return OutputBound(best, best_lam, best_bias, start.layers)
+
+    def _optimise_slopes(self, last: int, lower: Tensor, upper: Tensor, lam0: Tensor, bias0: Tensor,
+                         pre: dict[int, tuple[Tensor, Tensor]], start: tuple[Tensor, Tensor, Tensor],
+                         steps: int, lr: float) -> tuple[Tensor, Tensor, Tensor]:
+        """Adam on the lower slopes of the ReLUs in ops ``0..last`` (one set per row of ``lam0``)
+        for the bounds of ``lam0·h + bias0`` back-substituted from op ``last``.
+
+        Any slope in [0, 1] gives a sound bound, so every iterate is sound; per (box, row) the best
+        bound seen is kept with its linear function, starting from ``start`` (bound, λ, bias).
+        """
         m = lam0.shape[1]
         alphas = {
             i: BoundRelu.default_alpha(*pre[i]).unsqueeze(1).expand(-1, m, -1).clone().requires_grad_(True)
-            for i, op in enumerate(self.ops) if isinstance(op, BoundRelu)
+            for i, op in enumerate(self.ops[:last + 1]) if isinstance(op, BoundRelu)
         }
+        best, best_lam, best_bias = (t.detach().clone() for t in start)
         if not alphas:
-            return start
+            return best, best_lam, best_bias
         optimiser = torch.optim.Adam(list(alphas.values()), lr=lr)
-        best, best_lam, best_bias = start.lower.clone(), start.coefficients.clone(), start.constant.clone()
         for _ in range(steps):
-            lam, bias = _backward(self.ops, len(self.ops) - 2, lam0, bias0, pre, alphas)
+            lam, bias = _backward(self.ops, last, lam0, bias0, pre, alphas)
             bound = _concretize(lam, bias, lower, upper)
             with torch.no_grad():
                 better = bound > best
@@ -216,4 +215,4 @@ class BoundEngine:
             with torch.no_grad():
                 for alpha in alphas.values():
                     alpha.clamp_(0.0, 1.0)
-        return OutputBound(best.detach(), best_lam.detach(), best_bias.detach(), start.layers)
+        return best.detach(), best_lam.detach(), best_bias.detach()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -9,6 +11,7 @@ from ..bounds import Chain
 from ..spec import Box
 from .deadline import Deadline
 from .objective import RegionRows, box_tensors
+from .result import Counterexample
 from .settings import VerifySettings
 
 
@@ -53,3 +56,20 @@ def descend(chain: Chain, rows: RegionRows, x: torch.Tensor, lower: torch.Tensor
         with torch.no_grad():
             x = torch.minimum(torch.maximum(x - size * width * gradient.sign(), lower), upper)
     return x.detach()
+
+
+def replay_most_violating(chain: Chain, points: torch.Tensor, margin_of: Callable[[torch.Tensor], torch.Tensor],
+                          confirm: Callable[[np.ndarray], Counterexample | None], count: int) -> Counterexample | None:
+    """Replay (``confirm``: onnxruntime) up to ``count`` of ``points`` whose float64 margin is <= 0,
+    most violating first; nothing computed here is trusted as a counterexample."""
+    if points.shape[0] == 0:
+        return None
+    with torch.no_grad():
+        margins = margin_of(chain.forward(points))
+    for index in margins.argsort()[:count].tolist():
+        if margins[index] > 0:
+            break
+        found = confirm(points[index].cpu().numpy())
+        if found is not None:
+            return found
+    return None

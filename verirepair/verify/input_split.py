@@ -20,7 +20,7 @@ from ..bounds import BoundEngine, LayerBounds
 from ..spec import Box
 from .certificate import Closing, RegionCertificate, child_path
 from .deadline import Deadline
-from .falsify import descend
+from .falsify import descend, replay_most_violating
 from .objective import RegionRows, box_tensors, clause_lower_bounds
 from .result import Counterexample
 from .settings import VerifySettings
@@ -169,12 +169,4 @@ def _probe(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: to
     promising = weakest_bound.argsort()[:PROBE_BOXES]
     refined = descend(engine.chain, rows, vertex[promising], lower[promising], upper[promising], PROBE_STEPS, deadline)
     points = torch.cat([(lower + upper) / 2, vertex, refined])
-    with torch.no_grad():
-        margins = rows.margin(engine.chain.forward(points))
-    for index in margins.argsort()[:8].tolist():
-        if margins[index] > 0:
-            break
-        found = confirm(points[index].cpu().numpy())
-        if found is not None:
-            return found
-    return None
+    return replay_most_violating(engine.chain, points, rows.margin, confirm, 8)

@@ -27,6 +27,7 @@ import torch
 
 from ..bounds import AffineLayer, BoundEngine, Chain, LayerBounds
 from .deadline import Deadline
+from .falsify import replay_most_violating
 from .input_split import SearchOutcome
 from .objective import RegionRows
 from .result import Counterexample
@@ -214,7 +215,7 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
                    torch.zeros(1, dtype=lower.dtype, device=device), torch.zeros(1, dtype=torch.long, device=device))
     frontier, result = _bound_and_filter(net, objective, offset, lower, upper, root, settings)
     bounded_count, batch, stuck = 1, BATCH_START, False
-    found = _probe(engine, result.vertex, margin_of, confirm)
+    found = replay_most_violating(engine.chain, result.vertex, margin_of, confirm, 4)
     if found is not None:
         return SearchOutcome("sat", found, bounded_count)
     while frontier.size:
@@ -232,7 +233,7 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
             continue
         children, result = _bound_and_filter(net, objective, offset, lower, upper, _children(parents, sizes), settings)
         bounded_count += 2 * parents.size
-        found = _probe(engine, result.vertex, margin_of, confirm)
+        found = replay_most_violating(engine.chain, result.vertex, margin_of, confirm, 4)
         if found is not None:
             return SearchOutcome("sat", found, bounded_count)
         frontier = Domains.join([frontier, children])
@@ -256,22 +257,6 @@ def _bound_and_filter(net: SplitNetwork, objective: Tensor, offset: float, lower
     still_open = (result.lower <= settings.decision_margin).nonzero().flatten()
     return bounded.select(still_open), BatchBound(result.lower[still_open], [], [], result.branch[still_open],
                                                   result.vertex[still_open])
-
-
-def _probe(engine: BoundEngine, vertices: Tensor, margin_of: Callable[[Tensor], Tensor],
-           confirm: Callable[[np.ndarray], Counterexample | None]) -> Counterexample | None:
-    """Replay the most violating bound minimisers in onnxruntime (nothing here is trusted)."""
-    if vertices.shape[0] == 0:
-        return None
-    with torch.no_grad():
-        margins = margin_of(engine.chain.forward(vertices))
-    for index in margins.argsort()[:4].tolist():
-        if margins[index] > 0:
-            break
-        found = confirm(vertices[index].cpu().numpy())
-        if found is not None:
-            return found
-    return None
 
 
 def relu_split_clauses(engine: BoundEngine, rows: RegionRows, open_clauses: list[int], layers: LayerBounds,
