@@ -34,7 +34,7 @@ class OutputBound:
     layers: LayerBounds
 
 
-def _concretize(lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+def concretize(lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
     """min over the box of ``lam·x + bias``."""
     center, radius = ((upper + lower) / 2).unsqueeze(-1), ((upper - lower) / 2).unsqueeze(-1)
     return (lam @ center).squeeze(-1) - (lam.abs() @ radius).squeeze(-1) + bias
@@ -106,7 +106,7 @@ class BoundEngine:
         lam = torch.cat([weight, -weight]).unsqueeze(0).expand(batch, -1, -1)
         offset = torch.cat([bias, -bias]).unsqueeze(0).expand(batch, -1)
         lam, offset = _backward(self.ops, index - 1, lam, offset, pre)
-        bound = _concretize(lam, offset, lower, upper)
+        bound = concretize(lam, offset, lower, upper)
         n = rows.numel()
         l_new, u_new = l_cur.clone(), u_cur.clone()
         l_new[:, rows] = torch.maximum(l_cur[:, rows], bound[:, :n])
@@ -155,7 +155,7 @@ class BoundEngine:
         lam0, bias0 = C @ final.weight, d + C @ final.bias
         lam, bias = _backward(self.ops, last - 1, lam0, bias0, pre)
         # CROWN's adaptive slopes can lose to plain intervals (e.g. relu on [-1, 2]); keep the better.
-        best = torch.maximum(_concretize(lam, bias, lower, upper), self._ibp_output(lower, upper, C, d, pre, layers).lower)
+        best = torch.maximum(concretize(lam, bias, lower, upper), self._ibp_output(lower, upper, C, d, pre, layers).lower)
         result = OutputBound(best, lam, bias, layers)
         if method == "alpha-crown" and alpha_steps > 0:
             with torch.enable_grad():  # callers may bound under no_grad; the slopes need gradients
@@ -203,7 +203,7 @@ class BoundEngine:
         optimiser = torch.optim.Adam(list(alphas.values()), lr=lr)
         for _ in range(steps):
             lam, bias = _backward(self.ops, last, lam0, bias0, pre, alphas)
-            bound = _concretize(lam, bias, lower, upper)
+            bound = concretize(lam, bias, lower, upper)
             with torch.no_grad():
                 better = bound > best
                 best = torch.where(better, bound, best)

@@ -23,7 +23,11 @@ class VerifySettings:
     relu_split_share: float = 0.3
     # Input-split branch and bound is used up to this many input dimensions; MILP above it.
     input_split_max_dims: int = 10
+    # Boxes bounded per input-split iteration, at most.
     split_batch: int = 2048
+    # Input split tries this many dimensions per box (best by |coefficient|·width), bounding both
+    # halves of each, and keeps the split whose halves bound best.
+    split_candidates: int = 3
     # A row is proven positive only when its float64 lower bound exceeds this. Float64 rounding
     # in a bound computation over at most a few thousand terms of magnitude <= 1e3 stays far
     # below 1e-9, so a bound above it cannot be an artefact of rounding.

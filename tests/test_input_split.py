@@ -1,0 +1,106 @@
+"""Input-split branching with lookahead: the halves it returns partition the box along the
+chosen dimension, their bounds hold on dense samples, the choice is the best candidate by an
+independent recomputation, and a dimension too narrow to split is never chosen."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from random_nets import random_box, random_mlp, sample_box
+
+from verirepair.bounds import BoundEngine
+from verirepair.spec import Box, Clause, Region
+from verirepair.verify import VerifySettings
+from verirepair.verify.input_split import MIN_WIDTH, OpenBoxes, _bound, _branch
+from verirepair.verify.objective import RegionRows, clause_lower_bounds
+
+SETTINGS = VerifySettings()
+
+
+def _problem(seed: int, n_in: int, n_boxes: int) -> tuple[BoundEngine, RegionRows, OpenBoxes]:
+    """A random ReLU net, a two-clause region (one clause of two rows), and bounded boxes."""
+    rng = np.random.default_rng(seed)
+    chain = random_mlp(rng, n_in, [12, 12], 3)
+    A = rng.normal(size=(3, 3))
+    clauses = (Clause(A[:2], rng.normal(size=2)), Clause(A[2:], rng.normal(size=1)))
+    lower, upper = random_box(rng, n_in, batch=n_boxes)
+    rows = RegionRows.of(Region(Box(lower[0].numpy(), upper[0].numpy()), clauses), 3, torch.device("cpu"))
+    engine = BoundEngine(chain)
+    bounded = _bound(engine, rows, lower, upper, torch.ones(n_boxes, 2, dtype=torch.bool),
+                     np.array([str(i) for i in range(n_boxes)], dtype=object), SETTINGS)
+    # every box counts as open here, so each one is split
+    boxes = bounded.boxes
+    everything_open = OpenBoxes(boxes.lower, boxes.upper, boxes.row_bounds, boxes.coefficients, boxes.constants,
+                                torch.ones_like(boxes.open_clauses), boxes.paths)
+    return engine, rows, everything_open
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_in=st.integers(2, 5), candidates=st.integers(1, 5))
+def test_halves_partition_the_box_and_their_bounds_hold(seed: int, n_in: int, candidates: int) -> None:
+    engine, rows, boxes = _problem(seed, n_in, 6)
+    halves, tried = _branch(engine, rows, boxes, min(candidates, n_in), SETTINGS, None)
+    assert tried.size <= 2 * boxes.size * min(candidates, n_in) and halves.size <= min(tried.size, 2 * boxes.size)
+    for index in range(halves.size):
+        path = str(halves.paths[index])
+        parent = int(path[:-2])  # "<box><dim><L|R>"
+        dim, side = int(path[-2]), path[-1]
+        middle = (boxes.lower[parent, dim] + boxes.upper[parent, dim]) / 2
+        expected_lower, expected_upper = boxes.lower[parent].clone(), boxes.upper[parent].clone()
+        (expected_lower if side == "R" else expected_upper)[dim] = middle
+        assert torch.equal(halves.lower[index], expected_lower) and torch.equal(halves.upper[index], expected_upper)
+    if halves.size == 0:
+        return
+    points = sample_box(seed, halves.lower, halves.upper, 400)  # [B, P, n]
+    values = engine.chain.forward(points.reshape(-1, n_in)).reshape(halves.size, -1, 3) @ rows.A.T - rows.b
+    assert bool((values >= halves.row_bounds.unsqueeze(1) - 1e-9).all())
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000))
+def test_the_chosen_split_has_the_best_recomputed_deficit(seed: int) -> None:
+    """Recompute every candidate split of one box from scratch; the chosen one must be at least
+    as good as each (its halves judged by their own bounds or the parent's, the better)."""
+    n_in = 3
+    engine, rows, boxes = _problem(seed, n_in, 1)
+    halves, _ = _branch(engine, rows, boxes, n_in, SETTINGS, None)
+    chosen = None
+    best = -np.inf
+    parent_clauses = []
+    for dim in range(n_in):
+        middle = (boxes.lower[0, dim] + boxes.upper[0, dim]) / 2
+        left_upper, right_lower = boxes.upper.clone(), boxes.lower.clone()
+        left_upper[0, dim], right_lower[0, dim] = middle, middle
+        lower, upper = torch.cat([boxes.lower, right_lower]), torch.cat([left_upper, boxes.upper])
+        own = clause_lower_bounds(rows, *_row_bounds(engine, rows, lower, upper), lower, upper)[0]
+        inherited_rows = ((boxes.coefficients * ((upper + lower) / 2).unsqueeze(1)).sum(-1)
+                          - (boxes.coefficients.abs() * ((upper - lower) / 2).unsqueeze(1)).sum(-1) + boxes.constants)
+        inherited = clause_lower_bounds(rows, inherited_rows, boxes.coefficients.expand(2, -1, -1),
+                                        boxes.constants.expand(2, -1), lower, upper)[0]
+        value = float(torch.maximum(own, inherited).clamp(max=0).sum())
+        parent_clauses.append(value)
+        if chosen is None or value > best + 1e-9 * (1 + abs(best)):
+            best, chosen = value, dim
+    if halves.size:
+        dims = {int(str(p)[-2]) for p in halves.paths}
+        assert len(dims) == 1
+        assert parent_clauses[dims.pop()] >= best - 1e-9 * (1 + abs(best))
+    else:  # both halves closed: no split can beat a deficit of 0
+        assert best == 0.0 and chosen is not None
+
+
+def _row_bounds(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor):  # type: ignore[no-untyped-def]
+    result = engine.output_bounds(lower, upper, rows.A, -rows.b, method="crown")
+    return result.lower, result.coefficients, result.constant
+
+
+def test_a_dimension_too_narrow_to_split_is_never_chosen() -> None:
+    engine, rows, boxes = _problem(7, 2, 8)
+    lower, upper = boxes.lower.clone(), boxes.upper.clone()
+    upper[:, 0] = lower[:, 0] + MIN_WIDTH / 2  # dimension 0 has (almost) no width left
+    flat = OpenBoxes(lower, upper, boxes.row_bounds, boxes.coefficients, boxes.constants, boxes.open_clauses,
+                     boxes.paths)
+    halves, _ = _branch(engine, rows, flat, 2, SETTINGS, None)
+    assert all(str(p)[-2] == "1" for p in halves.paths)
