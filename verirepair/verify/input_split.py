@@ -24,30 +24,29 @@ import numpy as np
 import torch
 
 from ..bounds import BoundEngine, LayerBounds, concretize
-from ..spec import Box
+from ..spec import Box, Region
 from .certificate import Closing, RegionCertificate, child_path
 from .deadline import Deadline
 from .falsify import descend, replay_most_violating
 from .objective import RegionRows, box_tensors, clause_lower_bounds
-from .result import Counterexample
+from .milp_search import milp_search
+from .result import Counterexample, SearchOutcome
 from .settings import VerifySettings
 
 # Boxes narrower than this in every dimension are not split further (left undecided).
 MIN_WIDTH = 1e-12
 # Counterexample search inside the leaves: descent steps in this many of the weakest boxes.
 PROBE_BOXES, PROBE_STEPS = 64, 8
+# Exact decision of small leaves (see _LeafMilp): the time one leaf's MILP may take, and all of
+# one iteration's. A MILP faster than LEAF_MILP_FAST raises the unstable-count threshold by one;
+# one slower than LEAF_MILP_SLOW lowers it below that box's count, one that times out
+# LEAF_MILP_STEP below.
+LEAF_MILP_SECONDS, LEAF_MILP_FAST, LEAF_MILP_SLOW, LEAF_MILP_STEP = 1.0, 0.1, 0.25, 4
 # Lookahead deficits within this relative distance of the best count as tied.
 LOOKAHEAD_TIE = 1e-9
 # The number of boxes bounded per iteration starts small and doubles (up to settings.split_batch)
 # while an iteration takes less than this, which keeps deadline checks frequent on a slow machine.
 BATCH_START, TARGET_ITERATION_SECONDS = 64, 1.0
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    status: str  # "proven" | "sat" | "unknown" | "timeout"
-    counterexample: Counterexample | None
-    boxes_bounded: int
 
 
 @dataclass(frozen=True)
@@ -65,6 +64,7 @@ class OpenBoxes:
     coefficients: torch.Tensor
     constants: torch.Tensor
     open_clauses: torch.Tensor
+    unstable: torch.Tensor  # [N] activations whose input bounds straddle 0
     paths: np.ndarray
 
     @property
@@ -84,12 +84,13 @@ class OpenBoxes:
     def select(self, keep: torch.Tensor) -> "OpenBoxes":
         index = keep.nonzero().flatten() if keep.dtype == torch.bool else keep
         return OpenBoxes(self.lower[index], self.upper[index], self.row_bounds[index], self.coefficients[index],
-                         self.constants[index], self.open_clauses[index], self.paths[index.cpu().numpy()])
+                         self.constants[index], self.open_clauses[index], self.unstable[index],
+                         self.paths[index.cpu().numpy()])
 
     @staticmethod
     def concat(parts: list["OpenBoxes"]) -> "OpenBoxes":
         return OpenBoxes(*(torch.cat([getattr(p, name) for p in parts]) for name in
-                           ("lower", "upper", "row_bounds", "coefficients", "constants", "open_clauses")),
+                           ("lower", "upper", "row_bounds", "coefficients", "constants", "open_clauses", "unstable")),
                          np.concatenate([p.paths for p in parts]))
 
 
@@ -158,7 +159,10 @@ def _bound(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: to
     assert result.coefficients is not None and result.constant is not None
     clause_bounds, weights = clause_lower_bounds(rows, result.lower, result.coefficients, result.constant, lower, upper)
     open_clauses = inherited & (clause_bounds <= settings.decision_margin)
-    boxes = OpenBoxes(lower, upper, result.lower, result.coefficients, result.constant, open_clauses, paths)
+    unstable = torch.zeros(lower.shape[0], dtype=torch.long, device=lower.device)
+    for pre_lower, pre_upper in result.layers.pre_activation:
+        unstable += ((pre_lower < 0) & (pre_upper > 0)).sum(dim=1)
+    boxes = OpenBoxes(lower, upper, result.lower, result.coefficients, result.constant, open_clauses, unstable, paths)
     return _Bounded(boxes, inherited & ~open_clauses, clause_bounds, weights, result.layers)
 
 
@@ -170,12 +174,15 @@ def _record_closings(certificate: RegionCertificate, paths: np.ndarray, closed: 
         certificate.closings.append(Closing(str(paths[index]), clauses, weights[index, clauses].tolist(), bounds))
 
 
-def input_split_search(engine: BoundEngine, rows: RegionRows, box: Box, settings: VerifySettings,
+def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, settings: VerifySettings,
                        deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
                        certificate: RegionCertificate | None = None) -> SearchOutcome:
-    """Decide the region; when ``certificate`` is given, every clause closing is recorded in it."""
+    """Decide the region; when ``certificate`` is given, every clause closing is recorded in it
+    (and no box is decided by the MILP, whose answers the certificate checker cannot re-check)."""
     device = rows.A.device
-    lower, upper = box_tensors(box, device)
+    lower, upper = box_tensors(region.box, device)
+    use_leaf_milp = certificate is None and engine.chain.is_piecewise_linear and settings.leaf_milp_max_unstable > 0
+    leaf_milp = _LeafMilp(engine, region, settings)
     root = _bound(engine, rows, lower, upper, torch.ones(1, rows.n_clauses, dtype=torch.bool, device=device),
                   np.array([""], dtype=object), settings).settle(torch.zeros(1, dtype=torch.long, device=device), certificate)
     frontier = _Frontier()
@@ -191,6 +198,10 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, box: Box, settings
             return SearchOutcome("timeout", None, bounded)
         started = time.monotonic()
         boxes = frontier.pop(max(1, batch // (2 * candidates)))
+        if use_leaf_milp and bounded >= settings.leaf_milp_after_boxes:
+            boxes, found = leaf_milp.decide(boxes, deadline, confirm)
+            if found is not None:
+                return SearchOutcome("sat", found, bounded)
         splittable = (boxes.upper - boxes.lower).max(dim=1).values > MIN_WIDTH
         stuck = stuck or not bool(splittable.all())
         children, tried = _branch(engine, rows, boxes.select(splittable), candidates, settings, certificate)
@@ -255,6 +266,56 @@ def _branch(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, candidates:
     halves = bounded.settle(torch.cat([chosen, chosen + n * candidates]), certificate)
     tried = bounded.boxes
     return halves, tried.select(tried.open_clauses.any(dim=1))
+
+
+class _LeafMilp:
+    """Exact decision of small boxes by MILP.
+
+    Near a tight optimum CROWN can leave a box with a few dozen unstable ReLUs open through many
+    more splits, while a MILP over those binaries often settles it in milliseconds. Whether it
+    does depends on the network and the box, so the unstable-count threshold adapts: a slow MILP
+    lowers it below that box's count, a fast one raises it again (up to
+    ``settings.leaf_milp_max_unstable``). All leaves of one iteration together get
+    about `LEAF_MILP_SECONDS` too; a box the MILP does not settle stays open and is split.
+    """
+
+    def __init__(self, engine: BoundEngine, region: Region, settings: VerifySettings) -> None:
+        self.engine, self.region, self.settings = engine, region, settings
+        self.max_unstable = settings.leaf_milp_max_unstable
+
+    def decide(self, boxes: OpenBoxes, deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
+               ) -> tuple[OpenBoxes, Counterexample | None]:
+        """The boxes left open, or a counterexample confirmed by ``confirm``."""
+        eligible = (boxes.unstable <= self.max_unstable).nonzero().flatten()
+        if eligible.numel() == 0:
+            return boxes, None
+        with torch.no_grad():
+            layers = self.engine.layer_bounds(boxes.lower[eligible], boxes.upper[eligible], "crown")
+        closed = torch.zeros(boxes.size, dtype=torch.bool, device=boxes.lower.device)
+        started = time.monotonic()
+        for j, index in enumerate(eligible.tolist()):
+            unstable = int(boxes.unstable[index])
+            if time.monotonic() - started > LEAF_MILP_SECONDS or deadline.expired():
+                break
+            if unstable > self.max_unstable:
+                continue
+            leaf = Region(Box(boxes.lower[index].cpu().numpy(), boxes.upper[index].cpu().numpy()), self.region.clauses)
+            leaf_layers = LayerBounds(tuple((l[j:j + 1], u[j:j + 1]) for l, u in layers.pre_activation))
+            open_clauses = boxes.open_clauses[index].nonzero().flatten().tolist()
+            solve_started = time.monotonic()
+            outcome = milp_search(self.engine, leaf, open_clauses, leaf_layers, self.settings,
+                                  Deadline(min(LEAF_MILP_SECONDS, deadline.remaining())), confirm, [])
+            if outcome.status == "sat":
+                return boxes, outcome.counterexample
+            closed[index] = outcome.status == "proven"
+            took = time.monotonic() - solve_started
+            if outcome.status == "timeout":
+                self.max_unstable = min(self.max_unstable, unstable - LEAF_MILP_STEP)
+            elif took > LEAF_MILP_SLOW:
+                self.max_unstable = min(self.max_unstable, unstable - 1)
+            elif took < LEAF_MILP_FAST:
+                self.max_unstable = min(self.max_unstable + 1, self.settings.leaf_milp_max_unstable)
+        return boxes.select(~closed), None
 
 
 def _weakest_vertex(rows: RegionRows, boxes: OpenBoxes, settings: VerifySettings) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,8 +10,7 @@ from ..bounds import BoundEngine, LayerBounds
 from ..milp import MilpModel, encode_chain, solve_with_fallback
 from ..spec import Clause, Region
 from .deadline import Deadline
-from .input_split import SearchOutcome
-from .result import Counterexample
+from .result import Counterexample, SearchOutcome
 from .settings import VerifySettings
 
 

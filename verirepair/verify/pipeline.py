@@ -17,11 +17,11 @@ from ..spec import Region, Spec, parse_vnnlib
 from .certificate import RegionCertificate
 from .deadline import Deadline
 from .falsify import candidate_points
-from .input_split import SearchOutcome, input_split_search
+from .input_split import input_split_search
 from .milp_search import milp_search
 from .relu_split import relu_split_clauses
 from .objective import RegionRows, box_tensors, clause_lower_bounds
-from .result import Counterexample, Verdict
+from .result import Counterexample, SearchOutcome, Verdict
 from .settings import VerifySettings
 from .witness import confirmed_counterexample
 
@@ -94,7 +94,7 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     if certificate is not None:
         if certifiable:  # straight to the split tree: its closings are what the checker re-checks
             certificate.append(RegionCertificate())
-            return input_split_search(engine, rows, region.box, settings, deadline, confirm, certificate[-1]), "input-split"
+            return input_split_search(engine, rows, region, settings, deadline, confirm, certificate[-1]), "input-split"
         certificate.append(None)
         notes.append("no certificate for this region: only input-split proofs of ReLU networks are certified")
 
@@ -110,7 +110,7 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
         return SearchOutcome("proven", None, 1), "alpha-crown"
     chain: Chain = engine.chain
     if low_dimensional:
-        return input_split_search(engine, rows, region.box, settings, deadline, confirm), "input-split"
+        return input_split_search(engine, rows, region, settings, deadline, confirm), "input-split"
     if chain.is_relu_mlp and settings.relu_split_share > 0:
         found, open_clauses = relu_split_clauses(engine, rows, open_clauses, layers, lower, upper, settings, deadline, confirm)
         if found is not None:

@@ -28,9 +28,8 @@ import torch
 from ..bounds import AffineLayer, BoundEngine, Chain, LayerBounds
 from .deadline import Deadline
 from .falsify import replay_most_violating
-from .input_split import SearchOutcome
 from .objective import RegionRows
-from .result import Counterexample
+from .result import Counterexample, SearchOutcome
 from .settings import VerifySettings
 
 Tensor = torch.Tensor

@@ -29,3 +29,12 @@ class Verdict:
     def __post_init__(self) -> None:
         if (self.status == "sat") != (self.counterexample is not None):
             raise ValueError("a sat verdict carries a counterexample, and only a sat verdict does")
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What one complete search (input split, ReLU split, MILP) concluded about a region."""
+
+    status: str  # "proven" | "sat" | "unknown" | "timeout"
+    counterexample: Counterexample | None
+    boxes_bounded: int

@@ -28,6 +28,11 @@ class VerifySettings:
     # Input split tries this many dimensions per box (best by |coefficient|·width), bounding both
     # halves of each, and keeps the split whose halves bound best.
     split_candidates: int = 3
+    # Input split on piecewise-linear networks decides a box by MILP once it has at most this many
+    # unstable ReLUs (0: never), after this many boxes were bounded (easy regions close faster by
+    # splitting alone); not when a certificate is requested.
+    leaf_milp_max_unstable: int = 64
+    leaf_milp_after_boxes: int = 0
     # A row is proven positive only when its float64 lower bound exceeds this. Float64 rounding
     # in a bound computation over at most a few thousand terms of magnitude <= 1e3 stays far
     # below 1e-9, so a bound above it cannot be an artefact of rounding.
