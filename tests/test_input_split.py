@@ -68,7 +68,7 @@ def test_the_chosen_split_has_the_best_recomputed_deficit(seed: int) -> None:
     halves, _ = _branch(engine, rows, boxes, n_in, SETTINGS, None)
     chosen = None
     best = -np.inf
-    parent_clauses = []
+    values = []
     for dim in range(n_in):
         middle = (boxes.lower[0, dim] + boxes.upper[0, dim]) / 2
         left_upper, right_lower = boxes.upper.clone(), boxes.lower.clone()
@@ -80,13 +80,13 @@ def test_the_chosen_split_has_the_best_recomputed_deficit(seed: int) -> None:
         inherited = clause_lower_bounds(rows, inherited_rows, boxes.coefficients.expand(2, -1, -1),
                                         boxes.constants.expand(2, -1), lower, upper)[0]
         value = float(torch.maximum(own, inherited).clamp(max=0).sum())
-        parent_clauses.append(value)
+        values.append(value)
         if chosen is None or value > best + 1e-9 * (1 + abs(best)):
             best, chosen = value, dim
     if halves.size:
         dims = {int(str(p)[-2]) for p in halves.paths}
         assert len(dims) == 1
-        assert parent_clauses[dims.pop()] >= best - 1e-9 * (1 + abs(best))
+        assert values[dims.pop()] >= best - 1e-9 * (1 + abs(best))
     else:  # both halves closed: no split can beat a deficit of 0
         assert best == 0.0 and chosen is not None
 

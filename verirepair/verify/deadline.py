@@ -18,3 +18,17 @@ class Deadline:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
+
+
+# Branch-and-bound iterations are kept near this length, so the deadline is checked often.
+TARGET_ITERATION_SECONDS = 1.0
+
+
+def paced_batch(batch: int, took: float, smallest: int, largest: int) -> int:
+    """The next iteration's batch size: doubled (up to ``largest``) after an iteration shorter than
+    `TARGET_ITERATION_SECONDS`, halved (down to ``smallest``) after one more than twice as long."""
+    if took < TARGET_ITERATION_SECONDS:
+        return min(2 * batch, largest)
+    if took > 2 * TARGET_ITERATION_SECONDS:
+        return max(batch // 2, smallest)
+    return batch

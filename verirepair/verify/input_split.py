@@ -26,7 +26,7 @@ import torch
 from ..bounds import BoundEngine, LayerBounds, concretize
 from ..spec import Box, Region
 from .certificate import Closing, RegionCertificate, child_path
-from .deadline import Deadline
+from .deadline import Deadline, paced_batch
 from .falsify import descend, replay_most_violating
 from .objective import RegionRows, box_tensors, clause_lower_bounds
 from .milp_search import milp_search
@@ -44,9 +44,9 @@ PROBE_BOXES, PROBE_STEPS = 64, 8
 LEAF_MILP_SECONDS, LEAF_MILP_FAST, LEAF_MILP_SLOW, LEAF_MILP_STEP = 1.0, 0.1, 0.25, 4
 # Lookahead deficits within this relative distance of the best count as tied.
 LOOKAHEAD_TIE = 1e-9
-# The number of boxes bounded per iteration starts small and doubles (up to settings.split_batch)
-# while an iteration takes less than this, which keeps deadline checks frequent on a slow machine.
-BATCH_START, TARGET_ITERATION_SECONDS = 64, 1.0
+# The number of boxes bounded per iteration starts here and is paced by `paced_batch` (up to
+# settings.split_batch), which keeps deadline checks frequent on a slow machine.
+BATCH_START = 64
 
 
 @dataclass(frozen=True)
@@ -211,12 +211,7 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
         if found is not None:
             return SearchOutcome("sat", found, bounded)
         frontier.push(children, _suspicion(engine, rows, children, settings))
-        # Keep iterations near the target length, so the deadline is checked often.
-        took = time.monotonic() - started
-        if took < TARGET_ITERATION_SECONDS:
-            batch = min(2 * batch, settings.split_batch)
-        elif took > 2 * TARGET_ITERATION_SECONDS:
-            batch = max(batch // 2, BATCH_START)
+        batch = paced_batch(batch, time.monotonic() - started, BATCH_START, settings.split_batch)
     return SearchOutcome("unknown" if stuck else "proven", None, bounded)
 
 

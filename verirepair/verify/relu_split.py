@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..bounds import AffineLayer, BoundEngine, Chain, LayerBounds
-from .deadline import Deadline
+from .deadline import Deadline, paced_batch
 from .falsify import replay_most_violating
 from .objective import RegionRows
 from .result import Counterexample, SearchOutcome
@@ -35,7 +35,7 @@ from .settings import VerifySettings
 Tensor = torch.Tensor
 # Gradient steps on (α, β) per batch of domains, and their learning rates.
 OPTIMISE_STEPS, ALPHA_LR, BETA_LR = 12, 0.1, 0.05
-BATCH_START, TARGET_ITERATION_SECONDS = 32, 1.0
+BATCH_START = 32
 # Memory for open domains (int8 signs plus float32 α and β warm starts per unstable-or-not neuron:
 # 9 bytes per neuron and domain); beyond it the search gives up, keeping an instance under ~4 GB.
 MAX_FRONTIER_BYTES = 1.5e9
@@ -236,11 +236,7 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
         if found is not None:
             return SearchOutcome("sat", found, bounded_count)
         frontier = Domains.join([frontier, children])
-        took = time.monotonic() - started
-        if took < TARGET_ITERATION_SECONDS:
-            batch = min(2 * batch, settings.split_batch)
-        elif took > 2 * TARGET_ITERATION_SECONDS:
-            batch = max(batch // 2, BATCH_START)
+        batch = paced_batch(batch, time.monotonic() - started, BATCH_START, settings.split_batch)
     return SearchOutcome("unknown" if stuck else "proven", None, bounded_count)
 
 
