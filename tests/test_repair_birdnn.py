@@ -9,6 +9,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from random_nets import random_box, random_mlp, sample_box
 
 from verirepair.bounds import ActivationLayer, AffineLayer, Chain, lower_network
 from verirepair.network import load_network, run_onnxruntime
@@ -157,3 +160,64 @@ def test_negatives_imitate_the_nearest_safe_positive_and_counterexample_clouds_a
     assert added == 300  # 100 points and 2 neighbours each: the cap shares the cloud out
     assert data.add_points(np.zeros((1, 3)) + 0.5, with_neighbours=False) == 1
     assert data.add_points(np.zeros((1, 3)) + 0.5, with_neighbours=False) == 0  # seen before
+
+
+# ---- certified margin -----------------------------------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from(["relu", "tanh", "sigmoid"]))
+def test_certified_margin_is_below_the_margin_at_every_sampled_point_and_has_gradients(seed: int, kind: str) -> None:
+    from verirepair.repair.birdnn.certified import certified_margins
+
+    chain = random_mlp(seed, 3, [6, 5], 2, activation=kind)
+    module = ChainModule(chain, dtype=torch.float64)
+    spec = parse_vnnlib(STEERING_LIMIT, n_inputs=3, n_outputs=2)  # margin 0.95 - |y0| on its box
+    region = RegionTensors.of(spec.regions[0], torch.float64)
+    lower, upper = random_box(seed, 3, batch=4, width=0.5)
+    bound = certified_margins(module, region, lower, upper)
+    points = sample_box(seed + 1, lower, upper, 300)
+    with torch.no_grad():
+        sampled = torch.stack([region.margin(module(p)).min() for p in points])
+    assert torch.all(bound.detach() <= sampled + 1e-9)
+    bound.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
+    assert any(float(p.grad.abs().sum()) > 0 for p in module.parameters())
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), threshold=st.floats(0.3, 3.0))
+def test_partition_leaves_tile_the_box_and_positive_leaves_hold_on_dense_samples(seed: int, threshold: float) -> None:
+    from verirepair.repair.birdnn.certified import Partition
+    from verirepair.spec import Box, Clause, Region
+
+    chain = random_mlp(seed, 2, [8, 8], 2)
+    module = ChainModule(chain, dtype=torch.float64)
+    box = Box(np.array([-1.0, -0.5]), np.array([1.0, 1.5]))
+    # violated where y0 >= threshold (one clause, one row): margin = threshold - y0
+    region = Region(box, (Clause(np.array([[-1.0, 0.0]]), np.array([-threshold])),))
+    tensors = RegionTensors.of(region, torch.float64)
+    partition = Partition([tensors], min_fraction=1 / 256, max_boxes=400, dtype=torch.float64)
+    partition.refine(module, target=0.0, passes=12)
+    lower, upper = partition.lower[0].numpy(), partition.upper[0].numpy()
+    assert np.isclose(np.prod(upper - lower, axis=1).sum(), np.prod(box.upper - box.lower))
+    points = np.random.default_rng(seed).uniform(box.lower, box.upper, (4000, 2))
+    inside = np.all((points[:, None, :] >= lower) & (points[:, None, :] <= upper), axis=2)
+    assert np.all(inside.sum(axis=1) >= 1)  # a cover; halves share only their cut faces
+    with torch.no_grad():
+        margins = tensors.margin(module(torch.from_numpy(points))).numpy()
+    positive = (partition.bound[0] > 0).numpy()
+    assert np.all(margins[inside[:, positive].any(axis=1)] > 0)
+
+
+def test_partition_certifies_the_whole_box_when_the_property_holds_with_room() -> None:
+    from verirepair.repair.birdnn.certified import Partition
+    from verirepair.spec import Box, Clause, Region
+
+    module = ChainModule(random_mlp(3, 2, [8, 8], 2), dtype=torch.float64)
+    box = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
+    grid = torch.from_numpy(np.stack(np.meshgrid(*[np.linspace(-1, 1, 201)] * 2), -1).reshape(-1, 2))
+    with torch.no_grad():
+        highest = float(module(grid)[:, 0].max())
+    region = Region(box, (Clause(np.array([[-1.0, 0.0]]), np.array([-(highest + 0.05)])),))
+    partition = Partition([RegionTensors.of(region, torch.float64)], min_fraction=1 / 1024, max_boxes=20_000, dtype=torch.float64)
+    partition.refine(module, target=0.0, passes=40)
+    assert partition.open == 0

@@ -15,6 +15,7 @@ import torch
 from ...bounds import lower_network
 from ...verify import Deadline
 from ..strategy import RepairCandidate, RepairProblem
+from .certified import Partition
 from .export import chain_onnx
 from .mlp import ChainModule, chain_of
 from .samples import RepairData
@@ -28,6 +29,7 @@ class Session:
     current: ChainModule
     data: RepairData
     rounds: int = 0
+    partition: Partition | None = None  # of the property's boxes, for the certified-margin loss
 
 
 def problem_key(problem: RepairProblem) -> tuple[object, ...]:

@@ -5,7 +5,9 @@ Loss on a minibatch (outputs measured in units of the margin scale of `RepairDat
 * imitation — negatives move to their imitation target (nearest positive behaviour), weight α;
 * keep — positives keep their original outputs, weight β;
 * outside — samples of the input space outside the property's boxes keep their outputs;
-* margin — a squared hinge pulling every domain sample's property margin up to the target margin.
+* margin — a squared hinge pulling every domain sample's property margin up to the target margin;
+* certified — the same hinge on a CROWN lower bound of the margin over small boxes of the domain
+  (`certified`), so that the margin holds between the samples too.
 
 After every block of steps the property accuracy on a fixed held-out draw of the boxes is
 measured; when it drops by more than the tolerance, the weights roll back to the best block and
@@ -22,6 +24,8 @@ import torch
 
 from ...verify import Deadline
 from .attack import search_from_weakest
+from .certified import Partition, certified_shortfall
+from .domain import RegionTensors
 from .common import (
     Phases,
     Session,
@@ -32,12 +36,12 @@ from .settings import BirdnnSettings
 from .strategy import BirdnnStrategy
 
 
-def property_accuracy(module: ChainModule, data: RepairData) -> tuple[float, float]:
-    """(fraction of validation samples where the property holds, smallest margin over the domain samples)."""
+def property_accuracy(module: ChainModule, data: RepairData) -> tuple[float, torch.Tensor]:
+    """(fraction of validation samples where the property holds, the margins of the domain samples)."""
     with torch.no_grad():
         held_out = data.property.margin(module(data.validation.x), data.validation.member)
         domain = data.property.margin(module(data.domain.x), data.domain.member)
-    return float((held_out > 0).double().mean()), float(domain.min())
+    return float((held_out > 0).double().mean()), domain
 
 
 def calibrated_learning_rate(module: ChainModule, data: RepairData, step_change: float, probe: float = 1e-3) -> float:
@@ -53,7 +57,8 @@ def calibrated_learning_rate(module: ChainModule, data: RepairData, step_change:
     return probe * step_change * data.scale / max(change, 1e-12)
 
 
-def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings, generator: torch.Generator) -> torch.Tensor:
+def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings, generator: torch.Generator,
+                boxes: list[tuple[RegionTensors, torch.Tensor, torch.Tensor]] = ()) -> torch.Tensor:
     domain, outside = data.domain, data.outside
     batch = settings.batch_size
     index = torch.randint(len(domain), (batch,), generator=generator)
@@ -75,7 +80,28 @@ def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings,
         pick = torch.randint(len(outside), (batch // 2,), generator=generator)
         kept = ((module(outside.x[pick]) - outside.y0[pick]) / scale).pow(2).mean()
         loss = loss + settings.outside_weight * kept
+    if boxes:
+        loss = loss + settings.certified_weight * certified_shortfall(module, list(boxes), data.target_margin, scale)
     return loss
+
+
+def certified_partition(session: Session, settings: BirdnnSettings) -> Partition | None:
+    """The session's partition of the property's boxes (built and refined on first use)."""
+    if settings.certified_weight <= 0:
+        return None
+    if session.partition is None:
+        data = session.data
+        session.partition = Partition(data.property.regions, settings.certified_min_width, settings.certified_max_boxes, data.dtype)
+        session.partition.refine(session.current, data.target_margin, passes=16)
+    return session.partition
+
+
+def certified(partition: Partition | None, module: ChainModule, data: RepairData) -> bool:
+    """Every leaf's margin bound is positive, all re-bounded now (True without a partition)."""
+    if partition is None:
+        return True
+    partition.refine(module, data.target_margin, everything=True)
+    return partition.open == 0
 
 
 def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases: Phases) -> dict[str, object]:
@@ -85,7 +111,8 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
     rng = np.random.default_rng(settings.seed + session.rounds)
     learning_rate = calibrated_learning_rate(module, data, settings.step_change)
     optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate)
-    accuracy, lowest = property_accuracy(module, data)
+    accuracy, margins = property_accuracy(module, data)
+    partition = certified_partition(session, settings)
     best_state, best_accuracy = module.state(), accuracy
     rollbacks = attacks_added = checks = 0
     satisfied = False
@@ -95,9 +122,12 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
         with phases("retrain"):
             for _ in range(settings.steps_per_check):
                 optimiser.zero_grad()
-                repair_loss(module, data, settings, generator).backward()
+                boxes = partition.draw(settings.certified_boxes, data.target_margin, rng) if partition is not None else []
+                repair_loss(module, data, settings, generator, boxes).backward()
                 optimiser.step()
-            accuracy, lowest = property_accuracy(module, data)
+            accuracy, margins = property_accuracy(module, data)
+            if partition is not None:
+                partition.refine(module, data.target_margin)
             if accuracy < best_accuracy - settings.rollback_tolerance:
                 module.load(best_state)
                 learning_rate *= 0.5
@@ -106,7 +136,8 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
                 continue
             if accuracy >= best_accuracy:
                 best_state, best_accuracy = module.state(), accuracy
-        if accuracy == 1.0 and lowest >= settings.satisfied_fraction * data.target_margin:
+        lowest = float(margins.min())
+        if accuracy == 1.0 and lowest >= settings.satisfied_fraction * data.target_margin and certified(partition, module, data):
             with phases("search"):
                 found = search_from_weakest(module, data, settings, rng)
             if len(found) == 0:
@@ -117,7 +148,8 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
     session.rounds += 1
     return {"checks": checks, "rollbacks": rollbacks, "search_points_added": attacks_added,
             "samples_satisfied": satisfied, "held_out_property_accuracy": accuracy,
-            "smallest_sample_margin": lowest, "learning_rate": learning_rate, "target_margin": data.target_margin}
+            "smallest_sample_margin": float(margins.min()),
+            "partition_boxes": partition.size if partition else 0, "partition_open": partition.open if partition else 0, "learning_rate": learning_rate, "target_margin": data.target_margin}
 
 
 class BirdnnRetrain(BirdnnStrategy):

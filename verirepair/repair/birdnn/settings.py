@@ -34,6 +34,13 @@ class BirdnnSettings:
     keep_weight: float = 1.0  # β: positives keep their original outputs
     outside_weight: float = 0.5  # samples outside the boxes keep their original outputs
     margin_weight: float = 1.0  # hinge on the property margin of every domain sample
+    # Certified margin (retraining): a hinge on the CROWN lower bound of the margin over the
+    # weakest leaves of a partition of the property's boxes (`certified.Partition`), so that the
+    # margin holds on whole neighbourhoods, not only at samples.
+    certified_weight: float = 1.0  # 0 turns it off
+    certified_boxes: int = 32  # leaves per step
+    certified_min_width: float = 1 / 4096  # leaves are not bisected below this fraction of the region box
+    certified_max_boxes: int = 4000  # leaves of the partition at most
     # ---- retraining --------------------------------------------------------------------------
     # Adam's learning rate is set per network so that a step of that size on every weight moves
     # the outputs by about this fraction of the margin scale (networks differ by orders of
