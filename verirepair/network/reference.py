@@ -38,7 +38,11 @@ def run_onnxruntime(network: Network, x: np.ndarray) -> np.ndarray:
 
 def check_import_agrees(network: Network, lower: np.ndarray, upper: np.ndarray, n_points: int = 16,
                         rtol: float = 1e-4, atol: float = 1e-5, seed: int = 0) -> None:
-    """Refuse a network whose torch import disagrees with onnxruntime on points of the box."""
+    """Refuse a network whose torch import disagrees with onnxruntime on points of the box.
+
+    The tolerance is relative to the largest output magnitude, not to each output: onnxruntime
+    computes in the model's float32, and an output near zero that comes from cancelling large
+    terms (raw-scale inputs, e.g. feet) carries float32 rounding of the terms' size."""
     import torch
 
     rng = np.random.default_rng(seed)
@@ -46,6 +50,6 @@ def check_import_agrees(network: Network, lower: np.ndarray, upper: np.ndarray, 
     points = np.vstack([points, lower, upper]).astype(network.input_dtype).astype(np.float64)
     expected = run_onnxruntime(network, points)
     ours = network.forward(torch.from_numpy(points)).detach().numpy()
-    if not np.allclose(ours, expected, rtol=rtol, atol=atol):
+    if np.any(np.abs(ours - expected) > atol + rtol * float(np.max(np.abs(expected), initial=0.0))):
         worst = float(np.max(np.abs(ours - expected)))
         raise InputError(network.path, "import check", f"torch import disagrees with onnxruntime (max |Δ| = {worst:.3g})")

@@ -103,7 +103,8 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
             if deadline.expired():
                 report.notes.append("budget spent")
                 break
-            problem = RepairProblem(network, spec, tuple(counterexamples), settings.seed, settings.device)
+            problem = RepairProblem(network, spec, tuple(counterexamples), settings.seed, settings.device,
+                                    keep_inputs=settings.data[0] if settings.data is not None else None)
             candidate = strategy.repair(problem, previous, deadline)
             for phase, seconds in candidate.phase_seconds.items():
                 report.add_phase(phase, seconds)

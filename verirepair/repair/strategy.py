@@ -34,6 +34,9 @@ class RepairProblem:
     # Point-wise repair only: the spec region each counterexample must satisfy (one region per
     # required label); None: the strategy finds the region a counterexample violates.
     targets: tuple[int, ...] | None = None
+    # Inputs of the network's use (e.g. the `--data` set) whose behaviour a strategy that changes
+    # weights must keep where they lie outside the property's boxes; None: sample the input space.
+    keep_inputs: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

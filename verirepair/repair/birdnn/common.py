@@ -47,7 +47,8 @@ def open_session(problem: RepairProblem, previous: RepairCandidate | None, sessi
     torch.manual_seed(settings.seed + problem.seed)
     original = ChainModule(lower_network(problem.original))
     original.requires_grad_(False)
-    data = RepairData(problem.spec, original, _with_seed(settings, settings.seed + problem.seed))
+    data = RepairData(problem.spec, original, _with_seed(settings, settings.seed + problem.seed),
+                      keep_inputs=problem.keep_inputs)
     return Session(key, original, copy.deepcopy(original).requires_grad_(True), data)
 
 

@@ -41,10 +41,12 @@ def fitness_function(module, neurons: list[Neuron], data: RepairData, settings: 
     if len(positive) > settings.finetune_fit_samples:
         positive = positive[torch.from_numpy(rng.choice(len(positive), settings.finetune_fit_samples, replace=False))]
     pos, neg = domain.take(positive), domain.take(negative)
-    outside = data.outside.take(torch.arange(min(len(data.outside), settings.finetune_fit_samples)))
+    kept = np.sort(rng.choice(len(data.outside), min(len(data.outside), settings.finetune_fit_samples), replace=False))
+    outside = data.outside.take(torch.from_numpy(kept))
     x = torch.cat([neg.x, pos.x, outside.x])
     member = torch.cat([neg.member, pos.member, outside.member])
     n_neg, n_in = len(neg), len(neg) + len(pos)
+    outside_scale = data.outside_scale[torch.from_numpy(kept)]
 
     def objective(ratios: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -57,7 +59,7 @@ def fitness_function(module, neurons: list[Neuron], data: RepairData, settings: 
                 change = ((y[:, n_neg:n_in] - pos.y0.to(y.dtype)) / data.scale).pow(2).mean(dim=(1, 2))
                 value = value + OUTPUT_CHANGE_WEIGHT * change
             if len(outside):
-                change = ((y[:, n_in:] - outside.y0.to(y.dtype)) / data.scale).pow(2).mean(dim=(1, 2))
+                change = ((y[:, n_in:] - outside.y0.to(y.dtype)) / outside_scale).pow(2).mean(dim=(1, 2))
                 value = value + OUTPUT_CHANGE_WEIGHT * settings.outside_weight * change
         return value.double().numpy()
 

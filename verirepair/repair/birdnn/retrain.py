@@ -78,7 +78,7 @@ def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings,
     loss = loss + settings.margin_weight * shortfall.pow(2).mean()
     if len(outside):
         pick = torch.randint(len(outside), (batch // 2,), generator=generator)
-        kept = ((module(outside.x[pick]) - outside.y0[pick]) / scale).pow(2).mean()
+        kept = ((module(outside.x[pick]) - outside.y0[pick]) / data.outside_scale[pick]).pow(2).mean()
         loss = loss + settings.outside_weight * kept
     if boxes:
         loss = loss + settings.certified_weight * certified_shortfall(module, list(boxes), data.target_margin, scale)
@@ -87,7 +87,7 @@ def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings,
 
 def certified_partition(session: Session, settings: BirdnnSettings) -> Partition | None:
     """The session's partition of the property's boxes (built and refined on first use)."""
-    if settings.certified_weight <= 0:
+    if settings.certified_weight <= 0 or session.data.spec.n_inputs > settings.certified_max_inputs:
         return None
     if session.partition is None:
         data = session.data

@@ -63,9 +63,13 @@ class SampleSet:
 
 
 class RepairData:
-    """Domain characterisation of one repair problem (built once, grown with counterexamples)."""
+    """Domain characterisation of one repair problem (built once, grown with counterexamples).
 
-    def __init__(self, spec: Spec, original: ChainModule, settings: BirdnnSettings, dtype: torch.dtype = torch.float32) -> None:
+    Outside samples (behaviour kept) are uniform points of the input space outside the boxes,
+    plus up to as many of ``keep_inputs`` (e.g. the user's data set) outside the boxes."""
+
+    def __init__(self, spec: Spec, original: ChainModule, settings: BirdnnSettings, dtype: torch.dtype = torch.float32,
+                 keep_inputs: np.ndarray | None = None) -> None:
         self.spec = spec
         self.original = original
         self.settings = settings
@@ -78,13 +82,23 @@ class RepairData:
         self.validation = self.evaluate(np.vstack([uniform_in(b, settings.validation_samples, self.rng) for b in boxes]))
         space = settings.input_space or default_input_space(spec, settings.input_space_widen)
         self.input_space: Box = space
-        self.outside = self.evaluate(outside_boxes(spec, space, settings.outside_samples, self.rng))
+        outside = [outside_boxes(spec, space, settings.outside_samples, self.rng)]
+        if keep_inputs is not None:  # the inputs the network is used on, where given, count most
+            used = np.asarray(keep_inputs, dtype=np.float64).reshape(len(keep_inputs), -1)
+            used = used[~np.any([contained(b, used) for b in boxes], axis=0)]
+            outside.append(used[np.sort(self.rng.permutation(len(used))[:settings.outside_samples])])
+        self.outside = self.evaluate(np.vstack(outside))
         finite = self.domain.margin0[torch.isfinite(self.domain.margin0)].abs()
         # Scale of the property margin: the median distance of the original's outputs to the
         # property boundary over the box; losses and the target margin are measured in it.
         self.scale = float(finite.median()) if finite.numel() else 1.0
         self.scale = max(self.scale, 1e-6)
         self.target_margin = settings.target_margin * self.scale
+        # Output changes outside the boxes are measured per sample, in the smaller of the margin
+        # scale and the sample's own output spread: far from the boxes (e.g. a data set on
+        # another input scale) outputs can be orders of magnitude smaller than inside.
+        spread = self.outside.y0.amax(dim=1) - self.outside.y0.amin(dim=1) if len(self.outside) else self.outside.y0[:, 0]
+        self.outside_scale = spread.clamp(min=1e-3 * self.scale, max=self.scale).unsqueeze(1)
         self.targets = self.domain.y0.clone()
         self.refresh_targets()
 

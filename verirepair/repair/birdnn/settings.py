@@ -41,6 +41,9 @@ class BirdnnSettings:
     certified_boxes: int = 32  # leaves per step
     certified_min_width: float = 1 / 4096  # leaves are not bisected below this fraction of the region box
     certified_max_boxes: int = 4000  # leaves of the partition at most
+    # Bisecting input boxes only pays in few dimensions (as for the verifier's input split);
+    # above this many inputs the certified term is off.
+    certified_max_inputs: int = 16
     # ---- retraining --------------------------------------------------------------------------
     # Adam's learning rate is set per network so that a step of that size on every weight moves
     # the outputs by about this fraction of the margin scale (networks differ by orders of
