@@ -10,7 +10,7 @@ import torch
 
 from verirepair.network import load_network, run_onnxruntime
 from verirepair.repair import RepairSettings, check_and_fix, registry
-from verirepair.repair.birdnn import BirdnnFinetune, BirdnnRetrain
+from verirepair.repair.birdnn import BirdnnFinetune, BirdnnRetrain, BirdnnSettings
 from verirepair.spec import parse_vnnlib
 from verirepair.verify import VerifySettings, verify
 
@@ -27,7 +27,12 @@ def _sampled_violations(path: Path, count: int, seed: int) -> int:
     return sum(spec.violation_at(p, q) for p, q in zip(x, y))
 
 
-@pytest.mark.parametrize("strategy", [BirdnnRetrain, BirdnnFinetune], ids=["retrain", "finetune"])
+def _certified_retrain() -> BirdnnRetrain:
+    return BirdnnRetrain(BirdnnSettings(certified_from_start=True))
+
+
+@pytest.mark.parametrize("strategy", [BirdnnRetrain, BirdnnFinetune, _certified_retrain],
+                         ids=["retrain", "finetune", "retrain-certified"])
 def test_birdnn_repair_of_the_tanh_controller_is_proven_on_the_exported_file(strategy, tmp_path: Path) -> None:
     torch.set_num_threads(1)
     original = load_network(TANH)

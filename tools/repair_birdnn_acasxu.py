@@ -54,7 +54,7 @@ def net_path(name: str) -> Path:
     return ACAS / "onnx" / f"ACASXU_run2a_{name}_batch_2000.onnx"
 
 
-def tasks(selected: list[str], prop2_nets: int) -> list[tuple[str, str, int]]:
+def tasks(selected: list[str], prop2_nets: int, prop2_skip: int = 0) -> list[tuple[str, str, int]]:
     chosen: list[tuple[str, str, int]] = []
     if "n29p8" in selected:
         chosen.append(("N2,9/p8", "2_9", 8))
@@ -64,7 +64,7 @@ def tasks(selected: list[str], prop2_nets: int) -> list[tuple[str, str, int]]:
         with open(ACAS / "ground_truth.csv") as stream:
             sat = [row["onnx"].split("run2a_")[1].split("_batch")[0] for row in csv.DictReader(stream)
                    if row["vnnlib"] == "vnnlib/prop_2.vnnlib" and row["result"] == "sat"]
-        chosen += [(f"N{n.replace('_', ',')}/p2", n, 2) for n in sat[:prop2_nets]]
+        chosen += [(f"N{n.replace('_', ',')}/p2", n, 2) for n in sat[prop2_skip:prop2_skip + prop2_nets]]
     return chosen
 
 
@@ -116,8 +116,8 @@ def advisory_figures(original: Network, repaired: Network, spec: Spec) -> dict[s
     }
 
 
-def strategy_named(name: str):
-    settings = BirdnnSettings(input_space=OPERATING_RANGE)
+def strategy_named(name: str, certified_weight: float = BirdnnSettings.certified_weight):
+    settings = BirdnnSettings(input_space=OPERATING_RANGE, certified_weight=certified_weight)
     if name == "birdnn-retrain":
         return BirdnnRetrain(settings)
     if name == "birdnn-finetune":
@@ -149,7 +149,7 @@ def run_one(label: str, net: str, prop: int, strategy_name: str, args: argparse.
     path.unlink(missing_ok=True)
     settings = RepairSettings(budget=args.budget, verify_timeout=args.verify_timeout, output=path,
                               keep_unproven=path.with_suffix(".unproven.onnx"), side_effect_samples=0, decision="argmin")
-    report = repair_network(original, spec, strategy_named(strategy_name), settings, known)
+    report = repair_network(original, spec, strategy_named(strategy_name, args.certified_weight), settings, known)
     seconds = time.monotonic() - started
     row: dict[str, object] = {"task": label, "strategy": strategy_name, "status": report.status,
                               "proven": report.status == "repaired", "rounds": len(report.iterations), "seconds": seconds,
@@ -170,17 +170,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="n29p8,n19p7,prop2")
     parser.add_argument("--prop2-nets", type=int, default=4)
+    parser.add_argument("--prop2-skip", type=int, default=0, help="skip the first K networks of the prop_2 sat list")
     parser.add_argument("--strategies", default="birdnn-retrain,birdnn-finetune")
     parser.add_argument("--budget", type=float, default=180.0, help="seconds per (task, strategy), verification included")
     parser.add_argument("--verify-timeout", type=float, default=90.0)
     parser.add_argument("--first-verify", type=float, default=20.0)
     parser.add_argument("--birdnn-data", action="store_true", help="add BIRDNN's counterexample sets (needs h5py)")
     parser.add_argument("--workdir", default="/tmp")
+    parser.add_argument("--certified-weight", type=float, default=BirdnnSettings.certified_weight,
+                        help="birdnn-retrain's certified-margin loss weight (0: off)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
-    for label, net, prop in tasks(args.tasks.split(","), args.prop2_nets):
+    for label, net, prop in tasks(args.tasks.split(","), args.prop2_nets, args.prop2_skip):
         for name in args.strategies.split(","):
             row = run_one(label, net, prop, name, args)
             rows.append(row)

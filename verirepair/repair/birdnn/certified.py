@@ -199,22 +199,22 @@ class Partition:
             if not any([self._bisect(module, k) for k in range(len(self.regions))]):
                 return
 
-    def draw(self, count: int, target: float, rng: np.random.Generator) -> list[tuple[RegionTensors, torch.Tensor, torch.Tensor]]:
-        """Up to ``count`` leaves whose bound is below ``target``, sampled among the 4·count
-        nearest to it: those are the leaves a small change of the weights certifies, while a
-        leaf far below is bisected by `refine` until its halves come near (pushing on very loose
-        bounds would change the network's behaviour everywhere)."""
-        bounds = torch.cat(self.bound)
-        owner = torch.cat([torch.full((len(b),), k) for k, b in enumerate(self.bound)])
-        local = torch.cat([torch.arange(len(b)) for b in self.bound])
-        below = torch.nonzero(bounds < target).flatten()
-        nearest = below[torch.argsort(bounds[below], descending=True)[:4 * count]]
-        picked = nearest[torch.from_numpy(rng.choice(len(nearest), size=min(count, len(nearest)), replace=False))]
+    def draw(self, count: int, target: float, module: ChainModule,
+             rng: np.random.Generator) -> list[tuple[RegionTensors, torch.Tensor, torch.Tensor]]:
+        """Up to ``count`` leaves whose bound is below ``target`` but where the property holds at
+        the probes (centre, weakest vertex), sampled among the 4·count nearest to the target.
+        Those are the leaves a small change of the weights certifies. A leaf that violates is the
+        imitation loss's business, and one far below the target is bisected by `refine` until
+        its halves come near: pushing on very loose bounds changes the behaviour everywhere."""
         drawn = []
+        per_region = max(1, count // len(self.regions))
         for k, region in enumerate(self.regions):
-            mine = local[picked[owner[picked] == k]]
-            if len(mine):
-                drawn.append((region, self.lower[k][mine], self.upper[k][mine]))
+            below = torch.nonzero(self.bound[k] < target).flatten()
+            nearest = below[torch.argsort(self.bound[k][below], descending=True)[:4 * per_region]]
+            nearest = nearest[self._holds_at_probes(module, k, nearest)]
+            picked = nearest[torch.from_numpy(rng.choice(len(nearest), size=min(per_region, len(nearest)), replace=False))]
+            if len(picked):
+                drawn.append((region, self.lower[k][picked], self.upper[k][picked]))
         return drawn
 
 

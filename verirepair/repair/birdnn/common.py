@@ -30,6 +30,7 @@ class Session:
     data: RepairData
     rounds: int = 0
     partition: Partition | None = None  # of the property's boxes, for the certified-margin loss
+    certify: bool = False  # whether retraining adds the certified-margin loss (see BirdnnSettings)
 
 
 def problem_key(problem: RepairProblem) -> tuple[object, ...]:

@@ -87,7 +87,7 @@ def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings,
 
 def certified_partition(session: Session, settings: BirdnnSettings) -> Partition | None:
     """The session's partition of the property's boxes (built and refined on first use)."""
-    if settings.certified_weight <= 0 or session.data.spec.n_inputs > settings.certified_max_inputs:
+    if not session.certify or settings.certified_weight <= 0 or session.data.spec.n_inputs > settings.certified_max_inputs:
         return None
     if session.partition is None:
         data = session.data
@@ -122,7 +122,7 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
         with phases("retrain"):
             for _ in range(settings.steps_per_check):
                 optimiser.zero_grad()
-                boxes = partition.draw(settings.certified_boxes, data.target_margin, rng) if partition is not None else []
+                boxes = partition.draw(settings.certified_boxes, data.target_margin, module, rng) if partition is not None else []
                 repair_loss(module, data, settings, generator, boxes).backward()
                 optimiser.step()
             accuracy, margins = property_accuracy(module, data)

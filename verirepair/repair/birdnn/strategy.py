@@ -39,8 +39,10 @@ class BirdnnStrategy:
             with phases("characterise"):
                 self.session = open_session(problem, previous, self.session, settings)
                 added = self.session.data.add_points(counterexample_array(problem), with_neighbours=True)
-                if previous is not None and added == 0:
+                if previous is not None and added == 0:  # the verifier could not decide the last one
                     self.session.data.target_margin *= settings.margin_growth
+                    self.session.certify = True
+                self.session.certify |= settings.certified_from_start
             details = type(self).improve(self.session, settings, budget, phases)
             data = self.session.data
             details.update({"strategy": self.name, "round": self.session.rounds, "counterexample_points_added": added,
