@@ -28,7 +28,7 @@ def _sampled_violations(path: Path, count: int, seed: int) -> int:
 
 
 def _certified_retrain() -> BirdnnRetrain:
-    return BirdnnRetrain(BirdnnSettings(certified_from_start=True))
+    return BirdnnRetrain(BirdnnSettings(certify_below_violation=1.0))
 
 
 @pytest.mark.parametrize("strategy", [BirdnnRetrain, BirdnnFinetune, _certified_retrain],

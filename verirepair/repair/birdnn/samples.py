@@ -79,6 +79,8 @@ class RepairData:
         self.seen: set[bytes] = set()
         boxes = [r.box for r in spec.regions]
         self.domain = self.evaluate(np.vstack([uniform_in(b, settings.domain_samples, self.rng) for b in boxes]))
+        # fraction of the uniform box samples where the original violates (before counterexamples)
+        self.violating_fraction = float((self.domain.margin0 <= 0).double().mean())
         self.validation = self.evaluate(np.vstack([uniform_in(b, settings.validation_samples, self.rng) for b in boxes]))
         space = settings.input_space or default_input_space(spec, settings.input_space_widen)
         self.input_space: Box = space

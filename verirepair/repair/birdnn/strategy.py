@@ -42,7 +42,7 @@ class BirdnnStrategy:
                 if previous is not None and added == 0:  # the verifier could not decide the last one
                     self.session.data.target_margin *= settings.margin_growth
                     self.session.certify = True
-                self.session.certify |= settings.certified_from_start
+                self.session.certify |= self.session.data.violating_fraction <= settings.certify_below_violation
             details = type(self).improve(self.session, settings, budget, phases)
             data = self.session.data
             details.update({"strategy": self.name, "round": self.session.rounds, "counterexample_points_added": added,
