@@ -163,3 +163,19 @@ def test_cli_repair_points_and_convert(files, tmp_path, capsys):
     nnet.write_text(NNET)
     assert main(["convert", str(nnet), str(tmp_path / "t.onnx"), "--normalize", "raw"]) == 0
     assert (tmp_path / "t.onnx").exists()
+
+
+def test_reassure_patches_are_exactly_zero_on_the_domain_outside_the_property_box(files, tmp_path):
+    from verirepair.network import load_network, run_onnxruntime
+    from verirepair.repair.reassure import ReassureSettings, ReassureStrategy
+    from verirepair.spec import Box
+
+    out = tmp_path / "fixed.onnx"
+    domain = Box(np.full(2, -3.0), np.full(2, 3.0))
+    settings = RepairSettings(budget=120, verify_timeout=60, output=out, side_effect_samples=0)
+    report = check_and_fix(files["violated"], files["spec"], ReassureStrategy(ReassureSettings(domain=domain)), settings)
+    assert report.status == "repaired" and report.regions_patched >= 1
+    x = np.random.default_rng(3).uniform(-3, 3, (20000, 2))
+    far = x[np.abs(x).max(axis=1) > 1.1]  # outside the property's box [-1, 1]^2 and its support band
+    before, after = (run_onnxruntime(load_network(p), far) for p in (files["violated"], out))
+    assert np.abs(after - before).max() <= 1e-6

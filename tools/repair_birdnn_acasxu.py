@@ -124,12 +124,11 @@ def strategy_named(name: str, certified_weight: float = BirdnnSettings.certified
         return BirdnnRetrain(settings)
     if name == "birdnn-finetune":
         return BirdnnFinetune(settings)
-    from verirepair.repair.registry import STRATEGIES
-    from verirepair.repair.registry import strategy_named as registered
+    if name == "reassure":  # patches exactly local on the whole operating range, not just the box
+        from verirepair.repair.reassure import ReassureSettings, ReassureStrategy
 
-    if name not in STRATEGIES:
-        raise SystemExit(f"strategy {name!r}: not yet available in verirepair.repair.registry")
-    return registered(name)
+        return ReassureStrategy(ReassureSettings(domain=OPERATING_RANGE))
+    raise SystemExit(f"strategy {name!r}: not one of birdnn-retrain, birdnn-finetune, reassure")
 
 
 def run_one(label: str, net: str, prop: int, strategy_name: str, args: argparse.Namespace) -> dict[str, object]:

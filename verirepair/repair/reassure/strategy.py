@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...spec import Spec
+from ...spec import Box, Spec
 from ...verify import Deadline
 from ..strategy import RepairCandidate, RepairProblem
 from .enumerate import enumerate_regions, region_violation, violating_points
@@ -57,6 +57,11 @@ class ReassureSettings:
     # area repair (the verifier must resolve the band) and point-wise repair (locality only).
     band_fraction: float = 0.05
     band_fraction_points: float = 1e-4
+    # Where the patches must be exactly zero away from their regions: K bounds |p| there and the
+    # support network keeps every region row that can fail there. The hull of the property's
+    # boxes, of this box (the network's input space, e.g. ACAS Xu's operating range) and of the
+    # problem's keep_inputs (the --data set). Outside it a patch may leak.
+    domain: Box | None = None
 
     def __post_init__(self) -> None:
         if self.localise not in LOCALISERS:
@@ -99,10 +104,18 @@ def cone_rows(spec: Spec, index: int | None = None) -> np.ndarray:
     return np.unique(np.round(A, 12), axis=0)
 
 
-def spec_domain(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
-    lower = np.min([r.box.lower for r in spec.regions], axis=0)
-    upper = np.max([r.box.upper for r in spec.regions], axis=0)
-    return lower.astype(np.float64), upper.astype(np.float64)
+def patch_domain(problem: RepairProblem, domain: Box | None) -> tuple[np.ndarray, np.ndarray]:
+    """The hull of the property's boxes, ``domain`` and ``problem.keep_inputs`` (see ReassureSettings)."""
+    lows = [r.box.lower for r in problem.spec.regions]
+    highs = [r.box.upper for r in problem.spec.regions]
+    if domain is not None:
+        lows.append(domain.lower)
+        highs.append(domain.upper)
+    if problem.keep_inputs is not None and len(problem.keep_inputs):
+        used = np.asarray(problem.keep_inputs, dtype=np.float64).reshape(len(problem.keep_inputs), -1)
+        lows.append(used.min(axis=0))
+        highs.append(used.max(axis=0))
+    return np.min(lows, axis=0).astype(np.float64), np.max(highs, axis=0).astype(np.float64)
 
 
 class ReassureStrategy:
@@ -124,7 +137,7 @@ class ReassureStrategy:
         times["localise"] = time.monotonic() - started
 
         started = time.monotonic()
-        domain = spec_domain(spec)
+        domain = patch_domain(problem, self.settings.domain)
         new = 0
         failed = 0
         for index, point, grow, known in todo:
