@@ -116,10 +116,10 @@ def advisory_figures(original: Network, repaired: Network, spec: Spec) -> dict[s
     }
 
 
-def strategy_named(name: str, certified_weight: float = BirdnnSettings.certified_weight,
-                   certify_below_violation: float = BirdnnSettings.certify_below_violation):
-    settings = BirdnnSettings(input_space=OPERATING_RANGE, certified_weight=certified_weight,
-                              certify_below_violation=certify_below_violation)
+def strategy_named(name: str, args: argparse.Namespace):
+    settings = BirdnnSettings(input_space=OPERATING_RANGE, certified_weight=args.certified_weight,
+                              certify_below_violation=args.certify_below_violation,
+                              certified_target=args.certified_target, certified_hinge=args.certified_hinge)
     if name == "birdnn-retrain":
         return BirdnnRetrain(settings)
     if name == "birdnn-finetune":
@@ -150,7 +150,7 @@ def run_one(label: str, net: str, prop: int, strategy_name: str, args: argparse.
     path.unlink(missing_ok=True)
     settings = RepairSettings(budget=args.budget, verify_timeout=args.verify_timeout, output=path,
                               keep_unproven=path.with_suffix(".unproven.onnx"), side_effect_samples=0, decision="argmin")
-    report = repair_network(original, spec, strategy_named(strategy_name, args.certified_weight, args.certify_below_violation), settings, known)
+    report = repair_network(original, spec, strategy_named(strategy_name, args), settings, known)
     seconds = time.monotonic() - started
     row: dict[str, object] = {"task": label, "strategy": strategy_name, "status": report.status,
                               "proven": report.status == "repaired", "rounds": len(report.iterations), "seconds": seconds,
@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="birdnn-retrain's certified-margin loss weight (0: off)")
     parser.add_argument("--certify-below-violation", type=float, default=BirdnnSettings.certify_below_violation,
                         help="birdnn-retrain: certified loss from the start when at most this fraction of the box violates")
+    parser.add_argument("--certified-target", type=float, default=BirdnnSettings.certified_target)
+    parser.add_argument("--certified-hinge", choices=("squared", "linear"), default=BirdnnSettings.certified_hinge)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

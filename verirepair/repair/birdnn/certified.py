@@ -219,9 +219,9 @@ class Partition:
 
 
 def certified_shortfall(module: ChainModule, boxes: list[tuple[RegionTensors, torch.Tensor, torch.Tensor]],
-                        target: float, scale: float) -> torch.Tensor:
-    """Mean squared hinge (in margin scales) of the certified margin below ``target`` over the
-    boxes (`Partition.draw` only gives boxes already near the target)."""
-    shortfalls = [torch.relu(target - certified_margins(module, region, lower, upper)) / scale
-                  for region, lower, upper in boxes]
-    return torch.cat(shortfalls).pow(2).mean()
+                        target: float, scale: float, squared: bool = True) -> torch.Tensor:
+    """Mean hinge (in margin scales, squared or not) of the certified margin below ``target``
+    over the boxes."""
+    shortfalls = torch.cat([torch.relu(target - certified_margins(module, region, lower, upper)) / scale
+                            for region, lower, upper in boxes])
+    return (shortfalls.pow(2) if squared else shortfalls).mean()

@@ -81,7 +81,8 @@ def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings,
         kept = ((module(outside.x[pick]) - outside.y0[pick]) / data.outside_scale[pick]).pow(2).mean()
         loss = loss + settings.outside_weight * kept
     if boxes:
-        loss = loss + settings.certified_weight * certified_shortfall(module, list(boxes), settings.certified_target * data.target_margin, scale)
+        loss = loss + settings.certified_weight * certified_shortfall(module, list(boxes), settings.certified_target * data.target_margin, scale,
+                                                                       settings.certified_hinge == "squared")
     return loss
 
 
