@@ -4,8 +4,8 @@ partition of the property's input boxes.
 Sample losses only lift the margin *at* the samples; between them the repaired network may still
 come within a hair of the property boundary, and then the verifier needs millions of boxes to
 prove it. `Partition` covers every region box with sub-boxes, bisecting those whose bound is not
-yet positive (as branch and bound does); training lifts the bound of the open ones (the idea of
-certified training). Once every leaf's bound is positive, the partition itself is an argument that
+yet positive (as branch and bound does); training lifts the bound of the leaves just short of
+the target where the property holds (the idea of certified training). Once every leaf's bound is positive, the partition itself is an argument that
 the property holds, and the verifier, which decides, has a cover of modest size to find. The bound
 is the same CROWN the verifier uses (`verirepair.bounds.BoundEngine`), run on the module's live
 weights so that gradients flow.
@@ -86,10 +86,10 @@ class Partition:
     ``fragile`` target margins), and bisects open leaves while they are wider than
     ``min_fraction`` of the region box and there are fewer than ``max_boxes`` leaves; a leaf
     that violates the property at its centre or weakest vertex is not bisected (training must
-    repair it first). As in the
-    verifier's input split, the dimension is chosen by lookahead: the ``candidates`` dimensions
-    where the deciding linear bound varies most (|coefficient| × width) are each tried, and the
-    split whose halves leave the smallest total shortfall below zero is kept.
+    repair it first). As in the verifier's input split, the dimension is chosen by lookahead: the
+    ``candidates`` dimensions where the deciding linear bound varies most (|coefficient| × width)
+    are each tried, and the split whose halves leave the smallest total shortfall below zero (each
+    half judged also by its parent's linear bounds) is kept.
     ``draw`` gives training boxes: the leaves just short of the target margin.
     """
 
