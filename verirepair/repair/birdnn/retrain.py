@@ -6,8 +6,10 @@ Loss on a minibatch (outputs measured in units of the margin scale of `RepairDat
 * keep — positives keep their original outputs, weight β;
 * outside — samples of the input space outside the property's boxes keep their outputs;
 * margin — a squared hinge pulling every domain sample's property margin up to the target margin;
-* certified — the same hinge on a CROWN lower bound of the margin over small boxes of the domain
-  (`certified`), so that the margin holds between the samples too.
+* certified — a hinge (squared by default, to a quarter of the target margin) on a CROWN lower
+  bound of the margin over leaves of a partition of the boxes (`certified`), so that the margin
+  holds between the samples too; on from the start when violations are rare, else once the
+  verifier could not decide a candidate (see `BirdnnSettings.certify_below_violation`).
 
 After every block of steps the property accuracy on a fixed held-out draw of the boxes is
 measured; when it drops by more than the tolerance, the weights roll back to the best block and
