@@ -215,6 +215,21 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
     return SearchOutcome("unknown" if stuck else "proven", None, bounded)
 
 
+def candidate_halves(lower: torch.Tensor, upper: torch.Tensor, dims: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both halves of every box [n, d] cut at the middle of each candidate dimension ``dims``
+    [n, k]: (lower, upper) [2·n·k, d], ordered [side (left, right), box, candidate]."""
+    n, k = dims.shape
+    d = lower.shape[1]
+    low = lower.unsqueeze(1).expand(n, k, d).clone()
+    high = upper.unsqueeze(1).expand(n, k, d).clone()
+    index = dims.unsqueeze(2)
+    middle = (torch.gather(low, 2, index) + torch.gather(high, 2, index)) / 2
+    left_upper, right_lower = high.clone(), low.clone()
+    left_upper.scatter_(2, index, middle)
+    right_lower.scatter_(2, index, middle)
+    return torch.cat([low, right_lower]).reshape(-1, d), torch.cat([left_upper, high]).reshape(-1, d)
+
+
 def _branch(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, candidates: int, settings: VerifySettings,
             certificate: RegionCertificate | None) -> tuple[OpenBoxes, int]:
     """Split every box in two along the best of its candidate dimensions (see the module doc).
@@ -228,17 +243,7 @@ def _branch(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, candidates:
     score = (boxes.coefficients.abs() * width.unsqueeze(1) * boxes.rows_open(rows, settings).unsqueeze(-1)).sum(dim=1)
     score = torch.where(width > MIN_WIDTH, score + 1e-30 * width, torch.full_like(score, -1.0))
     dims = score.topk(candidates, dim=1).indices  # [n, k]
-    box_index = torch.arange(n, device=dims.device).unsqueeze(1).expand(n, candidates)
-    candidate_index = torch.arange(candidates, device=dims.device).unsqueeze(0).expand(n, candidates)
-    middle = (boxes.lower[box_index, dims] + boxes.upper[box_index, dims]) / 2
-    lower = boxes.lower.unsqueeze(1).expand(n, candidates, d).clone()
-    upper = boxes.upper.unsqueeze(1).expand(n, candidates, d).clone()
-    left_upper, right_lower = upper.clone(), lower.clone()
-    left_upper[box_index, candidate_index, dims] = middle
-    right_lower[box_index, candidate_index, dims] = middle
-    # Children ordered [side, box, candidate], flattened.
-    child_lower = torch.cat([lower, right_lower]).reshape(-1, d)
-    child_upper = torch.cat([left_upper, upper]).reshape(-1, d)
+    child_lower, child_upper = candidate_halves(boxes.lower, boxes.upper, dims)
     inherited = boxes.open_clauses.unsqueeze(1).expand(n, candidates, -1).repeat(2, 1, 1).reshape(child_lower.shape[0], -1)
     dims_flat = dims.flatten().tolist()
     paths = np.array([child_path(p, dim, side) for side in (False, True)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ...bounds import ActivationLayer, AffineLayer, BoundEngine, Chain, concretize
+from ...verify.input_split import candidate_halves
 from ...verify.objective import RegionRows, clause_lower_bounds
 from .domain import RegionTensors
 from .mlp import ChainModule
@@ -159,15 +160,7 @@ class Partition:
         ranked = torch.where(wide[chosen], self.score[k][chosen], torch.full_like(self.score[k][chosen], -1.0))
         dims = ranked.argsort(dim=1, descending=True)[:, :count]  # [n, count]
         usable = torch.gather(wide[chosen], 1, dims)
-        lower = self.lower[k][chosen].unsqueeze(1).expand(-1, count, -1).clone()
-        upper = self.upper[k][chosen].unsqueeze(1).expand(-1, count, -1).clone()
-        middle = (torch.gather(lower, 2, dims.unsqueeze(2)) + torch.gather(upper, 2, dims.unsqueeze(2))) / 2
-        left_upper, right_lower = upper.clone(), lower.clone()
-        left_upper.scatter_(2, dims.unsqueeze(2), middle)
-        right_lower.scatter_(2, dims.unsqueeze(2), middle)
-        width = lower.shape[2]
-        halves_lower = torch.cat([lower.reshape(-1, width), right_lower.reshape(-1, width)])
-        halves_upper = torch.cat([left_upper.reshape(-1, width), upper.reshape(-1, width)])
+        halves_lower, halves_upper = candidate_halves(self.lower[k][chosen], self.upper[k][chosen], dims)
         bound, score, linear, constant = self._bounds(module, k, halves_lower, halves_upper)
         # CROWN is not monotone: a half can bound worse than its parent, whose linear bounds hold
         # on the halves too; the choice of split judges each half by the better of the two.
