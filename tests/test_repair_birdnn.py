@@ -221,3 +221,25 @@ def test_partition_certifies_the_whole_box_when_the_property_holds_with_room() -
     partition = Partition([RegionTensors.of(region, torch.float64)], min_fraction=1 / 1024, max_boxes=20_000, dtype=torch.float64)
     partition.refine(module, target=0.0, passes=40)
     assert partition.open == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from(["argmax", "argmin"]), st.floats(0.0, 1.0))
+def test_decision_shortfall_matches_a_per_sample_gap_computation(seed: int, rule: str, keep: float) -> None:
+    from verirepair.repair.birdnn.retrain import decision_shortfall
+
+    generator = torch.Generator().manual_seed(seed)
+    y0 = torch.randn(40, 5, generator=generator, dtype=torch.float64)
+    y = y0 + 0.5 * torch.randn(40, 5, generator=generator, dtype=torch.float64)
+    got = decision_shortfall(y, y0, rule, keep).numpy()
+    pick = np.argmax if rule == "argmax" else np.argmin
+    sign = 1.0 if rule == "argmax" else -1.0
+    for row, (now, before) in enumerate(zip(y.numpy(), y0.numpy())):
+        decision = int(pick(before))
+        rest = [j for j in range(5) if j != decision]
+        gap0 = sign * before[decision] - max(sign * before[j] for j in rest)
+        gap = sign * now[decision] - max(sign * now[j] for j in rest)
+        assert gap0 >= 0
+        assert got[row] == pytest.approx(max(0.0, keep * gap0 - gap), abs=1e-12)
+        if got[row] == 0 and keep > 0 and gap0 > 0:  # no shortfall: the decision is kept
+            assert int(pick(now)) == decision

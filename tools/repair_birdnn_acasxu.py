@@ -1,6 +1,6 @@
 """BIRDNN repair experiments on ACAS Xu: proven after repair?, drawdown, fidelity outside, time.
 
-    python tools/repair_birdnn_acasxu.py [--tasks n29p8,n19p7,prop2] [--prop2-nets 4]
+    python tools/repair_birdnn_acasxu.py [--tasks n29p8,n19p7,prop2] [--prop2-nets 4 | --prop2-only 2_9,3_2]
         [--strategies birdnn-retrain,birdnn-finetune,reassure] [--budget 180] [--verify-timeout 90]
         [--json results.json]
 
@@ -54,7 +54,7 @@ def net_path(name: str) -> Path:
     return ACAS / "onnx" / f"ACASXU_run2a_{name}_batch_2000.onnx"
 
 
-def tasks(selected: list[str], prop2_nets: int, prop2_skip: int = 0) -> list[tuple[str, str, int]]:
+def tasks(selected: list[str], prop2_nets: int, prop2_skip: int = 0, only: list[str] | None = None) -> list[tuple[str, str, int]]:
     chosen: list[tuple[str, str, int]] = []
     if "n29p8" in selected:
         chosen.append(("N2,9/p8", "2_9", 8))
@@ -64,7 +64,8 @@ def tasks(selected: list[str], prop2_nets: int, prop2_skip: int = 0) -> list[tup
         with open(ACAS / "ground_truth.csv") as stream:
             sat = [row["onnx"].split("run2a_")[1].split("_batch")[0] for row in csv.DictReader(stream)
                    if row["vnnlib"] == "vnnlib/prop_2.vnnlib" and row["result"] == "sat"]
-        chosen += [(f"N{n.replace('_', ',')}/p2", n, 2) for n in sat[prop2_skip:prop2_skip + prop2_nets]]
+        picked = [n for n in sat if n in only] if only else sat[prop2_skip:prop2_skip + prop2_nets]
+        chosen += [(f"N{n.replace('_', ',')}/p2", n, 2) for n in picked]
     return chosen
 
 
@@ -119,7 +120,8 @@ def advisory_figures(original: Network, repaired: Network, spec: Spec) -> dict[s
 def strategy_named(name: str, args: argparse.Namespace):
     settings = BirdnnSettings(input_space=OPERATING_RANGE, certified_weight=args.certified_weight,
                               certify_below_violation=args.certify_below_violation,
-                              certified_target=args.certified_target, certified_hinge=args.certified_hinge)
+                              certified_target=args.certified_target, certified_hinge=args.certified_hinge,
+                              decision_weight=args.decision_weight)
     if name == "birdnn-retrain":
         return BirdnnRetrain(settings)
     if name == "birdnn-finetune":
@@ -172,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default="n29p8,n19p7,prop2")
     parser.add_argument("--prop2-nets", type=int, default=4)
     parser.add_argument("--prop2-skip", type=int, default=0, help="skip the first K networks of the prop_2 sat list")
+    parser.add_argument("--prop2-only", default="", help="these networks of the prop_2 sat list instead, e.g. 2_9,3_2")
     parser.add_argument("--strategies", default="birdnn-retrain,birdnn-finetune")
     parser.add_argument("--budget", type=float, default=180.0, help="seconds per (task, strategy), verification included")
     parser.add_argument("--verify-timeout", type=float, default=90.0)
@@ -184,11 +187,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="birdnn-retrain: certified loss from the start when at most this fraction of the box violates")
     parser.add_argument("--certified-target", type=float, default=BirdnnSettings.certified_target)
     parser.add_argument("--certified-hinge", choices=("squared", "linear"), default=BirdnnSettings.certified_hinge)
+    parser.add_argument("--decision-weight", type=float, default=BirdnnSettings.decision_weight,
+                        help="birdnn-retrain: weight of the decision-keeping hinge (0: off)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
-    for label, net, prop in tasks(args.tasks.split(","), args.prop2_nets, args.prop2_skip):
+    for label, net, prop in tasks(args.tasks.split(","), args.prop2_nets, args.prop2_skip,
+                                  [n for n in args.prop2_only.split(",") if n]):
         for name in args.strategies.split(","):
             row = run_one(label, net, prop, name, args)
             rows.append(row)

@@ -104,7 +104,8 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
                 report.notes.append("budget spent")
                 break
             problem = RepairProblem(network, spec, tuple(counterexamples), settings.seed, settings.device,
-                                    keep_inputs=settings.data[0] if settings.data is not None else None)
+                                    keep_inputs=settings.data[0] if settings.data is not None else None,
+                                    decision=settings.decision)
             candidate = strategy.repair(problem, previous, deadline)
             for phase, seconds in candidate.phase_seconds.items():
                 report.add_phase(phase, seconds)

@@ -75,7 +75,8 @@ def repair_points(onnx_path: str | Path, points: np.ndarray, label: int | np.nda
         return report
     deadline = Deadline(settings.budget)
     targets = None if single else tuple(distinct.index(int(t)) for t in labels[is_buggy])
-    problem = RepairProblem(network, spec, tuple(buggy), settings.seed, settings.device, area=False, targets=targets)
+    problem = RepairProblem(network, spec, tuple(buggy), settings.seed, settings.device, area=False, targets=targets,
+                             decision=settings.decision)
     candidate = strategy.repair(problem, None, deadline)
     for phase, seconds in candidate.phase_seconds.items():
         report.add_phase(phase, seconds)

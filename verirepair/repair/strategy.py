@@ -37,6 +37,9 @@ class RepairProblem:
     # Inputs of the network's use (e.g. the `--data` set) whose behaviour a strategy that changes
     # weights must keep where they lie outside the property's boxes; None: sample the input space.
     keep_inputs: np.ndarray | None = None
+    # How the network's outputs pick a decision ("argmax" for classifiers, "argmin" for ACAS Xu
+    # scores); a strategy that changes weights may use it to keep the decisions it should not touch.
+    decision: str = "argmax"
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,20 @@ def calibrated_learning_rate(module: ChainModule, data: RepairData, step_change:
     return probe * step_change * data.scale / max(change, 1e-12)
 
 
+def decision_shortfall(y: torch.Tensor, y0: torch.Tensor, rule: str, keep: float) -> torch.Tensor:
+    """[N]: how far the gap between each sample's original decision and its runner-up (in ``y``)
+    falls short of ``keep`` times that gap in the original outputs ``y0`` (0 where it does not)."""
+    sign = 1.0 if rule == "argmax" else -1.0
+    score, score0 = sign * y, sign * y0
+    decision = score0.argmax(dim=1, keepdim=True)
+    others = torch.ones_like(score0, dtype=torch.bool).scatter_(1, decision, False)
+    runner_up0 = torch.where(others, score0, torch.full_like(score0, -torch.inf)).amax(dim=1)
+    runner_up = torch.where(others, score, torch.full_like(score, -torch.inf)).amax(dim=1)
+    gap0 = score0.gather(1, decision).squeeze(1) - runner_up0
+    gap = score.gather(1, decision).squeeze(1) - runner_up
+    return torch.relu(keep * gap0 - gap)
+
+
 def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings, generator: torch.Generator,
                 boxes: list[tuple[RegionTensors, torch.Tensor, torch.Tensor]] = ()) -> torch.Tensor:
     domain, outside = data.domain, data.outside
@@ -74,14 +88,21 @@ def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings,
     scale = data.scale
     squared = ((y - data.targets[index]) / scale).pow(2).mean(dim=1)
     loss = settings.keep_weight * torch.where(~negative, squared, torch.zeros_like(squared)).mean()
+    if settings.decision_weight > 0 and bool((~negative).any()):
+        kept = decision_shortfall(y[~negative], domain.y0[index][~negative], data.decision, settings.decision_keep)
+        loss = loss + settings.decision_weight * (kept / scale).pow(2).mean()
     if bool(negative.any()):
         loss = loss + settings.imitation_weight * squared[negative].mean()
     shortfall = torch.relu(data.target_margin - data.property.margin(y, member)) / scale
     loss = loss + settings.margin_weight * shortfall.pow(2).mean()
     if len(outside):
         pick = torch.randint(len(outside), (batch // 2,), generator=generator)
-        kept = ((module(outside.x[pick]) - outside.y0[pick]) / data.outside_scale[pick]).pow(2).mean()
+        y_out = module(outside.x[pick])
+        kept = ((y_out - outside.y0[pick]) / data.outside_scale[pick]).pow(2).mean()
         loss = loss + settings.outside_weight * kept
+        if settings.decision_weight > 0:
+            flipped = decision_shortfall(y_out, outside.y0[pick], data.decision, settings.decision_keep)
+            loss = loss + settings.decision_weight * (flipped / data.outside_scale[pick].squeeze(1)).pow(2).mean()
     if boxes:
         loss = loss + settings.certified_weight * certified_shortfall(module, list(boxes), settings.certified_target * data.target_margin, scale,
                                                                        settings.certified_hinge == "squared")

@@ -69,8 +69,9 @@ class RepairData:
     plus up to as many of ``keep_inputs`` (e.g. the user's data set) outside the boxes."""
 
     def __init__(self, spec: Spec, original: ChainModule, settings: BirdnnSettings, dtype: torch.dtype = torch.float32,
-                 keep_inputs: np.ndarray | None = None) -> None:
+                 keep_inputs: np.ndarray | None = None, decision: str = "argmax") -> None:
         self.spec = spec
+        self.decision = decision  # "argmax" or "argmin": how outputs pick a decision
         self.original = original
         self.settings = settings
         self.dtype = dtype

@@ -34,6 +34,13 @@ class BirdnnSettings:
     keep_weight: float = 1.0  # β: positives keep their original outputs
     outside_weight: float = 0.5  # samples outside the boxes keep their original outputs
     margin_weight: float = 1.0  # hinge on the property margin of every domain sample
+    # Positives and outside samples keep their decision (arg-max or arg-min of the outputs, as the
+    # problem says): a squared hinge when the gap between the original decision and the runner-up
+    # falls below this fraction of its original value. The output-keeping terms alone let the
+    # certified term flip close decisions wholesale (ACAS Xu N2,9 property 2: 98 % of the box's
+    # advisories changed by lowering the COC score everywhere).
+    decision_weight: float = 1.0
+    decision_keep: float = 0.5
     # Certified margin (retraining): a hinge on the CROWN lower bound of the margin over the
     # weakest leaves of a partition of the property's boxes (`certified.Partition`), so that the
     # margin holds on whole neighbourhoods, not only at samples. It costs behaviour where
