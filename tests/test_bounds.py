@@ -403,3 +403,23 @@ def test_returned_linear_lower_bound_holds_at_sampled_points(kind: str, seed: in
     spec_values = torch.einsum("mo,bpo->bpm", C, values) + d
     linear = torch.einsum("bmi,bpi->bpm", result.coefficients, points) + result.constant.unsqueeze(1)
     assert (spec_values >= linear - TOLERANCE).all()
+
+
+def test_own_adam_follows_torch_adam_on_a_quadratic() -> None:
+    from verirepair.bounds.adam import Adam
+
+    generator = torch.Generator().manual_seed(3)
+    target = torch.randn(4, 3, generator=generator, dtype=torch.float64)
+    ours_a = torch.zeros(4, 3, dtype=torch.float64, requires_grad=True)
+    ours_b = torch.ones(5, dtype=torch.float64, requires_grad=True)
+    theirs_a, theirs_b = (t.detach().clone().requires_grad_(True) for t in (ours_a, ours_b))
+    ours = Adam([([ours_a], 0.05), ([ours_b], 0.2)])
+    theirs = torch.optim.Adam([{"params": [theirs_a], "lr": 0.05}, {"params": [theirs_b], "lr": 0.2}])
+    for _ in range(300):
+        for optimiser, a, b in ((ours, ours_a, ours_b), (theirs, theirs_a, theirs_b)):
+            optimiser.zero_grad()
+            ((a - target).pow(2).sum() + (b.pow(2) - b).pow(2).sum()).backward()
+            optimiser.step()
+    assert torch.allclose(ours_a, theirs_a, atol=1e-10)
+    assert torch.allclose(ours_b, theirs_b, atol=1e-10)
+    assert float((ours_a - target).detach().abs().max()) < 0.1 * float(target.abs().max())  # and it does minimise

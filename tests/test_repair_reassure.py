@@ -156,6 +156,43 @@ def test_enumeration_finds_every_sampled_region_and_the_buggy_ones(net):
     assert {pattern_key(p) for p in mlp.patterns(bad)} <= buggy
 
 
+
+def test_flood_from_a_buggy_point_returns_its_grid_connected_buggy_regions(net):
+    """Oracle: a dense grid, 4-neighbour connectivity among the violating grid points."""
+    mlp = net[0]
+    n = 401
+    axis = np.linspace(-1, 1, n)
+    grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
+    # One clause "y_label - y_0 <= t", t such that a fifth of the box violates.
+    row = np.zeros((1, 3))
+    row[0, LABEL], row[0, 0] = 1.0, -1.0
+    margin = mlp.forward(grid) @ row[0]
+    clauses = [(row, np.array([np.quantile(margin, 0.2)]))]
+    regions, _ = enumerate_regions(mlp, LOWER, UPPER, Deadline(60))
+    buggy = {r.key for r in regions if any(region_violation(r, A, b, 0.0) is not None for A, b in clauses)}
+    seed = grid[np.argmin(margin)]
+    flooded, complete = enumerate_regions(
+        mlp, LOWER, UPPER, Deadline(60), seeds=seed[None, :],
+        accept=lambda r: any(region_violation(r, A, b, 0.0) is not None for A, b in clauses))
+    assert complete
+    keys = {r.key for r in flooded}
+    assert pattern_key(mlp.patterns(seed[None, :])[0]) in keys
+    assert keys <= buggy
+    grid_keys = np.array([pattern_key(p) for p in mlp.patterns(grid)]).reshape(n, n)
+    inside = (margin <= clauses[0][1][0]).reshape(n, n)
+    start = tuple(np.unravel_index(np.argmin(margin), (n, n)))
+    reached, stack = np.zeros((n, n), dtype=bool), [start]
+    reached[start] = True
+    while stack:
+        i, j = stack.pop()
+        for a, b in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
+            if 0 <= a < n and 0 <= b < n and inside[a, b] and not reached[a, b]:
+                reached[a, b] = True
+                stack.append((a, b))
+    assert set(grid_keys[reached]) <= keys
+    assert len(keys) < len(regions)  # a flood, not the whole box
+
+
 NNET = """// tiny test network
 2,2,2,3,
 2,3,2,

@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 
+from .adam import Adam
 from .layers import AffineLayer, Chain
 from .operators import BoundAffine, BoundOperator, BoundRelu, bound_operator
 
@@ -200,7 +201,7 @@ class BoundEngine:
         best, best_lam, best_bias = (t.detach().clone() for t in start)
         if not alphas:
             return best, best_lam, best_bias
-        optimiser = torch.optim.Adam(list(alphas.values()), lr=lr)
+        optimiser = Adam([(list(alphas.values()), lr)])
         for _ in range(steps):
             lam, bias = _backward(self.ops, last, lam0, bias0, pre, alphas)
             bound = concretize(lam, bias, lower, upper)

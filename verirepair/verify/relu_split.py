@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..bounds import AffineLayer, BoundEngine, Chain, LayerBounds
+from ..bounds.adam import Adam
 from .deadline import Deadline, paced_batch
 from .falsify import replay_most_violating
 from .objective import RegionRows
@@ -118,7 +119,7 @@ def bound_domains(net: SplitNetwork, objective: Tensor, offset: float, box_lower
     signs = [s.to(dtype) for s in splits]
     alphas = [a.to(dtype).clone().requires_grad_(True) for a in alpha]
     betas = [b.to(dtype).clone().requires_grad_(True) for b in beta]
-    optimiser = torch.optim.Adam([{"params": alphas, "lr": ALPHA_LR}, {"params": betas, "lr": BETA_LR}])
+    optimiser = Adam([(alphas, ALPHA_LR), (betas, BETA_LR)])
     best = torch.full((batch,), -torch.inf, dtype=dtype, device=box_lower.device)
     best_alpha = [a.detach().clone() for a in alphas]
     best_beta = [b.detach().clone() for b in betas]

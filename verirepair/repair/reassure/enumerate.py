@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from typing import Callable
 
 import numpy as np
 
@@ -40,10 +41,15 @@ def _facet_point(region: LinearRegion, i: int) -> tuple[np.ndarray, float] | Non
 
 
 def enumerate_regions(mlp: ReluMlp, lower: np.ndarray, upper: np.ndarray, deadline: Deadline,
-                      max_regions: int = 100_000, seeds: np.ndarray | None = None) -> tuple[list[LinearRegion], bool]:
-    """All linear regions met by the facet walk inside the box; second value False if cut short."""
+                      max_regions: int = 100_000, seeds: np.ndarray | None = None,
+                      accept: Callable[[LinearRegion], bool] | None = None) -> tuple[list[LinearRegion], bool]:
+    """All linear regions met by the facet walk inside the box; second value False if cut short.
+
+    With ``accept``, only the regions it accepts are kept and walked on from, starting at the
+    ``seeds`` only: the connected set of accepted regions around the seeds (a flood fill, e.g.
+    of the violating regions around a counterexample)."""
     width = np.where(upper > lower, upper - lower, 1.0)
-    start = [(lower + upper) / 2] + ([] if seeds is None else list(np.atleast_2d(seeds)))
+    start = ([] if accept is not None else [(lower + upper) / 2]) + ([] if seeds is None else list(np.atleast_2d(seeds)))
     queue: deque[np.ndarray] = deque()
     seen: set[str] = set()
     regions: list[LinearRegion] = []
@@ -58,6 +64,8 @@ def enumerate_regions(mlp: ReluMlp, lower: np.ndarray, upper: np.ndarray, deadli
         # Unpruned rows (after the cheap box filter): a row without a facet is redundant, so the
         # facet LPs prune the region too.
         region = region_of_pattern(mlp, queue.popleft(), lower, upper, prune="box")
+        if accept is not None and not accept(region):
+            continue
         facet_rows = []
         for i in range(region.A.shape[0]):
             found = _facet_point(region, i)
