@@ -5,6 +5,8 @@ Loss on a minibatch (outputs measured in units of the margin scale of `RepairDat
 * imitation — negatives move to their imitation target (nearest positive behaviour), weight α;
 * keep — positives keep their original outputs, weight β;
 * outside — samples of the input space outside the property's boxes keep their outputs;
+* decision — positives and outside samples keep their decision (arg-max or arg-min, as the
+  problem says) with at least half of its original lead over the runner-up;
 * margin — a squared hinge pulling every domain sample's property margin up to the target margin;
 * certified — a hinge (squared by default, to a quarter of the target margin) on a CROWN lower
   bound of the margin over leaves of a partition of the boxes (`certified`), so that the margin
