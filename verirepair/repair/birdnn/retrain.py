@@ -6,7 +6,8 @@ Loss on a minibatch (outputs measured in units of the margin scale of `RepairDat
 * keep — positives keep their original outputs, weight β;
 * outside — samples of the input space outside the property's boxes keep their outputs;
 * decision — positives and outside samples keep their decision (arg-max or arg-min, as the
-  problem says) with at least half of its original lead over the runner-up;
+  problem says) with at least half of its original lead over the runner-up; on from the first
+  check at which more than `keep_decisions_above` of the held-out safe samples changed theirs;
 * margin — a squared hinge pulling every domain sample's property margin up to the target margin;
 * certified — a hinge (squared by default, to a quarter of the target margin) on a CROWN lower
   bound of the margin over leaves of a partition of the boxes (`certified`), so that the margin
@@ -14,8 +15,9 @@ Loss on a minibatch (outputs measured in units of the margin scale of `RepairDat
   verifier could not decide a candidate (see `BirdnnSettings.certify_below_violation`).
 
 After every block of steps the property accuracy on a fixed held-out draw of the boxes is
-measured; when it drops by more than the tolerance, the weights roll back to the best block and
-the learning rate halves. When every sample satisfies the target margin, a gradient search on the
+measured; when it drops by more than the tolerance, or when more than `max_decision_change` of
+the held-out samples safe in the original changed their decision, the weights roll back to the
+best block and the learning rate halves. When every sample satisfies the target margin, a gradient search on the
 candidate looks for low-margin points; any it finds join the negatives and training continues.
 """
 
@@ -40,12 +42,17 @@ from .settings import BirdnnSettings
 from .strategy import BirdnnStrategy
 
 
-def property_accuracy(module: ChainModule, data: RepairData) -> tuple[float, torch.Tensor]:
-    """(fraction of validation samples where the property holds, the margins of the domain samples)."""
+def property_accuracy(module: ChainModule, data: RepairData) -> tuple[float, float, torch.Tensor]:
+    """(fraction of validation samples where the property holds, fraction of the validation
+    samples safe in the original whose decision changed, the margins of the domain samples)."""
     with torch.no_grad():
-        held_out = data.property.margin(module(data.validation.x), data.validation.member)
+        y = module(data.validation.x)
+        held_out = data.property.margin(y, data.validation.member)
         domain = data.property.margin(module(data.domain.x), data.domain.member)
-    return float((held_out > 0).double().mean()), domain
+        safe = data.validation.margin0 > 0
+        pick = torch.argmax if data.decision == "argmax" else torch.argmin
+        changed = (pick(y[safe], dim=1) != pick(data.validation.y0[safe], dim=1)).double().mean() if bool(safe.any()) else torch.zeros(())
+    return float((held_out > 0).double().mean()), float(changed), domain
 
 
 def calibrated_learning_rate(module: ChainModule, data: RepairData, step_change: float, probe: float = 1e-3) -> float:
@@ -76,7 +83,7 @@ def decision_shortfall(y: torch.Tensor, y0: torch.Tensor, rule: str, keep: float
 
 
 def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings, generator: torch.Generator,
-                boxes: list[tuple[RegionTensors, torch.Tensor, torch.Tensor]] = ()) -> torch.Tensor:
+                boxes: list[tuple[RegionTensors, torch.Tensor, torch.Tensor]] = (), keep_decisions: bool = True) -> torch.Tensor:
     domain, outside = data.domain, data.outside
     batch = settings.batch_size
     index = torch.randint(len(domain), (batch,), generator=generator)
@@ -90,7 +97,8 @@ def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings,
     scale = data.scale
     squared = ((y - data.targets[index]) / scale).pow(2).mean(dim=1)
     loss = settings.keep_weight * torch.where(~negative, squared, torch.zeros_like(squared)).mean()
-    if settings.decision_weight > 0 and bool((~negative).any()):
+    keep_decisions = keep_decisions and settings.decision_weight > 0
+    if keep_decisions and bool((~negative).any()):
         kept = decision_shortfall(y[~negative], domain.y0[index][~negative], data.decision, settings.decision_keep)
         loss = loss + settings.decision_weight * (kept / scale).pow(2).mean()
     if bool(negative.any()):
@@ -102,7 +110,7 @@ def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings,
         y_out = module(outside.x[pick])
         kept = ((y_out - outside.y0[pick]) / data.outside_scale[pick]).pow(2).mean()
         loss = loss + settings.outside_weight * kept
-        if settings.decision_weight > 0:
+        if keep_decisions:
             flipped = decision_shortfall(y_out, outside.y0[pick], data.decision, settings.decision_keep)
             loss = loss + settings.decision_weight * (flipped / data.outside_scale[pick].squeeze(1)).pow(2).mean()
     if boxes:
@@ -137,7 +145,8 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
     rng = np.random.default_rng(settings.seed + session.rounds)
     learning_rate = calibrated_learning_rate(module, data, settings.step_change)
     optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate)
-    accuracy, margins = property_accuracy(module, data)
+    accuracy, changed, margins = property_accuracy(module, data)
+    keep_decisions = changed > settings.keep_decisions_above
     partition = certified_partition(session, settings)
     best_state, best_accuracy = module.state(), accuracy
     rollbacks = attacks_added = checks = 0
@@ -149,12 +158,13 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
             for _ in range(settings.steps_per_check):
                 optimiser.zero_grad()
                 boxes = partition.draw(settings.certified_boxes, data.target_margin, module, rng) if partition is not None else []
-                repair_loss(module, data, settings, generator, boxes).backward()
+                repair_loss(module, data, settings, generator, boxes, keep_decisions).backward()
                 optimiser.step()
-            accuracy, margins = property_accuracy(module, data)
+            accuracy, changed, margins = property_accuracy(module, data)
+            keep_decisions = keep_decisions or changed > settings.keep_decisions_above
             if partition is not None:
                 partition.refine(module, data.target_margin)
-            if accuracy < best_accuracy - settings.rollback_tolerance:
+            if accuracy < best_accuracy - settings.rollback_tolerance or changed > settings.max_decision_change:
                 module.load(best_state)
                 learning_rate *= 0.5
                 optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate)
@@ -173,7 +183,7 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
                 attacks_added += data.add_points(found, with_neighbours=False)
     session.rounds += 1
     return {"checks": checks, "rollbacks": rollbacks, "search_points_added": attacks_added,
-            "samples_satisfied": satisfied, "held_out_property_accuracy": accuracy,
+            "samples_satisfied": satisfied, "held_out_property_accuracy": accuracy, "held_out_decisions_changed": changed,
             "smallest_sample_margin": float(margins.min()),
             "partition_boxes": partition.size if partition else 0, "partition_open": partition.open if partition else 0, "learning_rate": learning_rate, "target_margin": data.target_margin}
 
