@@ -17,8 +17,9 @@ Loss on a minibatch (outputs measured in units of the margin scale of `RepairDat
 After every block of steps the property accuracy on a fixed held-out draw of the boxes is
 measured; when it drops by more than the tolerance, or when more than `max_decision_change` of
 the held-out samples safe in the original changed their decision, the weights roll back to the
-best block and the learning rate halves. When every sample satisfies the target margin, a gradient search on the
-candidate looks for low-margin points; any it finds join the negatives and training continues.
+best block and the learning rate halves. When every sample satisfies the target margin, a
+gradient search on the candidate looks for low-margin points; any it finds join the negatives
+and training continues.
 """
 
 from __future__ import annotations

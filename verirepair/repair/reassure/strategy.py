@@ -271,12 +271,7 @@ class ReassureStrategy:
                 state.counts["enumeration_complete"] = int(complete)
                 buggy = 0
                 for r in regions:
-                    tolerance = self._margin(r)
-                    hit = None
-                    for A, b in clauses:
-                        hit = region_violation(r, A, b, tolerance)
-                        if hit is not None:
-                            break
+                    hit = self._violation(r, clauses)
                     if hit is not None:
                         buggy += 1
                         todo.append((index, hit, False, r))
@@ -294,6 +289,15 @@ class ReassureStrategy:
                         break
         return todo
 
+    def _violation(self, region: LinearRegion, clauses: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
+        """A point of the region that violates (or nearly violates: within the patch margin) a clause."""
+        tolerance = self._margin(region)
+        for A, b in clauses:
+            hit = region_violation(region, A, b, tolerance)
+            if hit is not None:
+                return hit
+        return None
+
     def _flood(self, state: _State, index: int, box: Box, seeds: list[np.ndarray],
                clauses: list[tuple[np.ndarray, np.ndarray]], deadline: Deadline) -> list[tuple[int, np.ndarray, bool, LinearRegion | None]]:
         """The not yet patched regions among the violating ones connected to the seeds' regions."""
@@ -302,13 +306,10 @@ class ReassureStrategy:
         hits: dict[str, np.ndarray] = {}
 
         def violating(region: LinearRegion) -> bool:
-            tolerance = self._margin(region)
-            for A, b in clauses:
-                hit = region_violation(region, A, b, tolerance)
-                if hit is not None:
-                    hits[region.key] = hit
-                    return True
-            return False
+            hit = self._violation(region, clauses)
+            if hit is not None:
+                hits[region.key] = hit
+            return hit is not None
 
         budget = Deadline(max(0.0, self.settings.flood_share * deadline.remaining()))
         regions, complete = enumerate_regions(state.mlp, box.lower, box.upper, budget,
