@@ -51,8 +51,8 @@ def property_accuracy(module: ChainModule, data: RepairData) -> tuple[float, flo
         held_out = data.property.margin(y, data.validation.member)
         domain = data.property.margin(module(data.domain.x), data.domain.member)
         safe = data.validation.margin0 > 0
-        pick = torch.argmax if data.decision == "argmax" else torch.argmin
-        changed = (pick(y[safe], dim=1) != pick(data.validation.y0[safe], dim=1)).double().mean() if bool(safe.any()) else torch.zeros(())
+        before, after = (decision_scores(t[safe], data.decision).argmax(dim=1) for t in (data.validation.y0, y))
+        changed = (after != before).double().mean() if bool(safe.any()) else torch.zeros(())
     return float((held_out > 0).double().mean()), float(changed), domain
 
 
@@ -69,11 +69,15 @@ def calibrated_learning_rate(module: ChainModule, data: RepairData, step_change:
     return probe * step_change * data.scale / max(change, 1e-12)
 
 
+def decision_scores(y: torch.Tensor, rule: str) -> torch.Tensor:
+    """Outputs signed so that the decision is their arg-max under either rule."""
+    return y if rule == "argmax" else -y
+
+
 def decision_shortfall(y: torch.Tensor, y0: torch.Tensor, rule: str, keep: float) -> torch.Tensor:
     """[N]: how far the gap between each sample's original decision and its runner-up (in ``y``)
     falls short of ``keep`` times that gap in the original outputs ``y0`` (0 where it does not)."""
-    sign = 1.0 if rule == "argmax" else -1.0
-    score, score0 = sign * y, sign * y0
+    score, score0 = decision_scores(y, rule), decision_scores(y0, rule)
     decision = score0.argmax(dim=1, keepdim=True)
     others = torch.ones_like(score0, dtype=torch.bool).scatter_(1, decision, False)
     runner_up0 = torch.where(others, score0, torch.full_like(score0, -torch.inf)).amax(dim=1)
