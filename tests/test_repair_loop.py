@@ -179,3 +179,40 @@ def test_reassure_patches_are_exactly_zero_on_the_domain_outside_the_property_bo
     far = x[np.abs(x).max(axis=1) > 1.1]  # outside the property's box [-1, 1]^2 and its support band
     before, after = (run_onnxruntime(load_network(p), far) for p in (files["violated"], out))
     assert np.abs(after - before).max() <= 1e-6
+
+
+class _Recording:
+    """A strategy that returns the original model and records how it was called."""
+
+    def __init__(self, name: str, calls: list) -> None:
+        self.name, self.calls = name, calls
+
+    def repair(self, problem, previous, deadline):
+        self.calls.append((self.name, previous is not None, deadline.remaining()))
+        return RepairCandidate(F.mlp(2, 4, 3, seed=4), {"mine": self.name})
+
+
+def test_strategy_sequence_hands_over_at_its_share_with_a_fresh_start(monkeypatch):
+    from verirepair.repair import sequence
+    from verirepair.repair.strategy import RepairProblem
+    from verirepair.verify import Deadline
+
+    clock = [1000.0]
+    monkeypatch.setattr(sequence.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("verirepair.verify.deadline.time.monotonic", lambda: clock[0])
+    calls: list = []
+    chain = sequence.StrategySequence("both", [_Recording("a", calls), _Recording("b", calls)], [0.6])
+    problem = RepairProblem(None, None, ())  # type: ignore[arg-type]  # the fakes never look at it
+    deadline = Deadline(100.0)
+    first = chain.repair(problem, None, deadline)
+    clock[0] += 30.0
+    chain.repair(problem, first, deadline)
+    clock[0] += 35.0  # 65 s of 100: past a's 60 % share
+    last = chain.repair(problem, first, deadline)
+    # a only gets the time up to its share; b starts without a's candidate and keeps the rest.
+    assert [(n, p) for n, p, _ in calls] == [("a", False), ("a", True), ("b", False)]
+    assert calls[0][2] == pytest.approx(60.0) and calls[1][2] == pytest.approx(30.0)
+    assert calls[2][2] == pytest.approx(35.0)
+    assert last.details == {"mine": "b", "sequence_step": "b"}
+    with pytest.raises(ValueError):
+        sequence.StrategySequence("bad", [_Recording("a", calls)], [0.5])

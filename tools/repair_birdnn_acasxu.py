@@ -38,6 +38,7 @@ import torch
 from verirepair.network import Network, load_network, run_onnxruntime
 from verirepair.repair import RepairSettings, repair_network
 from verirepair.repair.birdnn import BirdnnFinetune, BirdnnRetrain, BirdnnSettings
+from verirepair.repair.sequence import birdnn_sequence
 from verirepair.spec import Box, Spec, parse_vnnlib
 from verirepair.verify import Deadline, VerifySettings, verify
 
@@ -126,11 +127,13 @@ def strategy_named(name: str, args: argparse.Namespace):
         return BirdnnRetrain(settings)
     if name == "birdnn-finetune":
         return BirdnnFinetune(settings)
+    if name == "birdnn":
+        return birdnn_sequence(settings)
     if name == "reassure":  # patches exactly local on the whole operating range, not just the box
         from verirepair.repair.reassure import ReassureSettings, ReassureStrategy
 
         return ReassureStrategy(ReassureSettings(domain=OPERATING_RANGE))
-    raise SystemExit(f"strategy {name!r}: not one of birdnn-retrain, birdnn-finetune, reassure")
+    raise SystemExit(f"strategy {name!r}: not one of birdnn, birdnn-retrain, birdnn-finetune, reassure")
 
 
 def run_one(label: str, net: str, prop: int, strategy_name: str, args: argparse.Namespace) -> dict[str, object]:

@@ -12,6 +12,7 @@ STRATEGIES: dict[str, tuple[str, str]] = {
     "reassure": ("verirepair.repair.reassure", "reassure_strategy"),
     "birdnn-retrain": ("verirepair.repair.birdnn", "retrain_strategy"),
     "birdnn-finetune": ("verirepair.repair.birdnn", "finetune_strategy"),
+    "birdnn": ("verirepair.repair.sequence", "birdnn_sequence"),
 }
 
 

@@ -1,0 +1,60 @@
+"""A strategy that hands over to the next one when the current one runs out of its time share.
+
+Different repair methods fail on different networks: on ACAS Xu property 2, BIRDNN retraining
+proved 38 of 39 networks and fine-tuning proved the one it missed (N1,3, where each retrained
+candidate had a new counterexample). `StrategySequence` runs its strategies one after the other
+inside one check-and-fix run: strategy ``i`` owns the time until ``shares[i]`` of the run's budget
+has passed (counted from the first call, verification included), then the next one starts afresh
+from the original network with every counterexample found so far. Nothing here decides anything:
+each candidate is still exported and verified by the loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from ..verify import Deadline
+from .birdnn import BirdnnFinetune, BirdnnRetrain, BirdnnSettings
+from .strategy import RepairCandidate, RepairProblem, RepairStrategy
+
+
+class StrategySequence:
+    def __init__(self, name: str, strategies: Sequence[RepairStrategy], shares: Sequence[float]) -> None:
+        """``shares``: the cumulative fraction of the budget at which each strategy but the last
+        hands over (increasing, in (0, 1)); the last strategy keeps whatever time is left."""
+        if len(shares) != len(strategies) - 1 or not strategies:
+            raise ValueError("a sequence needs one hand-over share per strategy but the last")
+        if list(shares) != sorted(shares) or not all(0.0 < s < 1.0 for s in shares):
+            raise ValueError(f"hand-over shares must increase within (0, 1), got {list(shares)}")
+        self.name = name
+        self.strategies = list(strategies)
+        self.shares = list(shares)
+        self._started: float | None = None
+        self._budget = 0.0
+        self._current = 0
+
+    def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
+        now = time.monotonic()
+        if self._started is None:
+            self._started, self._budget = now, deadline.remaining()
+        elapsed = now - self._started
+        handed_over = False
+        while self._current < len(self.shares) and elapsed >= self.shares[self._current] * self._budget:
+            self._current += 1
+            handed_over = True
+        if handed_over:
+            previous = None  # the new strategy starts from the original network
+        if self._current < len(self.shares):
+            own = Deadline(min(deadline.remaining(), self.shares[self._current] * self._budget - elapsed))
+        else:
+            own = deadline
+        strategy = self.strategies[self._current]
+        candidate = strategy.repair(problem, previous, own)
+        details = {**candidate.details, "sequence_step": strategy.name}
+        return RepairCandidate(candidate.model, details, candidate.phase_seconds)
+
+
+def birdnn_sequence(settings: BirdnnSettings | None = None) -> StrategySequence:
+    """BIRDNN retraining, then fine-tuning from 60 % of the budget on."""
+    return StrategySequence("birdnn", [BirdnnRetrain(settings), BirdnnFinetune(settings)], [0.6])
