@@ -206,13 +206,20 @@ def test_strategy_sequence_hands_over_at_its_share_with_a_fresh_start(monkeypatc
     deadline = Deadline(100.0)
     first = chain.repair(problem, None, deadline)
     clock[0] += 30.0
-    chain.repair(problem, first, deadline)
-    clock[0] += 35.0  # 65 s of 100: past a's 60 % share
-    last = chain.repair(problem, first, deadline)
+    previous = RepairCandidate(F.mlp(2, 4, 3, seed=5), {})
+    chain.repair(problem, previous, deadline)
+    clock[0] += 26.0  # 56 s of 100: within 5 % of a's 60 % share, too little left for a
+    last = chain.repair(problem, previous, deadline)
     # a only gets the time up to its share; b starts without a's candidate and keeps the rest.
     assert [(n, p) for n, p, _ in calls] == [("a", False), ("a", True), ("b", False)]
     assert calls[0][2] == pytest.approx(60.0) and calls[1][2] == pytest.approx(30.0)
-    assert calls[2][2] == pytest.approx(35.0)
+    assert calls[2][2] == pytest.approx(44.0)
     assert last.details == {"mine": "b", "sequence_step": "b"}
+    # A strategy that answers with the previous candidate hands over at once.
+    calls.clear()
+    again = sequence.StrategySequence("both", [_Recording("a", calls), _Recording("b", calls)], [0.6])
+    again.repair(problem, None, deadline)
+    again.repair(problem, first, deadline)  # a returns the very model of `first`
+    assert [(n, p) for n, p, _ in calls] == [("a", False), ("a", True), ("b", False)]
     with pytest.raises(ValueError):
         sequence.StrategySequence("bad", [_Recording("a", calls)], [0.5])

@@ -133,7 +133,11 @@ def strategy_named(name: str, args: argparse.Namespace):
         from verirepair.repair.reassure import ReassureSettings, ReassureStrategy
 
         return ReassureStrategy(ReassureSettings(domain=OPERATING_RANGE))
-    raise SystemExit(f"strategy {name!r}: not one of birdnn, birdnn-retrain, birdnn-finetune, reassure")
+    if name == "reassure-boxes":
+        from verirepair.repair.reassure.boxes import BoxPatchSettings, BoxPatchStrategy
+
+        return BoxPatchStrategy(BoxPatchSettings(domain=OPERATING_RANGE))
+    raise SystemExit(f"strategy {name!r}: not one of birdnn, birdnn-retrain, birdnn-finetune, reassure, reassure-boxes")
 
 
 def run_one(label: str, net: str, prop: int, strategy_name: str, args: argparse.Namespace) -> dict[str, object]:

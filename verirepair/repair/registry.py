@@ -10,6 +10,7 @@ from .strategy import RepairStrategy
 # name → ("module", "factory attribute"); the factory takes no arguments. One line per strategy.
 STRATEGIES: dict[str, tuple[str, str]] = {
     "reassure": ("verirepair.repair.reassure", "reassure_strategy"),
+    "reassure-boxes": ("verirepair.repair.reassure.boxes", "box_patch_strategy"),
     "birdnn-retrain": ("verirepair.repair.birdnn", "retrain_strategy"),
     "birdnn-finetune": ("verirepair.repair.birdnn", "finetune_strategy"),
     "birdnn": ("verirepair.repair.sequence", "birdnn_sequence"),

@@ -19,6 +19,10 @@ from .birdnn import BirdnnFinetune, BirdnnRetrain, BirdnnSettings
 from .strategy import RepairCandidate, RepairProblem, RepairStrategy
 
 
+# A strategy hands over this fraction of the budget before its share ends.
+HAND_OVER_EARLY = 0.05
+
+
 class StrategySequence:
     def __init__(self, name: str, strategies: Sequence[RepairStrategy], shares: Sequence[float]) -> None:
         """``shares``: the cumulative fraction of the budget at which each strategy but the last
@@ -38,17 +42,26 @@ class StrategySequence:
         now = time.monotonic()
         if self._started is None:
             self._started, self._budget = now, deadline.remaining()
-        elapsed = now - self._started
-        handed_over = False
-        while self._current < len(self.shares) and elapsed >= self.shares[self._current] * self._budget:
+        # Hand over a little before the share ends: a strategy left with seconds can only return
+        # its last candidate again, which would end the whole run.
+        while (self._current < len(self.shares)
+               and now - self._started >= (self.shares[self._current] - HAND_OVER_EARLY) * self._budget):
             self._current += 1
-            handed_over = True
-        if handed_over:
-            previous = None  # the new strategy starts from the original network
+            previous = None  # the next strategy starts from the original network
+        candidate = self._current_strategy_repair(problem, previous, deadline)
+        if (previous is not None and self._current < len(self.shares)
+                and candidate.model.SerializeToString() == previous.model.SerializeToString()):
+            self._current += 1  # nothing new from this strategy: the next one's turn
+            candidate = self._current_strategy_repair(problem, None, deadline)
+        return candidate
+
+    def _current_strategy_repair(self, problem: RepairProblem, previous: RepairCandidate | None,
+                                 deadline: Deadline) -> RepairCandidate:
+        assert self._started is not None
+        own = deadline
         if self._current < len(self.shares):
-            own = Deadline(min(deadline.remaining(), self.shares[self._current] * self._budget - elapsed))
-        else:
-            own = deadline
+            end = self._started + self.shares[self._current] * self._budget
+            own = Deadline(min(deadline.remaining(), max(0.0, end - time.monotonic())))
         strategy = self.strategies[self._current]
         candidate = strategy.repair(problem, previous, own)
         details = {**candidate.details, "sequence_step": strategy.name}

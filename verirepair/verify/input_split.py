@@ -347,3 +347,31 @@ def _probe(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, settings: Ve
                       PROBE_STEPS, deadline)
     points = torch.cat([(boxes.lower + boxes.upper) / 2, vertex, refined])
     return replay_most_violating(engine.chain, points, rows.margin, confirm, 8)
+
+
+def open_cover(engine: BoundEngine, rows: RegionRows, region: Region, settings: VerifySettings,
+               deadline: Deadline, max_boxes: int) -> OpenBoxes:
+    """Boxes covering every point of the region where CROWN cannot refute a clause: the region
+    minus the union of these boxes is proven safe.
+
+    The same splits as `input_split_search`, without counterexample search and without stopping at
+    a violation: the widest open boxes are split (both halves kept, closed ones dropped) while the
+    cover has fewer than ``max_boxes`` boxes and time is left. Repair uses it to localise: what is
+    outside the cover needs no change.
+    """
+    lower, upper = box_tensors(region.box, rows.A.device)
+    cover = _bound(engine, rows, lower, upper, torch.ones(1, rows.n_clauses, dtype=torch.bool, device=lower.device),
+                   np.array([""], dtype=object), settings).settle(torch.zeros(1, dtype=torch.long, device=lower.device), None)
+    candidates = max(1, min(settings.split_candidates, lower.shape[1]))
+    while 0 < cover.size < max_boxes and not deadline.expired():
+        width = ((cover.upper - cover.lower) / (upper - lower).clamp(min=MIN_WIDTH)).max(dim=1).values
+        splittable = (cover.upper - cover.lower).max(dim=1).values > MIN_WIDTH
+        count = min(int(splittable.sum()), max_boxes - cover.size)
+        if count == 0:
+            break
+        order = torch.where(splittable, width, torch.full_like(width, -1.0)).argsort(descending=True)
+        chosen = torch.zeros(cover.size, dtype=torch.bool, device=lower.device)
+        chosen[order[:count]] = True
+        children, _ = _branch(engine, rows, cover.select(chosen), candidates, settings, None)
+        cover = OpenBoxes.concat([cover.select(~chosen), children])
+    return cover

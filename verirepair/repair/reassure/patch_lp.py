@@ -176,11 +176,17 @@ def _solve(region: LinearRegion, rows: list[tuple[np.ndarray, float]], cone_rows
 
 def _solve_constant(region: LinearRegion, rows: list[tuple[np.ndarray, float]], cone_rows: np.ndarray,
                     margin: float) -> AffinePatch:
-    m, n = region.W.shape
-    # a·d >= beta + margin - min_P a·(W x + c)  ;  cone: a_r·d >= 0 ; |d_o| <= t
+    # a·d >= beta + margin - min_P a·(W x + c)
+    needs = [(a, beta + margin - (_region_minimum(region, region.W.T @ a) + float(a @ region.c))) for a, beta in rows]
+    return constant_patch(needs, cone_rows, region.W.shape[1])
+
+
+def constant_patch(needs: list[tuple[np.ndarray, float]], cone_rows: np.ndarray, n_inputs: int) -> AffinePatch:
+    """The constant ``d`` of least ``||d||_inf`` with ``a·d >= need`` for every ``(a, need)`` and
+    ``a_r·d >= 0`` for every cone row."""
+    m = len(needs[0][0]) if needs else cone_rows.shape[1]
     ub, rhs = [], []
-    for a, beta in rows:
-        need = beta + margin - (_region_minimum(region, region.W.T @ a) + float(a @ region.c))
+    for a, need in needs:
         ub.append(np.concatenate([-a, [0.0]]))
         rhs.append(-need)
     for a in cone_rows:
@@ -197,7 +203,7 @@ def _solve_constant(region: LinearRegion, rows: list[tuple[np.ndarray, float]], 
     result = solve_lp(cost, np.array(ub), np.array(rhs))
     if result.status != "optimal" or result.x is None:
         raise PatchInfeasible(f"constant patch LP {result.status}")
-    return AffinePatch(np.zeros((m, n)), result.x[:m].copy(), float(result.x[m]), (), bool(len(cone_rows)))
+    return AffinePatch(np.zeros((m, n_inputs)), result.x[:m].copy(), float(result.x[m]), (), bool(len(cone_rows)))
 
 
 def patch_margin_on_region(region: LinearRegion, patch: AffinePatch, rows: list[tuple[np.ndarray, float]]) -> float:

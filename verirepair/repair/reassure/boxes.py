@@ -1,0 +1,224 @@
+"""Area repair with patches on boxes: REASSURE's support network around the boxes that branch and
+bound cannot prove, instead of around exact linear regions (``--strategy reassure-boxes``).
+
+On ACAS Xu the violating set of property 2 crosses hundreds of tiny linear regions, and the
+network patched region by region is very hard for the verifier (sharp bands around thin
+polytopes). Here the localiser is the verifier's own input split (`open_cover`): it splits the
+property's box until every box outside a cover of at most ``max_boxes`` boxes is *proven* safe.
+Each cover box ``B`` gets a constant patch ``d_B`` from CROWN's lower bounds of the property rows
+on ``B``: for every clause not refuted on ``B``, one row ``a·y <= β`` gets ``a·d_B >= β + margin -
+min_B a·f``, so ``f + d_B`` is safe on all of ``B``. The cone constraints of `patch_lp` (``a_r·d_B >=
+0`` for every property row) make partial and overlapping patches harmless (see `patch.py`): in the
+support band outside ``B`` the network moves only further into the safe set. Hence the patched
+network is safe on the cover (its patch) and off it (proven before, and only moved into the safe
+set) — which the loop then proves on the exported file with the complete verifier.
+
+The support network is the one of `support.py` on the box's ``2n`` faces, in coordinates
+normalised by the property box, with a band of ``band_fraction`` of the box's inradius.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ...bounds import BoundEngine, lower_network
+from ...spec import Box, Spec
+from ...verify import Deadline, VerifySettings
+from ...verify.input_split import open_cover
+from ...verify.objective import RegionRows, box_tensors
+from ..strategy import RepairCandidate, RepairProblem
+from .export import mlp_to_onnx
+from .patch import RegionPatch, patched_mlp
+from .patch_lp import MAX_ROW_COMBINATIONS, AffinePatch, PatchInfeasible, constant_patch
+from .regions import ReluMlp, implied_by_box, relu_mlp_of
+from .strategy import cone_rows, patch_domain
+from .support import automatic_gamma
+
+
+@dataclass(frozen=True)
+class BoxPatchSettings:
+    max_boxes: int = 256  # per property region: the cover's size, at most
+    cover_share: float = 0.3  # of the remaining time, at most, for the cover
+    # Patch margin: rows end at least margin_relative × (1 + |CROWN bound|) inside the safe set, so
+    # the verifier's bounds on sub-boxes (not always tighter than the box's own) still prove it.
+    margin_relative: float = 0.02
+    margin_growth: float = 4.0  # per undecided verification, for every patch
+    band_fraction: float = 0.05
+    domain: Box | None = None  # see ReassureSettings.domain
+
+
+@dataclass
+class _BoxPatch:
+    patch: RegionPatch
+    region_index: int
+    lower: np.ndarray
+    upper: np.ndarray
+    scale: float  # margin multiplier
+
+
+@dataclass
+class _State:
+    original_id: int
+    mlp: ReluMlp
+    engine: BoundEngine
+    boxes: list[_BoxPatch] = field(default_factory=list)
+    counterexamples: int = 0
+
+
+def _box_rows(lower: np.ndarray, upper: np.ndarray, space: Box) -> tuple[np.ndarray, np.ndarray]:
+    """``A x <= b`` for the box, rows unit in coordinates normalised by ``space``'s widths."""
+    width = _widths(space)
+    eye = np.diag(1.0 / width)
+    return np.vstack([eye, -eye]), np.concatenate([upper / width, -lower / width])
+
+
+def cheapest_patch(needs: list[list[tuple[np.ndarray, float]]], cone: np.ndarray, n_inputs: int) -> AffinePatch:
+    """The constant patch of least norm meeting one row's need per clause, over the choices of rows
+    (all combinations up to `MAX_ROW_COMBINATIONS`, else the least needy row of each clause)."""
+    combos = list(itertools.islice(itertools.product(*needs), MAX_ROW_COMBINATIONS + 1))
+    if len(combos) > MAX_ROW_COMBINATIONS:
+        combos = [tuple(min(clause, key=lambda row: row[1]) for clause in needs)]
+    best: AffinePatch | None = None
+    for combo in combos:
+        try:
+            patch = constant_patch(list(combo), cone, n_inputs)
+        except PatchInfeasible:
+            continue
+        if best is None or patch.norm < best.norm:
+            best = patch
+    if best is None:
+        raise PatchInfeasible("no constant patch in the property's cone refutes the box's clauses")
+    return best
+
+
+class BoxPatchStrategy:
+    name = "reassure-boxes"
+
+    def __init__(self, settings: BoxPatchSettings | None = None) -> None:
+        self.settings = settings or BoxPatchSettings()
+        self._state: _State | None = None
+
+    def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
+        if not problem.area:
+            raise ValueError("reassure-boxes repairs whole properties; use reassure for point-wise repair")
+        if self._state is None or self._state.original_id != id(problem.original):
+            self._state = _State(id(problem.original), relu_mlp_of(problem.original),
+                                 BoundEngine(lower_network(problem.original)))
+        state = self._state
+        spec = problem.spec
+        times = {"localise": 0.0, "synthesise": 0.0, "export": 0.0}
+        started = time.monotonic()
+        if not state.boxes:
+            todo = self._cover(spec, deadline)
+        else:
+            new = problem.counterexamples[state.counterexamples:]
+            todo = self._refine(spec, new) if new else []
+            if not new:  # undecided: every patch asks for more margin
+                for entry in state.boxes:
+                    entry.scale *= self.settings.margin_growth
+                todo = [(e.region_index, e.lower, e.upper, e.scale) for e in state.boxes]
+                state.boxes = []
+        state.counterexamples = len(problem.counterexamples)
+        times["localise"] = time.monotonic() - started
+
+        started = time.monotonic()
+        domain = patch_domain(problem, self.settings.domain)
+        cone = cone_rows(spec)
+        failed = 0
+        for index, lower, upper, scale in todo:
+            try:
+                entry = self._patch(state, spec, index, lower, upper, scale, cone, domain)
+            except PatchInfeasible:
+                failed += 1
+                continue
+            if entry is not None:
+                state.boxes.append(entry)
+        times["synthesise"] = time.monotonic() - started
+
+        started = time.monotonic()
+        patches = [e.patch for e in state.boxes]
+        model = mlp_to_onnx(patched_mlp(state.mlp, patches), problem.original, {"strategy": self.name, "patches": len(patches)})
+        times["export"] = time.monotonic() - started
+        details: dict[str, object] = {
+            "regions_patched": len(patches),
+            "patch_failures": failed,
+            "parameters_added": int(sum(p.n_parameters for p in patches)),
+            "max_patch_norm": float(max((p.norm for p in patches), default=0.0)),
+            "cover_volume": float(sum(np.prod((e.upper - e.lower) / _widths(spec.regions[e.region_index].box))
+                                      for e in state.boxes)),
+        }
+        return RepairCandidate(model, details, times)
+
+    def _cover(self, spec: Spec, deadline: Deadline) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
+        """Every box of each region's cover (see `open_cover`)."""
+        assert self._state is not None
+        todo = []
+        share = Deadline(self.settings.cover_share * deadline.remaining())
+        for index, region in enumerate(spec.regions):
+            rows = RegionRows.of(region, spec.n_outputs, torch.device("cpu"))
+            cover = open_cover(self._state.engine, rows, region, VerifySettings(), share,
+                               max(1, self.settings.max_boxes))
+            todo += [(index, lo, hi, 1.0) for lo, hi in zip(cover.lower.numpy(), cover.upper.numpy())]
+        return todo
+
+    def _refine(self, spec: Spec, points: tuple[np.ndarray, ...]) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
+        """For a counterexample inside a patched box, that box again with 10× the margin (float
+        rounding ate it); outside every box (it cannot be, unless rounding), a box around it as
+        small as the smallest cover box."""
+        assert self._state is not None
+        state = self._state
+        todo = []
+        for x in points:
+            hit = [e for e in state.boxes if np.all(x >= e.lower) and np.all(x <= e.upper)]
+            for entry in hit:
+                state.boxes.remove(entry)
+                todo.append((entry.region_index, entry.lower, entry.upper, entry.scale * 10))
+            if hit:
+                continue
+            for index, region in enumerate(spec.regions):
+                if region.box.contains(x):
+                    sizes = [e.upper - e.lower for e in state.boxes if e.region_index == index]
+                    half = (min(sizes, key=lambda s: float(s.max())) if sizes else region.box.upper - region.box.lower) / 2
+                    todo.append((index, np.maximum(x - half, region.box.lower), np.minimum(x + half, region.box.upper), 1.0))
+                    break
+        return todo
+
+    def _patch(self, state: _State, spec: Spec, index: int, lower: np.ndarray, upper: np.ndarray, scale: float,
+               cone: np.ndarray, domain: tuple[np.ndarray, np.ndarray]) -> _BoxPatch | None:
+        """The box's patch; None when CROWN already refutes every clause on it."""
+        region = spec.regions[index]
+        rows = RegionRows.of(region, spec.n_outputs, torch.device("cpu"))
+        lo, hi = box_tensors(Box(lower, upper), torch.device("cpu"))
+        with torch.no_grad():
+            bounds = state.engine.output_bounds(lo, hi, rows.A, -rows.b, method="crown").lower[0].numpy()
+        A, owner = rows.A.numpy(), rows.owner.numpy()
+        needs = []
+        for k in range(rows.n_clauses):
+            mine = np.flatnonzero(owner == k)
+            if np.any(bounds[mine] > 0):
+                continue  # refuted on the box already; the cone keeps it refuted
+            needs.append([(A[r], (self.settings.margin_relative * (1 + abs(bounds[r]))) * scale - bounds[r]) for r in mine])
+        if not needs:
+            return None
+        patch = cheapest_patch(needs, cone, spec.n_inputs)
+        K = patch.norm * (1 + 1e-6) + 1e-6
+        support_A, support_b = _box_rows(lower, upper, region.box)
+        needed = ~implied_by_box(support_A, support_b, *domain, tolerance=0.0)
+        inradius = float(np.min((upper - lower) / _widths(region.box))) / 2
+        gamma = automatic_gamma(inradius, self.settings.band_fraction)
+        key = f"box{index}:" + ",".join(f"{v:.6g}" for v in np.concatenate([lower, upper]))
+        region_patch = RegionPatch(support_A[needed], support_b[needed], gamma, patch.C, patch.d, K, key, patch.norm)
+        return _BoxPatch(region_patch, index, lower, upper, scale)
+
+
+def _widths(box: Box) -> np.ndarray:
+    return np.where(box.upper > box.lower, box.upper - box.lower, 1.0)
+
+
+def box_patch_strategy() -> BoxPatchStrategy:
+    return BoxPatchStrategy()
