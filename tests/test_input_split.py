@@ -104,3 +104,29 @@ def test_a_dimension_too_narrow_to_split_is_never_chosen() -> None:
                      boxes.unstable, boxes.paths)
     halves, _ = _branch(engine, rows, flat, 2, SETTINGS, None)
     assert all(str(p)[-2] == "1" for p in halves.paths)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10_000), st.integers(2, 3), st.sampled_from([1, 8, 40]))
+def test_open_cover_holds_every_violating_sample_within_its_size(seed: int, n_in: int, max_boxes: int) -> None:
+    """Oracle: dense samples of the region. Every sample that violates a clause lies in a cover box."""
+    from verirepair.verify import Deadline
+    from verirepair.verify.input_split import open_cover
+
+    rng = np.random.default_rng(seed)
+    chain = random_mlp(rng, n_in, [10, 10], 2)
+    lower, upper = random_box(rng, n_in)
+    x = sample_box(rng, lower, upper, 20_000)[0]
+    with torch.no_grad():
+        y = chain.forward(x)
+    # One clause "y_0 - y_1 <= t", t such that about a tenth of the samples violate.
+    t = float(torch.quantile(y[:, 0] - y[:, 1], 0.1))
+    region = Region(Box(lower[0].numpy(), upper[0].numpy()), (Clause(np.array([[1.0, -1.0]]), np.array([t])),))
+    rows = RegionRows.of(region, 2, torch.device("cpu"))
+    cover = open_cover(BoundEngine(chain), rows, region, SETTINGS, Deadline(60), max_boxes)
+    assert 1 <= cover.size <= max_boxes
+    violating = x[(y[:, 0] - y[:, 1]) <= t]
+    inside = ((violating[:, None, :] >= cover.lower[None] - 1e-12) & (violating[:, None, :] <= cover.upper[None] + 1e-12)).all(-1)
+    assert bool(inside.any(dim=1).all())
+    # The cover stays inside the region's box.
+    assert bool((cover.lower >= lower - 1e-12).all() and (cover.upper <= upper + 1e-12).all())

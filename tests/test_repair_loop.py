@@ -223,3 +223,26 @@ def test_strategy_sequence_hands_over_at_its_share_with_a_fresh_start(monkeypatc
     assert [(n, p) for n, p, _ in calls] == [("a", False), ("a", True), ("b", False)]
     with pytest.raises(ValueError):
         sequence.StrategySequence("bad", [_Recording("a", calls)], [0.5])
+
+
+def test_box_patches_are_proven_safe_on_a_grid_and_change_nothing_outside_their_bands(files, tmp_path):
+    """Oracles: the verifier on the written file, onnxruntime on a dense grid, the support formula."""
+    from verirepair.network import load_network, run_onnxruntime
+    from verirepair.repair.reassure.boxes import BoxPatchSettings, BoxPatchStrategy
+    from verirepair.repair.reassure.support import support_value
+
+    out = tmp_path / "boxes.onnx"
+    strategy = BoxPatchStrategy(BoxPatchSettings(max_boxes=32))
+    report = check_and_fix(files["violated"], files["spec"], strategy,
+                           RepairSettings(budget=120, verify_timeout=60, output=out, side_effect_samples=500))
+    assert report.status == "repaired" and 1 <= report.regions_patched <= 32
+    assert verify_files(out, files["spec"], VerifySettings(timeout=60)).status == "unsat"
+    axis = np.linspace(-1, 1, 161)
+    grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
+    before = run_onnxruntime(load_network(files["violated"]), grid)
+    after = run_onnxruntime(load_network(out), grid)
+    violates = lambda y: (y[:, 0] >= y[:, 1]) & (y[:, 0] >= y[:, 2])  # noqa: E731
+    assert violates(before).any() and not violates(after).any()
+    untouched = np.all([support_value(p.A, p.b, p.gamma, grid) == 0.0 for p in strategy.patches], axis=0)
+    assert untouched.sum() > 100
+    np.testing.assert_allclose(after[untouched], before[untouched], atol=1e-5, rtol=1e-5)

@@ -108,7 +108,8 @@ def test_patch_network_is_p_on_the_region_and_zero_away_from_it(net):
     np.testing.assert_allclose(g[inside], 1.0, atol=1e-12)
 
 
-def test_patched_chain_torch_and_onnxruntime_agree(net, tmp_path):
+@pytest.mark.parametrize("forms", [("affine",), ("constant",), ("affine", "constant")])
+def test_patched_chain_torch_and_onnxruntime_agree(net, tmp_path, forms):
     mlp, network, _ = net
     clauses = _label_clauses(3, LABEL)
     cone = np.vstack([A for A, _ in clauses])
@@ -121,7 +122,8 @@ def test_patched_chain_torch_and_onnxruntime_agree(net, tmp_path):
         if region.key in seen:
             continue
         seen.add(region.key)
-        patch = minimal_patch(region, clauses, cone, (LOWER, UPPER), 1e-3)
+        form = forms[len(patches) % len(forms)]
+        patch = minimal_patch(region, clauses, cone, (LOWER, UPPER), 1e-3, affine=form == "affine")
         K = patch.bound_on_box(LOWER, UPPER) * 1.01 + 1e-6
         patches.append(RegionPatch(region.A, region.b, 1.0 / max(1e-3, chebyshev_centre(region)[1] * 0.05),
                                    patch.C, patch.d, K, region.key, patch.norm))

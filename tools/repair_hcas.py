@@ -27,6 +27,7 @@ from verirepair.network.nnet import nnet_to_onnx, read_nnet
 from verirepair.repair import RepairSettings, check_and_fix, label_spec, repair_points
 from verirepair.repair.data import load_data
 from verirepair.repair.reassure import ReassureSettings, ReassureStrategy
+from verirepair.repair.reassure.boxes import BoxPatchSettings, BoxPatchStrategy
 from verirepair.repair.reassure.enumerate import enumerate_regions, region_violation
 from verirepair.repair.reassure.regions import pattern_key, relu_mlp_of
 from verirepair.spec import write_vnnlib
@@ -77,7 +78,10 @@ def area(args: argparse.Namespace, out: Path) -> None:
     settings = RepairSettings(budget=args.budget, verify_timeout=args.budget, output=out / "hcas_tau20_area.onnx",
                               side_effect_samples=args.samples,
                               data=load_data(DATA / "data" / "HCAS_rect_TrainingData_v6_pra1_tau20.h5"))
-    strategy = ReassureStrategy(ReassureSettings(localise="enumerate", enumerate_max_regions=100_000))
+    if args.strategy == "reassure-boxes":
+        strategy = BoxPatchStrategy(BoxPatchSettings(max_boxes=args.max_boxes))
+    else:
+        strategy = ReassureStrategy(ReassureSettings(localise="enumerate", enumerate_max_regions=100_000))
     report = check_and_fix(network, spec_path, strategy, settings)
     report.write_json(out / "hcas_tau20_area_report.json")
     print(report.summary())
@@ -90,6 +94,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1800.0)
     parser.add_argument("--enumerate-budget", type=float, default=1800.0)
     parser.add_argument("--enumerate-only", action="store_true")
+    parser.add_argument("--strategy", choices=("reassure", "reassure-boxes"), default="reassure",
+                        help="area: patches on exact linear regions, or on the boxes input split cannot prove")
+    parser.add_argument("--max-boxes", type=int, default=BoxPatchSettings.max_boxes)
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--out", default="repair-out/hcas")
     args = parser.parse_args()

@@ -103,6 +103,11 @@ class BoxPatchStrategy:
         self.settings = settings or BoxPatchSettings()
         self._state: _State | None = None
 
+    @property
+    def patches(self) -> list[RegionPatch]:
+        """The patches of the last candidate."""
+        return [e.patch for e in self._state.boxes] if self._state is not None else []
+
     def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
         if not problem.area:
             raise ValueError("reassure-boxes repairs whole properties; use reassure for point-wise repair")

@@ -7,12 +7,14 @@ One region's patch (REASSURE's ``h_A``), with ``p`` the affine patch, ``g`` the 
 
 On the region ``g = 1`` and ``h_A = p``; where ``g = 0``, ``h_A = 0``; in between ``h_A`` is ``p``
 soft-thresholded by ``K (1 - g)``: every output moves towards 0 by the same amount, signs kept.
+A *constant* patch ``p = d`` needs none of that: ``h_A(x) = g(x)·d`` is exact on the region, zero
+where ``g = 0`` and a scaled ``d`` in between (2k + 1 units instead of 2k + 3m).
 
 **Combination.** The repaired network is ``f + Σ_A h_A`` (a plain sum, not REASSURE's telescoping
 form). It is sound because every ``p`` satisfies the *cone* constraints of `patch_lp.py` on the
 whole domain: for every property row ``a`` (a difference of two outputs, or one output),
 ``a·p(x) >= 0``. Soft-thresholding all components by the same amount is monotone, so it keeps
-``a·h_A(x) >= 0``; a sum of such vectors has it too. Hence on a patched region ``A`` the output is
+``a·h_A(x) >= 0`` (as does scaling a constant ``d`` by ``g >= 0``); a sum of such vectors has it too. Hence on a patched region ``A`` the output is
 ``f + p_A + (vectors in the cone)``, safe because ``f + p_A`` is; on an unpatched safe point it is
 ``f + (cone)``, still safe. A violation of the repaired network can only sit in a region that is
 buggy in the original and not yet patched — which is what the check-and-fix loop feeds back.
@@ -27,6 +29,9 @@ separate branch:
     layer 3: original units | per patch: ``h⁺ = relu(u + K g - 2K)``, ``h⁻ = relu(-u + K g)``
     layer 4+: original units | 2m units carrying ``Σ h⁺`` and ``Σ h⁻`` (non-negative, so exact)
     output: original output layer + ``Σ h⁺ - Σ h⁻``
+
+Constant patches have no ``u`` units, and in layer 3 they all feed one shared pair of ``m``-unit
+blocks, ``Σ g·max(d, 0)`` and ``Σ g·max(-d, 0)`` (non-negative, so the ReLU is exact).
 
 ``u = relu(p + K)`` equals ``p + K`` on ``D`` (so the chain equals ``f + Σ h_A`` there exactly); outside
 ``D`` it clips ``p`` at ``-K``. When the original has fewer than 3 hidden layers its output is
@@ -59,14 +64,22 @@ class RegionPatch:
     def n_parameters(self) -> int:
         k, n = self.A.shape
         m = self.C.shape[0]
+        if self.constant:
+            return 2 * k * (n + 1) + (2 * k + 1) + 2 * m
         first = 2 * k * (n + 1) + m * (n + 1)
         second = (2 * k + 1) + m * 2
         third = 2 * m * 3
         return first + second + third
 
+    @property
+    def constant(self) -> bool:
+        return not np.any(self.C)
+
     def value(self, x: np.ndarray) -> np.ndarray:
         """``h_A(x)`` by the reference formula (float64), [B, m]."""
         g = support_value(self.A, self.b, self.gamma, x)[:, None]
+        if self.constant:
+            return g * self.d
         p = np.atleast_2d(x) @ self.C.T + self.d
         K = self.K
         return np.maximum(p + K * g - K, 0.0) - np.maximum(-p + K * g - K, 0.0)
@@ -111,14 +124,24 @@ def patched_mlp(base: ReluMlp, patches: list[RegionPatch]) -> ReluMlp:
     else:
         final_orig_w, final_orig_b = np.hstack([np.eye(m), -np.eye(m)]), np.zeros(m)
 
-    # Patch track.
+    # Patch track: per patch its units in layers 1 and 2, then layer-3 blocks of 2m units (one per
+    # affine patch, one shared by all constant patches), summed from layer 4 on.
     p1_w, p1_b, p2_w, p2_b, p3_w, p3_b = [], [], [], [], [], []
+    constant_rows: list[np.ndarray] = []  # per patch: its layer-2 units' weights into the shared block
     for patch in patches:
         k = patch.A.shape[0]
         sw, sb = support_first_layer(patch.A, patch.b, patch.gamma)
+        g_row, g_bias = support_second_layer(k)
+        if patch.constant:
+            p1_w.append(sw)
+            p1_b.append(sb)
+            p2_w.append(g_row[None, :])
+            p2_b.append(np.array([g_bias]))
+            constant_rows.append(np.concatenate([np.maximum(patch.d, 0.0), np.maximum(-patch.d, 0.0)])[:, None])
+            p3_w.append(np.zeros((0, 1)))
+            continue
         p1_w.append(np.vstack([sw, patch.C]))
         p1_b.append(np.concatenate([sb, patch.d + patch.K]))
-        g_row, g_bias = support_second_layer(k)
         w2 = np.zeros((1 + m, 2 * k + m))
         w2[0, :2 * k] = g_row
         w2[1:, 2 * k:] = np.eye(m)
@@ -132,14 +155,26 @@ def patched_mlp(base: ReluMlp, patches: list[RegionPatch]) -> ReluMlp:
         w3[m:, 1:] = -np.eye(m)
         p3_w.append(w3)
         p3_b.append(np.concatenate([np.full(m, -2.0 * K), np.zeros(m)]))
-    sum_rows = np.hstack([np.eye(2 * m)] * len(patches))  # Σ over patches of (h⁺, h⁻)
-    patch_w = [np.vstack(p1_w), _block(*p2_w), _block(*p3_w)]
+    third_w = _block(*p3_w)
+    if constant_rows:  # the shared block: every constant patch's g unit, weighted by its d⁺ / d⁻
+        shared = np.zeros((2 * m, third_w.shape[1]))
+        weights_of_constant = iter(constant_rows)
+        column = 0
+        for patch, w in zip(patches, p2_w):
+            if patch.constant:
+                shared[:, column:column + 1] = next(weights_of_constant)
+            column += w.shape[0]
+        third_w = np.vstack([third_w, shared])
+        p3_b.append(np.zeros(2 * m))
+    blocks = third_w.shape[0] // (2 * m)
+    sum_rows = np.hstack([np.eye(2 * m)] * blocks)  # Σ over the blocks of (h⁺, h⁻)
+    patch_w = [np.vstack(p1_w), _block(*p2_w), third_w]
     patch_b = [np.concatenate(p1_b), np.concatenate(p2_b), np.concatenate(p3_b)]
     for l in range(3, T):
         patch_w.append(sum_rows if l == 3 else np.eye(2 * m))
         patch_b.append(np.zeros(2 * m))
     if T == 3:
-        final_patch_w = np.hstack([np.hstack([np.eye(m), -np.eye(m)])] * len(patches))
+        final_patch_w = np.hstack([np.hstack([np.eye(m), -np.eye(m)])] * blocks)
     else:
         final_patch_w = np.hstack([np.eye(m), -np.eye(m)])
 
