@@ -145,6 +145,9 @@ def test_cli_repair_points_and_convert(files, tmp_path, capsys):
     assert code == 0
     assert np.all(run_onnxruntime(load_network(out), points).argmax(1) == 1)
     assert main(["repair", str(files["violated"])]) == 4  # only point-wise repair is built
+    assert main(["repair", "--strategy", "reassure-boxes", "--points", str(tmp_path / "points.npy"), "--label", "1",
+                 str(files["violated"]), "-o", str(tmp_path / "never.onnx")]) == 2
+    assert not (tmp_path / "never.onnx").exists()
     several, per_point = _points_with_wrong_labels(files["violated"])
     np.save(tmp_path / "several.npy", several)
     np.save(tmp_path / "labels.npy", per_point)

@@ -29,6 +29,10 @@ EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_YET, EXIT_INVALID_CERTIFICATE = 2, 3, 4,
 EXIT_NOT_PROVEN = 20
 
 
+# Strategies that only repair a whole property's boxes.
+AREA_ONLY = ("reassure-boxes",)
+
+
 class NotYet(Exception):
     """A capability that is planned but not built; reported as such, never faked."""
 
@@ -230,6 +234,8 @@ def _repair(args: argparse.Namespace) -> int:
         raise InputError(None, "--labels", "give either --label (one for all points) or --labels (one per point)")
     if not Path(args.network).exists():
         raise InputError(args.network, None, "no such file")
+    if args.strategy in AREA_ONLY:
+        raise InputError(None, "--strategy", f"{args.strategy} repairs whole properties (check-and-fix), not points")
     strategy = _strategy(args.strategy)
     points = load_points(args.points)
     label = args.label if args.labels is None else _point_labels(args.labels)

@@ -42,7 +42,7 @@ from .support import automatic_gamma
 
 @dataclass(frozen=True)
 class BoxPatchSettings:
-    max_boxes: int = 256  # per property region: the cover's size, at most
+    max_boxes: int = 64  # per property region: the cover's size, at most (the verifier pays for each box)
     cover_share: float = 0.3  # of the remaining time, at most, for the cover
     # Patch margin: rows end at least margin_relative × (1 + |CROWN bound|) inside the safe set, so
     # the verifier's bounds on sub-boxes (not always tighter than the box's own) still prove it.
