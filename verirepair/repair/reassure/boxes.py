@@ -66,6 +66,7 @@ class _State:
     original_id: int
     mlp: ReluMlp
     engine: BoundEngine
+    device: torch.device
     boxes: list[_BoxPatch] = field(default_factory=list)
     counterexamples: int = 0
 
@@ -112,8 +113,9 @@ class BoxPatchStrategy:
         if not problem.area:
             raise ValueError("reassure-boxes repairs whole properties; use reassure for point-wise repair")
         if self._state is None or self._state.original_id != id(problem.original):
+            device = torch.device(problem.device)
             self._state = _State(id(problem.original), relu_mlp_of(problem.original),
-                                 BoundEngine(lower_network(problem.original)))
+                                 BoundEngine(lower_network(problem.original).to(device)), device)
         state = self._state
         spec = problem.spec
         times = {"localise": 0.0, "synthesise": 0.0, "export": 0.0}
@@ -165,10 +167,10 @@ class BoxPatchStrategy:
         todo = []
         share = Deadline(self.settings.cover_share * deadline.remaining())
         for index, region in enumerate(spec.regions):
-            rows = RegionRows.of(region, spec.n_outputs, torch.device("cpu"))
+            rows = RegionRows.of(region, spec.n_outputs, self._state.device)
             cover = open_cover(self._state.engine, rows, region, VerifySettings(), share,
                                max(1, self.settings.max_boxes))
-            todo += [(index, lo, hi, 1.0) for lo, hi in zip(cover.lower.numpy(), cover.upper.numpy())]
+            todo += [(index, lo, hi, 1.0) for lo, hi in zip(cover.lower.cpu().numpy(), cover.upper.cpu().numpy())]
         return todo
 
     def _refine(self, spec: Spec, points: tuple[np.ndarray, ...]) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
@@ -197,11 +199,11 @@ class BoxPatchStrategy:
                cone: np.ndarray, domain: tuple[np.ndarray, np.ndarray]) -> _BoxPatch | None:
         """The box's patch; None when CROWN already refutes every clause on it."""
         region = spec.regions[index]
-        rows = RegionRows.of(region, spec.n_outputs, torch.device("cpu"))
-        lo, hi = box_tensors(Box(lower, upper), torch.device("cpu"))
+        rows = RegionRows.of(region, spec.n_outputs, state.device)
+        lo, hi = box_tensors(Box(lower, upper), state.device)
         with torch.no_grad():
-            bounds = state.engine.output_bounds(lo, hi, rows.A, -rows.b, method="crown").lower[0].numpy()
-        A, owner = rows.A.numpy(), rows.owner.numpy()
+            bounds = state.engine.output_bounds(lo, hi, rows.A, -rows.b, method="crown").lower[0].cpu().numpy()
+        A, owner = rows.A.cpu().numpy(), rows.owner.cpu().numpy()
         needs = []
         for k in range(rows.n_clauses):
             mine = np.flatnonzero(owner == k)
