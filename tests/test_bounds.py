@@ -357,6 +357,32 @@ def test_layer_bounds_contain_sampled_pre_activations(kind: str, seed: int, batc
         assert (alpha[k][0] >= ibp[k][0] - 1e-12).all() and (alpha[k][1] <= ibp[k][1] + 1e-12).all()
 
 
+@FAST
+@given(kind=st.sampled_from(KINDS), seed=st.integers(0, 2**31), width=st.sampled_from([0.5, 2.0]),
+       fraction=st.floats(0.05, 0.9))
+def test_bounds_inherited_from_a_parent_box_hold_and_never_widen(kind: str, seed: int, width: float,
+                                                               fraction: float) -> None:
+    """A sub-box bounded with its parent's bounds as prior: still sound on samples of the sub-box,
+    within the prior and within its own bounds without the prior."""
+    chain = make_chain(kind, seed)
+    engine = BoundEngine(chain)
+    lower, upper = random_box(seed, chain.n_inputs, 1, width)
+    parent = engine.layer_bounds(lower, upper, "crown")
+    rng = np.random.default_rng(seed)
+    child_lower = lower + torch.tensor(rng.random(lower.shape) * (1 - fraction), dtype=F64) * (upper - lower)
+    child_upper = child_lower + fraction * (upper - lower)
+    inherited = engine.layer_bounds(child_lower, child_upper, "crown", prior=parent).pre_activation
+    alone = engine.layer_bounds(child_lower, child_upper, "crown").pre_activation
+    points = sample_box(seed, child_lower, child_upper, SAMPLES)
+    _, inputs = forward_layers(chain, points.reshape(-1, chain.n_inputs))
+    for k, values in enumerate(inputs):
+        low, up = inherited[k]
+        assert (values >= low - TOLERANCE).all() and (values <= up + TOLERANCE).all(), f"layer {k}: unsound"
+        assert (low >= parent.pre_activation[k][0] - 1e-12).all() and (up <= parent.pre_activation[k][1] + 1e-12).all()
+    # The first layer's bounds use nothing before them: the prior can only cut them further.
+    assert (inherited[0][0] >= alone[0][0] - 1e-12).all() and (inherited[0][1] <= alone[0][1] + 1e-12).all()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_batched_boxes_match_one_at_a_time(kind: str) -> None:
     chain = make_chain(kind, 11)

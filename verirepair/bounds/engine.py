@@ -63,27 +63,36 @@ class BoundEngine:
         self.ops = [bound_operator(layer) for layer in chain.layers]
 
     def layer_bounds(self, lower: Tensor, upper: Tensor, method: Method = "crown",
-                     alpha_steps: int = 20, alpha_lr: float = 0.1) -> LayerBounds:
+                     alpha_steps: int = 20, alpha_lr: float = 0.1, prior: LayerBounds | None = None) -> LayerBounds:
         """Pre-activation bounds of every non-affine layer (CROWN intersected with IBP).
 
         "alpha-crown" also optimises, for every bounded neuron separately, the lower slopes of all
         ReLUs behind it (much tighter on deep networks with many inputs, and much slower).
+        ``prior``: bounds known to hold on these boxes (e.g. a parent box's, in branch and bound);
+        every layer's bounds are intersected with them before the next layer is bounded, so
+        neurons the prior proves stable are relaxed exactly.
         """
         pre: dict[int, tuple[Tensor, Tensor]] = {}
+        known = self._pre_by_index(prior) if prior is not None else {}
+
+        def with_known(index: int, bounds: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            if index not in known:
+                return bounds
+            return torch.maximum(bounds[0], known[index][0]), torch.minimum(bounds[1], known[index][1])
+
         current = (lower, upper)
         for index, op in enumerate(self.ops):
             if isinstance(op, BoundAffine):
-                l_ibp, u_ibp = op.interval(*current)
                 next_nonlinear = index + 1 < len(self.ops)
-                current = (l_ibp, u_ibp)
+                current = with_known(index + 1, op.interval(*current))
                 if method != "ibp" and index > 0 and next_nonlinear:
                     current = self._tightened(index, lower, upper, pre, current)
                     if method == "alpha-crown" and alpha_steps > 0:
                         with torch.enable_grad():
                             current = self._alpha_tightened(index, lower, upper, pre, current, alpha_steps, alpha_lr)
             else:
-                pre[index] = current
-                current = op.interval(*current)
+                pre[index] = with_known(index, current)
+                current = op.interval(*pre[index])
         return LayerBounds(tuple(pre[i] for i in sorted(pre)))
 
     def _tightened(self, index: int, lower: Tensor, upper: Tensor, pre: dict[int, tuple[Tensor, Tensor]],

@@ -66,6 +66,10 @@ class OpenBoxes:
     open_clauses: torch.Tensor
     unstable: torch.Tensor  # [N] activations whose input bounds straddle 0
     paths: np.ndarray
+    # The boxes' pre-activation bounds, kept for their children (a child's bounds are intersected
+    # with its parent's); None where they are not to be inherited (certificates: the checker
+    # re-derives every recorded bound from the box alone).
+    layers: LayerBounds | None = None
 
     @property
     def size(self) -> int:
@@ -83,15 +87,24 @@ class OpenBoxes:
 
     def select(self, keep: torch.Tensor) -> "OpenBoxes":
         index = keep.nonzero().flatten() if keep.dtype == torch.bool else keep
+        layers = None if self.layers is None else _layers_at(self.layers, index)
         return OpenBoxes(self.lower[index], self.upper[index], self.row_bounds[index], self.coefficients[index],
                          self.constants[index], self.open_clauses[index], self.unstable[index],
-                         self.paths[index.cpu().numpy()])
+                         self.paths[index.cpu().numpy()], layers)
 
     @staticmethod
     def concat(parts: list["OpenBoxes"]) -> "OpenBoxes":
+        kept = [p.layers for p in parts]
+        layers = None if any(k is None for k in kept) else LayerBounds(tuple(
+            (torch.cat([k.pre_activation[i][0] for k in kept]), torch.cat([k.pre_activation[i][1] for k in kept]))  # type: ignore[union-attr]
+            for i in range(len(kept[0].pre_activation))))  # type: ignore[union-attr]
         return OpenBoxes(*(torch.cat([getattr(p, name) for p in parts]) for name in
                            ("lower", "upper", "row_bounds", "coefficients", "constants", "open_clauses", "unstable")),
-                         np.concatenate([p.paths for p in parts]))
+                         np.concatenate([p.paths for p in parts]), layers)
+
+
+def _layers_at(layers: LayerBounds, index: torch.Tensor) -> LayerBounds:
+    return LayerBounds(tuple((l[index], u[index]) for l, u in layers.pre_activation))
 
 
 class _Frontier:
@@ -153,16 +166,21 @@ class _Bounded:
 
 
 def _bound(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor, inherited: torch.Tensor,
-           paths: np.ndarray, settings: VerifySettings) -> _Bounded:
+           paths: np.ndarray, settings: VerifySettings, prior: LayerBounds | None = None,
+           keep_layers: bool = True) -> _Bounded:
+    """Bound the boxes (intersecting with ``prior``, bounds known to hold on them); the open ones
+    keep their layer bounds for their children when ``keep_layers``."""
     with torch.no_grad():
-        result = engine.output_bounds(lower, upper, rows.A, -rows.b, method="crown")
+        layers = engine.layer_bounds(lower, upper, "crown", prior=prior)
+        result = engine.output_bounds(lower, upper, rows.A, -rows.b, method="crown", layers=layers)
     assert result.coefficients is not None and result.constant is not None
     clause_bounds, weights = clause_lower_bounds(rows, result.lower, result.coefficients, result.constant, lower, upper)
     open_clauses = inherited & (clause_bounds <= settings.decision_margin)
     unstable = torch.zeros(lower.shape[0], dtype=torch.long, device=lower.device)
     for pre_lower, pre_upper in result.layers.pre_activation:
         unstable += ((pre_lower < 0) & (pre_upper > 0)).sum(dim=1)
-    boxes = OpenBoxes(lower, upper, result.lower, result.coefficients, result.constant, open_clauses, unstable, paths)
+    boxes = OpenBoxes(lower, upper, result.lower, result.coefficients, result.constant, open_clauses, unstable, paths,
+                      result.layers if keep_layers else None)
     return _Bounded(boxes, inherited & ~open_clauses, clause_bounds, weights, result.layers)
 
 
@@ -184,7 +202,8 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
     use_leaf_milp = certificate is None and engine.chain.is_piecewise_linear and settings.leaf_milp_max_unstable > 0
     leaf_milp = _LeafMilp(engine, region, settings)
     root = _bound(engine, rows, lower, upper, torch.ones(1, rows.n_clauses, dtype=torch.bool, device=device),
-                  np.array([""], dtype=object), settings).settle(torch.zeros(1, dtype=torch.long, device=device), certificate)
+                  np.array([""], dtype=object), settings, keep_layers=certificate is None
+                  ).settle(torch.zeros(1, dtype=torch.long, device=device), certificate)
     frontier = _Frontier()
     frontier.push(root, _suspicion(engine, rows, root, settings))
     found = _probe(engine, rows, root, settings, confirm, deadline) if root.size else None
@@ -248,10 +267,11 @@ def _branch(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, candidates:
     dims_flat = dims.flatten().tolist()
     paths = np.array([child_path(p, dim, side) for side in (False, True)
                       for p, dim in zip(np.repeat(boxes.paths, candidates), dims_flat)], dtype=object)
-    bounded = _bound(engine, rows, child_lower, child_upper, inherited, paths, settings)
+    parent = torch.arange(n, device=dims.device).repeat_interleave(candidates).repeat(2)
+    prior = None if boxes.layers is None else _layers_at(boxes.layers, parent)
+    bounded = _bound(engine, rows, child_lower, child_upper, inherited, paths, settings, prior, certificate is None)
     # CROWN is not monotone: a half can bound worse than its parent. The parent's linear bounds
     # hold on the halves too, so the choice judges each half by the better of the two.
-    parent = torch.arange(n, device=dims.device).repeat_interleave(candidates).repeat(2)
     parent_coefficients, parent_constants = boxes.coefficients[parent], boxes.constants[parent]
     parent_rows = concretize(parent_coefficients, parent_constants, child_lower, child_upper)
     parent_clauses, _ = clause_lower_bounds(rows, parent_rows, parent_coefficients, parent_constants, child_lower, child_upper)
@@ -289,8 +309,11 @@ class _LeafMilp:
         eligible = (boxes.unstable <= self.max_unstable).nonzero().flatten()
         if eligible.numel() == 0:
             return boxes, None
-        with torch.no_grad():
-            layers = self.engine.layer_bounds(boxes.lower[eligible], boxes.upper[eligible], "crown")
+        if boxes.layers is not None:  # the boxes' own bounds, parents' included: tighter big-M constants
+            layers = _layers_at(boxes.layers, eligible)
+        else:
+            with torch.no_grad():
+                layers = self.engine.layer_bounds(boxes.lower[eligible], boxes.upper[eligible], "crown")
         closed = torch.zeros(boxes.size, dtype=torch.bool, device=boxes.lower.device)
         started = time.monotonic()
         for j, index in enumerate(eligible.tolist()):
