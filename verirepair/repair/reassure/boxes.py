@@ -7,7 +7,9 @@ polytopes). Here the localiser is the verifier's own input split (`open_cover`):
 property's box until every box outside a cover of at most ``max_boxes`` boxes is *proven* safe.
 Each cover box ``B`` gets a constant patch ``d_B`` from CROWN's lower bounds of the property rows
 on ``B``: for every clause not refuted on ``B``, one row ``a·y <= β`` gets ``a·d_B >= β + margin -
-min_B a·f``, so ``f + d_B`` is safe on all of ``B``. The cone constraints of `patch_lp` (``a_r·d_B >=
+min_B a·f``, so ``f + d_B`` is safe on all of ``B``. Of the candidate patches (least norm, raising
+only, lowering only, per choice of rows) the one that keeps the decision of the most samples of
+``B`` wins. The cone constraints of `patch_lp` (``a_r·d_B >=
 0`` for every property row) make partial and overlapping patches harmless (see `patch.py`): in the
 support band outside ``B`` the network moves only further into the safe set. Hence the patched
 network is safe on the cover (its patch) and off it (proven before, and only moved into the safe
@@ -34,6 +36,7 @@ from ...verify.objective import RegionRows, box_tensors
 from ..strategy import RepairCandidate, RepairProblem
 from .export import mlp_to_onnx
 from .patch import RegionPatch, patched_mlp
+from ..report import decisions
 from .patch_lp import MAX_ROW_COMBINATIONS, AffinePatch, PatchInfeasible, constant_patch
 from .regions import ReluMlp, implied_by_box, relu_mlp_of
 from .strategy import cone_rows, patch_domain
@@ -50,6 +53,12 @@ class BoxPatchSettings:
     margin_growth: float = 4.0  # per undecided verification, for every patch
     band_fraction: float = 0.05
     domain: Box | None = None  # see ReassureSettings.domain
+    # Samples per box: for the patch that keeps the most decisions (among those at most
+    # max_norm_ratio times larger than the smallest), and for the size of the patch (see _need).
+    samples: int = 256
+    max_norm_ratio: float = 4.0
+    sample_factor: float = 8.0
+    seed: int = 0
 
 
 @dataclass
@@ -78,23 +87,25 @@ def _box_rows(lower: np.ndarray, upper: np.ndarray, space: Box) -> tuple[np.ndar
     return np.vstack([eye, -eye]), np.concatenate([upper / width, -lower / width])
 
 
-def cheapest_patch(needs: list[list[tuple[np.ndarray, float]]], cone: np.ndarray, n_inputs: int) -> AffinePatch:
-    """The constant patch of least norm meeting one row's need per clause, over the choices of rows
-    (all combinations up to `MAX_ROW_COMBINATIONS`, else the least needy row of each clause)."""
+def patch_candidates(needs: list[list[tuple[np.ndarray, float]]], cone: np.ndarray, n_inputs: int) -> list[AffinePatch]:
+    """Constant patches meeting one row's need per clause: for every choice of rows (all
+    combinations up to `MAX_ROW_COMBINATIONS`, else the least needy row of each clause), the one of
+    least norm, the least raising only and the least lowering only (those can keep decisions that
+    the least-norm one flips: on ACAS Xu property 2, lowering "clear of conflict" makes it the
+    advisory where it was a close second)."""
     combos = list(itertools.islice(itertools.product(*needs), MAX_ROW_COMBINATIONS + 1))
     if len(combos) > MAX_ROW_COMBINATIONS:
         combos = [tuple(min(clause, key=lambda row: row[1]) for clause in needs)]
-    best: AffinePatch | None = None
+    found = []
     for combo in combos:
-        try:
-            patch = constant_patch(list(combo), cone, n_inputs)
-        except PatchInfeasible:
-            continue
-        if best is None or patch.norm < best.norm:
-            best = patch
-    if best is None:
+        for sign in (0, 1, -1):
+            try:
+                found.append(constant_patch(list(combo), cone, n_inputs, sign))
+            except PatchInfeasible:
+                continue
+    if not found:
         raise PatchInfeasible("no constant patch in the property's cone refutes the box's clauses")
-    return best
+    return found
 
 
 class BoxPatchStrategy:
@@ -139,7 +150,7 @@ class BoxPatchStrategy:
         failed = 0
         for index, lower, upper, scale in todo:
             try:
-                entry = self._patch(state, spec, index, lower, upper, scale, cone, domain)
+                entry = self._patch(state, spec, index, lower, upper, scale, cone, domain, problem.decision)
             except PatchInfeasible:
                 failed += 1
                 continue
@@ -195,24 +206,43 @@ class BoxPatchStrategy:
                     break
         return todo
 
+    def _need(self, bound: float, sampled: float, scale: float) -> float:
+        """What a patch must add to a row: CROWN's shortfall plus a margin (enough whatever the
+        verifier's splits), or, when smaller, ``sample_factor × scale`` times the shortfall seen on
+        the samples (plus the margin): far smaller where CROWN is loose, and the verifier decides
+        whether it is enough (an undecided or violated candidate multiplies ``scale``)."""
+        margin = self.settings.margin_relative * (1 + abs(sampled))
+        sound = margin * scale - bound + self.settings.margin_relative * abs(bound) * scale
+        guess = self.settings.sample_factor * scale * (max(0.0, -sampled) + margin)
+        return min(sound, guess)
+
     def _patch(self, state: _State, spec: Spec, index: int, lower: np.ndarray, upper: np.ndarray, scale: float,
-               cone: np.ndarray, domain: tuple[np.ndarray, np.ndarray]) -> _BoxPatch | None:
+               cone: np.ndarray, domain: tuple[np.ndarray, np.ndarray], decision: str) -> _BoxPatch | None:
         """The box's patch; None when CROWN already refutes every clause on it."""
         region = spec.regions[index]
         rows = RegionRows.of(region, spec.n_outputs, state.device)
         lo, hi = box_tensors(Box(lower, upper), state.device)
         with torch.no_grad():
-            bounds = state.engine.output_bounds(lo, hi, rows.A, -rows.b, method="crown").lower[0].cpu().numpy()
-        A, owner = rows.A.cpu().numpy(), rows.owner.cpu().numpy()
+            bounds = state.engine.output_bounds(lo, hi, rows.A, -rows.b, method="alpha-crown").lower[0].cpu().numpy()
+        A, b, owner = rows.A.cpu().numpy(), rows.b.cpu().numpy(), rows.owner.cpu().numpy()
+        x = lower + np.random.default_rng(self.settings.seed).random((self.settings.samples, len(lower))) * (upper - lower)
+        y = state.mlp.forward(x)
+        sampled = (y @ A.T - b).min(axis=0)  # per row, its smallest value on the samples
         needs = []
         for k in range(rows.n_clauses):
             mine = np.flatnonzero(owner == k)
             if np.any(bounds[mine] > 0):
                 continue  # refuted on the box already; the cone keeps it refuted
-            needs.append([(A[r], (self.settings.margin_relative * (1 + abs(bounds[r]))) * scale - bounds[r]) for r in mine])
+            needs.append([(A[r], self._need(float(bounds[r]), float(sampled[r]), scale)) for r in mine])
         if not needs:
             return None
-        patch = cheapest_patch(needs, cone, spec.n_inputs)
+        # Of the candidates, the one that changes the decision of the fewest samples of the box,
+        # then the smallest.
+        before = decisions(y, decision)
+        candidates = patch_candidates(needs, cone, spec.n_inputs)
+        smallest = min(p.norm for p in candidates)
+        patch = min((p for p in candidates if p.norm <= self.settings.max_norm_ratio * smallest),
+                    key=lambda p: (int((decisions(y + p.d, decision) != before).sum()), p.norm))
         K = patch.norm * (1 + 1e-6) + 1e-6
         support_A, support_b = _box_rows(lower, upper, region.box)
         needed = ~implied_by_box(support_A, support_b, *domain, tolerance=0.0)

@@ -181,9 +181,10 @@ def _solve_constant(region: LinearRegion, rows: list[tuple[np.ndarray, float]], 
     return constant_patch(needs, cone_rows, region.W.shape[1])
 
 
-def constant_patch(needs: list[tuple[np.ndarray, float]], cone_rows: np.ndarray, n_inputs: int) -> AffinePatch:
+def constant_patch(needs: list[tuple[np.ndarray, float]], cone_rows: np.ndarray, n_inputs: int,
+                   sign: int = 0) -> AffinePatch:
     """The constant ``d`` of least ``||d||_inf`` with ``a·d >= need`` for every ``(a, need)`` and
-    ``a_r·d >= 0`` for every cone row."""
+    ``a_r·d >= 0`` for every cone row; ``sign`` +1 / -1 asks for ``d >= 0`` / ``d <= 0``."""
     m = len(needs[0][0]) if needs else cone_rows.shape[1]
     ub, rhs = [], []
     for a, need in needs:
@@ -200,7 +201,8 @@ def constant_patch(needs: list[tuple[np.ndarray, float]], cone_rows: np.ndarray,
             rhs.append(0.0)
     cost = np.zeros(m + 1)
     cost[m] = 1.0
-    result = solve_lp(cost, np.array(ub), np.array(rhs))
+    entry = {0: (None, None), 1: (0.0, None), -1: (None, 0.0)}[sign]
+    result = solve_lp(cost, np.array(ub), np.array(rhs), bounds=[entry] * m + [(None, None)])
     if result.status != "optimal" or result.x is None:
         raise PatchInfeasible(f"constant patch LP {result.status}")
     return AffinePatch(np.zeros((m, n_inputs)), result.x[:m].copy(), float(result.x[m]), (), bool(len(cone_rows)))
