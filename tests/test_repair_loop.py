@@ -249,3 +249,17 @@ def test_box_patches_are_proven_safe_on_a_grid_and_change_nothing_outside_their_
     untouched = np.all([support_value(p.A, p.b, p.gamma, grid) == 0.0 for p in strategy.patches], axis=0)
     assert untouched.sum() > 100
     np.testing.assert_allclose(after[untouched], before[untouched], atol=1e-5, rtol=1e-5)
+
+
+def test_box_patches_too_small_at_first_grow_until_proven(files, tmp_path):
+    """Patches sized from one sample with a tiny factor are too small: the verifier's
+    counterexamples (or undecided verdicts) must grow them until the written file is proven."""
+    from verirepair.repair.reassure.boxes import BoxPatchSettings, BoxPatchStrategy
+
+    out = tmp_path / "grown.onnx"
+    strategy = BoxPatchStrategy(BoxPatchSettings(max_boxes=8, samples=1, sample_factor=1e-3))
+    report = check_and_fix(files["violated"], files["spec"], strategy,
+                           RepairSettings(budget=240, verify_timeout=60, output=out, side_effect_samples=200))
+    assert report.status == "repaired" and len(report.iterations) >= 2
+    assert any(i.verdict != "unsat" for i in report.iterations[:-1])
+    assert verify_files(out, files["spec"], VerifySettings(timeout=60)).status == "unsat"

@@ -185,17 +185,16 @@ class BoxPatchStrategy:
         return todo
 
     def _refine(self, spec: Spec, points: tuple[np.ndarray, ...]) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
-        """For a counterexample inside a patched box, that box again with 10× the margin (float
-        rounding ate it); outside every box (it cannot be, unless rounding), a box around it as
+        """For a counterexample inside a patched box, that box again with a 10× larger patch (the
+        sampled shortfall underestimated it, or float rounding ate the margin); outside every box (it cannot be, unless rounding), a box around it as
         small as the smallest cover box."""
         assert self._state is not None
         state = self._state
         todo = []
         for x in points:
             hit = [e for e in state.boxes if np.all(x >= e.lower) and np.all(x <= e.upper)]
-            for entry in hit:
-                state.boxes.remove(entry)
-                todo.append((entry.region_index, entry.lower, entry.upper, entry.scale * 10))
+            state.boxes = [e for e in state.boxes if not any(e is h for h in hit)]
+            todo += [(entry.region_index, entry.lower, entry.upper, entry.scale * 10) for entry in hit]
             if hit:
                 continue
             for index, region in enumerate(spec.regions):
