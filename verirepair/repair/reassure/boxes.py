@@ -31,6 +31,7 @@ import torch
 from ...bounds import BoundEngine, lower_network
 from ...spec import Box, Spec
 from ...verify import Deadline, VerifySettings
+from ...verify.falsify import descend
 from ...verify.input_split import open_cover
 from ...verify.objective import RegionRows, box_tensors
 from ..strategy import RepairCandidate, RepairProblem
@@ -41,6 +42,10 @@ from .patch_lp import MAX_ROW_COMBINATIONS, AffinePatch, PatchInfeasible, consta
 from .regions import ReluMlp, implied_by_box, relu_mlp_of
 from .strategy import cone_rows, patch_domain
 from .support import automatic_gamma
+
+
+# The descent of one box's samples stops after this long, whatever its steps.
+DESCENT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,8 @@ class BoxPatchSettings:
     # Samples per box: for the patch that keeps the most decisions (among those at most
     # max_norm_ratio times larger than the smallest), and for the size of the patch (see _need).
     samples: int = 256
+    descents: int = 8  # of the samples, the most violating refined by this many descent steps
+    descent_steps: int = 30
     max_norm_ratio: float = 4.0
     sample_factor: float = 8.0
     seed: int = 0
@@ -225,6 +232,12 @@ class BoxPatchStrategy:
             bounds = state.engine.output_bounds(lo, hi, rows.A, -rows.b, method="alpha-crown").lower[0].cpu().numpy()
         A, b, owner = rows.A.cpu().numpy(), rows.b.cpu().numpy(), rows.owner.cpu().numpy()
         x = lower + np.random.default_rng(self.settings.seed).random((self.settings.samples, len(lower))) * (upper - lower)
+        # plus the most violating samples pushed further by projected descent on the violation margin
+        with torch.no_grad():
+            samples = torch.as_tensor(x, device=state.device)
+            worst = samples[rows.margin(state.engine.chain.forward(samples)).argsort()[:self.settings.descents]]
+        refined = descend(state.engine.chain, rows, worst, lo, hi, self.settings.descent_steps, Deadline(DESCENT_SECONDS))
+        x = np.vstack([x, refined.cpu().numpy()])
         y = state.mlp.forward(x)
         sampled = (y @ A.T - b).min(axis=0)  # per row, its smallest value on the samples
         needs = []
