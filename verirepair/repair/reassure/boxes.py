@@ -52,8 +52,8 @@ DESCENT_SECONDS = 5.0
 class BoxPatchSettings:
     max_boxes: int = 64  # per property region: the cover's size, at most (the verifier pays for each box)
     cover_share: float = 0.3  # of the remaining time, at most, for the cover
-    # Patch margin: rows end at least margin_relative × (1 + |CROWN bound|) inside the safe set, so
-    # the verifier's bounds on sub-boxes (not always tighter than the box's own) still prove it.
+    # Patch margin: a patched row ends margin_relative × (1 + |its sampled value|) inside the safe
+    # set, so the verifier's bounds on sub-boxes have room.
     margin_relative: float = 0.02
     margin_growth: float = 4.0  # per undecided verification, for every patch
     band_fraction: float = 0.05
@@ -84,6 +84,7 @@ class _State:
     engine: BoundEngine
     device: torch.device
     boxes: list[_BoxPatch] = field(default_factory=list)
+    covered: bool = False  # the cover was computed (its boxes, less those CROWN refutes, are `boxes`)
     counterexamples: int = 0
 
 
@@ -138,8 +139,9 @@ class BoxPatchStrategy:
         spec = problem.spec
         times = {"localise": 0.0, "synthesise": 0.0, "export": 0.0}
         started = time.monotonic()
-        if not state.boxes:
+        if not state.covered:
             todo = self._cover(spec, deadline)
+            state.covered = True
         else:
             new = problem.counterexamples[state.counterexamples:]
             todo = self._refine(spec, new) if new else []
@@ -193,8 +195,8 @@ class BoxPatchStrategy:
 
     def _refine(self, spec: Spec, points: tuple[np.ndarray, ...]) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
         """For a counterexample inside a patched box, that box again with a 10× larger patch (the
-        sampled shortfall underestimated it, or float rounding ate the margin); outside every box (it cannot be, unless rounding), a box around it as
-        small as the smallest cover box."""
+        sampled shortfall underestimated it, or float rounding ate the margin); outside every box
+        (only float rounding can put it there), a box around it as small as the smallest one."""
         assert self._state is not None
         state = self._state
         todo = []
