@@ -37,11 +37,13 @@ class StrategySequence:
         self._started: float | None = None
         self._budget = 0.0
         self._current = 0
+        self._original_id: int | None = None
 
     def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
         now = time.monotonic()
-        if self._started is None:
-            self._started, self._budget = now, deadline.remaining()
+        if self._started is None or self._original_id != id(problem.original):  # a new run
+            self._started, self._budget, self._current = now, deadline.remaining(), 0
+            self._original_id = id(problem.original)
         # Hand over a little before the share ends: a strategy left with seconds can only return
         # its last candidate again, which would end the whole run.
         while (self._current < len(self.shares)
