@@ -248,3 +248,15 @@ def test_info_on_a_bad_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     code, out, err = run_cli(["info", str(path)], capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and str(path) in err and "second_out" in err
+
+
+@pytest.mark.parametrize("command", ["check-and-fix", "repair"])
+def test_strategy_help_names_every_registered_strategy(command: str, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from verirepair.repair import available
+
+    monkeypatch.setenv("COLUMNS", "1000")  # no line breaks inside hyphenated names
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in available())

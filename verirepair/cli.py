@@ -282,7 +282,9 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _add_repair_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("-o", "--output", help="write the repaired ONNX network here (only when proven)")
-    sub.add_argument("--strategy", default="reassure", help="repair strategy (default reassure)")
+    # Listed here, not read from the registry: importing it would load torch for every command.
+    sub.add_argument("--strategy", default="reassure",
+                     help="repair strategy: reassure (default), reassure-boxes, birdnn, birdnn-retrain, birdnn-finetune")
     sub.add_argument("--budget", type=_positive_float, default=600.0, help="seconds for the whole run (default 600)")
     sub.add_argument("--report", help="write the JSON report here")
     sub.add_argument("--keep-unproven", help="when not proven, write the last attempt here (never as -o)")
