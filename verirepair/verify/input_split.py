@@ -184,6 +184,15 @@ def _bound(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: to
     return _Bounded(boxes, inherited & ~open_clauses, clause_bounds, weights, result.layers)
 
 
+def _root(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor, settings: VerifySettings,
+          certificate: RegionCertificate | None) -> OpenBoxes:
+    """The region's box bounded, its closings recorded; it, when still open."""
+    every_clause = torch.ones(1, rows.n_clauses, dtype=torch.bool, device=lower.device)
+    bounded = _bound(engine, rows, lower, upper, every_clause, np.array([""], dtype=object), settings,
+                     keep_layers=certificate is None)
+    return bounded.settle(torch.zeros(1, dtype=torch.long, device=lower.device), certificate)
+
+
 def _record_closings(certificate: RegionCertificate, paths: np.ndarray, closed: torch.Tensor,
                      weights: torch.Tensor, layers: LayerBounds) -> None:
     for index in closed.any(dim=1).nonzero().flatten().tolist():
@@ -201,9 +210,7 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
     lower, upper = box_tensors(region.box, device)
     use_leaf_milp = certificate is None and engine.chain.is_piecewise_linear and settings.leaf_milp_max_unstable > 0
     leaf_milp = _LeafMilp(engine, region, settings)
-    root = _bound(engine, rows, lower, upper, torch.ones(1, rows.n_clauses, dtype=torch.bool, device=device),
-                  np.array([""], dtype=object), settings, keep_layers=certificate is None
-                  ).settle(torch.zeros(1, dtype=torch.long, device=device), certificate)
+    root = _root(engine, rows, lower, upper, settings, certificate)
     frontier = _Frontier()
     frontier.push(root, _suspicion(engine, rows, root, settings))
     found = _probe(engine, rows, root, settings, confirm, deadline) if root.size else None
@@ -385,8 +392,7 @@ def open_cover(engine: BoundEngine, rows: RegionRows, region: Region, settings: 
     hundreds where the true violation is below 0.05).
     """
     lower, upper = box_tensors(region.box, rows.A.device)
-    cover = _bound(engine, rows, lower, upper, torch.ones(1, rows.n_clauses, dtype=torch.bool, device=lower.device),
-                   np.array([""], dtype=object), settings).settle(torch.zeros(1, dtype=torch.long, device=lower.device), None)
+    cover = _root(engine, rows, lower, upper, settings, None)
     candidates = max(1, min(settings.split_candidates, lower.shape[1]))
     while 0 < cover.size < max_boxes and not deadline.expired():
         clause_bounds = rows.clause_margins(cover.row_bounds).masked_fill(~cover.open_clauses, torch.inf)

@@ -137,10 +137,11 @@ class BoxPatchStrategy:
                                  BoundEngine(lower_network(problem.original).to(device)), device)
         state = self._state
         spec = problem.spec
+        region_rows = [RegionRows.of(region, spec.n_outputs, state.device) for region in spec.regions]
         times = {"localise": 0.0, "synthesise": 0.0, "export": 0.0}
         started = time.monotonic()
         if not state.covered:
-            todo = self._cover(spec, deadline)
+            todo = self._cover(spec, region_rows, deadline)
             state.covered = True
         else:
             new = problem.counterexamples[state.counterexamples:]
@@ -159,7 +160,8 @@ class BoxPatchStrategy:
         failed = 0
         for index, lower, upper, scale in todo:
             try:
-                entry = self._patch(state, spec, index, lower, upper, scale, cone, domain, problem.decision)
+                entry = self._patch(state, spec, region_rows[index], index, lower, upper, scale, cone, domain,
+                                    problem.decision)
             except PatchInfeasible:
                 failed += 1
                 continue
@@ -181,13 +183,12 @@ class BoxPatchStrategy:
         }
         return RepairCandidate(model, details, times)
 
-    def _cover(self, spec: Spec, deadline: Deadline) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
+    def _cover(self, spec: Spec, region_rows: list[RegionRows], deadline: Deadline) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
         """Every box of each region's cover (see `open_cover`)."""
         assert self._state is not None
         todo = []
         share = Deadline(self.settings.cover_share * deadline.remaining())
-        for index, region in enumerate(spec.regions):
-            rows = RegionRows.of(region, spec.n_outputs, self._state.device)
+        for index, (region, rows) in enumerate(zip(spec.regions, region_rows)):
             cover = open_cover(self._state.engine, rows, region, VerifySettings(), share,
                                max(1, self.settings.max_boxes))
             todo += [(index, lo, hi, 1.0) for lo, hi in zip(cover.lower.cpu().numpy(), cover.upper.cpu().numpy())]
@@ -224,11 +225,10 @@ class BoxPatchStrategy:
         guess = self.settings.sample_factor * scale * (max(0.0, -sampled) + margin)
         return min(sound, guess)
 
-    def _patch(self, state: _State, spec: Spec, index: int, lower: np.ndarray, upper: np.ndarray, scale: float,
+    def _patch(self, state: _State, spec: Spec, rows: RegionRows, index: int, lower: np.ndarray, upper: np.ndarray, scale: float,
                cone: np.ndarray, domain: tuple[np.ndarray, np.ndarray], decision: str) -> _BoxPatch | None:
         """The box's patch; None when CROWN already refutes every clause on it."""
         region = spec.regions[index]
-        rows = RegionRows.of(region, spec.n_outputs, state.device)
         lo, hi = box_tensors(Box(lower, upper), state.device)
         with torch.no_grad():
             bounds = state.engine.output_bounds(lo, hi, rows.A, -rows.b, method="alpha-crown").lower[0].cpu().numpy()

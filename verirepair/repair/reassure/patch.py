@@ -127,7 +127,8 @@ def patched_mlp(base: ReluMlp, patches: list[RegionPatch]) -> ReluMlp:
     # Patch track: per patch its units in layers 1 and 2, then layer-3 blocks of 2m units (one per
     # affine patch, one shared by all constant patches), summed from layer 4 on.
     p1_w, p1_b, p2_w, p2_b, p3_w, p3_b = [], [], [], [], [], []
-    constant_rows: list[np.ndarray] = []  # per patch: its layer-2 units' weights into the shared block
+    shared: list[tuple[int, np.ndarray]] = []  # constant patches: (their g unit in layer 2, weights d⁺ / d⁻)
+    column = 0  # layer-2 units so far
     for patch in patches:
         k = patch.A.shape[0]
         sw, sb = support_first_layer(patch.A, patch.b, patch.gamma)
@@ -137,8 +138,9 @@ def patched_mlp(base: ReluMlp, patches: list[RegionPatch]) -> ReluMlp:
             p1_b.append(sb)
             p2_w.append(g_row[None, :])
             p2_b.append(np.array([g_bias]))
-            constant_rows.append(np.concatenate([np.maximum(patch.d, 0.0), np.maximum(-patch.d, 0.0)])[:, None])
-            p3_w.append(np.zeros((0, 1)))
+            shared.append((column, np.concatenate([np.maximum(patch.d, 0.0), np.maximum(-patch.d, 0.0)])))
+            p3_w.append(np.zeros((0, 1)))  # no units of its own in layer 3
+            column += 1
             continue
         p1_w.append(np.vstack([sw, patch.C]))
         p1_b.append(np.concatenate([sb, patch.d + patch.K]))
@@ -155,16 +157,13 @@ def patched_mlp(base: ReluMlp, patches: list[RegionPatch]) -> ReluMlp:
         w3[m:, 1:] = -np.eye(m)
         p3_w.append(w3)
         p3_b.append(np.concatenate([np.full(m, -2.0 * K), np.zeros(m)]))
+        column += 1 + m
     third_w = _block(*p3_w)
-    if constant_rows:  # the shared block: every constant patch's g unit, weighted by its d⁺ / d⁻
-        shared = np.zeros((2 * m, third_w.shape[1]))
-        weights_of_constant = iter(constant_rows)
-        column = 0
-        for patch, w in zip(patches, p2_w):
-            if patch.constant:
-                shared[:, column:column + 1] = next(weights_of_constant)
-            column += w.shape[0]
-        third_w = np.vstack([third_w, shared])
+    if shared:  # the block shared by the constant patches: Σ g·d⁺ and Σ g·d⁻
+        block = np.zeros((2 * m, column))
+        for unit, signed_parts in shared:
+            block[:, unit] = signed_parts
+        third_w = np.vstack([third_w, block])
         p3_b.append(np.zeros(2 * m))
     blocks = third_w.shape[0] // (2 * m)
     sum_rows = np.hstack([np.eye(2 * m)] * blocks)  # Σ over the blocks of (h⁺, h⁻)
