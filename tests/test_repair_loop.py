@@ -263,3 +263,13 @@ def test_box_patches_too_small_at_first_grow_until_proven(files, tmp_path):
     assert report.status == "repaired" and len(report.iterations) >= 2
     assert any(i.verdict != "unsat" for i in report.iterations[:-1])
     assert verify_files(out, files["spec"], VerifySettings(timeout=60)).status == "unsat"
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device; the repair device test needs one")
+@pytest.mark.parametrize("strategy", ["reassure", "reassure-boxes", "birdnn"])
+def test_check_and_fix_on_cuda_writes_a_file_the_verifier_proves(strategy, files, tmp_path):
+    out = tmp_path / "fixed.onnx"
+    settings = RepairSettings(budget=120, verify_timeout=60, output=out, side_effect_samples=500, device="cuda")
+    report = check_and_fix(files["violated"], files["spec"], strategy_named(strategy), settings)
+    assert report.status == "repaired" and report.written == str(out)
+    assert verify_files(out, files["spec"], VerifySettings(timeout=60)).status == "unsat"

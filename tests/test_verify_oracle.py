@@ -317,3 +317,17 @@ def test_sigmoid_networks_consistent_with_dense_sampling(chunk: int, tmp_path: P
     assert not failures, "\n".join(failures)
     # the grid decides these (clearly violated or clearly not), so the verifier should too
     assert statuses["sat"] + statuses["unsat"] >= CHUNK - 2, statuses
+
+
+# ---- the same oracle with every bound computation on a CUDA device ------------------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device; the verifier's device test needs one")
+@pytest.mark.parametrize("search", ["input-split", "relu-split"])
+def test_verifier_on_cuda_agrees_with_exact_oracle(search: str, tmp_path: Path) -> None:
+    """Falsification, CROWN and both branch-and-bound searches with ``device="cuda"``: a tensor
+    left on the CPU anywhere on the way is an error here, which CPU-only runs cannot show."""
+    on_cuda = dataclasses.replace(SETTINGS, device="cuda")
+    if search == "input-split":
+        run_chunk(range(CHUNK), tmp_path, settings=on_cuda)
+    else:
+        tally = run_chunk(range(10_000, 10_000 + CHUNK), tmp_path, 12, dataclasses.replace(on_cuda, relu_split_share=1.0))
+        assert tally["relu-split"] >= 1, f"no case was decided by relu-split: {tally}"

@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, help="math threads per instance (default: cores / workers)")
     parser.add_argument("--out", default="bench-out")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto, for every instance")
     args = parser.parse_args()
     if not BENCHMARKS.is_dir():
         print(f"benchmarks folder not found: {BENCHMARKS}", file=sys.stderr)
@@ -45,7 +46,8 @@ def main() -> int:
         out = Path(args.out) / folder
         command = [sys.executable, "-m", "verirepair", "bench", str(base / "instances.csv"),
                    "--ground-truth", str(base / "ground_truth.csv"), "--out", str(out),
-                   "--workers", str(args.workers), "--timeout-scale", str(args.timeout_scale)]
+                   "--workers", str(args.workers), "--timeout-scale", str(args.timeout_scale),
+                   "--device", args.device]
         if args.timeout:
             command += ["--timeout", str(args.timeout)]
         if args.threads:

@@ -136,7 +136,7 @@ def _bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.timeout is not None:
         instances = [dataclasses.replace(i, timeout=args.timeout) for i in instances]
-    records = run_instances(instances, out, args.timeout_scale, args.workers, args.threads)
+    records = run_instances(instances, out, args.timeout_scale, args.workers, args.threads, _device(args.device))
     atomic_write_text(out / "results.csv", results_csv(records, truth))
     summary = summarise(records, truth)
     print(TABLE_HEADER)
@@ -329,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", type=_positive_int, default=1, help="instances run at once")
     bench.add_argument("--threads", type=_positive_int, help="math threads per instance (default: cores / workers)")
     bench.add_argument("--out", default="bench-out", help="folder for per-instance results and results.csv")
+    bench.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu), for every instance")
     bench.set_defaults(run=_bench)
 
     fix = commands.add_parser("check-and-fix", help="verify; if violated, repair until proven on the exported ONNX")

@@ -44,12 +44,12 @@ def _instance_stem(instance: Instance) -> str:
     return f"{instance.index:04d}_{onnx}_{vnnlib}"
 
 
-def run_instance(instance: Instance, out: Path, timeout_scale: float, threads: int) -> InstanceRecord:
+def run_instance(instance: Instance, out: Path, timeout_scale: float, threads: int, device: str = "cpu") -> InstanceRecord:
     stem = _instance_stem(instance)
     results_file = out / f"{stem}.txt"
     timeout = instance.timeout * timeout_scale
     command = [sys.executable, "-m", "verirepair", "verify", str(instance.onnx), str(instance.vnnlib),
-               "--timeout", str(timeout), "--results-file", str(results_file), "--json"]
+               "--timeout", str(timeout), "--results-file", str(results_file), "--json", "--device", device]
     environment = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     started = time.monotonic()
     decided_by, peak = "", 0.0
@@ -81,9 +81,10 @@ def run_instance(instance: Instance, out: Path, timeout_scale: float, threads: i
 
 
 def run_instances(instances: list[Instance], out: Path, timeout_scale: float = 1.0,
-                  workers: int = 1, threads: int | None = None) -> list[InstanceRecord]:
+                  workers: int = 1, threads: int | None = None, device: str = "cpu") -> list[InstanceRecord]:
     """Run (or resume) every instance; returns the records in instance order. Each instance
-    gets ``threads`` math threads (default: the cores shared out among the workers)."""
+    gets ``threads`` math threads (default: the cores shared out among the workers) and runs
+    its bound computations on ``device`` (as `verirepair verify --device`)."""
     out.mkdir(parents=True, exist_ok=True)
     records: dict[int, InstanceRecord] = {}
     pending = []
@@ -96,7 +97,7 @@ def run_instances(instances: list[Instance], out: Path, timeout_scale: float = 1
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     with tqdm(total=len(instances), initial=len(records), desc="instances", unit="inst") as progress, \
             ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run_instance, i, out, timeout_scale, threads) for i in pending]
+        futures = [pool.submit(run_instance, i, out, timeout_scale, threads, device) for i in pending]
         for future in as_completed(futures):
             record = future.result()
             records[record.index] = record

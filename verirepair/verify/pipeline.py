@@ -51,6 +51,7 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
     """
     deadline = deadline or Deadline(settings.timeout)
     device = torch.device(settings.device)
+    _cap_device_memory(device, settings.device_memory_gib)
     engine = BoundEngine(lower_network(network).to(device))
     generator = torch.Generator().manual_seed(settings.seed)
     region_rows = [RegionRows.of(region, spec.n_outputs, device) for region in spec.regions]
@@ -67,7 +68,12 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
     for region, rows in zip(spec.regions, region_rows):
         if deadline.expired():
             return Verdict("timeout", "deadline", deadline.elapsed(), notes=tuple(notes))
-        outcome, decider = _decide_region(network, spec, engine, region, rows, settings, deadline, notes, certificate)
+        try:
+            outcome, decider = _decide_region(network, spec, engine, region, rows, settings, deadline, notes, certificate)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            notes.append(f"device memory ({settings.device_memory_gib:g} GiB) ran out on a region: left undecided")
+            outcome, decider = SearchOutcome("unknown", None, 0), "none"
         if outcome.status == "sat":
             assert outcome.counterexample is not None
             return Verdict("sat", decider, deadline.elapsed(), outcome.counterexample, tuple(notes))
@@ -79,6 +85,14 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
         return Verdict("unsat", "+".join(sorted(deciders)), deadline.elapsed(), notes=tuple(notes))
     status = "timeout" if "timeout" in undecided or deadline.expired() else "unknown"
     return Verdict(status, "undecided", deadline.elapsed(), notes=tuple(notes))
+
+
+def _cap_device_memory(device: torch.device, gib: float) -> None:
+    """Limit this process's share of a CUDA device (process-wide; the latest call wins)."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total), index)
 
 
 def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Region, rows: RegionRows,

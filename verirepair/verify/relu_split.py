@@ -182,8 +182,9 @@ def _children(domains: Domains, sizes: list[int]) -> Domains:
     """Two children per domain: its branching neuron active (+1) and inactive (-1)."""
     offsets = np.cumsum([0] + sizes)
     both = Domains.join([domains, domains])
-    sign = torch.cat([torch.ones(domains.size), -torch.ones(domains.size)]).to(torch.int8)
-    rows = torch.arange(both.size)
+    device = both.branch.device
+    sign = torch.cat([torch.ones(domains.size, device=device), -torch.ones(domains.size, device=device)]).to(torch.int8)
+    rows = torch.arange(both.size, device=device)
     for k in range(len(sizes)):
         inside = (both.branch >= offsets[k]) & (both.branch < offsets[k + 1])
         if bool(inside.any()):
@@ -231,7 +232,12 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
         parents = parents.select((~leaves).nonzero().flatten())
         if parents.size == 0:
             continue
-        children, result = _bound_and_filter(net, objective, offset, lower, upper, _children(parents, sizes), settings)
+        try:
+            children, result = _bound_and_filter(net, objective, offset, lower, upper, _children(parents, sizes), settings)
+        except torch.OutOfMemoryError:  # the device's memory cap: the exact MILP may still decide
+            del frontier, parents
+            torch.cuda.empty_cache()
+            return SearchOutcome("unknown", None, bounded_count)
         bounded_count += 2 * parents.size
         found = replay_most_violating(engine.chain, result.vertex, margin_of, confirm, 4)
         if found is not None:

@@ -9,6 +9,11 @@ from dataclasses import dataclass
 class VerifySettings:
     timeout: float = 60.0
     device: str = "cpu"
+    # On a CUDA device the process may hold at most this much device memory (GiB); a search that
+    # needs more gives up on its region (unknown), as on the CPU, where the frontier caps keep an
+    # instance under ~4 GB. Without the cap a fast device grows the frontiers of several instances
+    # sharing it until one of them fails.
+    device_memory_gib: float = 4.0
     seed: int = 0
     # Falsification: uniform samples, then projected gradient descent on the violation margin.
     random_samples: int = 2000
