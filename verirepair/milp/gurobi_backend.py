@@ -8,6 +8,7 @@ the model size; `solve` still catches the error, so a caller can fall back to Hi
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 
@@ -25,18 +26,23 @@ SIZE_LIMIT_ERRNO = 10010
 RESTRICTED_SIZE_LIMIT = 2000
 
 
-@functools.lru_cache(maxsize=1)
+_PER_THREAD = threading.local()
+
+
 def _environment() -> "gurobipy.Env | None":
-    """One quiet Gurobi environment per process (starting one checks the licence, ~0.1 s)."""
+    """One quiet Gurobi environment per thread (starting one checks the licence, ~0.1 s): Gurobi
+    solves models of different threads in parallel only when their environments differ."""
     if gurobipy is None:
         return None
-    try:
-        env = gurobipy.Env(empty=True)
-        env.setParam("OutputFlag", 0)
-        env.start()
-        return env
-    except gurobipy.GurobiError:
-        return None
+    if not hasattr(_PER_THREAD, "env"):
+        try:
+            env = gurobipy.Env(empty=True)
+            env.setParam("OutputFlag", 0)
+            env.start()
+            _PER_THREAD.env = env
+        except gurobipy.GurobiError:
+            _PER_THREAD.env = None
+    return _PER_THREAD.env
 
 
 @functools.lru_cache(maxsize=1)

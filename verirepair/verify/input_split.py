@@ -16,7 +16,9 @@ shrinks from about 14,000 boxes to under 200.
 
 from __future__ import annotations
 
+import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -304,11 +306,14 @@ class _LeafMilp:
     lowers it below that box's count, a fast one raises it again (up to
     ``settings.leaf_milp_max_unstable``). All leaves of one iteration together get
     about `LEAF_MILP_SECONDS` too; a box the MILP does not settle stays open and is split.
+    The MILPs are solved in waves of ``settings.leaf_milp_workers`` at once (the solvers run
+    outside Python's interpreter lock); the threshold adapts after each wave.
     """
 
     def __init__(self, engine: BoundEngine, region: Region, settings: VerifySettings) -> None:
         self.engine, self.region, self.settings = engine, region, settings
         self.max_unstable = settings.leaf_milp_max_unstable
+        self.workers = settings.leaf_milp_workers or max(1, torch.get_num_threads())
 
     def decide(self, boxes: OpenBoxes, deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
                ) -> tuple[OpenBoxes, Counterexample | None]:
@@ -323,29 +328,46 @@ class _LeafMilp:
                 layers = self.engine.layer_bounds(boxes.lower[eligible], boxes.upper[eligible], "crown")
         closed = torch.zeros(boxes.size, dtype=torch.bool, device=boxes.lower.device)
         started = time.monotonic()
-        for j, index in enumerate(eligible.tolist()):
-            unstable = int(boxes.unstable[index])
-            if time.monotonic() - started > LEAF_MILP_SECONDS or deadline.expired():
-                break
-            if unstable > self.max_unstable:
-                continue
-            leaf = Region(Box(boxes.lower[index].cpu().numpy(), boxes.upper[index].cpu().numpy()), self.region.clauses)
-            leaf_layers = LayerBounds(tuple((l[j:j + 1], u[j:j + 1]) for l, u in layers.pre_activation))
-            open_clauses = boxes.open_clauses[index].nonzero().flatten().tolist()
-            solve_started = time.monotonic()
-            outcome = milp_search(self.engine, leaf, open_clauses, leaf_layers, self.settings,
-                                  Deadline(min(LEAF_MILP_SECONDS, deadline.remaining())), confirm, [])
-            if outcome.status == "sat":
-                return boxes, outcome.counterexample
-            closed[index] = outcome.status == "proven"
-            took = time.monotonic() - solve_started
-            if outcome.status == "timeout":
-                self.max_unstable = min(self.max_unstable, unstable - LEAF_MILP_STEP)
-            elif took > LEAF_MILP_SLOW:
-                self.max_unstable = min(self.max_unstable, unstable - 1)
-            elif took < LEAF_MILP_FAST:
-                self.max_unstable = min(self.max_unstable + 1, self.settings.leaf_milp_max_unstable)
+        queue = list(enumerate(eligible.tolist()))  # (row in `layers`, box index)
+        while queue and time.monotonic() - started <= LEAF_MILP_SECONDS and not deadline.expired():
+            wave = []
+            while queue and len(wave) < self.workers:
+                j, index = queue.pop(0)
+                if int(boxes.unstable[index]) <= self.max_unstable:
+                    wave.append((j, index))
+
+            def solve(item: tuple[int, int]) -> tuple[SearchOutcome, float]:
+                j, index = item
+                leaf = Region(Box(boxes.lower[index].cpu().numpy(), boxes.upper[index].cpu().numpy()), self.region.clauses)
+                leaf_layers = LayerBounds(tuple((l[j:j + 1], u[j:j + 1]) for l, u in layers.pre_activation))
+                open_clauses = boxes.open_clauses[index].nonzero().flatten().tolist()
+                solve_started = time.monotonic()
+                outcome = milp_search(self.engine, leaf, open_clauses, leaf_layers, self.settings,
+                                      Deadline(min(LEAF_MILP_SECONDS, deadline.remaining())), confirm, [])
+                return outcome, time.monotonic() - solve_started
+
+            solved = list(_leaf_pool(self.workers).map(solve, wave)) if len(wave) > 1 else [solve(w) for w in wave]
+            for (_, index), (outcome, took) in zip(wave, solved):
+                if outcome.status == "sat":
+                    return boxes, outcome.counterexample
+                closed[index] = outcome.status == "proven"
+                self._adapt(int(boxes.unstable[index]), outcome.status, took)
         return boxes.select(~closed), None
+
+    def _adapt(self, unstable: int, status: str, took: float) -> None:
+        if status == "timeout":
+            self.max_unstable = min(self.max_unstable, unstable - LEAF_MILP_STEP)
+        elif took > LEAF_MILP_SLOW:
+            self.max_unstable = min(self.max_unstable, unstable - 1)
+        elif took < LEAF_MILP_FAST:
+            self.max_unstable = min(self.max_unstable + 1, self.settings.leaf_milp_max_unstable)
+
+
+@functools.lru_cache(maxsize=None)
+def _leaf_pool(workers: int) -> ThreadPoolExecutor:
+    """One pool per size for the process: its threads keep their solver environments (a Gurobi
+    environment per thread costs a licence check to start)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leaf-milp")
 
 
 def _weakest_vertex(rows: RegionRows, boxes: OpenBoxes, settings: VerifySettings) -> tuple[torch.Tensor, torch.Tensor]:

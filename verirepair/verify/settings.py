@@ -38,6 +38,8 @@ class VerifySettings:
     # splitting alone); not when a certificate is requested.
     leaf_milp_max_unstable: int = 64
     leaf_milp_after_boxes: int = 0
+    # Leaf MILPs solved at once, each on one thread (0: as many as torch's thread count).
+    leaf_milp_workers: int = 0
     # A row is proven positive only when its float64 lower bound exceeds this. Float64 rounding
     # in a bound computation over at most a few thousand terms of magnitude <= 1e3 stays far
     # below 1e-9, so a bound above it cannot be an artefact of rounding.
