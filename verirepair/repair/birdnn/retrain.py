@@ -154,11 +154,12 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
     keep_decisions = changed > settings.keep_decisions_above
     partition = certified_partition(session, settings)
     best_state, best_accuracy = module.state(), accuracy
-    rollbacks = attacks_added = checks = 0
+    rollbacks = attacks_added = checks = kept_blocks = 0
     satisfied = False
     for checks in range(1, settings.max_checks + 1):
         if budget.expired():
             break
+        kept_blocks += int(keep_decisions)
         with phases("retrain"):
             for _ in range(settings.steps_per_check):
                 optimiser.zero_grad()
@@ -178,7 +179,10 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
             if accuracy >= best_accuracy:
                 best_state, best_accuracy = module.state(), accuracy
         lowest = float(margins.min())
-        if accuracy == 1.0 and lowest >= settings.satisfied_fraction * data.target_margin and certified(partition, module, data):
+        # A candidate that changed many decisions first trains with the decision term for a while.
+        decisions_settled = changed <= settings.keep_decisions_above or kept_blocks >= settings.decision_blocks
+        if (accuracy == 1.0 and lowest >= settings.satisfied_fraction * data.target_margin and decisions_settled
+                and certified(partition, module, data)):
             with phases("search"):
                 found = search_from_weakest(module, data, settings, rng)
             if len(found) == 0:

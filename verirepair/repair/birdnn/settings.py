@@ -46,6 +46,9 @@ class BirdnnSettings:
     decision_weight: float = 1.0
     decision_keep: float = 0.5
     keep_decisions_above: float = 0.005
+    # A candidate whose held-out changed fraction is above that is not handed to the verifier
+    # before it trained this many blocks with the decision term (or got back under it).
+    decision_blocks: int = 10
     # Certified margin (retraining): a hinge on the CROWN lower bound of the margin over the
     # weakest leaves of a partition of the property's boxes (`certified.Partition`), so that the
     # margin holds on whole neighbourhoods, not only at samples. It costs behaviour where
