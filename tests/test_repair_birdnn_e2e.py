@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from verirepair.network import load_network, run_onnxruntime
-from verirepair.repair import RepairSettings, check_and_fix, registry
+from verirepair.repair import RepairProblem, RepairSettings, check_and_fix, registry
 from verirepair.repair.birdnn import BirdnnFinetune, BirdnnRetrain, BirdnnSettings
 from verirepair.spec import parse_vnnlib
-from verirepair.verify import VerifySettings, verify
+from verirepair.verify import Deadline, VerifySettings, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 TANH = ROOT / "models" / "tanh_controller.onnx"
@@ -54,3 +54,32 @@ def test_birdnn_repair_of_the_tanh_controller_is_proven_on_the_exported_file(str
 def test_strategies_are_registered_under_their_names() -> None:
     for name in ("birdnn-retrain", "birdnn-finetune"):
         assert registry.strategy_named(name).name == name
+
+
+def test_undecided_rounds_turn_on_the_certified_term_then_the_escalated_hinge(monkeypatch) -> None:
+    """Each candidate the verifier could not decide (handed back with no new counterexample)
+    steps up: certified term on, then the escalated hinge and target; a counterexample does not."""
+    original = load_network(TANH)
+    spec = parse_vnnlib(STEERING_LIMIT, n_inputs=3, n_outputs=2)
+    x = np.random.default_rng(1).uniform(-1.0, 1.0, size=(4000, 3))
+    y = run_onnxruntime(original, x)
+    bad = [p for p, q in zip(x, y) if spec.violation_at(p, q)]
+    seen: list[tuple[bool, bool, float]] = []
+
+    def record(session, settings, budget, phases):
+        seen.append((session.certify, session.escalated, session.data.target_margin))
+        return {}
+
+    monkeypatch.setattr(BirdnnRetrain, "improve", staticmethod(record))
+    settings = BirdnnSettings(certify_below_violation=0.0, domain_samples=2000, validation_samples=500,
+                              outside_samples=500)
+    strategy = BirdnnRetrain(settings)
+    problem = RepairProblem(original, spec, (bad[0],))
+    candidate = strategy.repair(problem, None, Deadline(60))
+    candidate = strategy.repair(RepairProblem(original, spec, (bad[0], bad[1])), candidate, Deadline(60))  # sat
+    for _ in range(2):  # undecided twice
+        candidate = strategy.repair(RepairProblem(original, spec, (bad[0], bad[1])), candidate, Deadline(60))
+    assert [(c, e) for c, e, _ in seen] == [(False, False), (False, False), (True, False), (True, True)]
+    margins = [m for _, _, m in seen]
+    assert margins[2] == pytest.approx(margins[1] * settings.margin_growth)
+    assert margins[3] == pytest.approx(margins[2] * settings.margin_growth)

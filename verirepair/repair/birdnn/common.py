@@ -31,6 +31,7 @@ class Session:
     rounds: int = 0
     partition: Partition | None = None  # of the property's boxes, for the certified-margin loss
     certify: bool = False  # whether retraining adds the certified-margin loss (see BirdnnSettings)
+    escalated: bool = False  # whether it uses the escalated hinge (see BirdnnSettings.escalated_hinge)
 
 
 def problem_key(problem: RepairProblem) -> tuple[object, ...]:

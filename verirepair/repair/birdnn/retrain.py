@@ -12,19 +12,21 @@ Loss on a minibatch (outputs measured in units of the margin scale of `RepairDat
 * certified — a hinge (squared by default, to a quarter of the target margin) on a CROWN lower
   bound of the margin over leaves of a partition of the boxes (`certified`), so that the margin
   holds between the samples too; on from the start when violations are rare, else once the
-  verifier could not decide a candidate (see `BirdnnSettings.certify_below_violation`).
+  verifier could not decide a candidate (see `BirdnnSettings.certify_below_violation`); once it
+  could not decide one trained with this term either, with the escalated hinge and target.
 
 After every block of steps the property accuracy on a fixed held-out draw of the boxes is
 measured; when it drops by more than the tolerance, or when more than `max_decision_change` of
 the held-out samples safe in the original changed their decision, the weights roll back to the
-best block and the learning rate halves. When every sample satisfies the target margin, a
-gradient search on the candidate looks for low-margin points; any it finds join the negatives
-and training continues.
+best block and the learning rate halves. When every sample satisfies the target margin (and the
+decisions are settled: `BirdnnSettings.decision_blocks`), a gradient search on the candidate
+looks for low-margin points; any it finds join the negatives and training continues.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import torch
@@ -146,6 +148,9 @@ def certified(partition: Partition | None, module: ChainModule, data: RepairData
 def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases: Phases) -> dict[str, object]:
     """Train ``session.current`` in place; returns what the report shows."""
     module, data = session.current, session.data
+    if session.escalated:
+        settings = dataclasses.replace(settings, certified_hinge=settings.escalated_hinge,
+                                       certified_target=settings.escalated_target)
     generator = torch.Generator().manual_seed(settings.seed + 7919 * session.rounds)
     rng = np.random.default_rng(settings.seed + session.rounds)
     learning_rate = calibrated_learning_rate(module, data, settings.step_change)

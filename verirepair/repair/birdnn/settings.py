@@ -67,6 +67,11 @@ class BirdnnSettings:
     # (drawdown 2.0 %; "squared", 1.0: proven at 76 %).
     certified_target: float = 0.25
     certified_hinge: str = "squared"
+    # When the verifier could not decide a candidate trained with the certified term either, the
+    # next rounds use this hinge and target (ACAS Xu N2,9 property 8: not proven in 600 s with
+    # the squared hinge alone). `max_decision_change` still bounds what the stronger pull may cost.
+    escalated_hinge: str = "linear"
+    escalated_target: float = 1.0
     certified_min_width: float = 1 / 4096  # leaves are not bisected below this fraction of the region box
     certified_max_boxes: int = 4000  # leaves of the partition at most
     # Bisecting input boxes only pays in few dimensions (as for the verifier's input split);
@@ -100,5 +105,6 @@ class BirdnnSettings:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        if self.certified_hinge not in ("squared", "linear"):
-            raise ValueError(f"certified_hinge must be squared or linear, got {self.certified_hinge!r}")
+        for hinge in (self.certified_hinge, self.escalated_hinge):
+            if hinge not in ("squared", "linear"):
+                raise ValueError(f"certified hinges must be squared or linear, got {hinge!r}")

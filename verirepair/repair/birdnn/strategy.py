@@ -41,6 +41,7 @@ class BirdnnStrategy:
                 added = self.session.data.add_points(counterexample_array(problem), with_neighbours=True)
                 if previous is not None and added == 0:  # the verifier could not decide the last one
                     self.session.data.target_margin *= settings.margin_growth
+                    self.session.escalated |= self.session.certify
                     self.session.certify = True
                 self.session.certify |= self.session.data.violating_fraction <= settings.certify_below_violation
             details = type(self).improve(self.session, settings, budget, phases)
