@@ -333,3 +333,40 @@ def test_verifier_on_cuda_agrees_with_exact_oracle(search: str, tmp_path: Path) 
     else:
         tally = run_chunk(range(10_000, 10_000 + CHUNK), tmp_path, 12, dataclasses.replace(on_cuda, relu_split_share=1.0))
         assert tally["relu-split"] >= 1, f"no case was decided by relu-split: {tally}"
+
+
+# ---- out of device memory: never a guess ----------------------------------------------------------
+def test_out_of_memory_in_relu_split_leaves_the_clause_to_the_milp(monkeypatch, tmp_path: Path) -> None:
+    """ReLU split that runs out of (device) memory after its first batch gives up on the clause,
+    and the exact MILP still decides every case in agreement with the oracle."""
+    from verirepair.verify import relu_split
+
+    original, calls = relu_split._bound_and_filter, []
+
+    def first_call_only(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise torch.OutOfMemoryError("test: device memory cap reached")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(relu_split, "_bound_and_filter", first_call_only)
+    tally = run_chunk(range(10_000, 10_000 + CHUNK), tmp_path, 12, dataclasses.replace(SETTINGS, relu_split_share=1.0))
+    assert tally["relu-split"] == 0 and tally["milp"] >= 1, tally
+
+
+def test_out_of_memory_while_deciding_a_region_is_unknown_with_a_note(monkeypatch, tmp_path: Path) -> None:
+    from verirepair.verify import pipeline
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("test: device memory cap reached")
+
+    monkeypatch.setattr(pipeline, "_decide_region", out_of_memory)
+    undecided = 0
+    for seed in range(CHUNK):
+        path, _, spec, _ = relu_case(seed, tmp_path, None)
+        verdict = verify(load_network(path), spec, SETTINGS)
+        assert verdict.status != "unsat", f"seed {seed}: unsat without a decided region"
+        if verdict.status == "unknown":
+            undecided += 1
+            assert any("device memory" in note for note in verdict.notes), verdict.notes
+    assert undecided >= 1  # not every case is falsified before the regions are decided

@@ -68,12 +68,14 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
     for region, rows in zip(spec.regions, region_rows):
         if deadline.expired():
             return Verdict("timeout", "deadline", deadline.elapsed(), notes=tuple(notes))
+        out_of_memory = False
         try:
             outcome, decider = _decide_region(network, spec, engine, region, rows, settings, deadline, notes, certificate)
         except torch.OutOfMemoryError:
-            torch.cuda.empty_cache()
             notes.append(f"device memory ({settings.device_memory_gib:g} GiB) ran out on a region: left undecided")
-            outcome, decider = SearchOutcome("unknown", None, 0), "none"
+            outcome, decider, out_of_memory = SearchOutcome("unknown", None, 0), "none", True
+        if out_of_memory and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # after the except block, whose traceback held the search's tensors
         if outcome.status == "sat":
             assert outcome.counterexample is not None
             return Verdict("sat", decider, deadline.elapsed(), outcome.counterexample, tuple(notes))

@@ -232,12 +232,7 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
         parents = parents.select((~leaves).nonzero().flatten())
         if parents.size == 0:
             continue
-        try:
-            children, result = _bound_and_filter(net, objective, offset, lower, upper, _children(parents, sizes), settings)
-        except torch.OutOfMemoryError:  # the device's memory cap: the exact MILP may still decide
-            del frontier, parents
-            torch.cuda.empty_cache()
-            return SearchOutcome("unknown", None, bounded_count)
+        children, result = _bound_and_filter(net, objective, offset, lower, upper, _children(parents, sizes), settings)
         bounded_count += 2 * parents.size
         found = replay_most_violating(engine.chain, result.vertex, margin_of, confirm, 4)
         if found is not None:
@@ -276,8 +271,14 @@ def relu_split_clauses(engine: BoundEngine, rows: RegionRows, open_clauses: list
             continue
         row = int(members[0])
         share = Deadline(settings.relu_split_share * deadline.remaining() / (len(open_clauses) - position))
-        outcome = relu_split_search(engine, rows.A[row], -float(rows.b[row]), box_lower, box_upper, pre_bounds,
-                                    settings, share, rows.margin, confirm)
+        out_of_memory = False
+        try:
+            outcome = relu_split_search(engine, rows.A[row], -float(rows.b[row]), box_lower, box_upper, pre_bounds,
+                                        settings, share, rows.margin, confirm)
+        except torch.OutOfMemoryError:  # the device's memory cap (VerifySettings.device_memory_gib)
+            outcome, out_of_memory = SearchOutcome("unknown", None, 0), True
+        if out_of_memory and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the frontier is gone now: the MILP and the next clause get its memory
         if outcome.status == "sat":
             return outcome, []
         if outcome.status != "proven":
