@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -328,24 +329,24 @@ class _LeafMilp:
                 layers = self.engine.layer_bounds(boxes.lower[eligible], boxes.upper[eligible], "crown")
         closed = torch.zeros(boxes.size, dtype=torch.bool, device=boxes.lower.device)
         started = time.monotonic()
-        queue = list(enumerate(eligible.tolist()))  # (row in `layers`, box index)
+
+        def solve(item: tuple[int, int]) -> tuple[SearchOutcome, float]:
+            j, index = item  # row in `layers`, box index
+            leaf = Region(Box(boxes.lower[index].cpu().numpy(), boxes.upper[index].cpu().numpy()), self.region.clauses)
+            leaf_layers = LayerBounds(tuple((l[j:j + 1], u[j:j + 1]) for l, u in layers.pre_activation))
+            open_clauses = boxes.open_clauses[index].nonzero().flatten().tolist()
+            solve_started = time.monotonic()
+            outcome = milp_search(self.engine, leaf, open_clauses, leaf_layers, self.settings,
+                                  Deadline(min(LEAF_MILP_SECONDS, deadline.remaining())), confirm, [])
+            return outcome, time.monotonic() - solve_started
+
+        queue = deque(enumerate(eligible.tolist()))
         while queue and time.monotonic() - started <= LEAF_MILP_SECONDS and not deadline.expired():
-            wave = []
+            wave: list[tuple[int, int]] = []
             while queue and len(wave) < self.workers:
-                j, index = queue.pop(0)
-                if int(boxes.unstable[index]) <= self.max_unstable:
-                    wave.append((j, index))
-
-            def solve(item: tuple[int, int]) -> tuple[SearchOutcome, float]:
-                j, index = item
-                leaf = Region(Box(boxes.lower[index].cpu().numpy(), boxes.upper[index].cpu().numpy()), self.region.clauses)
-                leaf_layers = LayerBounds(tuple((l[j:j + 1], u[j:j + 1]) for l, u in layers.pre_activation))
-                open_clauses = boxes.open_clauses[index].nonzero().flatten().tolist()
-                solve_started = time.monotonic()
-                outcome = milp_search(self.engine, leaf, open_clauses, leaf_layers, self.settings,
-                                      Deadline(min(LEAF_MILP_SECONDS, deadline.remaining())), confirm, [])
-                return outcome, time.monotonic() - solve_started
-
+                item = queue.popleft()
+                if int(boxes.unstable[item[1]]) <= self.max_unstable:
+                    wave.append(item)
             solved = list(_leaf_pool(self.workers).map(solve, wave)) if len(wave) > 1 else [solve(w) for w in wave]
             for (_, index), (outcome, took) in zip(wave, solved):
                 if outcome.status == "sat":
