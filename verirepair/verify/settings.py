@@ -31,8 +31,10 @@ class VerifySettings:
     # Boxes bounded per input-split iteration, at most.
     split_batch: int = 2048
     # Input split tries this many dimensions per box (best by |coefficient|·width), bounding both
-    # halves of each, and keeps the split whose halves bound best.
-    split_candidates: int = 3
+    # halves of each, and keeps the split whose halves bound best. On ACAS Xu (5 inputs) trying
+    # all five beats three: 4_2 property 2 in 48 s instead of 96 s, the 186 instances in 249 s
+    # of verifier time instead of 326 s.
+    split_candidates: int = 5
     # Input split on piecewise-linear networks decides a box by MILP once it has at most this many
     # unstable ReLUs (0: never), after this many boxes were bounded (easy regions close faster by
     # splitting alone); not when a certificate is requested.
