@@ -83,3 +83,31 @@ def test_undecided_rounds_turn_on_the_certified_term_then_the_escalated_hinge(mo
     margins = [m for _, _, m in seen]
     assert margins[2] == pytest.approx(margins[1] * settings.margin_growth)
     assert margins[3] == pytest.approx(margins[2] * settings.margin_growth)
+
+
+@pytest.mark.parametrize("share, escalates", [(0.0, True), (1.0, False)], ids=["past-its-share", "within-its-share"])
+def test_a_call_still_leaving_leaves_open_past_its_share_switches_to_the_escalated_hinge(monkeypatch, share, escalates) -> None:
+    """Within one retraining call the certified hinge steps up (squared to linear) once
+    ``escalate_after_share`` of the call's time passed with leaves of the partition still open."""
+    from verirepair.repair.birdnn import retrain as retrain_module
+
+    original = load_network(TANH)
+    spec = parse_vnnlib(STEERING_LIMIT, n_inputs=3, n_outputs=2)
+    x = np.random.default_rng(1).uniform(-1.0, 1.0, size=(4000, 3))
+    bad = [p for p, q in zip(x, run_onnxruntime(original, x)) if spec.violation_at(p, q)]
+    squared_calls: list[bool] = []
+    shortfall = retrain_module.certified_shortfall
+
+    def recording(module, boxes, target, scale, squared=True):
+        squared_calls.append(squared)
+        return shortfall(module, boxes, target, scale, squared)
+
+    monkeypatch.setattr(retrain_module, "certified_shortfall", recording)
+    settings = BirdnnSettings(certify_below_violation=1.0, escalate_after_share=share, max_checks=2,
+                              domain_samples=2000, validation_samples=500, outside_samples=500)
+    strategy = BirdnnRetrain(settings)
+    strategy.repair(RepairProblem(original, spec, (bad[0],)), None, Deadline(60))
+    assert strategy.session is not None and strategy.session.escalated is escalates
+    # Squared first (the first block), linear from the switch on, never back.
+    assert squared_calls[0] and squared_calls == sorted(squared_calls, reverse=True)
+    assert squared_calls[-1] is not escalates

@@ -165,7 +165,8 @@ def run_one(label: str, net: str, prop: int, strategy_name: str, args: argparse.
                               "proven": report.status == "repaired", "rounds": len(report.iterations), "seconds": seconds,
                               "initial_counterexamples": len(known),
                               "verdicts": [f"{i.verdict}:{i.decided_by}:{i.verify_seconds:.1f}s" for i in report.iterations],
-                              "phases": {k: round(v, 2) for k, v in report.phase_seconds.items()}}
+                              "phases": {k: round(v, 2) for k, v in report.phase_seconds.items()},
+                              "round_details": [i.details for i in report.iterations]}
     written = report.written or report.kept_unproven
     if written:
         row.update(advisory_figures(original, load_network(written), spec))

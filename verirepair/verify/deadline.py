@@ -7,6 +7,7 @@ import time
 
 class Deadline:
     def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
         self.start = time.monotonic()
         self.end = self.start + seconds
 
