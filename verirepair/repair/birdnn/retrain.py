@@ -13,8 +13,8 @@ Loss on a minibatch (outputs measured in units of the margin scale of `RepairDat
   bound of the margin over leaves of a partition of the boxes (`certified`), so that the margin
   holds between the samples too; on from the start when violations are rare, else once the
   verifier could not decide a candidate (see `BirdnnSettings.certify_below_violation`); once it
-  could not decide one trained with this term either, or once half of a call's time passed with
-  leaves still open, with the escalated hinge and target.
+  could not decide one trained with this term either, or (where violations are rare) once half of
+  a call's time passed with leaves still open, with the escalated hinge and target.
 
 After every block of steps the property accuracy on a fixed held-out draw of the boxes is
 measured; when it drops by more than the tolerance, or when more than `max_decision_change` of
@@ -151,6 +151,14 @@ def escalated(settings: BirdnnSettings) -> BirdnnSettings:
     return dataclasses.replace(settings, certified_hinge=settings.escalated_hinge, certified_target=settings.escalated_target)
 
 
+def stalls(session: Session, partition: Partition, settings: BirdnnSettings, budget: Deadline) -> bool:
+    """Whether certified training where violations are rare should step up its hinge now: the
+    share of the call's time `escalate_after_share` has passed and leaves are still open."""
+    rare = session.data.violating_fraction <= settings.certify_below_violation
+    return (rare and not session.escalated and partition.open > 0
+            and budget.elapsed() > settings.escalate_after_share * budget.seconds)
+
+
 def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases: Phases) -> dict[str, object]:
     """Train ``session.current`` in place; returns what the report shows."""
     module, data = session.current, session.data
@@ -180,7 +188,7 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
             keep_decisions = keep_decisions or changed > settings.keep_decisions_above
             if partition is not None:
                 partition.refine(module, data.target_margin)
-                if not session.escalated and partition.open and budget.elapsed() > settings.escalate_after_share * budget.seconds:
+                if stalls(session, partition, settings, budget):
                     session.escalated, settings = True, escalated(settings)
             if accuracy < best_accuracy - settings.rollback_tolerance or changed > settings.max_decision_change:
                 module.load(best_state)
@@ -191,10 +199,8 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
             if accuracy >= best_accuracy:
                 best_state, best_accuracy = module.state(), accuracy
         lowest = float(margins.min())
-        # A candidate that changed many decisions first trains with the decision term for a while
-        # (not while the certified term is on: its partition must close, and more training moves it).
-        decisions_settled = (partition is not None or changed <= settings.keep_decisions_above
-                             or kept_blocks >= settings.decision_blocks)
+        # A candidate that changed many decisions first trains with the decision term for a while.
+        decisions_settled = changed <= settings.keep_decisions_above or kept_blocks >= settings.decision_blocks
         if (accuracy == 1.0 and lowest >= settings.satisfied_fraction * data.target_margin and decisions_settled
                 and certified(partition, module, data)):
             with phases("search"):

@@ -47,9 +47,7 @@ class BirdnnSettings:
     decision_keep: float = 0.5
     keep_decisions_above: float = 0.005
     # A candidate whose held-out changed fraction is above that is not handed to the verifier
-    # before it trained this many blocks with the decision term (or got back under it), unless
-    # the certified term is on (ACAS Xu N1,9 property 7, certified from the start: proven in
-    # session 6 without the wait, its first candidate undecided in 200 s with it).
+    # before it trained this many blocks with the decision term (or got back under it).
     decision_blocks: int = 10
     # Certified margin (retraining): a hinge on the CROWN lower bound of the margin over the
     # weakest leaves of a partition of the property's boxes (`certified.Partition`), so that the
@@ -74,9 +72,11 @@ class BirdnnSettings:
     # the squared hinge alone). `max_decision_change` still bounds what the stronger pull may cost.
     escalated_hinge: str = "linear"
     escalated_target: float = 1.0
-    # ... and so does a call that spent this share of its time with leaves still open (N2,9
-    # property 8: the squared hinge left 2,610 of 4,000 leaves open after the first call's 120 s,
-    # 1,836 after the second's, and the verifier spent 200 s on each candidate).
+    # ... and so does a call that spent this share of its time with leaves still open, where
+    # violations are rare (certified from the start: N2,9 property 8, the squared hinge left
+    # 2,610 of 4,000 leaves open after the first call's 120 s, 1,836 after the second's, and the
+    # verifier spent 200 s on each candidate). Not after an undecided candidate: there the switch
+    # cost decisions (property 2, N2,7: drawdown 1.00 -> 2.66 %, N3,6: 0.73 -> 2.11 %).
     escalate_after_share: float = 0.5
     certified_min_width: float = 1 / 4096  # leaves are not bisected below this fraction of the region box
     certified_max_boxes: int = 4000  # leaves of the partition at most
