@@ -7,9 +7,13 @@ import time
 
 class Deadline:
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
         self.start = time.monotonic()
         self.end = self.start + seconds
+
+    @property
+    def seconds(self) -> float:
+        """The length it was given."""
+        return self.end - self.start
 
     def remaining(self) -> float:
         return max(0.0, self.end - time.monotonic())
