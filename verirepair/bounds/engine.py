@@ -7,6 +7,7 @@ input that achieves it (used for branching and to propose counterexamples).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,7 +15,7 @@ import torch
 
 from .adam import Adam
 from .layers import AffineLayer, Chain
-from .operators import BoundAffine, BoundOperator, BoundRelu, bound_operator
+from .operators import BoundAffine, BoundOperator, BoundRelu, BoundSShaped, bound_operator
 
 Tensor = torch.Tensor
 Method = Literal["ibp", "crown", "alpha-crown"]
@@ -42,8 +43,15 @@ def concretize(lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor) -> Tenso
 
 
 def _backward(ops: list[BoundOperator], last: int, lam: Tensor, bias: Tensor,
-              pre: dict[int, tuple[Tensor, Tensor]], alphas: dict[int, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """Propagate ``lam·h_last + bias`` back to the input through layers ``last, last-1, ..., 0``."""
+              pre: dict[int, tuple[Tensor, Tensor]], alphas: dict[int, Tensor] | None = None,
+              multipliers: dict[int, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Propagate ``lam·h_last + bias`` back to the input through layers ``last, last-1, ..., 0``.
+
+    ``multipliers`` [B, m, n, 2] >= 0 per non-affine layer add ``β_u·(z - u) + β_l·(l - z)`` at
+    its input ``z`` with its bounds [l, u]: never positive wherever the bounds hold, so the result
+    still bounds from below on the set where they do, and the bounds' constraints reach the
+    concretization over the box (they matter where the bounds were narrowed by a split).
+    """
     for index in range(last, -1, -1):
         op = ops[index]
         if isinstance(op, BoundAffine):
@@ -52,22 +60,29 @@ def _backward(ops: list[BoundOperator], last: int, lam: Tensor, bias: Tensor,
             lower, upper = pre[index]
             alpha = alphas.get(index) if alphas else None
             lam, bias = op.backward(lam, bias, lower, upper, alpha)
+            if multipliers and index in multipliers:
+                to_upper, to_lower = multipliers[index][..., 0], multipliers[index][..., 1]
+                lam = lam + to_upper - to_lower
+                bias = bias - (to_upper * upper.unsqueeze(1)).sum(-1) + (to_lower * lower.unsqueeze(1)).sum(-1)
     return lam, bias
 
 
 class BoundEngine:
     """Bound computation for one chain; holds the per-layer operators."""
 
-    def __init__(self, chain: Chain) -> None:
+    def __init__(self, chain: Chain, stop: Callable[[], bool] | None = None) -> None:
+        """``stop``: asked before every α-CROWN step; once it answers True the optimisations end
+        with the best bounds so far (sound at any step), so a verifier's deadline is kept."""
         self.chain = chain
         self.ops = [bound_operator(layer) for layer in chain.layers]
+        self.stop = stop or (lambda: False)
 
     def layer_bounds(self, lower: Tensor, upper: Tensor, method: Method = "crown",
                      alpha_steps: int = 20, alpha_lr: float = 0.1, prior: LayerBounds | None = None) -> LayerBounds:
         """Pre-activation bounds of every non-affine layer (CROWN intersected with IBP).
 
-        "alpha-crown" also optimises, for every bounded neuron separately, the lower slopes of all
-        ReLUs behind it (much tighter on deep networks with many inputs, and much slower).
+        "alpha-crown" also optimises, for every bounded neuron separately, the slopes of all
+        activations behind it (much tighter on deep networks with many inputs, and much slower).
         ``prior``: bounds known to hold on these boxes (e.g. a parent box's, in branch and bound);
         every layer's bounds are intersected with them before the next layer is bounded, so
         neurons the prior proves stable are relaxed exactly.
@@ -129,8 +144,14 @@ class BoundEngine:
         layer = self.chain.layers[index]
         assert isinstance(layer, AffineLayer)
         l_cur, u_cur = current
-        rows = ((l_cur < 0) & (u_cur > 0)).any(dim=0).nonzero().flatten()
-        if rows.numel() == 0 or not isinstance(self.ops[index + 1], BoundRelu):
+        following = self.ops[index + 1]
+        if isinstance(following, BoundRelu):
+            rows = ((l_cur < 0) & (u_cur > 0)).any(dim=0).nonzero().flatten()
+        elif isinstance(following, BoundSShaped):  # every neuron of non-zero width is relaxed
+            rows = (u_cur > l_cur).any(dim=0).nonzero().flatten()
+        else:
+            return current
+        if rows.numel() == 0:
             return current
         batch, n = lower.shape[0], rows.numel()
         lam0 = torch.cat([layer.weight[rows], -layer.weight[rows]]).unsqueeze(0).expand(batch, -1, -1)
@@ -149,8 +170,13 @@ class BoundEngine:
 
     def output_bounds(self, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor | None = None,
                       method: Method = "crown", alpha_steps: int = 20, alpha_lr: float = 0.1,
-                      layers: LayerBounds | None = None) -> OutputBound:
-        """Lower bounds of ``C·f(x) + d`` on each box; ``C`` is [m, n_out] or [B, m, n_out]."""
+                      layers: LayerBounds | None = None, interval_multipliers: bool = False) -> OutputBound:
+        """Lower bounds of ``C·f(x) + d`` on each box; ``C`` is [m, n_out] or [B, m, n_out].
+
+        ``interval_multipliers`` (α-CROWN only): also optimise multipliers β >= 0 on every
+        non-affine layer's bounds (see `_backward`): then the result bounds ``C·f(x) + d`` on the
+        points of the box where ``layers`` hold, which is all of it unless they were narrowed.
+        """
         batch = lower.shape[0]
         C = C.to(lower.dtype).expand(batch, -1, -1) if C.dim() == 2 else C.to(lower.dtype)
         d = torch.zeros(C.shape[:2], dtype=lower.dtype, device=lower.device) if d is None else d.to(lower.dtype).expand(C.shape[:2])
@@ -169,7 +195,8 @@ class BoundEngine:
         result = OutputBound(best, lam, bias, layers)
         if method == "alpha-crown" and alpha_steps > 0:
             with torch.enable_grad():  # callers may bound under no_grad; the slopes need gradients
-                result = self._optimise_alpha(lower, upper, lam0, bias0, pre, result, alpha_steps, alpha_lr)
+                result = self._optimise_alpha(lower, upper, lam0, bias0, pre, result, alpha_steps, alpha_lr,
+                                              interval_multipliers)
         return result
 
     def _ibp_output(self, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,
@@ -182,37 +209,48 @@ class BoundEngine:
 
     def _optimise_alpha(self, lower: Tensor, upper: Tensor, lam0: Tensor, bias0: Tensor,
                         pre: dict[int, tuple[Tensor, Tensor]], start: OutputBound,
-                        steps: int, lr: float) -> OutputBound:
-        """α-CROWN: gradient ascent on the ReLU lower slopes for the final bound.
+                        steps: int, lr: float, interval_multipliers: bool = False) -> OutputBound:
+        """α-CROWN: gradient ascent on the activations' slopes for the final bound.
 
-        Any slope in [0, 1] gives a sound bound, so every iterate is sound; we keep the best
-        bound seen per (box, row), starting from CROWN's own slopes (never looser than CROWN).
+        Any ReLU lower slope in [0, 1] and any S-shaped slope gives a sound bound, so every
+        iterate is sound; we keep the best bound seen per (box, row), starting from CROWN's own
+        slopes (never looser than CROWN).
         """
         assert start.coefficients is not None and start.constant is not None
         best, best_lam, best_bias = self._optimise_slopes(len(self.ops) - 2, lower, upper, lam0, bias0, pre,
-                                                          (start.lower, start.coefficients, start.constant), steps, lr)
+                                                          (start.lower, start.coefficients, start.constant), steps, lr,
+                                                          interval_multipliers)
         return OutputBound(best, best_lam, best_bias, start.layers)
 
     def _optimise_slopes(self, last: int, lower: Tensor, upper: Tensor, lam0: Tensor, bias0: Tensor,
                          pre: dict[int, tuple[Tensor, Tensor]], start: tuple[Tensor, Tensor, Tensor],
-                         steps: int, lr: float) -> tuple[Tensor, Tensor, Tensor]:
-        """Adam on the lower slopes of the ReLUs in ops ``0..last`` (one set per row of ``lam0``)
-        for the bounds of ``lam0·h + bias0`` back-substituted from op ``last``.
+                         steps: int, lr: float, interval_multipliers: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """Adam on the slopes of the activations in ops ``0..last`` (one set per row of ``lam0``;
+        ReLU lower slopes, S-shaped lower and upper slopes) for the bounds of ``lam0·h + bias0``
+        back-substituted from op ``last``.
 
-        Any slope in [0, 1] gives a sound bound, so every iterate is sound; per (box, row) the best
-        bound seen is kept with its linear function, starting from ``start`` (bound, λ, bias).
+        Any ReLU slope in [0, 1] and any S-shaped slope gives a sound bound, so every iterate is
+        sound; per (box, row) the best bound seen is kept with its linear function, starting from
+        ``start`` (bound, λ, bias).
         """
         m = lam0.shape[1]
-        alphas = {
-            i: BoundRelu.default_alpha(*pre[i]).unsqueeze(1).expand(-1, m, -1).clone().requires_grad_(True)
-            for i, op in enumerate(self.ops[:last + 1]) if isinstance(op, BoundRelu)
+        alphas = {}
+        for i, op in enumerate(self.ops[:last + 1]):
+            if isinstance(op, (BoundRelu, BoundSShaped)):
+                start_alpha = op.default_alpha(*pre[i]).unsqueeze(1)
+                alphas[i] = start_alpha.expand(-1, m, *start_alpha.shape[2:]).clone().requires_grad_(True)
+        multipliers = {
+            i: lam0.new_zeros(lam0.shape[0], m, pre[i][0].shape[-1], 2).requires_grad_(True)
+            for i, op in enumerate(self.ops[:last + 1]) if interval_multipliers and not isinstance(op, BoundAffine)
         }
         best, best_lam, best_bias = (t.detach().clone() for t in start)
-        if not alphas:
+        if not alphas and not multipliers:
             return best, best_lam, best_bias
-        optimiser = Adam([(list(alphas.values()), lr)])
+        optimiser = Adam([(list(alphas.values()), lr), (list(multipliers.values()), lr / 2)])
         for _ in range(steps):
-            lam, bias = _backward(self.ops, last, lam0, bias0, pre, alphas)
+            if self.stop():
+                break
+            lam, bias = _backward(self.ops, last, lam0, bias0, pre, alphas, multipliers)
             bound = concretize(lam, bias, lower, upper)
             with torch.no_grad():
                 better = bound > best
@@ -225,4 +263,6 @@ class BoundEngine:
             with torch.no_grad():
                 for alpha in alphas.values():
                     alpha.clamp_(0.0, 1.0)
+                for multiplier in multipliers.values():
+                    multiplier.clamp_(min=0.0)
         return best.detach(), best_lam.detach(), best_bias.detach()

@@ -87,9 +87,22 @@ class BoundSShaped:
     functions, so every candidate line is sound (up to `RELAXATION_SLACK`). Each side picks, among
     the chord slope, the end-point and mid-point derivatives and 0 (the interval bound), the line
     with the smallest mean gap to ``f`` over [l, u].
+
+    Because the offsets are exact for *any* slope, α-CROWN may optimise both slopes freely: its
+    ``alpha`` is [B, m, n, 2] (lower, upper slope per row and neuron) in units of the largest
+    derivative, so the same step size and [0, 1] range serve ReLU and S-shaped slopes alike.
     """
 
     kind: str
+
+    @property
+    def max_derivative(self) -> float:
+        return 0.25 if self.kind == "sigmoid" else 1.0
+
+    def default_alpha(self, lower: Tensor, upper: Tensor) -> Tensor:
+        """[B, n, 2]: the slopes of the lines `relaxation` picks, where α-CROWN starts."""
+        k_low, _, k_up, _ = self.relaxation(lower, upper)
+        return torch.stack([k_low, k_up], dim=-1) / self.max_derivative
 
     def f(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x) if self.kind == "sigmoid" else torch.tanh(x)
@@ -112,8 +125,11 @@ class BoundSShaped:
         return torch.atanh(-t), torch.atanh(t)
 
     def _offsets(self, slope: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        """Exact min and max of ``f(x) - slope·x`` on [l, u] (minus/plus the slack). The
+        candidate points are not differentiated: at an interior extremum the derivative in the
+        point vanishes, so the offset's gradient in the slope is ``-x`` at the extremum."""
         candidates = [lower, upper]
-        for point in self._stationary_points(slope):
+        for point in self._stationary_points(slope.detach()):
             point = torch.nan_to_num(point, nan=0.0)
             candidates.append(torch.minimum(torch.maximum(point, lower), upper))
         gaps = torch.stack([self.f(c) - slope * c for c in candidates])
@@ -143,7 +159,12 @@ class BoundSShaped:
 
     def backward(self, lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor,
                  alpha: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        k_low, c_low, k_up, c_up = (t.unsqueeze(1) for t in self.relaxation(lower, upper))
+        if alpha is None:
+            k_low, c_low, k_up, c_up = (t.unsqueeze(1) for t in self.relaxation(lower, upper))
+        else:
+            k_low, k_up = alpha[..., 0] * self.max_derivative, alpha[..., 1] * self.max_derivative
+            lower, upper = lower.unsqueeze(1), upper.unsqueeze(1)
+            c_low, c_up = self._offsets(k_low, lower, upper)[0], self._offsets(k_up, lower, upper)[1]
         positive, negative = _split(lam)
         new_bias = bias + (positive * c_low).sum(-1) + (negative * c_up).sum(-1)
         return positive * k_low + negative * k_up, new_bias

@@ -14,12 +14,14 @@ import torch
 from ..bounds import BoundEngine, Chain, LayerBounds, lower_network
 from ..network import Network, check_import_agrees, load_network
 from ..spec import Region, Spec, parse_vnnlib
+from .activation_split import activation_split_search
 from .certificate import RegionCertificate
+from .clause_search import search_clauses
 from .deadline import Deadline
 from .falsify import candidate_points
 from .input_split import input_split_search
 from .milp_search import milp_search
-from .relu_split import relu_split_clauses
+from .relu_split import relu_split_search
 from .objective import RegionRows, box_tensors, clause_lower_bounds
 from .result import Counterexample, SearchOutcome, Verdict
 from .settings import VerifySettings
@@ -52,7 +54,7 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
     deadline = deadline or Deadline(settings.timeout)
     device = torch.device(settings.device)
     _cap_device_memory(device, settings.device_memory_gib)
-    engine = BoundEngine(lower_network(network).to(device))
+    engine = BoundEngine(lower_network(network).to(device), stop=deadline.expired)
     generator = torch.Generator().manual_seed(settings.seed)
     region_rows = [RegionRows.of(region, spec.n_outputs, device) for region in spec.regions]
 
@@ -128,14 +130,24 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     if low_dimensional:
         return input_split_search(engine, rows, region, settings, deadline, confirm), "input-split"
     if chain.is_relu_mlp and settings.relu_split_share > 0:
-        found, open_clauses = relu_split_clauses(engine, rows, open_clauses, layers, lower, upper, settings, deadline, confirm)
+        found, open_clauses = search_clauses(relu_split_search, settings.relu_split_share, engine, rows, open_clauses,
+                                             layers, lower, upper, settings, deadline, confirm)
         if found is not None:
             return found, "relu-split"
         if not open_clauses:
             return SearchOutcome("proven", None, 1), "relu-split"
     if chain.is_piecewise_linear:
         return milp_search(engine, region, open_clauses, layers, settings, deadline, confirm, notes), "milp"
-    notes.append("bounds were not tight enough and the network is not piecewise linear (no exact search)")
+    # No exact search without piecewise linearity: splitting sigmoid/tanh neurons gets all the time.
+    found, open_clauses = search_clauses(activation_split_search, 1.0, engine, rows, open_clauses, layers, lower, upper,
+                                         settings, deadline, confirm)
+    if found is not None:
+        return found, "activation-split"
+    if not open_clauses:
+        return SearchOutcome("proven", None, 1), "activation-split"
+    if deadline.expired():
+        return SearchOutcome("timeout", None, 1), "none"
+    notes.append("activation splitting could not close the region (not piecewise linear: no exact search)")
     return SearchOutcome("unknown", None, 1), "none"
 
 

@@ -25,11 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..bounds import AffineLayer, BoundEngine, Chain, LayerBounds
+from ..bounds import AffineLayer, BoundEngine, Chain
 from ..bounds.adam import Adam
 from .deadline import Deadline, paced_batch
 from .falsify import replay_most_violating
-from .objective import RegionRows
 from .result import Counterexample, SearchOutcome
 from .settings import VerifySettings
 
@@ -254,33 +253,3 @@ def _bound_and_filter(net: SplitNetwork, objective: Tensor, offset: float, lower
     still_open = (result.lower <= settings.decision_margin).nonzero().flatten()
     return bounded.select(still_open), BatchBound(result.lower[still_open], [], [], result.branch[still_open],
                                                   result.vertex[still_open])
-
-
-def relu_split_clauses(engine: BoundEngine, rows: RegionRows, open_clauses: list[int], layers: LayerBounds,
-                       box_lower: Tensor, box_upper: Tensor, settings: VerifySettings, deadline: Deadline,
-                       confirm: Callable[[np.ndarray], Counterexample | None]) -> tuple[SearchOutcome | None, list[int]]:
-    """ReLU-split BaB on each open single-row clause, each within its share of
-    ``settings.relu_split_share`` of the time left. Returns a counterexample outcome if one was
-    confirmed (else None) and the clauses still open for the exact MILP."""
-    pre_bounds = [(l[0], u[0]) for l, u in layers.pre_activation]
-    left: list[int] = []
-    for position, clause in enumerate(open_clauses):
-        members = (rows.owner == clause).nonzero().flatten()
-        if members.numel() != 1 or deadline.expired():
-            left.append(clause)
-            continue
-        row = int(members[0])
-        share = Deadline(settings.relu_split_share * deadline.remaining() / (len(open_clauses) - position))
-        out_of_memory = False
-        try:
-            outcome = relu_split_search(engine, rows.A[row], -float(rows.b[row]), box_lower, box_upper, pre_bounds,
-                                        settings, share, rows.margin, confirm)
-        except torch.OutOfMemoryError:  # the device's memory cap (VerifySettings.device_memory_gib)
-            outcome, out_of_memory = SearchOutcome("unknown", None, 0), True
-        if out_of_memory and torch.cuda.is_available():
-            torch.cuda.empty_cache()  # the frontier is gone now: the MILP and the next clause get its memory
-        if outcome.status == "sat":
-            return outcome, []
-        if outcome.status != "proven":
-            left.append(clause)
-    return None, left
