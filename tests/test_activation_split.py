@@ -48,7 +48,7 @@ def _sampled_minimum(chain, lower, upper, objective, seed: int) -> tuple[float, 
     return float(value[best]), x[best].detach()
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from(["sigmoid", "tanh"]))
 def test_domain_bounds_hold_on_sampled_points_inside_the_domain(seed: int, kind: str) -> None:
     chain, lower, upper, objective = _problem(seed, kind)
@@ -98,11 +98,11 @@ def test_search_proves_what_alpha_crown_alone_cannot_and_finds_violations(kind: 
         alpha = float(engine.output_bounds(lower, upper, objective.reshape(1, -1), method="alpha-crown", alpha_steps=30).lower)
         assert alpha <= minimum + 1e-9
         # a threshold halfway between α-CROWN's bound and the sampled minimum
-        outcome = _search(chain, lower, upper, objective, -(alpha + minimum) / 2, 5.0)
+        outcome = _search(chain, lower, upper, objective, -(alpha + minimum) / 2, 3.0)
         assert outcome.status in ("proven", "unknown", "timeout")
         proven_beyond_alpha += outcome.status == "proven"
         # a threshold just above the sampled minimum: violated
-        violated = _search(chain, lower, upper, objective, -minimum - 1e-3 * (abs(minimum) + 1), 5.0)
+        violated = _search(chain, lower, upper, objective, -minimum - 1e-3 * (abs(minimum) + 1), 3.0)
         assert violated.status != "proven"
         if violated.status == "sat":
             violations_found += 1
@@ -110,3 +110,26 @@ def test_search_proves_what_alpha_crown_alone_cannot_and_finds_violations(kind: 
             x = torch.tensor(violated.counterexample.x, dtype=F64)
             assert bool((x >= lower[0] - 1e-12).all() and (x <= upper[0] + 1e-12).all())
     assert proven_beyond_alpha >= 3 and violations_found >= 2
+
+
+def test_out_of_memory_halves_the_batch_and_the_search_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device memory cap hit while bounding a batch of children: the batch is halved and the
+    frontier kept, so the proof still comes, bounded in batches below the failing size."""
+    chain, lower, upper, objective = _problem(0, "sigmoid")
+    minimum, _ = _sampled_minimum(chain, lower, upper, objective, 0)
+    alpha = float(BoundEngine(chain).output_bounds(lower, upper, objective.reshape(1, -1), method="alpha-crown", alpha_steps=30).lower)
+    real_bound = ActivationSplitter.bound
+    sizes: list[int] = []
+    refused: list[int] = []
+
+    def capped(self, lower_bounds, upper_bounds):  # type: ignore[no-untyped-def]
+        if lower_bounds[0].shape[0] > 8:
+            refused.append(lower_bounds[0].shape[0])
+            raise torch.OutOfMemoryError("simulated device memory cap")
+        sizes.append(lower_bounds[0].shape[0])
+        return real_bound(self, lower_bounds, upper_bounds)
+
+    monkeypatch.setattr(ActivationSplitter, "bound", capped)
+    outcome = _search(chain, lower, upper, objective, -(alpha + 0.8 * (minimum - alpha)), 10.0)
+    assert outcome.status == "proven"
+    assert refused and max(sizes) <= 8 and len(sizes) > 2

@@ -143,7 +143,7 @@ def activation_split_search(engine: BoundEngine, objective: Tensor, offset: floa
     splitter = ActivationSplitter(engine, objective, offset, box_lower, box_upper)
     frontier, branch, vertex = splitter.bound([l.reshape(1, -1) for l, _ in pre_bounds],
                                               [u.reshape(1, -1) for _, u in pre_bounds])
-    bounded_count, batch, stuck = 1, BATCH_START, False
+    bounded_count, batch, largest, stuck = 1, BATCH_START, settings.split_batch, False
     bytes_per_domain = 16 * sum(l.shape[1] for l in frontier.lower)
     while True:
         found = replay_most_violating(engine.chain, vertex, margin_of, confirm, 4)
@@ -163,7 +163,17 @@ def activation_split_search(engine: BoundEngine, objective: Tensor, offset: floa
         order = frontier.bound.argsort()
         take, rest = order[:batch], order[batch:]
         lower, upper = splitter.children(frontier.select(take), branch[take])
-        children, child_branch, vertex = splitter.bound(lower, upper)
+        try:
+            children, child_branch, vertex = splitter.bound(lower, upper)
+        except torch.OutOfMemoryError:  # the device's memory cap: the frontier is intact, retry smaller
+            if batch <= 1:
+                raise
+            del lower, upper
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            batch = largest = batch // 2
+            vertex = vertex[:0]
+            continue
         bounded_count += children.size
         frontier, branch = Domains.join([frontier.select(rest), children]), torch.cat([branch[rest], child_branch])
-        batch = paced_batch(batch, time.monotonic() - started, BATCH_START, settings.split_batch)
+        batch = paced_batch(batch, time.monotonic() - started, min(BATCH_START, largest), largest)
