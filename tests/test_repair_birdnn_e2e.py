@@ -111,3 +111,28 @@ def test_a_call_still_leaving_leaves_open_past_its_share_switches_to_the_escalat
     # Squared first (the first block), linear from the switch on, never back.
     assert squared_calls[0] and squared_calls == sorted(squared_calls, reverse=True)
     assert squared_calls[-1] is not escalates
+
+
+@pytest.mark.parametrize("rare, seconds, calls", [(True, 600, 3), (False, 600, 1), (True, 40, 1)],
+                         ids=["rare-with-time", "not-rare", "rare-without-time"])
+def test_a_candidate_with_many_open_leaves_trains_on_before_verification(monkeypatch, rare, seconds, calls) -> None:
+    """Where violations are rare, a call that leaves more than ``verify_open_share`` of the
+    partition open is followed by another before the candidate goes out, while a call of at least
+    a quarter of ``max_seconds`` fits; otherwise the candidate goes to the verifier at once."""
+    original = load_network(TANH)
+    spec = parse_vnnlib(STEERING_LIMIT, n_inputs=3, n_outputs=2)
+    x = np.random.default_rng(1).uniform(-1.0, 1.0, size=(4000, 3))
+    bad = [p for p, q in zip(x, run_onnxruntime(original, x)) if spec.violation_at(p, q)]
+    still_open = iter([60, 30, 10, 5])
+    made: list[int] = []
+
+    def improve(session, settings, budget, phases):
+        made.append(next(still_open))
+        return {"partition_boxes": 100, "partition_open": made[-1]}
+
+    monkeypatch.setattr(BirdnnRetrain, "improve", staticmethod(improve))
+    settings = BirdnnSettings(certify_below_violation=1.0 if rare else 0.0, verify_open_share=0.25,
+                              domain_samples=2000, validation_samples=500, outside_samples=500)
+    candidate = BirdnnRetrain(settings).repair(RepairProblem(original, spec, (bad[0],)), None, Deadline(seconds))
+    assert len(made) == calls
+    assert candidate.details["partition_open"] == made[-1]

@@ -45,8 +45,21 @@ class BirdnnStrategy:
                     self.session.certify = True
                 self.session.certify |= self.session.data.violating_fraction <= settings.certify_below_violation
             details = type(self).improve(self.session, settings, budget, phases)
+            while self._train_on(details, deadline):
+                details = type(self).improve(self.session, settings, repair_budget(settings, deadline), phases)
             data = self.session.data
             details.update({"strategy": self.name, "round": self.session.rounds, "counterexample_points_added": added,
                             "domain_samples": len(data.domain), "negative_samples": int(data.negatives.sum()),
                             "outside_samples": len(data.outside)})
             return candidate_of(self.session.current, problem, details, phases.seconds)
+
+    def _train_on(self, details: dict, deadline: Deadline) -> bool:
+        """Whether to improve again before the verifier sees the candidate: violations are rare,
+        too many partition leaves are still open (`BirdnnSettings.verify_open_share`) and the
+        strategy has time for a call worth making."""
+        settings, session = self.settings, self.session
+        assert session is not None
+        rare = session.data.violating_fraction <= settings.certify_below_violation
+        leaves, still_open = int(details.get("partition_boxes", 0)), int(details.get("partition_open", 0))
+        return (rare and leaves > 0 and still_open > settings.verify_open_share * leaves
+                and repair_budget(settings, deadline).seconds >= settings.max_seconds / 4)
