@@ -33,6 +33,11 @@ class Session:
     certify: bool = False  # whether retraining adds the certified-margin loss (see BirdnnSettings)
     escalated: bool = False  # whether it uses the escalated hinge (see BirdnnSettings.escalated_hinge)
 
+    def violations_rare(self, settings: BirdnnSettings) -> bool:
+        """At most `BirdnnSettings.certify_below_violation` of the uniform box samples violate:
+        certified training from the start, and the rare-violation rules of retraining."""
+        return self.data.violating_fraction <= settings.certify_below_violation
+
 
 def problem_key(problem: RepairProblem) -> tuple[object, ...]:
     network = problem.original

@@ -154,8 +154,7 @@ def escalated(settings: BirdnnSettings) -> BirdnnSettings:
 def stalls(session: Session, partition: Partition, settings: BirdnnSettings, budget: Deadline) -> bool:
     """Whether certified training where violations are rare should step up its hinge now: the
     share of the call's time `escalate_after_share` has passed and leaves are still open."""
-    rare = session.data.violating_fraction <= settings.certify_below_violation
-    return (rare and not session.escalated and partition.open > 0
+    return (session.violations_rare(settings) and not session.escalated and partition.open > 0
             and budget.elapsed() > settings.escalate_after_share * budget.seconds)
 
 

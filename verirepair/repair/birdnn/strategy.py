@@ -18,7 +18,7 @@ from .common import (
 )
 from .settings import BirdnnSettings
 
-Improvement = Callable[[Session, BirdnnSettings, float, Phases], dict]
+Improvement = Callable[[Session, BirdnnSettings, Deadline, Phases], dict]
 
 
 class BirdnnStrategy:
@@ -43,7 +43,7 @@ class BirdnnStrategy:
                     self.session.data.target_margin *= settings.margin_growth
                     self.session.escalated |= self.session.certify
                     self.session.certify = True
-                self.session.certify |= self.session.data.violating_fraction <= settings.certify_below_violation
+                self.session.certify |= self.session.violations_rare(settings)
             details = type(self).improve(self.session, settings, budget, phases)
             while self._train_on(details, deadline):
                 details = type(self).improve(self.session, settings, repair_budget(settings, deadline), phases)
@@ -59,7 +59,6 @@ class BirdnnStrategy:
         strategy has time for a call worth making."""
         settings, session = self.settings, self.session
         assert session is not None
-        rare = session.data.violating_fraction <= settings.certify_below_violation
         leaves, still_open = int(details.get("partition_boxes", 0)), int(details.get("partition_open", 0))
-        return (rare and leaves > 0 and still_open > settings.verify_open_share * leaves
+        return (session.violations_rare(settings) and leaves > 0 and still_open > settings.verify_open_share * leaves
                 and repair_budget(settings, deadline).seconds >= settings.max_seconds / 4)
