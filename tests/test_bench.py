@@ -63,3 +63,16 @@ def test_a_crashing_instance_is_an_error_not_a_stopped_run(suite: Path) -> None:
     records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     assert [r["result"] for r in records] == ["error", "unsat"]
     assert "broken.onnx" in records[0]["decided_by"]
+
+
+def test_an_instance_past_its_hard_limit_is_killed_and_recorded_as_a_timeout(suite: Path) -> None:
+    from verirepair.bench.runner import run_instance
+
+    instance = read_instances(suite / "instances.csv")[0]
+    out = suite / "out3"
+    out.mkdir()
+    # a 1 ms limit and no grace: the forked verifier cannot have answered when the limit comes
+    record = run_instance(instance, out, timeout_scale=1e-3 / instance.timeout, threads=1, kill_grace=0.0)
+    assert (record.result, record.decided_by) == ("timeout", "killed at the hard limit")
+    assert json.loads(next(out.glob("*.json")).read_text())["result"] == "timeout"
+    assert not list(out.glob("*.stdout")) and not list(out.glob("*.stderr"))

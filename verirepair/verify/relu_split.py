@@ -212,7 +212,8 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
     root = Domains([torch.zeros(1, n, dtype=torch.int8, device=device) for n in sizes],
                    [_default_alpha(net, k) for k in range(len(sizes))],
                    [torch.zeros(1, n, dtype=torch.float32, device=device) for n in sizes],
-                   torch.zeros(1, dtype=lower.dtype, device=device), torch.zeros(1, dtype=torch.long, device=device))
+                   torch.full((1,), -torch.inf, dtype=lower.dtype, device=device),
+                   torch.zeros(1, dtype=torch.long, device=device))
     frontier, result = _bound_and_filter(net, objective, offset, lower, upper, root, settings)
     bounded_count, batch, stuck = 1, BATCH_START, False
     found = replay_most_violating(engine.chain, result.vertex, margin_of, confirm, 4)
@@ -249,7 +250,9 @@ def _bound_and_filter(net: SplitNetwork, objective: Tensor, offset: float, lower
                       domains: Domains, settings: VerifySettings) -> tuple[Domains, BatchBound]:
     """Bound ``domains``; return the ones still open (bound <= the decision margin) and the raw result."""
     result = bound_domains(net, objective, offset, lower, upper, domains.splits, domains.alpha, domains.beta, OPTIMISE_STEPS)
-    bounded = Domains(domains.splits, result.alpha, result.beta, result.lower, result.branch)
-    still_open = (result.lower <= settings.decision_margin).nonzero().flatten()
-    return bounded.select(still_open), BatchBound(result.lower[still_open], [], [], result.branch[still_open],
+    # a child lies inside its parent, so the parent's bound (``domains.lower``) holds on it too
+    bound = torch.maximum(result.lower, domains.lower)
+    bounded = Domains(domains.splits, result.alpha, result.beta, bound, result.branch)
+    still_open = (bound <= settings.decision_margin).nonzero().flatten()
+    return bounded.select(still_open), BatchBound(bound[still_open], [], [], result.branch[still_open],
                                                   result.vertex[still_open])
