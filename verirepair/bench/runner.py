@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -26,8 +27,8 @@ from ..files import atomic_write_text
 from .instances import Instance
 from .witness_check import check_witness
 
-# Seconds granted beyond the instance timeout before the process is killed: interpreter start-up,
-# imports and writing results are not part of the verifier's own deadline.
+# Seconds granted beyond the instance timeout before the process is killed: forking the process
+# and printing its results lie outside the verifier's own deadline, and a loaded machine is slow.
 KILL_GRACE = 15.0
 _FORK_SERVER = multiprocessing.get_context("forkserver")
 _FORK_SERVER.set_forkserver_preload(["torch", "onnxruntime", "verirepair.cli", "verirepair.verify"])
@@ -55,8 +56,6 @@ def _verify_in_child(argv: list[str], stdout: str, stderr: str, threads: int) ->
     for fd, path in ((1, stdout), (2, stderr)):
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
     os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    import sys
-
     import torch
 
     from ..cli import main
