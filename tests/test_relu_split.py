@@ -114,3 +114,15 @@ def test_splits_tighten_the_bounds_of_later_layers() -> None:
         tightened += any(bool((pre_lower[k] > root_lower[k] + 1e-9).any() | (pre_upper[k] < root_upper[k] - 1e-9).any())
                          for k in range(1, len(splits)))
     assert tightened >= 10
+
+
+def test_re_bounding_in_chunks_gives_the_same_bounds(monkeypatch) -> None:
+    from verirepair.verify import relu_split
+
+    _, lower, upper, net, splits, _, _ = _case(3, 9)
+    root_lower, root_upper = _root_bounds(net, 9)
+    whole = tighten_intermediate(net, lower[0], upper[0], splits, root_lower, root_upper, 1)
+    monkeypatch.setattr(relu_split, "TIGHTEN_CHUNK_BYTES", 1.0)  # one domain per chunk
+    chunked = tighten_intermediate(net, lower[0], upper[0], splits, root_lower, root_upper, 1)
+    for a, b in zip(whole[0] + whole[1] + [whole[2]], chunked[0] + chunked[1] + [chunked[2]]):
+        assert torch.equal(a, b)

@@ -55,6 +55,10 @@ STALL_GAIN = 0.02
 # under ~4 GB.
 MAX_FRONTIER_BYTES = 1.5e9
 BYTES_PER_NEURON = 25
+# Re-bounding intermediate layers back-substitutes a [domains, 2·neurons, inputs] matrix per layer;
+# domains go through in chunks whose matrix takes about this much (a whole batch of mnist_fc 256x4
+# children at once peaked at 9 GB).
+TIGHTEN_CHUNK_BYTES = 64e6
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,21 @@ def tighten_intermediate(net: SplitNetwork, box_lower: Tensor, box_upper: Tensor
     the domain's (already tightened) relaxations of layers before k, and intersects them with the
     domain's previous bounds. Both are valid on the domain, so the intersection is. Returns the
     new bounds and a [D] mask of domains shown empty (some neuron's lower bound above its upper).
+    Domains go through in chunks whose back-substitution matrices take `TIGHTEN_CHUNK_BYTES`.
     """
+    widest = max(w.shape[0] * w.shape[1] for w in net.weights[first:len(splits)]) if first < len(splits) else 1
+    chunk = max(1, int(TIGHTEN_CHUNK_BYTES // (2 * widest * box_lower.element_size())))
+    count = splits[0].shape[0]
+    if count <= chunk:
+        return _tighten_chunk(net, box_lower, box_upper, splits, pre_lower, pre_upper, first)
+    parts = [_tighten_chunk(net, box_lower, box_upper, *[[t[start:start + chunk] for t in ts] for ts in (splits, pre_lower, pre_upper)],
+                            first) for start in range(0, count, chunk)]
+    return ([torch.cat([p[0][k] for p in parts]) for k in range(len(splits))],
+            [torch.cat([p[1][k] for p in parts]) for k in range(len(splits))], torch.cat([p[2] for p in parts]))
+
+
+def _tighten_chunk(net: SplitNetwork, box_lower: Tensor, box_upper: Tensor, splits: list[Tensor],
+                   pre_lower: list[Tensor], pre_upper: list[Tensor], first: int) -> tuple[list[Tensor], list[Tensor], Tensor]:
     dtype = box_lower.dtype
     center, radius = (box_upper + box_lower) / 2, (box_upper - box_lower) / 2
     lower, upper = list(pre_lower), list(pre_upper)
