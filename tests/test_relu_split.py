@@ -56,7 +56,7 @@ def test_split_domain_bounds_hold_on_every_sampled_point_of_the_domain(seed: int
     beta = [torch.tensor(rng.uniform(0, 2, size=s.shape), dtype=torch.float32) for s in splits]
     pre_lower, pre_upper = _root_bounds(net, n_domains)
     if tightened:
-        pre_lower, pre_upper, _ = tighten_intermediate(net, lower[0], upper[0], splits, pre_lower, pre_upper, 1)
+        pre_lower, pre_upper, _ = tighten_intermediate(net, lower[0], upper[0], splits, pre_lower, pre_upper)
     result = bound_domains(net, objective, 0.25, lower[0], upper[0], splits, pre_lower, pre_upper, alpha, beta, steps)
     x = sample_box(seed, lower, upper, 4000)[0]
     y, pre_activations = forward_layers(chain, x)
@@ -91,7 +91,7 @@ def test_tightened_intermediate_bounds_hold_on_the_domain_and_only_empty_domains
     n_domains = 8
     chain, lower, upper, net, splits, _, _ = _case(seed, n_domains)
     root_lower, root_upper = _root_bounds(net, n_domains)
-    pre_lower, pre_upper, empty = tighten_intermediate(net, lower[0], upper[0], splits, root_lower, root_upper, 1)
+    pre_lower, pre_upper, empty = tighten_intermediate(net, lower[0], upper[0], splits, root_lower, root_upper)
     for k in range(len(splits)):
         assert bool((pre_lower[k] >= root_lower[k]).all()) and bool((pre_upper[k] <= root_upper[k]).all())
     _, pre_activations = forward_layers(chain, sample_box(seed, lower, upper, 4000)[0])
@@ -110,7 +110,7 @@ def test_splits_tighten_the_bounds_of_later_layers() -> None:
     for seed in range(20):
         _, lower, upper, net, splits, _, _ = _case(seed, 4)
         root_lower, root_upper = _root_bounds(net, 4)
-        pre_lower, pre_upper, _ = tighten_intermediate(net, lower[0], upper[0], splits, root_lower, root_upper, 1)
+        pre_lower, pre_upper, _ = tighten_intermediate(net, lower[0], upper[0], splits, root_lower, root_upper)
         tightened += any(bool((pre_lower[k] > root_lower[k] + 1e-9).any() | (pre_upper[k] < root_upper[k] - 1e-9).any())
                          for k in range(1, len(splits)))
     assert tightened >= 10
@@ -121,8 +121,8 @@ def test_re_bounding_in_chunks_gives_the_same_bounds(monkeypatch) -> None:
 
     _, lower, upper, net, splits, _, _ = _case(3, 9)
     root_lower, root_upper = _root_bounds(net, 9)
-    whole = tighten_intermediate(net, lower[0], upper[0], splits, root_lower, root_upper, 1)
+    whole = tighten_intermediate(net, lower[0], upper[0], splits, root_lower, root_upper)
     monkeypatch.setattr(relu_split, "TIGHTEN_CHUNK_BYTES", 1.0)  # one domain per chunk
-    chunked = tighten_intermediate(net, lower[0], upper[0], splits, root_lower, root_upper, 1)
+    chunked = tighten_intermediate(net, lower[0], upper[0], splits, root_lower, root_upper)
     for a, b in zip(whole[0] + whole[1] + [whole[2]], chunked[0] + chunked[1] + [chunked[2]]):
         assert torch.equal(a, b)

@@ -59,6 +59,8 @@ BYTES_PER_NEURON = 25
 # domains go through in chunks whose matrix takes about this much (a whole batch of mnist_fc 256x4
 # children at once peaked at 9 GB).
 TIGHTEN_CHUNK_BYTES = 64e6
+# A domain is empty only when some neuron's bounds cross by more than this (as `decision_margin`).
+EMPTY_MARGIN = 1e-9
 
 
 @dataclass(frozen=True)
@@ -146,34 +148,36 @@ def _relaxation(pre_lower: Tensor, pre_upper: Tensor, signs: Tensor) -> tuple[Te
 
 
 def tighten_intermediate(net: SplitNetwork, box_lower: Tensor, box_upper: Tensor, splits: list[Tensor],
-                         pre_lower: list[Tensor], pre_upper: list[Tensor], first: int) -> tuple[list[Tensor], list[Tensor], Tensor]:
-    """Each domain's bounds of ReLU layers ``first`` onwards, re-bounded under its splits.
+                         pre_lower: list[Tensor], pre_upper: list[Tensor]) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    """Each domain's bounds of every ReLU layer after the first (whose inputs depend on the box
+    alone), re-bounded under its splits.
 
     Layer by layer, CROWN bounds the inputs of ReLU layer k that are unstable in some domain, using
     the domain's (already tightened) relaxations of layers before k, and intersects them with the
     domain's previous bounds. Both are valid on the domain, so the intersection is. Returns the
-    new bounds and a [D] mask of domains shown empty (some neuron's lower bound above its upper).
+    new bounds and a [D] mask of domains shown empty (some neuron's lower bound above its upper by
+    more than `EMPTY_MARGIN`, so float rounding cannot close a domain that has points).
     Domains go through in chunks whose back-substitution matrices take `TIGHTEN_CHUNK_BYTES`.
     """
-    widest = max(w.shape[0] * w.shape[1] for w in net.weights[first:len(splits)]) if first < len(splits) else 1
+    widest = max((w.shape[0] * w.shape[1] for w in net.weights[1:len(splits)]), default=1)
     chunk = max(1, int(TIGHTEN_CHUNK_BYTES // (2 * widest * box_lower.element_size())))
     count = splits[0].shape[0]
     if count <= chunk:
-        return _tighten_chunk(net, box_lower, box_upper, splits, pre_lower, pre_upper, first)
-    parts = [_tighten_chunk(net, box_lower, box_upper, *[[t[start:start + chunk] for t in ts] for ts in (splits, pre_lower, pre_upper)],
-                            first) for start in range(0, count, chunk)]
+        return _tighten_chunk(net, box_lower, box_upper, splits, pre_lower, pre_upper)
+    parts = [_tighten_chunk(net, box_lower, box_upper, *[[t[start:start + chunk] for t in ts] for ts in (splits, pre_lower, pre_upper)])
+             for start in range(0, count, chunk)]
     return ([torch.cat([p[0][k] for p in parts]) for k in range(len(splits))],
             [torch.cat([p[1][k] for p in parts]) for k in range(len(splits))], torch.cat([p[2] for p in parts]))
 
 
 def _tighten_chunk(net: SplitNetwork, box_lower: Tensor, box_upper: Tensor, splits: list[Tensor],
-                   pre_lower: list[Tensor], pre_upper: list[Tensor], first: int) -> tuple[list[Tensor], list[Tensor], Tensor]:
+                   pre_lower: list[Tensor], pre_upper: list[Tensor]) -> tuple[list[Tensor], list[Tensor], Tensor]:
     dtype = box_lower.dtype
     center, radius = (box_upper + box_lower) / 2, (box_upper - box_lower) / 2
     lower, upper = list(pre_lower), list(pre_upper)
     signs = [s.to(dtype) for s in splits]
-    relax = [_relaxation(lower[k], upper[k], signs[k]) for k in range(first)]
-    for k in range(first, len(splits)):
+    relax = [_relaxation(lower[0], upper[0], signs[0])]
+    for k in range(1, len(splits)):
         clamped_lower, clamped_upper = _clamped(lower[k], upper[k], signs[k])
         columns = ((clamped_lower < 0) & (clamped_upper > 0)).any(dim=0).nonzero().flatten()
         if columns.numel():
@@ -199,7 +203,7 @@ def _tighten_chunk(net: SplitNetwork, box_lower: Tensor, box_upper: Tensor, spli
     empty = torch.zeros(lower[0].shape[0], dtype=torch.bool, device=lower[0].device)
     for k in range(len(splits)):
         clamped_lower, clamped_upper = _clamped(lower[k], upper[k], signs[k])
-        empty |= (clamped_lower > clamped_upper).any(dim=1)
+        empty |= (clamped_lower > clamped_upper + EMPTY_MARGIN).any(dim=1)
     return lower, upper, empty
 
 
@@ -369,7 +373,7 @@ def _bound_and_filter(net: SplitNetwork, objective: Tensor, offset: float, lower
     if bool(stalled.any()):
         index = stalled.nonzero().flatten()
         sub = bounded.select(index)
-        pre_lower, pre_upper, empty = tighten_intermediate(net, lower, upper, sub.splits, sub.pre_lower, sub.pre_upper, 1)
+        pre_lower, pre_upper, empty = tighten_intermediate(net, lower, upper, sub.splits, sub.pre_lower, sub.pre_upper)
         retried, retried_vertex, _ = _bound(net, objective, offset, lower, upper,
                                             Domains(sub.splits, pre_lower, pre_upper, sub.alpha, sub.beta, sub.lower,
                                                     sub.branch))
