@@ -234,12 +234,14 @@ def check_against_oracle(seed: int, tmp_path: Path, n_inputs: int | None,
 
 def run_chunk(seeds: range, tmp_path: Path, n_inputs: int | None = None, settings: VerifySettings = SETTINGS) -> Counter:
     """Check every seed; fail naming each wrong or undecided seed. Returns a tally of oracle
-    answers (``oracle sat``/``oracle unsat``) and of the verdicts' deciders."""
+    answers (``oracle sat``/``oracle unsat``), of the verdicts' deciders, and of the cases whose
+    intermediate bounds were MILP-refined."""
     failures, tally = [], Counter()
     for seed in seeds:
         problem, verdict, oracle_sat = check_against_oracle(seed, tmp_path, n_inputs, settings)
         tally["oracle sat" if oracle_sat else "oracle unsat"] += 1
         tally[verdict.decided_by] += 1
+        tally["milp-refined bounds"] += any(note.startswith("MILP-refined bounds") for note in verdict.notes)
         if problem:
             failures.append(problem)
     assert not failures, f"{len(failures)} of {len(seeds)} cases failed:\n" + "\n".join(failures)
@@ -261,14 +263,19 @@ def test_tiny_relu_networks_agree_with_exact_oracle(chunk: int, leaves: str, tmp
 
 
 @pytest.mark.parametrize("chunk", range(WIDE_CHUNKS))
-@pytest.mark.parametrize("search", ["relu-split", "milp"])
+@pytest.mark.parametrize("search", ["relu-split", "milp", "milp-bounds"])
 def test_twelve_input_relu_networks_agree_with_exact_oracle(chunk: int, search: str, tmp_path: Path) -> None:
     """12 inputs: above `input_split_max_dims`, so open clauses go to ReLU-split branch and bound
-    (given all the time, so the MILP sees only multi-row clauses) or straight to the MILP search."""
+    (given all the time, so the MILP sees only multi-row clauses) or straight to the MILP search;
+    or, first, to MILP-refined intermediate bounds whatever the clause's gap (then ReLU split)."""
     first = 10_000 + chunk * CHUNK
-    share = 1.0 if search == "relu-split" else 0.0
-    tally = run_chunk(range(first, first + CHUNK), tmp_path, 12, dataclasses.replace(SETTINGS, relu_split_share=share))
-    assert tally[search] >= 1, f"no case was decided by {search}: {tally}"
+    settings = {"relu-split": dataclasses.replace(SETTINGS, relu_split_share=1.0),
+                "milp": dataclasses.replace(SETTINGS, relu_split_share=0.0),
+                "milp-bounds": dataclasses.replace(SETTINGS, relu_split_share=1.0, milp_refine_gap=0.0,
+                                                   milp_refine_share=0.5)}[search]
+    tally = run_chunk(range(first, first + CHUNK), tmp_path, 12, settings)
+    used = "milp-refined bounds" if search == "milp-bounds" else search
+    assert tally[used] >= 1, f"no case used {used}: {tally}"
 
 
 # ---- sigmoid networks: consistency with dense sampling ------------------------------------------

@@ -136,6 +136,9 @@ def _configure(m: "gurobipy.Model", settings: MilpSettings, time_limit_s: float)
     m.Params.IntFeasTol = max(settings.integrality_tolerance, 1e-9)
     m.Params.MIPGap = settings.mip_rel_gap
     m.Params.MIPGapAbs = settings.mip_abs_gap
+    if settings.bound_only:
+        m.Params.Heuristics = 0.0
+        m.Params.MIPFocus = 3  # work on the bound
 
 
 def _build(m: "gurobipy.Model", model: MilpModel) -> "gurobipy.MVar":

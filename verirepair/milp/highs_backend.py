@@ -13,6 +13,13 @@ except ImportError:  # pragma: no cover - highspy is a hard dependency, but stay
     highspy = None
 
 
+# What `MilpSettings.bound_only` switches off: every primal heuristic, and symmetry detection.
+BOUND_ONLY_OPTIONS: dict[str, bool | float] = {
+    "mip_heuristic_effort": 0.0, "mip_heuristic_run_feasibility_jump": False, "mip_heuristic_run_rins": False,
+    "mip_heuristic_run_rens": False, "mip_heuristic_run_root_reduced_cost": False, "mip_detect_symmetry": False,
+}
+
+
 class HighsSolver:
     """`MilpSolver` backed by HiGHS; takes any model size."""
 
@@ -40,6 +47,8 @@ class HighsSolver:
             "mip_feasibility_tolerance": settings.feasibility_tolerance,
             "mip_rel_gap": settings.mip_rel_gap, "mip_abs_gap": settings.mip_abs_gap,
         }
+        if settings.bound_only:
+            options.update(BOUND_ONLY_OPTIONS)
         for key, value in options.items():
             h.setOptionValue(key, value)
         status = _pass_model(h, model)

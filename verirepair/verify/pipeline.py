@@ -20,6 +20,7 @@ from .clause_search import search_clauses
 from .deadline import Deadline
 from .falsify import candidate_points
 from .input_split import input_split_search
+from .milp_refine import milp_refined_layers
 from .milp_search import milp_search
 from .relu_split import relu_split_search
 from .objective import RegionRows, box_tensors, clause_lower_bounds
@@ -123,12 +124,22 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     with torch.no_grad():
         layers = engine.layer_bounds(lower, upper, "crown" if low_dimensional else "alpha-crown",
                                      alpha_steps=settings.intermediate_alpha_steps)
-    open_clauses = _clauses_left(engine, rows, lower, upper, layers, settings)
+    clause_bounds = _clause_bounds(engine, rows, lower, upper, layers, settings)
+    open_clauses = _open(clause_bounds, settings)
     if not open_clauses:
         return SearchOutcome("proven", None, 1), "alpha-crown"
     chain: Chain = engine.chain
     if low_dimensional:
         return input_split_search(engine, rows, region, settings, deadline, confirm), "input-split"
+    if chain.is_relu_mlp and settings.milp_refine_layers > 0 and min(clause_bounds) < -settings.milp_refine_gap:
+        refining = Deadline(settings.milp_refine_share * deadline.remaining())
+        layers = milp_refined_layers(engine, region.box, layers, settings, refining)
+        refined_bounds = _clause_bounds(engine, rows, lower, upper, layers, settings)
+        notes.append(f"MILP-refined bounds: weakest clause {min(clause_bounds):.3g} -> {min(refined_bounds):.3g} "
+                     f"in {refining.elapsed():.1f} s")
+        open_clauses = _open(refined_bounds, settings)
+        if not open_clauses:
+            return SearchOutcome("proven", None, 1), "milp-bounds"
     if chain.is_relu_mlp and settings.relu_split_share > 0:
         found, open_clauses = search_clauses(relu_split_search, settings.relu_split_share, engine, rows, open_clauses,
                                              layers, lower, upper, settings, deadline, confirm)
@@ -151,13 +162,18 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     return SearchOutcome("unknown", None, 1), "none"
 
 
-def _clauses_left(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor,
-                  layers: LayerBounds, settings: VerifySettings) -> list[int]:
-    """Clauses of the region that α-CROWN on the whole box does not refute."""
+def _clause_bounds(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor,
+                   layers: LayerBounds, settings: VerifySettings) -> list[float]:
+    """α-CROWN's lower bound of each clause's violation margin on the whole box (> 0: refuted)."""
     if rows.A.shape[0] == 0:
-        return list(range(rows.n_clauses))
+        return [-float("inf")] * rows.n_clauses
     result = engine.output_bounds(lower, upper, rows.A, -rows.b, method="alpha-crown", alpha_steps=settings.alpha_steps,
                                   layers=layers)
     assert result.coefficients is not None and result.constant is not None
     bounds = clause_lower_bounds(rows, result.lower, result.coefficients, result.constant, lower, upper)[0][0]
-    return [k for k in range(rows.n_clauses) if not bool(bounds[k] > settings.decision_margin)]
+    return [float(bounds[k]) for k in range(rows.n_clauses)]
+
+
+def _open(clause_bounds: list[float], settings: VerifySettings) -> list[int]:
+    """Clauses whose bound does not refute them."""
+    return [k for k, bound in enumerate(clause_bounds) if not bound > settings.decision_margin]
