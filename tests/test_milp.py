@@ -9,6 +9,8 @@ feasibility of a violation clause.
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -278,3 +280,15 @@ def test_forced_solver_and_settings_are_checked() -> None:
         choose_solver(model, "cplex")
     with pytest.raises(ValueError, match="threads"):
         MilpSettings(threads=0)
+
+
+def test_a_highs_solve_prints_nothing_on_stdout() -> None:
+    """HiGHS's banner (printed below Python, on file descriptor 1) must not reach stdout, where
+    ``verify --json`` writes its one JSON object."""
+    program = ("import numpy as np\n"
+               "from verirepair.milp import HighsSolver, MilpModel\n"
+               "m = MilpModel(); m.add_binaries(2); m.set_objective(np.array([0, 1]), np.array([1.0, -1.0]))\n"
+               "assert HighsSolver().solve(m, 5.0).status == 'optimal'\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 
 from verirepair.milp.model import MilpModel
@@ -11,6 +14,27 @@ try:
     import highspy
 except ImportError:  # pragma: no cover - highspy is a hard dependency, but stay importable
     highspy = None
+
+
+def _silence_banner() -> None:
+    """HiGHS prints a two-line banner on the process's stdout (file descriptor 1, below Python)
+    when the first `Highs` object is made, whatever its options; that broke ``verify --json``'s
+    output whenever a MILP ran. The first object is made here, at import, with stdout pointed at
+    /dev/null; later ones print nothing."""
+    if highspy is None:
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+_silence_banner()
 
 
 # What `MilpSettings.bound_only` switches off: every primal heuristic, and symmetry detection.
