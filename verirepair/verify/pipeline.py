@@ -131,7 +131,8 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     chain: Chain = engine.chain
     if low_dimensional:
         return input_split_search(engine, rows, region, settings, deadline, confirm), "input-split"
-    if chain.is_relu_mlp and settings.milp_refine_layers > 0 and min(clause_bounds) < -settings.milp_refine_gap:
+    refinable = chain.is_relu_mlp and len(layers.pre_activation) > 1 and settings.milp_refine_layers > 0
+    if refinable and min(clause_bounds) < -settings.milp_refine_gap:
         refining = Deadline(settings.milp_refine_share * deadline.remaining())
         layers = milp_refined_layers(engine, region.box, layers, settings, refining)
         refined_bounds = _clause_bounds(engine, rows, lower, upper, layers, settings)
