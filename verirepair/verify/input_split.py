@@ -227,6 +227,8 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
             return SearchOutcome("timeout", None, bounded)
         started = time.monotonic()
         boxes = frontier.pop(max(1, batch // (2 * candidates)))
+        if certificate is None and settings.leaf_alpha_steps > 0:
+            boxes = _alpha_refined(engine, rows, boxes, settings)
         if use_leaf_milp and bounded >= settings.leaf_milp_after_boxes:
             boxes, found = leaf_milp.decide(boxes, deadline, confirm)
             if found is not None:
@@ -242,6 +244,32 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
         frontier.push(children, _suspicion(engine, rows, children, settings))
         batch = paced_batch(batch, time.monotonic() - started, BATCH_START, settings.split_batch)
     return SearchOutcome("unknown" if stuck else "proven", None, bounded)
+
+
+def _alpha_refined(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, settings: VerifySettings) -> OpenBoxes:
+    """The boxes with their row bounds improved by α-CROWN on their own layer bounds (the slopes
+    of every activation optimised for each row), those it refutes dropped.
+
+    Every iterate of α-CROWN is a sound bound, and the best per row is kept with its linear
+    function, so the improved rows serve branching and counterexample probes as CROWN's did.
+    Near a thin-margin optimum (a repaired network) CROWN's fixed slopes leave many boxes open that
+    a few steps of slope optimisation close, at a fraction of a leaf MILP's cost.
+    """
+    if boxes.size == 0 or boxes.layers is None:
+        return boxes
+    with torch.no_grad():
+        result = engine.output_bounds(boxes.lower, boxes.upper, rows.A, -rows.b, method="alpha-crown",
+                                      alpha_steps=settings.leaf_alpha_steps, layers=boxes.layers)
+    assert result.coefficients is not None and result.constant is not None
+    better = result.lower > boxes.row_bounds
+    row_bounds = torch.where(better, result.lower, boxes.row_bounds)
+    coefficients = torch.where(better.unsqueeze(-1), result.coefficients, boxes.coefficients)
+    constants = torch.where(better, result.constant, boxes.constants)
+    clause_bounds, _ = clause_lower_bounds(rows, row_bounds, coefficients, constants, boxes.lower, boxes.upper)
+    open_clauses = boxes.open_clauses & (clause_bounds <= settings.decision_margin)
+    refined = OpenBoxes(boxes.lower, boxes.upper, row_bounds, coefficients, constants, open_clauses, boxes.unstable,
+                        boxes.paths, boxes.layers)
+    return refined.select(open_clauses.any(dim=1))
 
 
 def candidate_halves(lower: torch.Tensor, upper: torch.Tensor, dims: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
