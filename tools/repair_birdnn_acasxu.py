@@ -22,8 +22,9 @@ Runs on one torch thread.
 The verifier gets up to 240 s per candidate: a candidate that changed few decisions leaves thin
 margins, and its proof can take minutes; one given up on is followed by a candidate trained for
 more margin, which changes more decisions (property 2, N2,5: with 90 s, the 0.65 % candidate was
-undecided and a 3.15 % one was proven; with 240 s, the 0.65 % one was proven in 129 s). Anchors from the literature (sampled, not proven): VeRe 99.88% / 15.26% /
-5.6 s, PRDNN 100% / 19.48% / 3.8 s, CARE 94.89% / 19.53% / 150 s.
+undecided and a 3.15 % one was proven; with 240 s, the 0.65 % one was proven in 129 s).
+Anchors from the literature (sampled, not proven): VeRe 99.88% / 15.26% / 5.6 s, PRDNN 100% /
+19.48% / 3.8 s, CARE 94.89% / 19.53% / 150 s.
 """
 
 from __future__ import annotations
