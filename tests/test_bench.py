@@ -45,6 +45,24 @@ def test_bench_runs_scores_and_resumes(suite: Path, capsys: pytest.CaptureFixtur
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.json")} == stamps
 
 
+def test_bench_hands_its_verify_options_to_every_instance(suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import verirepair.bench.runner as runner
+    from verirepair.cli import build_parser
+
+    seen = []
+
+    def fake_run(instance, out, timeout_scale, threads, options):  # type: ignore[no-untyped-def]
+        seen.append(options)
+        return InstanceRecord(instance.index, instance.onnx_text, instance.vnnlib_text, "unknown", 0.0, "fake", 0.0, None)
+
+    monkeypatch.setattr(runner, "run_instance", fake_run)
+    assert main(["bench", str(suite / "instances.csv"), "--out", str(suite / "out4"), "--milp-solver", "highs"]) == 0
+    assert seen == [runner.VerifyOptions("cpu", "highs")] * 2
+    # and what each instance's `verify` command line gets from them parses back to the same choices
+    parsed = build_parser().parse_args(["verify", "net.onnx", "spec.vnnlib", *seen[0].argv()])
+    assert (parsed.device, parsed.milp_solver) == ("cpu", "highs")
+
+
 def test_a_sat_with_a_forged_witness_scores_as_wrong(suite: Path) -> None:
     instance = read_instances(suite / "instances.csv")[1]
     forged = "sat\n((X_0 0.0)\n (X_1 1.0)\n (Y_0 5.0)\n (Y_1 1.0))\n"  # Y_0 is really 0 there

@@ -114,6 +114,23 @@ def test_json_output(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(out)["result"] == "unsat"
 
 
+@pytest.mark.parametrize("solver", ["auto", "highs", "gurobi"])
+def test_milp_solver_option_reaches_the_verifier(solver: str, workdir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import verirepair.verify as verify_package
+    from verirepair.cli import MILP_SOLVERS
+    from verirepair.milp.solvers import PREFERENCES
+
+    assert MILP_SOLVERS == PREFERENCES
+    seen = []
+    real = verify_package.verify_files
+    monkeypatch.setattr(verify_package, "verify_files", lambda *a, **k: seen.append(a[2]) or real(*a, **k))
+    code, _, err = run_cli(["verify", str(workdir / "net.onnx"), str(workdir / "holds.vnnlib"),
+                            "--milp-solver", solver] + TIMEOUT, capsys)
+    assert code == 0, err
+    assert [s.milp_solver for s in seen] == [solver]
+
+
 def test_subprocess_module_entry_point(workdir: Path) -> None:
     """``python -m verirepair``: real exit codes and streams, good and bad input."""
     results = workdir / "results.txt"

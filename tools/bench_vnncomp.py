@@ -2,6 +2,7 @@
 
     python tools/bench_vnncomp.py                          # all folders, their own timeouts
     python tools/bench_vnncomp.py --only acasxu --timeout 60 --workers 2
+    python tools/bench_vnncomp.py --only mnist_fc --milp-solver highs   # HiGHS only, no Gurobi
 
 Per-instance results and results.csv go to bench-out/<folder>/ (rerunning resumes).
 """
@@ -36,6 +37,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="math threads per instance (default: cores / workers)")
     parser.add_argument("--out", default="bench-out")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto, for every instance")
+    parser.add_argument("--milp-solver", default="auto", choices=("auto", "highs", "gurobi"),
+                        help="MILP/LP back end for every instance (as `verirepair verify --milp-solver`)")
     args = parser.parse_args()
     if not BENCHMARKS.is_dir():
         print(f"benchmarks folder not found: {BENCHMARKS}", file=sys.stderr)
@@ -47,7 +50,7 @@ def main() -> int:
         command = [sys.executable, "-m", "verirepair", "bench", str(base / "instances.csv"),
                    "--ground-truth", str(base / "ground_truth.csv"), "--out", str(out),
                    "--workers", str(args.workers), "--timeout-scale", str(args.timeout_scale),
-                   "--device", args.device]
+                   "--device", args.device, "--milp-solver", args.milp_solver]
         if args.timeout:
             command += ["--timeout", str(args.timeout)]
         if args.threads:

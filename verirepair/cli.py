@@ -66,7 +66,7 @@ def _verify(args: argparse.Namespace) -> int:
     from .verify import VerifySettings, format_witness, verify_files
 
     onnx_path, vnnlib_path = _order_files(args.first, args.second)
-    settings = VerifySettings(timeout=args.timeout, device=_device(args.device))
+    settings = VerifySettings(timeout=args.timeout, device=_device(args.device), milp_solver=args.milp_solver)
     proofs: list | None = [] if args.certificate else None
     verdict = verify_files(onnx_path, vnnlib_path, settings, proofs)
     notes = list(verdict.notes)
@@ -122,6 +122,7 @@ def _peak_memory_mb() -> float:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import (
         TABLE_HEADER,
+        VerifyOptions,
         read_ground_truth,
         read_instances,
         results_csv,
@@ -136,7 +137,8 @@ def _bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.timeout is not None:
         instances = [dataclasses.replace(i, timeout=args.timeout) for i in instances]
-    records = run_instances(instances, out, args.timeout_scale, args.workers, args.threads, _device(args.device))
+    options = VerifyOptions(_device(args.device), args.milp_solver)
+    records = run_instances(instances, out, args.timeout_scale, args.workers, args.threads, options)
     atomic_write_text(out / "results.csv", results_csv(records, truth))
     summary = summarise(records, truth)
     print(TABLE_HEADER)
@@ -280,6 +282,17 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# `verirepair.milp.solvers.PREFERENCES`, spelled out here: importing it would import torch just to
+# build the parser (a test keeps the two equal).
+MILP_SOLVERS = ("auto", "highs", "gurobi")
+
+
+def _add_milp_solver_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--milp-solver", choices=MILP_SOLVERS, default="auto",
+                     help="MILP/LP back end: auto (Gurobi when installed and its licence takes the model, "
+                          "else HiGHS), highs or gurobi (default auto)")
+
+
 def _add_repair_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("-o", "--output", help="write the repaired ONNX network here (only when proven)")
     # Listed here, not read from the registry: importing it would load torch for every command.
@@ -308,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--results-file", help="write the VNN-COMP results file here")
     verify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     verify.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    _add_milp_solver_option(verify)
     verify.add_argument("--certificate", help="for unsat, write a proof certificate here (input-split proofs)")
     verify.set_defaults(run=_verify)
 
@@ -330,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=_positive_int, help="math threads per instance (default: cores / workers)")
     bench.add_argument("--out", default="bench-out", help="folder for per-instance results and results.csv")
     bench.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu), for every instance")
+    _add_milp_solver_option(bench)
     bench.set_defaults(run=_bench)
 
     fix = commands.add_parser("check-and-fix", help="verify; if violated, repair until proven on the exported ONNX")

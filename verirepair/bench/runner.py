@@ -67,13 +67,24 @@ def _verify_in_child(argv: list[str], stdout: str, stderr: str, threads: int) ->
     os._exit(code)
 
 
-def run_instance(instance: Instance, out: Path, timeout_scale: float, threads: int, device: str = "cpu",
-                 kill_grace: float = KILL_GRACE) -> InstanceRecord:
+@dataclass(frozen=True)
+class VerifyOptions:
+    """The `verirepair verify` options every instance of a run gets."""
+
+    device: str = "cpu"
+    milp_solver: str = "auto"
+
+    def argv(self) -> list[str]:
+        return ["--device", self.device, "--milp-solver", self.milp_solver]
+
+
+def run_instance(instance: Instance, out: Path, timeout_scale: float, threads: int,
+                 options: VerifyOptions = VerifyOptions(), kill_grace: float = KILL_GRACE) -> InstanceRecord:
     stem = _instance_stem(instance)
     results_file, stdout, stderr = (out / f"{stem}{suffix}" for suffix in (".txt", ".stdout", ".stderr"))
     timeout = instance.timeout * timeout_scale
     argv = ["verify", str(instance.onnx), str(instance.vnnlib), "--timeout", str(timeout),
-            "--results-file", str(results_file), "--json", "--device", device]
+            "--results-file", str(results_file), "--json", *options.argv()]
     started = time.monotonic()
     decided_by, peak = "", 0.0
     child = _FORK_SERVER.Process(target=_verify_in_child, args=(argv, str(stdout), str(stderr), threads))
@@ -111,10 +122,11 @@ def run_instance(instance: Instance, out: Path, timeout_scale: float, threads: i
 
 
 def run_instances(instances: list[Instance], out: Path, timeout_scale: float = 1.0,
-                  workers: int = 1, threads: int | None = None, device: str = "cpu") -> list[InstanceRecord]:
+                  workers: int = 1, threads: int | None = None,
+                  options: VerifyOptions = VerifyOptions()) -> list[InstanceRecord]:
     """Run (or resume) every instance; returns the records in instance order. Each instance
-    gets ``threads`` math threads (default: the cores shared out among the workers) and runs
-    its bound computations on ``device`` (as `verirepair verify --device`)."""
+    gets ``threads`` math threads (default: the cores shared out among the workers) and the
+    `verirepair verify` options ``options`` (device, MILP solver)."""
     out.mkdir(parents=True, exist_ok=True)
     records: dict[int, InstanceRecord] = {}
     pending = []
@@ -127,7 +139,7 @@ def run_instances(instances: list[Instance], out: Path, timeout_scale: float = 1
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     with tqdm(total=len(instances), initial=len(records), desc="instances", unit="inst") as progress, \
             ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run_instance, i, out, timeout_scale, threads, device) for i in pending]
+        futures = [pool.submit(run_instance, i, out, timeout_scale, threads, options) for i in pending]
         for future in as_completed(futures):
             record = future.result()
             records[record.index] = record
