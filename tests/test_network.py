@@ -75,6 +75,21 @@ def test_reference_runner_matches_a_plain_session(converter_paths: dict[str, Pat
     np.testing.assert_array_equal(run_onnxruntime(network, x), by_hand.astype(np.float64))
 
 
+def test_reference_runner_follows_a_file_rewritten_in_place(tmp_path: Path) -> None:
+    """A file overwritten at the same path (a repair candidate, an edit) is run as it is now,
+    not as an earlier call's cached session saw it."""
+    path = tmp_path / "net.onnx"
+    x = np.random.default_rng(2).uniform(-1.0, 1.0, size=(5, 4))
+    outputs = []
+    for seed in (0, 1, 0):
+        onnx_factory.save(onnx_factory.mlp(4, 8, 3, seed=seed), path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        by_hand = np.stack([session.run(None, {"x": p.astype(np.float32).reshape(1, 4)})[0].reshape(-1) for p in x])
+        outputs.append(run_onnxruntime(load_network(path), x))
+        np.testing.assert_array_equal(outputs[-1], by_hand.astype(np.float64))
+    assert not np.allclose(outputs[0], outputs[1])
+
+
 def test_analytic_mlp_has_its_closed_form(converter_paths: dict[str, Path]) -> None:
     network = load_network(converter_paths["analytic_mlp"])
     x = float32_points(np.random.default_rng(2), 20, 2, 0.0, 1.0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -12,11 +14,18 @@ from .model import Network
 
 
 @lru_cache(maxsize=8)
-def _session(path: str) -> ort.InferenceSession:
+def _cached_session(path: str, digest: str) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    """The session of the file as it is now: the cache is keyed on the file's content, so a file
+    rewritten in place (a repair candidate, a user's edit) is never answered by the old one."""
+    data = path.read_bytes()
+    return _cached_session(str(path), hashlib.sha256(data).hexdigest())
 
 
 def run_onnxruntime(network: Network, x: np.ndarray) -> np.ndarray:
@@ -26,7 +35,7 @@ def run_onnxruntime(network: Network, x: np.ndarray) -> np.ndarray:
     input shape, because benchmark models often fix the batch size to 1.
     """
     assert network.path is not None, "reference execution needs the network's file"
-    session = _session(str(network.path.resolve()))
+    session = _session(network.path.resolve())
     points = np.atleast_2d(np.asarray(x))
     outputs = []
     for point in points:
