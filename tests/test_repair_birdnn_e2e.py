@@ -136,3 +136,57 @@ def test_a_candidate_with_many_open_leaves_trains_on_before_verification(monkeyp
     candidate = BirdnnRetrain(settings).repair(RepairProblem(original, spec, (bad[0],)), None, Deadline(seconds))
     assert len(made) == calls
     assert candidate.details["partition_open"] == made[-1]
+
+
+def test_polishing_gives_back_decisions_keeps_the_property_on_its_samples_and_restarts_from_the_proof(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`BirdnnRetrain.polish`: the candidate changes at most (1 - polish_gain) of the proven
+    candidate's held-out decisions and satisfies the property on every held-out sample (both
+    re-measured here in onnxruntime on the exported files); every call starts from the proven
+    weights, and a call with nothing to polish leaves them in place."""
+    torch.set_num_threads(1)
+    original = load_network(TANH)
+    spec = parse_vnnlib(STEERING_LIMIT, n_inputs=3, n_outputs=2)
+    x = np.random.default_rng(1).uniform(-1.0, 1.0, size=(4000, 3))
+    bad = [p for p, q in zip(x, run_onnxruntime(original, x)) if spec.violation_at(p, q)]
+    settings = BirdnnSettings(polish_above=0.0, domain_samples=4000, validation_samples=2000, outside_samples=1000)
+    strategy = BirdnnRetrain(settings)
+    problem = RepairProblem(original, spec, (bad[0],))
+    proven = strategy.repair(problem, None, Deadline(60))
+    assert strategy.session is not None
+    proven_weights = strategy.session.current.state()
+    polished = strategy.polish(problem, proven, Deadline(60))
+    assert polished is not None
+
+    held_out = strategy.session.data.validation.x.numpy().astype(np.float64)
+    before = run_onnxruntime(original, held_out)
+    safe = np.array([not spec.violation_at(p, q) for p, q in zip(held_out, before)])
+
+    def changed_and_violations(model) -> tuple[float, int]:
+        path = tmp_path / "candidate.onnx"
+        path.write_bytes(model.SerializeToString())
+        after = run_onnxruntime(load_network(path), held_out)
+        return (float((after.argmax(axis=1) != before.argmax(axis=1))[safe].mean()),
+                sum(spec.violation_at(p, q) for p, q in zip(held_out, after)))
+
+    proven_changed, _ = changed_and_violations(proven.model)
+    polished_changed, violations = changed_and_violations(polished.model)
+    assert violations == 0
+    assert polished_changed <= (1 - settings.polish_gain) * proven_changed + 1e-6
+    assert polished.details["proven_held_out_decisions_changed"] == pytest.approx(proven_changed, abs=1e-6)
+
+    from verirepair.repair.birdnn import retrain as retrain_module
+
+    measured = retrain_module.property_accuracy
+    starts: list[list[torch.Tensor]] = []
+
+    def recording(module, data):  # the first measurement of a call is of the weights it starts from
+        starts.append(module.state())
+        return measured(module, data)
+
+    monkeypatch.setattr(retrain_module, "property_accuracy", recording)
+    strategy.polish(problem, proven, Deadline(60))  # starts from the proof, not from `polished`
+    assert all(torch.equal(a, b) for a, b in zip(starts[0], proven_weights))
+    strategy.settings = BirdnnSettings(polish_above=1.0)  # nothing to polish: the proven weights stay
+    assert strategy.polish(problem, proven, Deadline(60)) is None
+    assert all(torch.equal(a, b) for a, b in zip(strategy.session.current.state(), proven_weights))

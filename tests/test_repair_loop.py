@@ -14,6 +14,7 @@ import onnx_factory as F  # noqa: E402
 
 from verirepair.cli import main  # noqa: E402
 from verirepair.repair import RepairCandidate, RepairSettings, check_and_fix, strategy_named  # noqa: E402
+from verirepair.repair.strategy import WithoutPolish  # noqa: E402
 from verirepair.verify import VerifySettings, verify_files  # noqa: E402
 
 # Violated when output 0 is the largest on [-1, 1]^2.
@@ -64,7 +65,7 @@ def test_property_that_holds_writes_nothing(files, tmp_path):
     assert report.status == "held" and not out.exists()
 
 
-class _DoNothing:
+class _DoNothing(WithoutPolish):
     """A strategy that hands back the original network: never proven."""
 
     name = "nothing"
@@ -83,6 +84,80 @@ def test_unproven_run_writes_only_the_keep_file(files, tmp_path):
     assert report.status == "not-proven" and len(report.iterations) == 1
     assert any("same candidate" in note for note in report.notes)
     assert not out.exists() and keep.exists()
+
+
+def _last_layer_changed(model, swap: bool):
+    """``model`` (an `onnx_factory.mlp`) with output 0 lowered by 100 (never the largest, so the
+    property holds) and, if ``swap``, outputs 1 and 2 exchanged (most decisions change)."""
+    import onnx
+    from onnx import numpy_helper
+
+    changed = onnx.ModelProto()
+    changed.CopyFrom(model)
+    for init in changed.graph.initializer:
+        if init.name in ("W2", "b2"):
+            value = numpy_helper.to_array(init).copy()
+            if swap:
+                value[[1, 2]] = value[[2, 1]]
+            if init.name == "b2":
+                value[0] -= 100.0
+            init.CopyFrom(numpy_helper.from_array(value, init.name))
+    return changed
+
+
+class _Polishing:
+    """Repairs with a fixed candidate and polishes with another one (or None)."""
+
+    name = "polishing"
+
+    def __init__(self, first, polished) -> None:
+        self.first, self.polished, self.polish_calls = first, polished, 0
+        self.counterexamples_seen: list[tuple] = []
+
+    def repair(self, problem, previous, deadline):
+        return RepairCandidate(self.first)
+
+    def polish(self, problem, proven, deadline):
+        self.polish_calls += 1
+        self.counterexamples_seen.append(problem.counterexamples)
+        return RepairCandidate(self.polished) if self.polished is not None else None
+
+
+@pytest.mark.parametrize("offered, kept, note", [
+    ("lowered", "lowered", "polished after the proof"),  # proven and changes no decision
+    ("violated", "swapped", "no polished candidate was proven in 3 attempts"),
+    ("swapped", "swapped", "no fewer decisions"),
+    (None, "swapped", None),
+])
+def test_a_polished_candidate_replaces_the_proof_only_if_proven_with_fewer_decisions_changed(files, tmp_path, offered, kept, note):
+    import onnx
+
+    violated = onnx.load(str(files["violated"]))
+    models = {"violated": violated, "swapped": _last_layer_changed(violated, swap=True),
+              "lowered": _last_layer_changed(violated, swap=False), None: None}
+    out = tmp_path / "fixed.onnx"
+    strategy = _Polishing(models["swapped"], models[offered])
+    report = check_and_fix(files["violated"], files["spec"], strategy,
+                           RepairSettings(budget=120, verify_timeout=60, output=out, side_effect_samples=2000))
+    attempts = 3 if offered == "violated" else 1  # each counterexample asks for another attempt
+    assert report.status == "repaired" and strategy.polish_calls == attempts
+    assert [len(c) for c in strategy.counterexamples_seen] == list(range(1, attempts + 1))
+    assert out.read_bytes() == models[kept].SerializeToString()
+    assert verify_files(out, files["spec"], VerifySettings(timeout=60)).status == "unsat"
+    assert len(report.iterations) == (1 if offered is None else 1 + attempts)
+    assert (note is None) == (not report.notes) and all(note in n for n in report.notes)
+    # the report's side effects are those of the file written
+    assert (report.side_effects["fidelity"]["decision_changed"] < 0.05) == (kept == "lowered")
+
+
+def test_no_polishing_when_turned_off(files, tmp_path):
+    import onnx
+
+    violated = onnx.load(str(files["violated"]))
+    strategy = _Polishing(_last_layer_changed(violated, swap=True), _last_layer_changed(violated, swap=False))
+    report = check_and_fix(files["violated"], files["spec"], strategy,
+                           RepairSettings(budget=120, verify_timeout=60, side_effect_samples=2000, polish_attempts=0))
+    assert report.status == "repaired" and strategy.polish_calls == 0 and len(report.iterations) == 1
 
 
 def test_cli_check_and_fix_and_report(files, tmp_path, capsys):
@@ -184,7 +259,7 @@ def test_reassure_patches_are_exactly_zero_on_the_domain_outside_the_property_bo
     assert np.abs(after - before).max() <= 1e-6
 
 
-class _Recording:
+class _Recording(WithoutPolish):
     """A strategy that returns the original model and records how it was called."""
 
     def __init__(self, name: str, calls: list) -> None:

@@ -163,7 +163,7 @@ def run_one(label: str, net: str, prop: int, strategy_name: str, args: argparse.
     path = Path(args.workdir) / f"{net}_p{prop}_{strategy_name}.onnx"
     path.unlink(missing_ok=True)
     settings = RepairSettings(budget=args.budget, verify_timeout=args.verify_timeout, output=path,
-                              keep_unproven=path.with_suffix(".unproven.onnx"), side_effect_samples=0, decision="argmin")
+                              keep_unproven=path.with_suffix(".unproven.onnx"), decision="argmin", polish_attempts=0 if args.no_polish else RepairSettings.polish_attempts)
     report = repair_network(original, spec, strategy_named(strategy_name, args), settings, known)
     seconds = time.monotonic() - started
     row: dict[str, object] = {"task": label, "strategy": strategy_name, "status": report.status,
@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--certified-hinge", choices=("squared", "linear"), default=BirdnnSettings.certified_hinge)
     parser.add_argument("--decision-weight", type=float, default=BirdnnSettings.decision_weight,
                         help="birdnn-retrain: weight of the decision-keeping hinge (0: off)")
+    parser.add_argument("--no-polish", action="store_true", help="keep the first proven candidate (no polishing step)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -7,6 +7,7 @@ ONNX file, loaded back with `load_network` and verified; the user's output file 
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ class RepairSettings:
     output: Path | None = None  # written only when proven
     keep_unproven: Path | None = None  # the last candidate, when not proven
     side_effect_samples: int = 10_000
+    # After a proof, ask the strategy for a candidate with smaller side effects (kept if proven
+    # and fewer decisions changed on `side_effect_samples` samples; see `RepairStrategy.polish`),
+    # up to this many times while each has a counterexample (0: never).
+    polish_attempts: int = 3
     data: tuple[np.ndarray, np.ndarray | None] | None = None  # (inputs, labels or scores)
     decision: str = "argmax"  # how outputs pick a class: "argmax" (classifiers) or "argmin" (ACAS Xu scores)
 
@@ -56,6 +61,76 @@ def _verify_settings(settings: RepairSettings, deadline: Deadline) -> VerifySett
 
 def _parameters(network: Network) -> int:
     return int(sum(t.numel() for t in network.constants.values() if t.is_floating_point()))
+
+
+def _written(folder: str, number: int, data: bytes) -> Path:
+    path = Path(folder) / f"candidate_{number}.onnx"
+    path.write_bytes(data)
+    return path
+
+
+def _exported_and_verified(data: bytes, path: Path, spec: Spec, settings: RepairSettings, deadline: Deadline,
+                           report: RepairReport) -> tuple[Network, Verdict] | None:
+    """The candidate written at ``path`` loaded back and verified (None, with a note, when its
+    import does not agree with onnxruntime)."""
+    repaired = load_network(path)
+    try:  # the proof is about our import of the file: it must be the file's semantics
+        for region in spec.regions:
+            check_import_agrees(repaired, region.box.lower, region.box.upper)
+    except InputError as error:
+        report.notes.append(f"{path.stem} not verified: {error.reason}")
+        return None
+    t = time.monotonic()
+    vsettings = _verify_settings(settings, deadline)
+    verdict = verify(repaired, spec, vsettings, Deadline(vsettings.timeout))
+    report.add_phase("verify", time.monotonic() - t)
+    return repaired, verdict
+
+
+def _decisions_changed(network: Network, repaired: Network, spec: Spec, settings: RepairSettings) -> float:
+    """The share of safe box samples whose decision changed, on a draw of its own (not the report's)."""
+    fidelity = side_effects(network, repaired, spec, settings.side_effect_samples, settings.decision, settings.seed + 2)["fidelity"]
+    return float(fidelity["decision_changed"])  # type: ignore[index]
+
+
+def _polished(strategy: RepairStrategy, problem: RepairProblem, proven: RepairCandidate, best: tuple[bytes, Network],
+              number: int, folder: str, settings: RepairSettings, deadline: Deadline,
+              report: RepairReport) -> tuple[bytes, Network]:
+    """The strategy's polished candidate when it is proven too and changed fewer decisions on
+    the loop's own samples of the boxes (with onnxruntime, on the files); else ``best``. A
+    polished candidate with a counterexample is followed by another polishing attempt that knows
+    it, up to `RepairSettings.polish_attempts`."""
+    counterexamples = list(problem.counterexamples)
+    for attempt in range(settings.polish_attempts):
+        t = time.monotonic()
+        asked = dataclasses.replace(problem, counterexamples=tuple(counterexamples))
+        candidate = strategy.polish(asked, proven, deadline) if not deadline.expired() else None
+        report.add_phase("polish", time.monotonic() - t)
+        if candidate is None or deadline.expired():
+            return best
+        data = candidate.model.SerializeToString()
+        checked = _exported_and_verified(data, _written(folder, number + attempt, data), problem.spec, settings, deadline, report)
+        if checked is None:
+            return best
+        repaired, verdict = checked
+        report.iterations.append(Iteration(number + attempt, verdict.status, verdict.decided_by, verdict.seconds,
+                                           dict(candidate.details)))
+        if verdict.status == "sat":
+            assert verdict.counterexample is not None
+            counterexamples.append(verdict.counterexample.x)
+            continue
+        if verdict.status != "unsat":
+            report.notes.append(f"the polished candidate was not decided ({verdict.status}); the proven one is kept")
+            return best
+        before, after = (_decisions_changed(problem.original, n, problem.spec, settings) for n in (best[1], repaired))
+        if after >= before:
+            report.notes.append(f"the polished candidate was proven but changed no fewer decisions "
+                                f"({100 * after:.2f} % vs {100 * before:.2f} %); the first proven one is kept")
+            return best
+        report.notes.append(f"polished after the proof: decisions changed {100 * before:.2f} % -> {100 * after:.2f} %, proven")
+        return data, repaired
+    report.notes.append(f"no polished candidate was proven in {settings.polish_attempts} attempts; the proven one is kept")
+    return best
 
 
 def check_and_fix(onnx_path: str | Path, vnnlib_path: str | Path, strategy: RepairStrategy,
@@ -113,23 +188,14 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
             if previous is not None and data == previous.model.SerializeToString():
                 report.notes.append(f"iteration {number}: the strategy produced the same candidate again")
                 break
-            path = Path(folder) / f"candidate_{number}.onnx"
-            path.write_bytes(data)
-            repaired = load_network(path)
-            try:  # the proof is about our import of the file: it must be the file's semantics
-                for region in spec.regions:
-                    check_import_agrees(repaired, region.box.lower, region.box.upper)
-            except InputError as error:
-                report.notes.append(f"candidate {number} not verified: {error.reason}")
-                break
-            t = time.monotonic()
             if deadline.expired():
                 report.notes.append("budget spent before the candidate could be verified")
-                best = (data, repaired)
+                best = (data, load_network(_written(folder, number, data)))
                 break
-            vsettings = _verify_settings(settings, deadline)
-            verdict: Verdict = verify(repaired, spec, vsettings, Deadline(vsettings.timeout))
-            report.add_phase("verify", time.monotonic() - t)
+            checked = _exported_and_verified(data, _written(folder, number, data), spec, settings, deadline, report)
+            if checked is None:
+                break
+            repaired, verdict = checked
             report.iterations.append(Iteration(number, verdict.status, verdict.decided_by, verdict.seconds, dict(candidate.details)))
             report.regions_patched = int(candidate.details.get("regions_patched", 0))  # type: ignore[arg-type]
             report.parameters_added = int(candidate.details.get("parameters_added", 0))  # type: ignore[arg-type]
@@ -138,8 +204,10 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
             previous = candidate
             if verdict.status == "unsat":
                 report.status = "repaired"
+                if settings.polish_attempts > 0 and settings.side_effect_samples > 0:
+                    best = _polished(strategy, problem, candidate, best, number + 1, folder, settings, deadline, report)
                 if settings.output is not None:
-                    atomic_write_bytes(settings.output, data)
+                    atomic_write_bytes(settings.output, best[0])
                     report.written = str(settings.output)
                 break
             if verdict.status == "sat":

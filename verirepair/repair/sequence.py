@@ -57,6 +57,14 @@ class StrategySequence:
             candidate = self._current_strategy_repair(problem, None, deadline)
         return candidate
 
+    def polish(self, problem: RepairProblem, proven: RepairCandidate, deadline: Deadline) -> RepairCandidate | None:
+        """The polishing step of the strategy whose candidate was proven (the current one)."""
+        polished = self.strategies[self._current].polish(problem, proven, deadline)
+        if polished is None:
+            return None
+        details = {**polished.details, "sequence_step": self.strategies[self._current].name}
+        return RepairCandidate(polished.model, details, polished.phase_seconds)
+
     def _current_strategy_repair(self, problem: RepairProblem, previous: RepairCandidate | None,
                                  deadline: Deadline) -> RepairCandidate:
         assert self._started is not None

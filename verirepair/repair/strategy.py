@@ -63,3 +63,16 @@ class RepairStrategy(Protocol):
         may refine it or start again from ``problem.original``.
         """
         ...
+
+    def polish(self, problem: RepairProblem, proven: RepairCandidate, deadline: Deadline) -> RepairCandidate | None:
+        """After ``proven`` (this strategy's last candidate) was proven: a candidate meant to have
+        smaller side effects, or None. The loop verifies it and keeps it only if it is proven
+        and changed fewer decisions."""
+        ...
+
+
+class WithoutPolish:
+    """`RepairStrategy.polish` for strategies that have no polishing step."""
+
+    def polish(self, problem: RepairProblem, proven: RepairCandidate, deadline: Deadline) -> RepairCandidate | None:
+        return None

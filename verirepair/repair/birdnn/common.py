@@ -32,6 +32,7 @@ class Session:
     partition: Partition | None = None  # of the property's boxes, for the certified-margin loss
     certify: bool = False  # whether retraining adds the certified-margin loss (see BirdnnSettings)
     escalated: bool = False  # whether it uses the escalated hinge (see BirdnnSettings.escalated_hinge)
+    proven_state: list[torch.Tensor] | None = None  # the proven candidate's weights, once polishing starts
 
     def violations_rare(self, settings: BirdnnSettings) -> bool:
         """At most `BirdnnSettings.certify_below_violation` of the uniform box samples violate:

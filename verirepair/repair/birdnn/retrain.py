@@ -59,6 +59,16 @@ def property_accuracy(module: ChainModule, data: RepairData) -> tuple[float, flo
     return float((held_out > 0).double().mean()), float(changed), domain
 
 
+def outside_decisions_changed(module: ChainModule, data: RepairData) -> float:
+    """The fraction of the outside samples whose decision changed."""
+    if len(data.outside) == 0:
+        return 0.0
+    with torch.no_grad():
+        y = module(data.outside.x)
+    before, after = (decision_scores(t, data.decision).argmax(dim=1) for t in (data.outside.y0, y))
+    return float((after != before).double().mean())
+
+
 def calibrated_learning_rate(module: ChainModule, data: RepairData, step_change: float, probe: float = 1e-3) -> float:
     """The Adam step size whose sign step on every weight moves the domain outputs (RMS) by
     ``step_change`` margin scales: output change is close to linear in so small a step."""
@@ -216,11 +226,78 @@ def retrain(session: Session, settings: BirdnnSettings, budget: Deadline, phases
             "partition_boxes": partition.size if partition else 0, "partition_open": partition.open if partition else 0, "learning_rate": learning_rate, "target_margin": data.target_margin}
 
 
+def polish(session: Session, settings: BirdnnSettings, budget: Deadline, phases: Phases) -> dict[str, object] | None:
+    """After ``session.current`` was proven: train it to give back decisions it changed.
+
+    Retraining settles for the first candidate that meets its targets, and the certified and
+    margin terms pull it against the decision term; once a proof is in hand, a few blocks with
+    the decision term `polish_decision_weight` strong often win back part of the changed
+    decisions. A block's weights are a polished candidate only if they are as good as the
+    proven ones on every other count: property accuracy 1 on the held-out draw, smallest domain
+    margin at least the satisfied level (or the proven one's, if lower), no more open partition
+    leaves, no more changed decisions among the outside samples, no low-margin point found by the
+    gradient search, and fewer changed decisions in the boxes than (1 - `polish_gain`) of the
+    proven ones. None when none is (``session.current`` is then the
+    proven network again); the loop verifies the candidate and keeps whichever proof changed less.
+    Every call starts again from the proven weights; a counterexample to the last polished
+    candidate is among the negatives by then.
+    """
+    module, data = session.current, session.data
+    if session.proven_state is None:
+        session.proven_state = module.state()
+    proven_state = session.proven_state
+    module.load(proven_state)  # each attempt starts from the proof, with every counterexample known
+    accuracy, changed, margins = property_accuracy(module, data)
+    if settings.polish_blocks < 1 or changed <= settings.polish_above or accuracy < 1.0:
+        return None
+    proven_changed, proven_outside = changed, outside_decisions_changed(module, data)
+    if session.escalated:
+        settings = escalated(settings)
+    settings = dataclasses.replace(settings, decision_weight=settings.polish_decision_weight)
+    lowest_allowed = min(settings.satisfied_fraction * data.target_margin, float(margins.min()))
+    partition = certified_partition(session, settings)
+    if partition is not None:
+        partition.refine(module, data.target_margin, everything=True)
+    open_allowed = partition.open if partition is not None else 0
+    generator = torch.Generator().manual_seed(settings.seed + 7919 * session.rounds + 1)
+    rng = np.random.default_rng(settings.seed + session.rounds + 1)
+    optimiser = torch.optim.Adam(module.parameters(), lr=calibrated_learning_rate(module, data, settings.step_change))
+    best_state, best_changed, best_lowest, blocks = None, (1.0 - settings.polish_gain) * proven_changed, 0.0, 0
+    for blocks in range(1, settings.polish_blocks + 1):
+        if budget.expired():
+            break
+        with phases("polish"):
+            for _ in range(settings.steps_per_check):
+                optimiser.zero_grad()
+                boxes = partition.draw(settings.certified_boxes, data.target_margin, module, rng) if partition is not None else []
+                repair_loss(module, data, settings, generator, boxes, keep_decisions=True).backward()
+                optimiser.step()
+            accuracy, changed, margins = property_accuracy(module, data)
+            if (accuracy < 1.0 or float(margins.min()) < lowest_allowed or changed >= best_changed
+                    or outside_decisions_changed(module, data) > proven_outside):
+                continue
+            if partition is not None:
+                partition.refine(module, data.target_margin, everything=True)
+                if partition.open > open_allowed:
+                    continue
+        with phases("search"):
+            if len(search_from_weakest(module, data, settings, rng, margins)):
+                continue
+        best_state, best_changed, best_lowest = module.state(), changed, float(margins.min())
+    module.load(best_state if best_state is not None else proven_state)
+    session.rounds += 1
+    if best_state is None:
+        return None
+    return {"polished": True, "polish_blocks": blocks, "proven_held_out_decisions_changed": proven_changed,
+            "held_out_decisions_changed": best_changed, "smallest_sample_margin": best_lowest}
+
+
 class BirdnnRetrain(BirdnnStrategy):
     """`RepairStrategy` "birdnn-retrain": behaviour-imitation retraining of every weight."""
 
     name = "birdnn-retrain"
     improve = staticmethod(retrain)
+    polish_step = staticmethod(polish)
 
 
 def retrain_strategy() -> BirdnnRetrain:

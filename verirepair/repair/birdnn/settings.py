@@ -106,6 +106,15 @@ class BirdnnSettings:
     # their decision: a proof of a network that changed most advisories is no repair (ACAS Xu
     # N2,5 property 2, escalated after a verifier timeout: proven with 98 % changed).
     max_decision_change: float = 0.03
+    # After a proof, retraining's candidate may be polished (`retrain.polish`): this many blocks of
+    # `steps_per_check` steps with the decision term at `polish_decision_weight`, when more than
+    # `polish_above` of the held-out safe samples changed their decision; a block counts only if
+    # it changed at most (1 - `polish_gain`) of the proven candidate's share. The loop verifies the
+    # polished file and keeps it only if it is proven and changed fewer decisions (0 blocks: off).
+    polish_blocks: int = 10
+    polish_above: float = 0.005
+    polish_decision_weight: float = 4.0
+    polish_gain: float = 0.1
     # ---- counterexample search on the candidate (cheap falsification before export) ----------
     attack_starts: int = 512
     attack_steps: int = 30

@@ -13,19 +13,23 @@ from .common import (
     candidate_of,
     counterexample_array,
     open_session,
+    problem_key,
     repair_budget,
     torch_threads,
 )
 from .settings import BirdnnSettings
 
 Improvement = Callable[[Session, BirdnnSettings, Deadline, Phases], dict]
+Polish = Callable[[Session, BirdnnSettings, Deadline, Phases], "dict | None"]
 
 
 class BirdnnStrategy:
-    """Subclasses name the strategy and give the improvement step (retraining or fine-tuning)."""
+    """Subclasses name the strategy and give the improvement step (retraining or fine-tuning),
+    and optionally a polishing step for a proven candidate."""
 
     name: str
     improve: Improvement
+    polish_step: Polish | None = None
 
     def __init__(self, settings: BirdnnSettings | None = None) -> None:
         self.settings = settings or BirdnnSettings()
@@ -51,6 +55,19 @@ class BirdnnStrategy:
             details.update({"strategy": self.name, "round": self.session.rounds, "counterexample_points_added": added,
                             "domain_samples": len(data.domain), "negative_samples": int(data.negatives.sum()),
                             "outside_samples": len(data.outside)})
+            return candidate_of(self.session.current, problem, details, phases.seconds)
+
+    def polish(self, problem: RepairProblem, proven: RepairCandidate, deadline: Deadline) -> RepairCandidate | None:
+        step = type(self).polish_step
+        if step is None or self.session is None or self.session.key != problem_key(problem):
+            return None
+        phases = Phases()
+        with torch_threads(self.settings.threads):
+            self.session.data.add_points(counterexample_array(problem), with_neighbours=True)
+            details = step(self.session, self.settings, repair_budget(self.settings, deadline), phases)
+            if details is None:
+                return None
+            details.update({"strategy": self.name, "round": self.session.rounds})
             return candidate_of(self.session.current, problem, details, phases.seconds)
 
     def _train_on(self, details: dict, deadline: Deadline) -> bool:

@@ -34,7 +34,7 @@ from ...verify import Deadline, VerifySettings
 from ...verify.falsify import descend
 from ...verify.input_split import open_cover
 from ...verify.objective import RegionRows, box_tensors
-from ..strategy import RepairCandidate, RepairProblem
+from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
 from .export import mlp_to_onnx
 from .patch import RegionPatch, patched_mlp
 from ..report import decisions
@@ -116,7 +116,7 @@ def patch_candidates(needs: list[list[tuple[np.ndarray, float]]], cone: np.ndarr
     return found
 
 
-class BoxPatchStrategy:
+class BoxPatchStrategy(WithoutPolish):
     name = "reassure-boxes"
 
     def __init__(self, settings: BoxPatchSettings | None = None) -> None:

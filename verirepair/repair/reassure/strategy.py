@@ -23,7 +23,7 @@ import numpy as np
 
 from ...spec import Box, Spec
 from ...verify import Deadline
-from ..strategy import RepairCandidate, RepairProblem
+from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
 from .enumerate import enumerate_regions, region_violation, violating_points
 from .export import mlp_to_onnx
 from .patch import RegionPatch, patched_mlp
@@ -123,7 +123,7 @@ def patch_domain(problem: RepairProblem, domain: Box | None) -> tuple[np.ndarray
     return np.min(lows, axis=0).astype(np.float64), np.max(highs, axis=0).astype(np.float64)
 
 
-class ReassureStrategy:
+class ReassureStrategy(WithoutPolish):
     name = "reassure"
 
     def __init__(self, settings: ReassureSettings | None = None) -> None:
