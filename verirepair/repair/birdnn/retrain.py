@@ -60,12 +60,13 @@ def property_accuracy(module: ChainModule, data: RepairData) -> tuple[float, flo
 
 
 def outside_decisions_changed(module: ChainModule, data: RepairData) -> float:
-    """The fraction of the outside samples whose decision changed."""
-    if len(data.outside) == 0:
+    """The fraction of the held-out outside samples whose decision changed."""
+    samples = data.outside_held_out
+    if len(samples) == 0:
         return 0.0
     with torch.no_grad():
-        y = module(data.outside.x)
-    before, after = (decision_scores(t, data.decision).argmax(dim=1) for t in (data.outside.y0, y))
+        y = module(samples.x)
+    before, after = (decision_scores(t, data.decision).argmax(dim=1) for t in (samples.y0, y))
     return float((after != before).double().mean())
 
 
@@ -235,7 +236,7 @@ def polish(session: Session, settings: BirdnnSettings, budget: Deadline, phases:
     decisions. A block's weights are a polished candidate only if they are as good as the
     proven ones on every other count: property accuracy 1 on the held-out draw, smallest domain
     margin at least the satisfied level (or the proven one's, if lower), no more open partition
-    leaves, no more changed decisions among the outside samples, no low-margin point found by the
+    leaves, no more changed decisions among held-out samples outside the boxes, no low-margin point found by the
     gradient search, and fewer changed decisions in the boxes than (1 - `polish_gain`) of the
     proven ones. None when none is (``session.current`` is then the
     proven network again); the loop verifies the candidate and keeps whichever proof changed less.
@@ -261,7 +262,8 @@ def polish(session: Session, settings: BirdnnSettings, budget: Deadline, phases:
     open_allowed = partition.open if partition is not None else 0
     generator = torch.Generator().manual_seed(settings.seed + 7919 * session.rounds + 1)
     rng = np.random.default_rng(settings.seed + session.rounds + 1)
-    optimiser = torch.optim.Adam(module.parameters(), lr=calibrated_learning_rate(module, data, settings.step_change))
+    learning_rate = settings.polish_rate_share * calibrated_learning_rate(module, data, settings.step_change)
+    optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate)
     best_state, best_changed, best_lowest, blocks = None, (1.0 - settings.polish_gain) * proven_changed, 0.0, 0
     for blocks in range(1, settings.polish_blocks + 1):
         if budget.expired():

@@ -8,6 +8,8 @@ used for rollback, and the outside samples whose behaviour the repair must keep.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,6 +106,14 @@ class RepairData:
         self.outside_scale = spread.clamp(min=1e-3 * self.scale, max=self.scale).unsqueeze(1)
         self.targets = self.domain.y0.clone()
         self.refresh_targets()
+
+    @functools.cached_property
+    def outside_held_out(self) -> SampleSet:
+        """Uniform samples of the input space outside the boxes that training never sees (the
+        guard of polishing on decisions outside the boxes), drawn with a generator of their own
+        so that drawing them leaves every other draw as it was."""
+        rng = np.random.default_rng(self.settings.seed + 1)
+        return self.evaluate(outside_boxes(self.spec, self.input_space, self.settings.outside_samples, rng))
 
     def evaluate(self, x: np.ndarray) -> SampleSet:
         """Points with the original network's outputs and margins."""

@@ -107,13 +107,19 @@ class BirdnnSettings:
     # N2,5 property 2, escalated after a verifier timeout: proven with 98 % changed).
     max_decision_change: float = 0.03
     # After a proof, retraining's candidate may be polished (`retrain.polish`): this many blocks of
-    # `steps_per_check` steps with the decision term at `polish_decision_weight`, when more than
-    # `polish_above` of the held-out safe samples changed their decision; a block counts only if
-    # it changed at most (1 - `polish_gain`) of the proven candidate's share. The loop verifies the
-    # polished file and keeps it only if it is proven and changed fewer decisions (0 blocks: off).
-    polish_blocks: int = 10
+    # `steps_per_check` steps with the decision term at `polish_decision_weight` and the learning
+    # rate at `polish_rate_share` of retraining's, when more than `polish_above` of the held-out
+    # safe samples changed their decision; a block counts only if it changed at most
+    # (1 - `polish_gain`) of the proven candidate's share. The loop verifies the polished file and
+    # keeps it only if it is proven and changed fewer decisions (0 blocks: off). Measured on ACAS
+    # Xu N4,4 property 2 (held-out figures of the tool, proven 1.13 % / outside the box 1.18 %):
+    # 10 blocks at the full rate: 0.56 % / 1.35 % (the first blocks changed 2.5 % outside, and
+    # with decisions outside guarded on held-out samples no block qualified); 20 blocks at a
+    # quarter of the rate: 0.47 % / 1.05 %.
+    polish_blocks: int = 20
     polish_above: float = 0.005
     polish_decision_weight: float = 4.0
+    polish_rate_share: float = 0.25
     polish_gain: float = 0.1
     # ---- counterexample search on the candidate (cheap falsification before export) ----------
     attack_starts: int = 512
