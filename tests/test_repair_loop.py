@@ -150,14 +150,21 @@ def test_a_polished_candidate_replaces_the_proof_only_if_proven_with_fewer_decis
     assert (report.side_effects["fidelity"]["decision_changed"] < 0.05) == (kept == "lowered")
 
 
-def test_no_polishing_when_turned_off(files, tmp_path):
+@pytest.mark.parametrize("flag, calls", [([], 1), (["--no-polish"], 0)])
+def test_cli_no_polish_keeps_the_first_proof(files, tmp_path, monkeypatch, flag, calls):
     import onnx
+
+    import verirepair.cli as cli
 
     violated = onnx.load(str(files["violated"]))
     strategy = _Polishing(_last_layer_changed(violated, swap=True), _last_layer_changed(violated, swap=False))
-    report = check_and_fix(files["violated"], files["spec"], strategy,
-                           RepairSettings(budget=120, verify_timeout=60, side_effect_samples=2000, polish_attempts=0))
-    assert report.status == "repaired" and strategy.polish_calls == 0 and len(report.iterations) == 1
+    monkeypatch.setattr(cli, "_strategy", lambda name: strategy)
+    out = tmp_path / "fixed.onnx"
+    assert main(["check-and-fix", str(files["spec"]), str(files["violated"]), "-o", str(out), "--budget", "120",
+                 "--samples", "2000", *flag]) == 0
+    assert strategy.polish_calls == calls
+    kept = strategy.polished if calls else strategy.first
+    assert out.read_bytes() == kept.SerializeToString()
 
 
 def test_cli_check_and_fix_and_report(files, tmp_path, capsys):

@@ -204,6 +204,7 @@ def _repair_settings(args: argparse.Namespace, n_inputs: int | None = None):
         output=Path(args.output) if args.output else None,
         keep_unproven=Path(args.keep_unproven) if args.keep_unproven else None,
         side_effect_samples=args.samples, data=data, decision=args.decision,
+        polish_attempts=0 if getattr(args, "no_polish", False) else RepairSettings.polish_attempts,
     )
 
 
@@ -352,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("second", help="net.onnx or spec.vnnlib")
     fix.add_argument("--verify-timeout", type=_positive_float, help="seconds per verification (default: the budget)")
     fix.add_argument("--max-iterations", type=_positive_int, default=50)
+    fix.add_argument("--no-polish", action="store_true",
+                     help="keep the first proven candidate (no polishing step after the proof)")
     _add_repair_options(fix)
     fix.set_defaults(run=_check_and_fix)
 
