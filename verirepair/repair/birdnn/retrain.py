@@ -231,17 +231,17 @@ def polish(session: Session, settings: BirdnnSettings, budget: Deadline, phases:
     """After ``session.current`` was proven: train it to give back decisions it changed.
 
     Retraining settles for the first candidate that meets its targets, and the certified and
-    margin terms pull it against the decision term; once a proof is in hand, a few blocks with
-    the decision term `polish_decision_weight` strong often win back part of the changed
-    decisions. A block's weights are a polished candidate only if they are as good as the
-    proven ones on every other count: property accuracy 1 on the held-out draw, smallest domain
-    margin at least the satisfied level (or the proven one's, if lower), no more open partition
-    leaves, no more changed decisions among held-out samples outside the boxes, no low-margin point found by the
-    gradient search, and fewer changed decisions in the boxes than (1 - `polish_gain`) of the
-    proven ones. None when none is (``session.current`` is then the
-    proven network again); the loop verifies the candidate and keeps whichever proof changed less.
-    Every call starts again from the proven weights; a counterexample to the last polished
-    candidate is among the negatives by then.
+    margin terms pull it against the decision term; once a proof is in hand, blocks with the
+    decision term `polish_decision_weight` strong and a smaller learning rate often win back part
+    of the changed decisions. A block's weights are a polished candidate only if they are as good
+    as the proven ones on every other count: property accuracy 1 on the held-out draw, smallest
+    domain margin at least the satisfied level (or the proven one's, if lower), no more open
+    partition leaves, no more changed decisions among held-out samples outside the boxes, no
+    low-margin point found by the gradient search, and at most (1 - `polish_gain`) of the proven
+    candidate's changed decisions in the boxes. The best such block is returned; None when there
+    is none (``session.current`` is then the proven network again). The loop verifies the
+    candidate and keeps whichever proof changed less. Every call starts again from the proven
+    weights; a counterexample to the last polished candidate is among the negatives by then.
     """
     module, data = session.current, session.data
     if session.proven_state is None:

@@ -9,7 +9,6 @@ used for rollback, and the outside samples whose behaviour the repair must keep.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 
 import numpy as np
