@@ -23,6 +23,8 @@ The verifier gets up to 240 s per candidate: a candidate that changed few decisi
 margins, and its proof can take minutes; one given up on is followed by a candidate trained for
 more margin, which changes more decisions (property 2, N2,5: with 90 s, the 0.65 % candidate was
 undecided and a 3.15 % one was proven; with 240 s, the 0.65 % one was proven in 129 s).
+After the proof, the loop polishes (`RepairSettings.polish_attempts`; `--no-polish` keeps the first
+proven candidate), so the figures are those of the file finally written.
 Anchors from the literature (sampled, not proven): VeRe 99.88% / 15.26% / 5.6 s, PRDNN 100% /
 19.48% / 3.8 s, CARE 94.89% / 19.53% / 150 s.
 """
