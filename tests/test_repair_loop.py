@@ -355,3 +355,10 @@ def test_check_and_fix_on_cuda_writes_a_file_the_verifier_proves(strategy, files
     report = check_and_fix(files["violated"], files["spec"], strategy_named(strategy), settings)
     assert report.status == "repaired" and report.written == str(out)
     assert verify_files(out, files["spec"], VerifySettings(timeout=60)).status == "unsat"
+
+
+@pytest.mark.parametrize("field, value", [("budget", 0.0), ("verify_timeout", -1.0), ("max_iterations", 0),
+                                          ("polish_attempts", -1), ("decision", "max")])
+def test_repair_settings_refuse_values_that_mean_nothing(field, value):
+    with pytest.raises(ValueError, match=field.split("_")[0]):
+        RepairSettings(**{field: value})

@@ -50,6 +50,8 @@ class RepairSettings:
             raise ValueError(f"decision must be argmax or argmin, got {self.decision!r}")
         if self.max_iterations < 1:
             raise ValueError(f"max iterations must be at least 1, got {self.max_iterations}")
+        if self.polish_attempts < 0:
+            raise ValueError(f"polish attempts must be at least 0, got {self.polish_attempts}")
         if self.output is not None and self.keep_unproven is not None and Path(self.output) == Path(self.keep_unproven):
             raise ValueError("--keep-unproven must name a different file than -o")
 
