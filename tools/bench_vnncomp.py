@@ -23,6 +23,7 @@ from verirepair.bench import (
     table_row,
 )
 from verirepair.bench.runner import InstanceRecord
+from verirepair.cli import MILP_SOLVERS
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 FOLDERS = ("acasxu", "mnist_fc", "verivital", "eran")
@@ -37,7 +38,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="math threads per instance (default: cores / workers)")
     parser.add_argument("--out", default="bench-out")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto, for every instance")
-    parser.add_argument("--milp-solver", default="auto", choices=("auto", "highs", "gurobi"),
+    parser.add_argument("--milp-solver", default="auto", choices=MILP_SOLVERS,
                         help="MILP/LP back end for every instance (as `verirepair verify --milp-solver`)")
     args = parser.parse_args()
     if not BENCHMARKS.is_dir():

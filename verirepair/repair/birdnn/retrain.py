@@ -54,19 +54,22 @@ def property_accuracy(module: ChainModule, data: RepairData) -> tuple[float, flo
         held_out = data.property.margin(y, data.validation.member)
         domain = data.property.margin(module(data.domain.x), data.domain.member)
         safe = data.validation.margin0 > 0
-        before, after = (decision_scores(t[safe], data.decision).argmax(dim=1) for t in (data.validation.y0, y))
-        changed = (after != before).double().mean() if bool(safe.any()) else torch.zeros(())
+        changed = changed_share(data.validation.y0[safe], y[safe], data.decision)
     return float((held_out > 0).double().mean()), float(changed), domain
 
 
 def outside_decisions_changed(module: ChainModule, data: RepairData) -> float:
     """The fraction of the held-out outside samples whose decision changed."""
     samples = data.outside_held_out
-    if len(samples) == 0:
-        return 0.0
     with torch.no_grad():
-        y = module(samples.x)
-    before, after = (decision_scores(t, data.decision).argmax(dim=1) for t in (samples.y0, y))
+        return changed_share(samples.y0, module(samples.x), data.decision)
+
+
+def changed_share(y0: torch.Tensor, y: torch.Tensor, rule: str) -> float:
+    """The fraction of rows whose decision differs between ``y0`` and ``y`` (0 without rows)."""
+    if len(y0) == 0:
+        return 0.0
+    before, after = (decision_scores(t, rule).argmax(dim=1) for t in (y0, y))
     return float((after != before).double().mean())
 
 
