@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +56,7 @@ def test_bench_hands_its_verify_options_to_every_instance(suite: Path, monkeypat
 
     seen = []
 
-    def fake_run(instance, out, timeout_scale, threads, options):  # type: ignore[no-untyped-def]
+    def fake_run(instance, out, timeout_scale, threads, options, stop):  # type: ignore[no-untyped-def]
         seen.append(options)
         return InstanceRecord(instance.index, instance.onnx_text, instance.vnnlib_text, "unknown", 0.0, "fake", 0.0, None)
 
@@ -94,3 +99,45 @@ def test_an_instance_past_its_hard_limit_is_killed_and_recorded_as_a_timeout(sui
     assert (record.result, record.decided_by) == ("timeout", "killed at the hard limit")
     assert json.loads(next(out.glob("*.json")).read_text())["result"] == "timeout"
     assert not list(out.glob("*.stdout")) and not list(out.glob("*.stderr"))
+
+
+def _processes_writing_into(folder: Path) -> list[int]:
+    """Pids of the processes whose standard output is a file in ``folder`` (Linux /proc)."""
+    pids = []
+    for fd in Path("/proc").glob("[0-9]*/fd/1"):
+        try:
+            if os.readlink(fd).startswith(str(folder)):
+                pids.append(int(fd.parts[2]))
+        except OSError:  # the process ended while we looked
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the instance's process through Linux /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_run_kills_the_instance_and_records_nothing_for_it(
+        benchmarks: Path, tmp_path: Path, signum: signal.Signals) -> None:
+    # mnist_fc 256x6 prop_1 at eps 0.05 takes minutes, so it is surely running when the signal comes
+    mnist = benchmarks / "mnist_fc"
+    (tmp_path / "instances.csv").write_text(
+        f"{mnist / 'onnx/mnist-net_256x6.onnx'},{mnist / 'vnnlib/prop_1_0.05.vnnlib'},300\n")
+    out = tmp_path / "out"
+    bench = subprocess.Popen([sys.executable, "-m", "verirepair", "bench", str(tmp_path / "instances.csv"),
+                              "--out", str(out), "--threads", "1"], stderr=subprocess.PIPE, text=True)
+    try:
+        started = time.monotonic()
+        while not _processes_writing_into(out):
+            assert bench.poll() is None and time.monotonic() - started < 60, "the instance never started"
+            time.sleep(0.1)
+        time.sleep(1.0)  # well inside the verification
+        bench.send_signal(signum)
+        _, stderr = bench.communicate(timeout=30)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    assert bench.returncode == 128 + signum
+    assert stderr.strip().splitlines()[-1] == (
+        f"verirepair: bench stopped by {signum.name}: 0 of 1 instances finished; "
+        f"their records are in {out}, rerun the same command to resume")
+    assert not _processes_writing_into(out), "the instance's process outlived the run"
+    assert list(out.iterdir()) == [], "an interrupted instance left a record or output behind"

@@ -122,6 +122,7 @@ def _peak_memory_mb() -> float:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import (
         TABLE_HEADER,
+        BenchInterrupted,
         VerifyOptions,
         read_ground_truth,
         read_instances,
@@ -138,7 +139,12 @@ def _bench(args: argparse.Namespace) -> int:
     if args.timeout is not None:
         instances = [dataclasses.replace(i, timeout=args.timeout) for i in instances]
     options = VerifyOptions(_device(args.device), args.milp_solver)
-    records = run_instances(instances, out, args.timeout_scale, args.workers, args.threads, options)
+    try:
+        records = run_instances(instances, out, args.timeout_scale, args.workers, args.threads, options)
+    except BenchInterrupted as stopped:
+        print(f"verirepair: bench {stopped}; their records are in {out}, rerun the same command to resume",
+              file=sys.stderr)
+        return 128 + stopped.signum
     atomic_write_text(out / "results.csv", results_csv(records, truth))
     summary = summarise(records, truth)
     print(TABLE_HEADER)

@@ -2,7 +2,10 @@
 
 A crash, out-of-memory kill or hang of one instance is recorded as ``error``/``timeout`` for that
 instance and the run goes on. Finished instances (a ``.json`` record in the output folder) are
-skipped on a rerun, so an interrupted run resumes where it stopped.
+skipped on a rerun, so an interrupted run resumes where it stopped. SIGINT and SIGTERM stop the run
+cleanly: the running instances are killed and get no record (a rerun runs them again), and
+`run_instances` raises `BenchInterrupted`. The instances run in their own session, so a signal to
+the terminal's process group reaches only the runner, which alone decides what was finished.
 
 Each instance is a process forked from a fork server that imported torch, onnxruntime and the
 verifier once, running the same `verirepair verify` command line as a fresh interpreter would.
@@ -15,9 +18,13 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +39,8 @@ from .witness_check import check_witness
 KILL_GRACE = 15.0
 _FORK_SERVER = multiprocessing.get_context("forkserver")
 _FORK_SERVER.set_forkserver_preload(["torch", "onnxruntime", "verirepair.cli", "verirepair.verify"])
+# How often a waiting worker looks whether the run was stopped.
+_STOP_POLL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -51,8 +60,18 @@ def _instance_stem(instance: Instance) -> str:
     return f"{instance.index:04d}_{onnx}_{vnnlib}"
 
 
+class BenchInterrupted(Exception):
+    """A signal stopped the run. Finished instances keep their records; the rest have none."""
+
+    def __init__(self, signum: int, finished: int, total: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}: {finished} of {total} instances finished")
+        self.signum, self.finished, self.total = signum, finished, total
+
+
 def _verify_in_child(argv: list[str], stdout: str, stderr: str, threads: int) -> None:
-    """The forked process: `verirepair verify` with its output in files, on ``threads`` threads."""
+    """The forked process: `verirepair verify` with its output in files, on ``threads`` threads,
+    in a session of its own (see the module docstring)."""
+    os.setsid()
     for fd, path in ((1, stdout), (2, stderr)):
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
     os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -79,7 +98,13 @@ class VerifyOptions:
 
 
 def run_instance(instance: Instance, out: Path, timeout_scale: float, threads: int,
-                 options: VerifyOptions = VerifyOptions(), kill_grace: float = KILL_GRACE) -> InstanceRecord:
+                 options: VerifyOptions = VerifyOptions(), kill_grace: float = KILL_GRACE,
+                 stop: threading.Event | None = None) -> InstanceRecord | None:
+    """Run one instance and write its record; None, with no record written, when ``stop`` was set
+    before it finished."""
+    stop = stop or threading.Event()
+    if stop.is_set():
+        return None
     stem = _instance_stem(instance)
     results_file, stdout, stderr = (out / f"{stem}{suffix}" for suffix in (".txt", ".stdout", ".stderr"))
     timeout = instance.timeout * timeout_scale
@@ -89,10 +114,16 @@ def run_instance(instance: Instance, out: Path, timeout_scale: float, threads: i
     decided_by, peak = "", 0.0
     child = _FORK_SERVER.Process(target=_verify_in_child, args=(argv, str(stdout), str(stderr), threads))
     child.start()
-    child.join(timeout + kill_grace)
+    hard_limit = started + timeout + kill_grace
+    while child.is_alive() and not stop.is_set() and time.monotonic() < hard_limit:
+        child.join(min(_STOP_POLL_SECONDS, max(0.0, hard_limit - time.monotonic())))
     if child.is_alive():
         child.kill()
         child.join()
+        if stop.is_set():
+            for path in (stdout, stderr, results_file):
+                path.unlink(missing_ok=True)
+            return None
         result, seconds, decided_by = "timeout", time.monotonic() - started, "killed at the hard limit"
     else:
         seconds = time.monotonic() - started
@@ -137,12 +168,39 @@ def run_instances(instances: list[Instance], out: Path, timeout_scale: float = 1
         else:
             pending.append(instance)
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    with tqdm(total=len(instances), initial=len(records), desc="instances", unit="inst") as progress, \
+    stop, signals = threading.Event(), []
+    with _stopping_on_signals(stop, signals), \
+            tqdm(total=len(instances), initial=len(records), desc="instances", unit="inst") as progress, \
             ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run_instance, i, out, timeout_scale, threads, options) for i in pending]
+        futures = [pool.submit(run_instance, i, out, timeout_scale, threads, options, stop=stop) for i in pending]
         for future in as_completed(futures):
             record = future.result()
+            if record is None:
+                continue
             records[record.index] = record
             progress.set_postfix_str(f"{record.result} {Path(record.onnx).stem[:24]}/{Path(record.vnnlib).stem}")
             progress.update()
+    if signals:
+        raise BenchInterrupted(signals[0], len(records), len(instances))
     return [records[i.index] for i in instances]
+
+
+@contextmanager
+def _stopping_on_signals(stop: threading.Event, received: list[int]) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM set ``stop`` and are appended to ``received`` instead of
+    ending the process at once, so that workers can kill their instances without recording them.
+    Handlers can only be installed from the main thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
