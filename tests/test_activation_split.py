@@ -5,19 +5,27 @@
 * Where sampling and gradient descent find a violation, the search never answers "proven", and
   mostly finds a counterexample itself (checked here in float64); a threshold halfway between
   α-CROWN's bound and the sampled minimum, which α-CROWN alone cannot prove, it mostly proves.
+* The verifier's longer α-CROWN runs on the intermediate bounds (before splitting) give clause
+  bounds below every sampled value, and prove a threshold that the first run leaves open.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from random_nets import forward_layers, random_box, random_mlp, sample_box
+from random_nets import float32_rounded, forward_layers, random_box, random_mlp, sample_box, save_onnx
 
 from verirepair.bounds import BoundEngine
-from verirepair.verify import Deadline
+from verirepair.network import load_network
+from verirepair.spec import Box, Clause, Region, Spec
+from verirepair.verify import Deadline, verify
+from verirepair.verify.objective import RegionRows
+from verirepair.verify.pipeline import _clause_bounds, _escalated_bounds
 from verirepair.verify.activation_split import ActivationSplitter, activation_split_search
 from verirepair.verify.result import Counterexample
 from verirepair.verify.settings import VerifySettings
@@ -134,3 +142,59 @@ def test_out_of_memory_halves_the_batch_and_the_search_goes_on(monkeypatch: pyte
     outcome = _search(chain, lower, upper, objective, -(alpha + 0.8 * (minimum - alpha)), 10.0)
     assert outcome.status == "proven"
     assert refused and max(sizes) <= 8 and len(sizes) > 2
+
+
+def _deep_problem(seed: int, kind: str, n_outputs: int = 1):  # type: ignore[no-untyped-def]
+    """Four hidden layers of 16 over 12 inputs (float32 weights, as an ONNX file stores them)."""
+    chain = float32_rounded(random_mlp(seed, N_IN, [16] * 4, n_outputs, kind, scale=2.5))
+    lower, upper = random_box(seed, N_IN, width=1.0)
+    return chain, lower, upper
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from(["sigmoid", "tanh"]))
+def test_escalated_clause_bounds_hold_on_sampled_points(seed: int, kind: str) -> None:
+    chain, lower, upper = _deep_problem(seed, kind, n_outputs=3)
+    rng = np.random.default_rng(seed)
+    clauses = tuple(Clause(rng.normal(size=(2, 3)), rng.normal(size=2)) for _ in range(2))
+    region = Region(Box(lower[0].numpy(), upper[0].numpy()), clauses)
+    rows = RegionRows.of(region, 3, torch.device("cpu"))
+    engine = BoundEngine(chain)
+    # an infinite decision margin keeps every clause open, so both runs happen whatever the bounds
+    quick = VerifySettings(alpha_steps=10, sshaped_alpha_escalation=(15, 30), decision_margin=float("inf"))
+    layers = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=5)
+    first = _clause_bounds(engine, rows, lower, upper, layers, quick)
+    notes: list[str] = []
+    _, bounds = _escalated_bounds(engine, rows, lower, upper, layers, first, quick, Deadline(60), notes)
+    assert len(notes) == 2 and all(new >= old for new, old in zip(bounds, first))
+    y = chain.forward(sample_box(seed, lower, upper, 20_000)[0]).numpy()
+    for clause, bound in zip(clauses, bounds):
+        # the clause's violation margin is max_r (A_r·y - b_r); its bound lies below every sample's
+        assert bound <= float((y @ clause.A.T - clause.b).max(axis=1).min()) + 1e-9
+
+
+def test_longer_intermediate_runs_prove_what_the_first_run_leaves_open(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    chain, lower, upper = _deep_problem(7, "tanh")
+    engine = BoundEngine(chain)
+    verify_settings = VerifySettings(timeout=30)
+    one = torch.ones(1, 1, dtype=torch.float64)
+    layers = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=verify_settings.intermediate_alpha_steps)
+    first = float(engine.output_bounds(lower, upper, one, method="alpha-crown", alpha_steps=verify_settings.alpha_steps,
+                                       layers=layers).lower)
+    for steps in verify_settings.sshaped_alpha_escalation:
+        layers = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=steps, prior=layers)
+    longer = float(engine.output_bounds(lower, upper, one, method="alpha-crown", alpha_steps=verify_settings.alpha_steps,
+                                        layers=layers).lower)
+    assert longer > first + 0.02
+    threshold = (first + longer) / 2
+    # the oracle: the property y > threshold holds on 20,000 samples refined by gradient descent
+    assert _sampled_minimum(chain, lower, upper, torch.ones(1, dtype=torch.float64), 7)[0] > threshold
+    box = Box(lower[0].numpy(), upper[0].numpy())
+    spec = Spec(N_IN, 1, (Region(box, (Clause(np.array([[1.0]]), np.array([threshold])),)),))
+    network = load_network(save_onnx(chain, tmp_path / "deep_tanh.onnx"))
+    proven = verify(network, spec, verify_settings)
+    assert (proven.status, proven.decided_by) == ("unsat", "alpha-crown")
+    assert any("α-CROWN on the intermediate bounds" in note for note in proven.notes)
+    # without the longer runs the first bound leaves the clause to activation splitting
+    plain = verify(network, spec, dataclasses.replace(verify_settings, sshaped_alpha_escalation=()))
+    assert plain.decided_by != "alpha-crown" and plain.status != "sat"

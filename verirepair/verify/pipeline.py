@@ -150,7 +150,13 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
             return SearchOutcome("proven", None, 1), "relu-split"
     if chain.is_piecewise_linear:
         return milp_search(engine, region, open_clauses, layers, settings, deadline, confirm, notes), "milp"
-    # No exact search without piecewise linearity: splitting sigmoid/tanh neurons gets all the time.
+    # No exact search without piecewise linearity: longer bound optimisations first, then
+    # splitting sigmoid/tanh neurons gets the rest of the time.
+    layers, clause_bounds = _escalated_bounds(engine, rows, lower, upper, layers, clause_bounds, settings, deadline,
+                                              notes)
+    open_clauses = _open(clause_bounds, settings)
+    if not open_clauses:
+        return SearchOutcome("proven", None, 1), "alpha-crown"
     found, open_clauses = search_clauses(activation_split_search, 1.0, engine, rows, open_clauses, layers, lower, upper,
                                          settings, deadline, confirm)
     if found is not None:
@@ -161,6 +167,25 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
         return SearchOutcome("timeout", None, 1), "none"
     notes.append("activation splitting could not close the region (not piecewise linear: no exact search)")
     return SearchOutcome("unknown", None, 1), "none"
+
+
+def _escalated_bounds(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor,
+                      layers: LayerBounds, clause_bounds: list[float], settings: VerifySettings, deadline: Deadline,
+                      notes: list[str]) -> tuple[LayerBounds, list[float]]:
+    """While a clause is open, re-optimise the intermediate bounds with the longer α-CROWN runs of
+    ``settings.sshaped_alpha_escalation``, each intersected with the bounds before it (so never
+    looser); every clause keeps the better of its old and new bound, both sound."""
+    for steps in settings.sshaped_alpha_escalation:
+        weakest = min(clause_bounds)
+        if not _open(clause_bounds, settings) or deadline.expired():
+            break
+        with torch.no_grad():
+            layers = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=steps, prior=layers)
+        clause_bounds = [max(old, new) for old, new in
+                         zip(clause_bounds, _clause_bounds(engine, rows, lower, upper, layers, settings))]
+        notes.append(f"{steps}-step α-CROWN on the intermediate bounds: weakest clause {weakest:.3g} -> "
+                     f"{min(clause_bounds):.3g}")
+    return layers, clause_bounds
 
 
 def _clause_bounds(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor,

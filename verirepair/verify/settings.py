@@ -23,6 +23,14 @@ class VerifySettings:
     alpha_steps: int = 30
     # Many-input regions: α-CROWN steps for every intermediate layer's bounds (0: plain CROWN).
     intermediate_alpha_steps: int = 20
+    # Networks with sigmoid/tanh have no exact search to fall back on, so while a clause is open
+    # the intermediate bounds are re-optimised with these longer α-CROWN runs, one after the
+    # other, before activation splitting. 20 steps leave them far from converged there: on eran's
+    # 6x200 sigmoid net (one thread) image 4214's weakest clause is -0.97 after 20 steps, +0.67
+    # after 60 (17 s), and image 9044's -6.98, -3.78 and -2.93 after 20, 60 and 150 (46 s). On
+    # ReLU nets the same runs gain little (eran 9x200 image 2954: -42.1 -> -41.6), so they are
+    # not used there.
+    sshaped_alpha_escalation: tuple[int, ...] = (60, 150)
     # Many-input ReLU networks: ReLU-split BaB gets this share of the time per open clause before
     # the exact MILP takes what it leaves (0: MILP only).
     relu_split_share: float = 0.3
