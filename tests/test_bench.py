@@ -113,23 +113,34 @@ def _processes_writing_into(folder: Path) -> list[int]:
     return pids
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the instance's process through Linux /proc")
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_the_run_kills_the_instance_and_records_nothing_for_it(
-        benchmarks: Path, tmp_path: Path, signum: signal.Signals) -> None:
-    # mnist_fc 256x6 prop_1 at eps 0.05 takes minutes, so it is surely running when the signal comes
+def _bench_with_a_running_instance(benchmarks: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """`verirepair bench` in a subprocess, once its one instance is running (mnist_fc 256x6 prop_1
+    at eps 0.05 takes minutes, so it is surely still running a second later)."""
     mnist = benchmarks / "mnist_fc"
     (tmp_path / "instances.csv").write_text(
         f"{mnist / 'onnx/mnist-net_256x6.onnx'},{mnist / 'vnnlib/prop_1_0.05.vnnlib'},300\n")
     out = tmp_path / "out"
     bench = subprocess.Popen([sys.executable, "-m", "verirepair", "bench", str(tmp_path / "instances.csv"),
                               "--out", str(out), "--threads", "1"], stderr=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    while not _processes_writing_into(out):
+        if bench.poll() is not None or time.monotonic() - started > 60:
+            bench.kill()
+            pytest.fail("the instance never started")
+        time.sleep(0.1)
+    time.sleep(1.0)
+    return bench, out
+
+
+LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the instance's process through Linux /proc")
+
+
+@LINUX_PROC
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_run_kills_the_instance_and_records_nothing_for_it(
+        benchmarks: Path, tmp_path: Path, signum: signal.Signals) -> None:
+    bench, out = _bench_with_a_running_instance(benchmarks, tmp_path)
     try:
-        started = time.monotonic()
-        while not _processes_writing_into(out):
-            assert bench.poll() is None and time.monotonic() - started < 60, "the instance never started"
-            time.sleep(0.1)
-        time.sleep(1.0)  # well inside the verification
         bench.send_signal(signum)
         _, stderr = bench.communicate(timeout=30)
     finally:
@@ -141,3 +152,15 @@ def test_a_signal_stops_the_run_kills_the_instance_and_records_nothing_for_it(
         f"their records are in {out}, rerun the same command to resume")
     assert not _processes_writing_into(out), "the instance's process outlived the run"
     assert list(out.iterdir()) == [], "an interrupted instance left a record or output behind"
+
+
+@LINUX_PROC
+def test_an_instance_does_not_outlive_a_killed_runner(benchmarks: Path, tmp_path: Path) -> None:
+    bench, out = _bench_with_a_running_instance(benchmarks, tmp_path)
+    bench.kill()  # SIGKILL: the runner cannot clean up; its fork server ends, and with it the instance
+    bench.wait()
+    gone_by = time.monotonic() + 10
+    while _processes_writing_into(out) and time.monotonic() < gone_by:
+        time.sleep(0.1)
+    assert not _processes_writing_into(out), "the instance's process outlived its killed runner"
+    assert not list(out.glob("*.json")), "a killed instance was recorded as finished"

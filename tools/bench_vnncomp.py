@@ -4,13 +4,15 @@
     python tools/bench_vnncomp.py --only acasxu --timeout 60 --workers 2
     python tools/bench_vnncomp.py --only mnist_fc --milp-solver highs   # HiGHS only, no Gurobi
 
-Per-instance results and results.csv go to bench-out/<folder>/ (rerunning resumes).
+Per-instance results and results.csv go to bench-out/<folder>/ (rerunning resumes). Ctrl-C or
+SIGTERM is passed on to the running `verirepair bench`, which stops its instances cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,19 @@ from verirepair.cli import MILP_SOLVERS
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 FOLDERS = ("acasxu", "mnist_fc", "verivital", "eran")
+
+
+def _run_passing_signals_on(command: list[str]) -> int:
+    """Run ``command`` to its end; SIGINT and SIGTERM sent to this script go to it instead, and
+    are waited for, so that it can stop its instances and keep its records right."""
+    child = subprocess.Popen(command)
+    previous = {signum: signal.signal(signum, lambda signum, _frame: child.send_signal(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main() -> int:
@@ -56,7 +71,9 @@ def main() -> int:
             command += ["--timeout", str(args.timeout)]
         if args.threads:
             command += ["--threads", str(args.threads)]
-        subprocess.run(command, check=True)
+        code = _run_passing_signals_on(command)
+        if code != 0:
+            return code
         records = [InstanceRecord(**json.loads(p.read_text())) for p in sorted(out.glob("*.json"))]
         wanted = {(i.onnx_text, i.vnnlib_text) for i in read_instances(base / "instances.csv")}
         records = [r for r in records if (r.onnx, r.vnnlib) in wanted]

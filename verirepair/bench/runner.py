@@ -5,7 +5,9 @@ instance and the run goes on. Finished instances (a ``.json`` record in the outp
 skipped on a rerun, so an interrupted run resumes where it stopped. SIGINT and SIGTERM stop the run
 cleanly: the running instances are killed and get no record (a rerun runs them again), and
 `run_instances` raises `BenchInterrupted`. The instances run in their own session, so a signal to
-the terminal's process group reaches only the runner, which alone decides what was finished.
+the terminal's process group reaches only the runner, which alone decides what was finished. An
+instance also ends itself as soon as the runner dies (its lifeline, a pipe whose only writer is
+the runner, reads end-of-file), so not even a SIGKILL of the runner leaves an instance running.
 
 Each instance is a process forked from a fork server that imported torch, onnxruntime and the
 verifier once, running the same `verirepair verify` command line as a fresh interpreter would.
@@ -26,6 +28,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from tqdm import tqdm
@@ -68,10 +71,11 @@ class BenchInterrupted(Exception):
         self.signum, self.finished, self.total = signum, finished, total
 
 
-def _verify_in_child(argv: list[str], stdout: str, stderr: str, threads: int) -> None:
+def _verify_in_child(argv: list[str], stdout: str, stderr: str, threads: int, lifeline: Connection) -> None:
     """The forked process: `verirepair verify` with its output in files, on ``threads`` threads,
-    in a session of its own (see the module docstring)."""
+    in a session of its own, ending at once when ``lifeline`` closes (see the module docstring)."""
     os.setsid()
+    threading.Thread(target=_kill_self_when_closed, args=(lifeline,), daemon=True).start()
     for fd, path in ((1, stdout), (2, stderr)):
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
     os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -84,6 +88,14 @@ def _verify_in_child(argv: list[str], stdout: str, stderr: str, threads: int) ->
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _kill_self_when_closed(lifeline: Connection) -> None:
+    try:
+        lifeline.recv_bytes()  # nothing is ever sent: this returns only at end-of-file
+    except (EOFError, OSError):
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -112,14 +124,19 @@ def run_instance(instance: Instance, out: Path, timeout_scale: float, threads: i
             "--results-file", str(results_file), "--json", *options.argv()]
     started = time.monotonic()
     decided_by, peak = "", 0.0
-    child = _FORK_SERVER.Process(target=_verify_in_child, args=(argv, str(stdout), str(stderr), threads))
+    lifeline, lifeline_end = _FORK_SERVER.Pipe(duplex=False)
+    child = _FORK_SERVER.Process(target=_verify_in_child, args=(argv, str(stdout), str(stderr), threads, lifeline))
     child.start()
+    lifeline.close()
     hard_limit = started + timeout + kill_grace
     while child.is_alive() and not stop.is_set() and time.monotonic() < hard_limit:
         child.join(min(_STOP_POLL_SECONDS, max(0.0, hard_limit - time.monotonic())))
-    if child.is_alive():
+    alive = child.is_alive()
+    if alive:
         child.kill()
-        child.join()
+    child.join()
+    lifeline_end.close()
+    if alive:
         if stop.is_set():
             for path in (stdout, stderr, results_file):
                 path.unlink(missing_ok=True)
