@@ -38,12 +38,16 @@ class VerifySettings:
     # unstable neurons of hidden layers 2 … 1 + milp_refine_layers are bounded by exact MILPs of the
     # layers before them (at most milp_refine_neuron_seconds each), within milp_refine_share of the
     # region's time, before the ReLU split (0 layers: never). Small gaps are left to ReLU split,
-    # which closes them faster (eran 9x200 image 2971, bound -2.2, proven in 58 s without it).
+    # which closes them faster (eran 9x200 image 186, bound -0.72, proven in 4.7 s).
     # Measured on eran 9x200 image 2954 (bound -42.1, one thread): 2 layers, 1 s each, 30 % of the
     # time: -10.6; 2 layers, 2 s, 60 %: -7.3; 3 layers, 3 s, 70 %: -0.99 and proven by ReLU split in
-    # 212 s. Deeper layers' MILPs need seconds before their bound beats α-CROWN's.
+    # 212 s. Deeper layers' MILPs need seconds before their bound beats α-CROWN's. The gap was 3
+    # until eran image 2971 (bound -2.16; session 11: 58 s) timed out at 300 s on one loaded thread;
+    # with refinement its bound becomes +0.11 and it is proven in 216 s. On eran no other ReLU
+    # instance has a bound in [-3, -0.72); on mnist_fc the two unsat ones in [-3, -2) time out
+    # either way (256x4 prop_0_0.05: refinement gets -2.25 to -2.14).
     milp_refine_layers: int = 3
-    milp_refine_gap: float = 3.0
+    milp_refine_gap: float = 2.0
     milp_refine_neuron_seconds: float = 3.0
     milp_refine_share: float = 0.7
     # Input split refines the bounds of the boxes it takes up by this many α-CROWN steps (0: off;
