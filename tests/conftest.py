@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests can `import onnx_factory`
 
@@ -20,6 +21,17 @@ def benchmarks() -> Path:
     if not BENCHMARKS.is_dir():
         pytest.skip(f"benchmark data not found at {BENCHMARKS} (expected ../shared/benchmarks next to the repo)")
     return BENCHMARKS
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():  # type: ignore[no-untyped-def]
+    """One torch thread for a module, restored afterwards: on tiny tensors the thread pool only
+    adds latency, and a search budgeted in CPU seconds then does the same work as in wall seconds.
+    Modules take it with ``pytestmark = pytest.mark.usefixtures("single_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -35,13 +35,7 @@ F64 = torch.float64
 N_IN = 12  # above the input-split limit: the case this search is for
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():  # type: ignore[no-untyped-def]
-    """One torch thread, so that the searches' CPU-time budgets are budgets of wall time too."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _problem(seed: int, kind: str):

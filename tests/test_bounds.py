@@ -50,14 +50,7 @@ FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCh
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These tensors are tiny: torch's thread pool only adds latency (milliseconds per op on a
-    busy machine), so run single-threaded here and restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def make_chain(kind: str, seed: int) -> Chain:

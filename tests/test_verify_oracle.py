@@ -50,13 +50,7 @@ WIDE_CHUNKS = 3  # 36 cases with 12 inputs
 SIGMOID_CHUNKS = 3  # 36 sigmoid cases
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: torch's thread pool only adds latency on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # ---- exact oracles ------------------------------------------------------------------------------
