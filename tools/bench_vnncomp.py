@@ -19,6 +19,7 @@ from pathlib import Path
 
 from verirepair.bench import (
     TABLE_HEADER,
+    expected_results,
     read_ground_truth,
     read_instances,
     summarise,
@@ -75,9 +76,11 @@ def main() -> int:
         if code != 0:
             return code
         records = [InstanceRecord(**json.loads(p.read_text())) for p in sorted(out.glob("*.json"))]
-        wanted = {(i.onnx_text, i.vnnlib_text) for i in read_instances(base / "instances.csv")}
+        instances = read_instances(base / "instances.csv")
+        wanted = {i.key for i in instances}
         records = [r for r in records if (r.onnx, r.vnnlib) in wanted]
-        rows.append(table_row(folder, summarise(records, read_ground_truth(base / "ground_truth.csv"))))
+        truth = expected_results(instances, read_ground_truth(base / "ground_truth.csv"))
+        rows.append(table_row(folder, summarise(records, truth)))
     print()
     print(TABLE_HEADER)
     print("\n".join(rows))

@@ -83,7 +83,12 @@ def _verify(args: argparse.Namespace) -> int:
     }
     summary["peak_memory_mb"] = _peak_memory_mb()
     if verdict.counterexample is not None:
-        summary["counterexample"] = {"x": verdict.counterexample.x.tolist(), "y": verdict.counterexample.y.tolist()}
+        found = verdict.counterexample
+        summary["counterexample"] = {"x": found.x.tolist(), "y": found.y.tolist(),
+                                     "inputs_moved_by_cast": found.moved_by_cast}
+        if found.moved_by_cast:
+            notes.append(f"{found.moved_by_cast} witness inputs hold no number of the model's input type in their "
+                         "interval: the witness writes the box value, onnxruntime ran its cast")
     if args.json:
         print(json.dumps(summary))
     else:
@@ -124,6 +129,7 @@ def _bench(args: argparse.Namespace) -> int:
         TABLE_HEADER,
         BenchInterrupted,
         VerifyOptions,
+        expected_results,
         read_ground_truth,
         read_instances,
         results_csv,
@@ -134,7 +140,10 @@ def _bench(args: argparse.Namespace) -> int:
     from .files import atomic_write_text
 
     instances = read_instances(args.instances)
-    truth = read_ground_truth(args.ground_truth) if args.ground_truth else {}
+    truth = expected_results(instances, read_ground_truth(args.ground_truth)) if args.ground_truth else {}
+    if args.ground_truth and not truth:
+        raise InputError(args.ground_truth, None, f"matches none of the {len(instances)} instances of "
+                         f"{args.instances} (paths are resolved relative to each CSV's folder)")
     out = Path(args.out)
     if args.timeout is not None:
         instances = [dataclasses.replace(i, timeout=args.timeout) for i in instances]
@@ -149,6 +158,8 @@ def _bench(args: argparse.Namespace) -> int:
     summary = summarise(records, truth)
     print(TABLE_HEADER)
     print(table_row(Path(args.instances).parent.name or "instances", summary))
+    if args.ground_truth:
+        print(f"ground truth for {len(truth)} of {len(instances)} instances ({args.ground_truth})")
     print(f"results: {out / 'results.csv'}")
     return 0
 

@@ -52,8 +52,13 @@ def read_instances(path: str | Path) -> list[Instance]:
     return instances
 
 
-def read_ground_truth(path: str | Path) -> dict[tuple[str, str], str]:
-    """``(onnx, vnnlib) → result`` from a CSV with a header naming onnx, vnnlib and result."""
+GroundTruth = dict[tuple[Path, Path], str]
+
+
+def read_ground_truth(path: str | Path) -> GroundTruth:
+    """``(onnx, vnnlib) → result`` from a CSV with a header naming onnx, vnnlib and result; the
+    paths are resolved relative to the CSV's folder (as VNN-COMP writes them), so the keys are
+    the files themselves, however an instance list spells them."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, None, "no such file")
@@ -62,4 +67,19 @@ def read_ground_truth(path: str | Path) -> dict[tuple[str, str], str]:
         missing = {"onnx", "vnnlib", "result"} - set(reader.fieldnames or [])
         if missing:
             raise InputError(path, "header", f"missing columns: {', '.join(sorted(missing))}")
-        return {(row["onnx"].strip(), row["vnnlib"].strip()): row["result"].strip() for row in reader}
+        return {_resolved(path.parent, row["onnx"], row["vnnlib"]): row["result"].strip() for row in reader}
+
+
+def expected_results(instances: list[Instance], truth: GroundTruth) -> dict[tuple[str, str], str]:
+    """The known answer of each instance that ``truth`` has, keyed by the instance's own spelling
+    of its paths (`Instance.key`, what the run's records carry)."""
+    expected = {}
+    for instance in instances:
+        result = truth.get(_resolved(instance.base, instance.onnx_text, instance.vnnlib_text))
+        if result is not None:
+            expected[instance.key] = result
+    return expected
+
+
+def _resolved(base: Path, onnx_text: str, vnnlib_text: str) -> tuple[Path, Path]:
+    return (base / onnx_text.strip()).resolve(), (base / vnnlib_text.strip()).resolve()

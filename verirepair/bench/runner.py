@@ -55,7 +55,7 @@ class InstanceRecord:
     seconds: float
     decided_by: str
     peak_memory_mb: float
-    witness_ok: bool | None  # for sat: the independent VNN-COMP check; None otherwise
+    witness_ok: bool | None  # for sat: the independent VNN-COMP check at zero tolerance; None otherwise
 
 
 def _instance_stem(instance: Instance) -> str:
@@ -158,7 +158,7 @@ def run_instance(instance: Instance, out: Path, timeout_scale: float, threads: i
     witness_ok = None
     if result == "sat":
         try:
-            witness_ok, reason = check_witness(instance.onnx, instance.vnnlib, results_file.read_text())
+            witness_ok, reason = check_witness(instance.onnx, instance.vnnlib, results_file.read_text(), tolerance=0.0)
         except (OSError, ValueError, KeyError) as error:
             witness_ok, reason = False, str(error)
         if not witness_ok:

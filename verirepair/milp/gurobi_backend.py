@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from verirepair.milp.model import MilpModel
+from verirepair.milp.model import MilpModel, SolverRows
 from verirepair.milp.result import MilpResult, MilpSettings, status_when_solved
 
 try:
@@ -66,11 +66,11 @@ def licence_size_limit() -> int | None:
         probe.dispose()
 
 
-def _row_blocks(model: MilpModel) -> list[tuple[np.ndarray, str, np.ndarray]]:
+def _row_blocks(rows: SolverRows) -> list[tuple[np.ndarray, str, np.ndarray]]:
     """Split ``lo <= M x <= hi`` into Gurobi's one-sided senses: (row indices, sense, rhs).
 
     A ranged row becomes two rows; a row with no finite side is dropped."""
-    lo, hi = model.row_lower, model.row_upper
+    lo, hi = rows.lower, rows.upper
     equal = np.isfinite(lo) & (lo == hi)
     less = np.isfinite(hi) & ~equal
     greater = np.isfinite(lo) & ~equal
@@ -80,7 +80,7 @@ def _row_blocks(model: MilpModel) -> list[tuple[np.ndarray, str, np.ndarray]]:
 
 def gurobi_row_count(model: MilpModel) -> int:
     """How many linear constraints Gurobi will see (what its licence counts)."""
-    return sum(int(rows.size) for rows, _, _ in _row_blocks(model))
+    return sum(int(rows.size) for rows, _, _ in _row_blocks(model.solver_rows()))
 
 
 class GurobiSolver:
@@ -145,10 +145,10 @@ def _build(m: "gurobipy.Model", model: MilpModel) -> "gurobipy.MVar":
     """Variables with addMVar, constraints with one addMConstr per sense over the CSR matrix."""
     vtype = np.where(model.is_integer, gurobipy.GRB.INTEGER, gurobipy.GRB.CONTINUOUS)
     x = m.addMVar(model.n_vars, lb=model.lower, ub=model.upper, vtype=vtype)
-    csr = model.matrix
-    for rows, sense, rhs in _row_blocks(model):
+    solver_rows = model.solver_rows()
+    for rows, sense, rhs in _row_blocks(solver_rows):
         if rows.size:
-            m.addMConstr(csr[rows], x, np.full(rows.size, sense), rhs)
+            m.addMConstr(solver_rows.matrix[rows], x, np.full(rows.size, sense), rhs)
     if model.n_vars:
         x.Obj = model.objective
     m.ObjCon = model.objective_offset

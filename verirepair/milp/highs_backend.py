@@ -84,12 +84,13 @@ class HighsSolver:
 
 def _pass_model(h: "highspy.Highs", model: MilpModel) -> "highspy.HighsStatus":
     """Hand the model to HiGHS as one row-wise (CSR) matrix plus flat numpy arrays."""
-    csr = model.matrix
+    rows = model.solver_rows()
+    csr = rows.matrix
     return h.passModel(
         model.n_vars, model.n_constraints, int(csr.nnz),
         int(highspy.MatrixFormat.kRowwise.value), int(highspy.ObjSense.kMinimize.value),
         model.objective_offset, model.objective, model.lower, model.upper,
-        model.row_lower, model.row_upper,
+        rows.lower, rows.upper,
         csr.indptr.astype(np.int32), csr.indices.astype(np.int32), csr.data.astype(np.float64),
         model.is_integer.astype(np.int32))  # 1 = HighsVarType.kInteger, 0 = kContinuous
 

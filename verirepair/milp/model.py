@@ -10,11 +10,32 @@ about a solver.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
 IndexArray = np.ndarray  # int64, 1-D: global variable (or row) indices
+
+# Solvers silently drop constraint coefficients below a threshold (HiGHS: |a| < 1e-9, its
+# ``small_matrix_value``; Gurobi treats |a| < 1e-13 as zero). Dropping a_rc·x_c moves the row's
+# activity by up to |a_rc|·max|x_c|; with zero-width inputs the rows of a layer are equalities
+# pinned to a few ulps, so the dropped terms alone made a feasible network encoding "infeasible"
+# (a wrong unsat on collins_rul_cnn, whose fc_1 has float32 weights down to 6e-39). `solver_rows`
+# removes these coefficients itself and widens each row by their largest contribution: the result
+# admits every point of the exact model, so "infeasible" stays a proof.
+SMALLEST_SOLVER_COEFFICIENT = 1e-9
+
+
+@dataclass(frozen=True)
+class SolverRows:
+    """The constraint rows as a solver may take them: no coefficient below
+    `SMALLEST_SOLVER_COEFFICIENT` in magnitude, each row a superset of the exact one."""
+
+    matrix: sp.csr_array
+    lower: np.ndarray
+    upper: np.ndarray
 
 
 class MilpModel:
@@ -90,6 +111,30 @@ class MilpModel:
             csr.eliminate_zeros()
             self._csr = csr
         return self._csr
+
+    def solver_rows(self) -> SolverRows:
+        """The rows with every coefficient below `SMALLEST_SOLVER_COEFFICIENT` moved into the row's
+        bounds: ``|a_rc|·max(|lower_c|, |upper_c|)`` per removed entry, on both sides, rounded outward.
+        Computed from the variable bounds as they are now (tightening later only shrinks the
+        contributions); an unbounded variable with a tiny coefficient frees its row's sides."""
+        csr = self.matrix
+        tiny = np.abs(csr.data) < SMALLEST_SOLVER_COEFFICIENT
+        if not tiny.any():
+            return SolverRows(csr, self.row_lower, self.row_upper)
+        rows = np.repeat(np.arange(self.n_constraints), np.diff(csr.indptr))[tiny]
+        cols = csr.indices[tiny]
+        reach = np.maximum(np.abs(self._lower[cols]), np.abs(self._upper[cols]))
+        slack = np.zeros(self.n_constraints)
+        np.add.at(slack, rows, np.abs(csr.data[tiny]) * reach)
+        slack = np.nextafter(slack * (1.0 + 1e-12), np.inf)
+        with np.errstate(invalid="ignore"):  # -inf - inf cannot occur: slack >= 0
+            lower = np.nextafter(self._row_lower - slack, -np.inf)
+            upper = np.nextafter(self._row_upper + slack, np.inf)
+        kept = csr.copy()
+        kept.data[tiny] = 0.0
+        kept.eliminate_zeros()
+        touched = slack > 0
+        return SolverRows(kept, np.where(touched, lower, self._row_lower), np.where(touched, upper, self._row_upper))
 
     def variable_name(self, index: int) -> str:
         if not 0 <= index < self.n_vars:

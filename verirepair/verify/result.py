@@ -12,10 +12,13 @@ Status = Literal["sat", "unsat", "unknown", "timeout", "error"]
 
 @dataclass(frozen=True)
 class Counterexample:
-    """An input (in the model's dtype, as float64 values) and the onnxruntime output on it."""
+    """An input in the property's box (float64) and onnxruntime's output on it cast to the model's
+    input type; ``moved_by_cast`` counts the coordinates that the cast changed (those whose box
+    interval holds no number of that type; see `witness`)."""
 
     x: np.ndarray
     y: np.ndarray
+    moved_by_cast: int = 0
 
 
 @dataclass(frozen=True)
