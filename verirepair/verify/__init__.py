@@ -6,8 +6,8 @@ from .deadline import Deadline
 from .pipeline import load_problem, verify, verify_files
 from .result import Counterexample, Status, Verdict
 from .settings import VerifySettings
-from .witness import confirmed_counterexample, format_witness
+from .witness import confirmed_counterexample, format_witness, representable_bounds, witness_point
 
 __all__ = ["Certificate", "CheckResult", "Counterexample", "RegionCertificate", "check_certificate", "file_sha256",
            "read_certificate", "Deadline", "Status", "Verdict", "VerifySettings", "confirmed_counterexample",
-           "format_witness", "load_problem", "verify", "verify_files"]
+           "format_witness", "load_problem", "representable_bounds", "verify", "verify_files", "witness_point"]
