@@ -164,3 +164,33 @@ def test_an_instance_does_not_outlive_a_killed_runner(benchmarks: Path, tmp_path
         time.sleep(0.1)
     assert not _processes_writing_into(out), "the instance's process outlived its killed runner"
     assert not list(out.glob("*.json")), "a killed instance was recorded as finished"
+
+
+def test_ground_truth_matches_files_however_the_instance_list_spells_them(
+        suite: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user's instances.csv with absolute paths and the folder's ground truth with relative ones
+    (the collins_rul_cnn case, where every `expected` cell stayed empty and a wrong answer scored +10)."""
+    mine = suite / "mine"
+    mine.mkdir()
+    rows = [f"{suite / 'onnx' / 'net.onnx'},{suite / 'vnnlib' / name},30" for name in ("holds.vnnlib", "violated.vnnlib")]
+    (mine / "instances.csv").write_text("\n".join(rows) + "\n")
+    out = suite / "out_absolute"
+    assert main(["bench", str(mine / "instances.csv"), "--ground-truth", str(suite / "truth.csv"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ground truth for 2 of 2 instances" in printed
+    rows = (out / "results.csv").read_text().splitlines()
+    # truth.csv calls the first instance sat: its unsat must be scored wrong, not +10
+    assert rows[1].split(",")[2] == "unsat" and rows[1].endswith(f",sat,{WRONG}"), rows[1]
+    assert rows[2].endswith(f",True,sat,{CORRECT}"), rows[2]
+
+
+def test_ground_truth_that_matches_no_instance_is_refused(suite: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = suite / "elsewhere"
+    other.mkdir()
+    (other / "truth.csv").write_text("onnx,vnnlib,result\nonnx/net.onnx,vnnlib/holds.vnnlib,unsat\n")
+    code = main(["bench", str(suite / "instances.csv"), "--ground-truth", str(other / "truth.csv"),
+                 "--out", str(suite / "out_none")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert str(other / "truth.csv") in err and "matches none of the 2 instances" in err
+    assert not (suite / "out_none").exists()  # refused before anything ran

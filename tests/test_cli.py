@@ -16,6 +16,7 @@ import numpy as np
 import onnx_factory
 import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
 
 from verirepair.cli import main
 
@@ -163,6 +164,13 @@ def _write_onnx(kind: str) -> Callable[[Path], None]:
             onnx_factory.save(onnx_factory.two_inputs(), path)
         elif kind == "unsupported":
             onnx_factory.save(onnx_factory.unsupported_ops(), path)
+        elif kind in ("nan_weight", "inf_weight"):
+            model = onnx_factory.analytic_mlp()
+            weight = next(t for t in model.graph.initializer if len(t.dims) == 2)
+            values = numpy_helper.to_array(weight).copy()
+            values.flat[1] = np.nan if kind == "nan_weight" else -np.inf
+            weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+            onnx_factory.save(model, path)
         elif kind != "missing":
             raise AssertionError(kind)
 
@@ -189,6 +197,9 @@ BAD_CASES: dict[str, tuple[object, object, str, tuple[str, ...]]] = {
     "truncated_onnx": (_write_onnx("truncated"), _spec(HOLDS), "onnx", ("ONNX",)),
     "several_inputs": (_write_onnx("two_inputs"), _spec(HOLDS), "onnx", ("left", "right", "input")),
     "unsupported_operator": (_write_onnx("unsupported"), _spec(HOLDS), "onnx", ("Erf", "Softmax", "unsupported")),
+    # a NaN bound compares false with everything, and such a network was "proven" (issue 23)
+    "nan_weight": (_write_onnx("nan_weight"), _spec(HOLDS), "onnx", ("NaN or infinite", "initializers")),
+    "inf_weight": (_write_onnx("inf_weight"), _spec(HOLDS), "onnx", ("NaN or infinite", "initializers")),
     "vnnlib_syntax": (GOOD_NET, _spec(HOLDS + "(assert (<= Y_0 1.0)\n"), "vnnlib", ("never closed",)),
     "undeclared_variable": (GOOD_NET, _spec(DECLARE + BOX + "(assert (<= Y_7 1.0))\n"),
                             "vnnlib", ("undeclared", "Y_7")),
@@ -223,6 +234,19 @@ def test_bad_input_is_refused_cleanly(case: str, tmp_path: Path, tiny_mlp: Path,
         assert word in lines[0], f"{word!r} not in {lines[0]!r}"
     assert not results.exists()
     assert folder_state(tmp_path) == before, "input files changed or a file was left behind"
+
+
+@pytest.mark.parametrize("where", ["folder", "missing_folder"])
+def test_unwritable_results_file_is_refused_before_verifying(where: str, workdir: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    net, spec = workdir / "net.onnx", workdir / "holds.vnnlib"
+    target = workdir if where == "folder" else workdir / "no_such_folder" / "results.txt"
+    before = folder_state(workdir)
+    code, out, err = run_cli(["verify", str(net), str(spec), "--results-file", str(target)] + TIMEOUT, capsys)
+    assert code == 2 and "Traceback" not in err, (out, err)
+    assert len(err.strip().splitlines()) == 1 and str(target) in err and "cannot write" in err, err
+    assert out == ""  # refused before any verification ran
+    assert folder_state(workdir) == before
 
 
 @pytest.mark.parametrize("timeout", ["0", "-1", "nan"])

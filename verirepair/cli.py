@@ -62,10 +62,13 @@ def _positive_float(text: str) -> float:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .files import atomic_write_text
+    from .files import atomic_write_text, check_writable
     from .verify import VerifySettings, format_witness, verify_files
 
     onnx_path, vnnlib_path = _order_files(args.first, args.second)
+    for output in (args.results_file, args.certificate):
+        if output:
+            check_writable(output)
     settings = VerifySettings(timeout=args.timeout, device=_device(args.device), milp_solver=args.milp_solver)
     proofs: list | None = [] if args.certificate else None
     verdict = verify_files(onnx_path, vnnlib_path, settings, proofs)

@@ -102,6 +102,15 @@ def load_network(path: str | Path) -> Network:
     return _fold_constants(network, path)
 
 
+def _refuse_non_finite(constants: dict[str, torch.Tensor], path: Path) -> None:
+    """A NaN or infinite weight makes every bound NaN or infinite, and a comparison with NaN is
+    false, so such a network could be "proven" anything: it is bad input, every such tensor named."""
+    bad = sorted(name for name, value in constants.items()
+                 if value.is_floating_point() and not bool(torch.isfinite(value).all()))
+    if bad:
+        raise InputError(path, "initializers", f"NaN or infinite values in {', '.join(bad)}")
+
+
 def _fold_constants(network: Network, path: Path) -> Network:
     """Evaluate nodes whose inputs are all constant once, so only input-dependent nodes remain."""
     constants = dict(network.constants)
@@ -116,6 +125,7 @@ def _fold_constants(network: Network, path: Path) -> Network:
             remaining.append(node)
     network.nodes = remaining
     network.constants = {k: v for k, v in constants.items() if k != network.input_name}
+    _refuse_non_finite(network.constants, path)
     try:
         probe = torch.zeros(2, network.n_inputs, dtype=torch.float64)
         out = network.forward(probe)

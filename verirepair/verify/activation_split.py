@@ -149,7 +149,7 @@ def activation_split_search(engine: BoundEngine, objective: Tensor, offset: floa
         found = replay_most_violating(engine.chain, vertex, margin_of, confirm, 4)
         if found is not None:
             return SearchOutcome("sat", found, bounded_count)
-        still_open = frontier.bound <= settings.decision_margin
+        still_open = ~(frontier.bound > settings.decision_margin)  # NaN stays open
         stuck |= bool((still_open & (branch < 0)).any())
         keep = (still_open & (branch >= 0)).nonzero().flatten()
         frontier, branch = frontier.select(keep), branch[keep]

@@ -381,6 +381,6 @@ def _bound_and_filter(net: SplitNetwork, objective: Tensor, offset: float, lower
         bounded = bounded.replace(index, retried)
         vertex = vertex.clone()
         vertex[index] = retried_vertex
-    still_open = (bounded.lower <= settings.decision_margin).nonzero().flatten()
+    still_open = (~(bounded.lower > settings.decision_margin)).nonzero().flatten()  # NaN stays open
     return bounded.select(still_open), BatchBound(bounded.lower[still_open], [], [], bounded.branch[still_open],
                                                   vertex[still_open])
