@@ -12,7 +12,7 @@ import pytest
 import z3
 
 from verirepair.errors import InputError, UnsupportedError
-from verirepair.spec import Spec, parse_vnnlib, parse_vnnlib_text, write_vnnlib
+from verirepair.spec import Spec, parse_vnnlib, parse_vnnlib_text, vnnlib_text, write_vnnlib
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 ACASXU = BENCHMARKS / "acasxu" / "vnnlib"
@@ -263,7 +263,7 @@ def test_number_forms(literal: str, value: float) -> None:
 def test_operators_and_strictness() -> None:
     text = declarations(2, 2) + """
         (assert (= X_0 0.25))                   ; equality is two bounds
-        (assert (< -1 X_1 2))                   ; chain, strict read as non-strict
+        (assert (< -1 X_1 2))                   ; chain, strict: an open interval
         (assert (or (and (> (* 2 Y_0) (+ Y_1 1))) (<= (- Y_0 Y_1) (- 3))))
     """
     spec = parse_vnnlib_text(text, use_cache=False)
@@ -271,7 +271,32 @@ def test_operators_and_strictness() -> None:
     assert region.box.lower.tolist() == [0.25, -1.0] and region.box.upper.tolist() == [0.25, 2.0]
     assert [c.A.tolist() for c in region.clauses] == [[[-2.0, 1.0]], [[1.0, -1.0]]]
     assert [c.b.tolist() for c in region.clauses] == [[-1.0], [-3.0]]
-    assert spec.violation_at([0.25, 2.0], [1.0, 1.0])  # on the strict boundary: counted as unsafe
+    assert region.box.open_lower.tolist() == [False, True] and region.box.open_upper.tolist() == [False, True]
+    assert [c.strict.tolist() for c in region.clauses] == [[True], [False]]
+    # strict atoms hold only strictly: the boundary of the box and of the strict row are not unsafe
+    assert spec.violation_at([0.25, 1.0], [1.0, 0.5])
+    assert not spec.violation_at([0.25, 1.0], [1.0, 1.0])  # 2·Y_0 = Y_1 + 1 exactly
+    assert not spec.violation_at([0.25, 2.0], [1.0, 0.5])  # X_1 = 2 lies outside (< -1 X_1 2)
+    assert spec.violation_at([0.25, 1.0], [-3.0, 0.0])  # the non-strict row holds at equality
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("(assert (< X_0 1))(assert (>= X_0 1))", "empty input box"),
+    ("(assert (<= X_0 1))(assert (> X_0 1))", "empty input box"),
+])
+def test_strict_bounds_that_meet_are_an_empty_box(text: str, reason: str) -> None:
+    with pytest.raises(InputError, match=reason):
+        parse_vnnlib_text(declarations(1, 1) + text + "(assert (<= Y_0 0))", use_cache=False)
+
+
+def test_strict_atoms_survive_a_write_and_read_back() -> None:
+    text = declarations(2, 1) + "(assert (< -1 X_0 2))(assert (<= 0 X_1 1))(assert (> Y_0 4.5))"
+    spec = parse_vnnlib_text(text, use_cache=False)
+    again = parse_vnnlib_text(vnnlib_text(spec), use_cache=False)
+    (first,), (second,) = spec.regions, again.regions
+    assert second.box.open_lower.tolist() == first.box.open_lower.tolist() == [True, False]
+    assert second.box.open_upper.tolist() == first.box.open_upper.tolist() == [True, False]
+    assert second.clauses[0].strict.tolist() == first.clauses[0].strict.tolist() == [True]
 
 
 def test_conjunction_without_outputs_is_always_violated() -> None:

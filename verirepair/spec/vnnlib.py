@@ -16,9 +16,10 @@ Semantics: the file describes the *unsafe* set, the conjunction of all asserts. 
 normalised to disjunctive normal form; in each conjunction the input atoms give a box and the
 output atoms give one `Clause` ``A·y <= b``; conjunctions with the same box share a `Region`.
 
-Strict comparisons ``<``/``>`` are read as ``<=``/``>=``. That closes the unsafe set, which can
-only grow, so an ``unsat`` answer on the result is still sound. A ``sat`` witness may then lie
-exactly on a strict boundary; witnesses are replayed and checked before they are reported.
+Strict comparisons ``<``/``>`` are kept: an input bound makes its side of the box open
+(`Box.open_lower`/`open_upper`), an output row is marked strict (`Clause.strict`). A witness must
+satisfy them strictly (`Box.contains`, `Clause.violated_by`); the proof side reads them as
+``<=``/``>=``, which closes the unsafe set (it can only grow), so an ``unsat`` stays sound.
 
 Results are cached by content (see `parse_vnnlib`); their arrays are made read-only because the
 same `Spec` object is handed to every caller.
@@ -70,16 +71,18 @@ _Node = Union[_Sym, _List]
 _Linear = tuple[dict[tuple[str, int], float], float]  # coefficients by (kind, index), constant
 
 
-class _Bound(NamedTuple):  # X_index <= value when upper, else X_index >= value
+class _Bound(NamedTuple):  # X_index <= value when upper, else X_index >= value (< / > when strict)
     index: int
     upper: bool
     value: float
     pos: int
+    strict: bool
 
 
-class _Row(NamedTuple):  # sum(coefs[j] * Y_j) <= b
+class _Row(NamedTuple):  # sum(coefs[j] * Y_j) <= b (< when strict)
     coefs: dict[int, float]
     b: float
+    strict: bool
 
 
 _Atom = Union[_Bound, _Row]
@@ -246,30 +249,31 @@ class _Parser:
             else:
                 differences = [_sub(left, right) if op in ("<=", "<") else _sub(right, left)]
             for coefs, const in differences:
-                atom = self.atom(coefs, const, node.pos)
+                atom = self.atom(coefs, const, node.pos, op in ("<", ">"))
                 if atom is False:
                     return []
                 if atom is not True:
                     atoms.append(atom)
         return [tuple(atoms)]
 
-    def atom(self, coefs: dict[tuple[str, int], float], const: float, pos: int) -> _Atom | bool:
-        """``sum(coefs·v) + const <= 0`` as an input bound or an output row; a bool if constant."""
+    def atom(self, coefs: dict[tuple[str, int], float], const: float, pos: int, strict: bool) -> _Atom | bool:
+        """``sum(coefs·v) + const <= 0`` (``< 0`` when ``strict``) as an input bound or an output row;
+        a bool if constant."""
         coefs = {var: a for var, a in coefs.items() if a != 0.0}
         if not math.isfinite(const) or not all(math.isfinite(a) for a in coefs.values()):
             self.fail(pos, "arithmetic overflow in comparison")
         kinds = {kind for kind, _ in coefs}
         if not kinds:
-            return const <= 0.0
+            return const < 0.0 if strict else const <= 0.0
         if len(kinds) == 2:
             self.fail(pos, "comparison mixes inputs (X) and outputs (Y)", UnsupportedError)
         if kinds == {"Y"}:
-            return _Row({index: a for (_, index), a in coefs.items()}, -const + 0.0)
+            return _Row({index: a for (_, index), a in coefs.items()}, -const + 0.0, strict)
         if len(coefs) != 1:
             self.fail(pos, "general linear constraint over inputs; only bounds on one X variable "
                            "are supported", UnsupportedError)
         ((_, index), a), = coefs.items()
-        return _Bound(index, a > 0.0, -const / a + 0.0, pos)  # + 0.0 turns -0.0 into 0.0
+        return _Bound(index, a > 0.0, -const / a + 0.0, pos, strict)  # + 0.0 turns -0.0 into 0.0
 
     # ----- terms --------------------------------------------------------------------------------
     def term(self, node: _Node, depth: int) -> _Linear:
@@ -334,29 +338,32 @@ class _Parser:
                 boxes[key] = self.box(bounds, n_inputs, which, len(conjunctions))
             box = boxes[key]
             clause = _clause([atom for atom in conj if isinstance(atom, _Row)], n_outputs)
-            _, clauses = groups.setdefault(box.lower.tobytes() + box.upper.tobytes(), (box, {}))
-            clauses.setdefault(clause.A.tobytes() + clause.b.tobytes(), clause)
+            box_key = b"".join(a.tobytes() for a in (box.lower, box.upper, box.open_lower, box.open_upper))
+            _, clauses = groups.setdefault(box_key, (box, {}))
+            clauses.setdefault(clause.A.tobytes() + clause.b.tobytes() + clause.strict.tobytes(), clause)
         regions = tuple(Region(box, _simplest(tuple(clauses.values()))) for box, clauses in groups.values())
         return Spec(n_inputs, n_outputs, regions, self.source)
 
     def box(self, bounds: list[_Bound], n: int, which: int, total: int) -> Box:
         lower, upper = [-math.inf] * n, [math.inf] * n
         lower_at, upper_at = [0] * n, [0] * n
+        open_lower, open_upper = [False] * n, [False] * n
         for bound in bounds:
             i = bound.index
-            if bound.upper and bound.value < upper[i]:
-                upper[i], upper_at[i] = bound.value, bound.pos
-            elif not bound.upper and bound.value > lower[i]:
-                lower[i], lower_at[i] = bound.value, bound.pos
+            if bound.upper and (bound.value, not bound.strict) < (upper[i], not open_upper[i]):
+                upper[i], upper_at[i], open_upper[i] = bound.value, bound.pos, bound.strict
+            elif not bound.upper and (bound.value, bound.strict) > (lower[i], open_lower[i]):
+                lower[i], lower_at[i], open_lower[i] = bound.value, bound.pos, bound.strict
         where = f" (in disjunct {which + 1} of {total})" if total > 1 else ""
         for i in range(n):
             for value, side in ((lower[i], "lower"), (upper[i], "upper")):
                 if math.isinf(value):
                     self.fail(self.declared[f"X_{i}"][2], f"X_{i} has no {side} bound{where}")
-            if lower[i] > upper[i]:
-                self.fail(lower_at[i], f"empty input box: X_{i} >= {lower[i]!r} here but X_{i} <= "
-                                       f"{upper[i]!r} at {_place(self.text, upper_at[i])}{where}")
-        return Box(_frozen(np.array(lower)), _frozen(np.array(upper)))
+            if lower[i] > upper[i] or (lower[i] == upper[i] and (open_lower[i] or open_upper[i])):
+                self.fail(lower_at[i], f"empty input box: X_{i} {'>' if open_lower[i] else '>='} {lower[i]!r} here "
+                                       f"but X_{i} {'<' if open_upper[i] else '<='} {upper[i]!r} at "
+                                       f"{_place(self.text, upper_at[i])}{where}")
+        return Box(_frozen(np.array(lower)), _frozen(np.array(upper)), _frozen_mask(open_lower), _frozen_mask(open_upper))
 
 
 def _simplest(clauses: tuple[Clause, ...]) -> tuple[Clause, ...]:
@@ -372,7 +379,13 @@ def _clause(rows: list[_Row], n_outputs: int) -> Clause:
         for j, a in row.coefs.items():
             A[r, j] = a
         b[r] = row.b
-    return Clause(_frozen(A), _frozen(b))
+    return Clause(_frozen(A), _frozen(b), _frozen_mask([row.strict for row in rows]))
+
+
+def _frozen_mask(flags: list[bool]) -> np.ndarray:
+    mask = np.array(flags, dtype=bool)
+    mask.flags.writeable = False
+    return mask
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

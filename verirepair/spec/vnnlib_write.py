@@ -35,8 +35,10 @@ def vnnlib_text(spec: Spec) -> str:
 
 
 def _box_atoms(box: Box) -> list[str]:
-    return [atom for i, (lo, hi) in enumerate(zip(box.lower.tolist(), box.upper.tolist()))
-            for atom in (f"(<= X_{i} {_number(hi)})", f"(>= X_{i} {_number(lo)})")]
+    sides = zip(box.lower.tolist(), box.upper.tolist(), box.open_lower.tolist(), box.open_upper.tolist())
+    return [atom for i, (lo, hi, open_lo, open_hi) in enumerate(sides)
+            for atom in (f"({'<' if open_hi else '<='} X_{i} {_number(hi)})",
+                         f"({'>' if open_lo else '>='} X_{i} {_number(lo)})")]
 
 
 def _outputs(clauses: tuple[Clause, ...]) -> str:
@@ -45,15 +47,16 @@ def _outputs(clauses: tuple[Clause, ...]) -> str:
         return "false"
     if any(clause.A.shape[0] == 0 for clause in clauses):
         return ""
-    conjunctions = (" ".join(_row(a, b) for a, b in zip(c.A.tolist(), c.b.tolist())) for c in clauses)
+    conjunctions = (" ".join(_row(a, b, strict) for a, b, strict in zip(c.A.tolist(), c.b.tolist(), c.strict.tolist()))
+                    for c in clauses)
     return "(or " + " ".join(f"(and {conj})" for conj in conjunctions) + ")"
 
 
-def _row(coefs: list[float], b: float) -> str:
+def _row(coefs: list[float], b: float, strict: bool) -> str:
     terms = [f"Y_{j}" if a == 1.0 else f"(- Y_{j})" if a == -1.0 else f"(* {_number(a)} Y_{j})"
              for j, a in enumerate(coefs) if a != 0.0]
     left = terms[0] if len(terms) == 1 else f"(+ {' '.join(terms)})" if terms else "0.0"
-    return f"(<= {left} {_number(b)})"
+    return f"({'<' if strict else '<='} {left} {_number(b)})"
 
 
 def _number(value: float) -> str:

@@ -18,20 +18,28 @@ from ..spec import Box, Spec
 from .result import Counterexample
 
 
+def float64_bounds(box: Box) -> tuple[np.ndarray, np.ndarray]:
+    """Per coordinate, the smallest and largest float64 number inside the box (an open side moves
+    one float64 step inward)."""
+    return (np.where(box.open_lower, np.nextafter(box.lower, np.inf), box.lower),
+            np.where(box.open_upper, np.nextafter(box.upper, -np.inf), box.upper))
+
+
 def representable_bounds(box: Box, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Per coordinate, the smallest and largest number of ``dtype`` inside the box (as float64);
     lower > upper where the coordinate's interval holds no such number."""
-    low = box.lower.astype(dtype)
-    low = np.where(low.astype(np.float64) < box.lower, np.nextafter(low, np.inf, dtype=dtype), low)
-    high = box.upper.astype(dtype)
-    high = np.where(high.astype(np.float64) > box.upper, np.nextafter(high, -np.inf, dtype=dtype), high)
+    lower, upper = float64_bounds(box)
+    low = lower.astype(dtype)
+    low = np.where(low.astype(np.float64) < lower, np.nextafter(low, np.inf, dtype=dtype), low)
+    high = upper.astype(dtype)
+    high = np.where(high.astype(np.float64) > upper, np.nextafter(high, -np.inf, dtype=dtype), high)
     return low.astype(np.float64), high.astype(np.float64)
 
 
 def witness_point(x: np.ndarray, box: Box, dtype: np.dtype) -> np.ndarray:
     """``x`` moved into the box (float64): each coordinate becomes the nearest number of ``dtype``
-    inside its interval, or, where the interval holds none, the nearest point of the interval."""
-    inside = np.clip(np.asarray(x, dtype=np.float64).reshape(-1), box.lower, box.upper)
+    inside its interval, or, where the interval holds none, the nearest float64 point of the interval."""
+    inside = np.clip(np.asarray(x, dtype=np.float64).reshape(-1), *float64_bounds(box))
     low, high = representable_bounds(box, dtype)
     cast = np.clip(inside.astype(dtype).astype(np.float64), low, high)
     return np.where(low <= high, cast, inside)
