@@ -301,3 +301,37 @@ def test_strategy_help_names_every_registered_strategy(command: str, capsys: pyt
         main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert all(name in text for name in available())
+
+
+def test_internal_error_is_one_line_and_exit_3_with_the_traceback_under_debug(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A NaN bound (or any bug) is never a verdict: one line, exit 3; ``--debug`` re-raises it."""
+    import verirepair.verify as verify_package
+    from verirepair.verify.objective import NaNBound, still_open
+
+    def nan_bound(*args, **kwargs):  # type: ignore[no-untyped-def]
+        import torch
+
+        return still_open(torch.tensor([0.5, float("nan")]), 1e-9)
+
+    monkeypatch.setattr(verify_package, "verify_files", nan_bound)
+    net, spec = workdir / "net.onnx", workdir / "holds.vnnlib"
+    code, out, err = run_cli(["verify", str(net), str(spec)] + TIMEOUT, capsys)
+    assert code == 3 and out == "", (out, err)
+    assert len(err.strip().splitlines()) == 1 and "internal error: NaNBound" in err and "Traceback" not in err
+    with pytest.raises(NaNBound):
+        main(["--debug", "verify", str(net), str(spec)] + TIMEOUT)
+
+
+def test_settings_out_of_range_raise_their_own_error_type() -> None:
+    """`main` reports a `SettingsError` as bad input (exit 2) and any other exception as internal
+    (exit 3), so settings must not raise a bare ValueError."""
+    from verirepair.errors import SettingsError
+    from verirepair.milp import MilpSettings
+    from verirepair.repair import RepairSettings
+    from verirepair.verify import VerifySettings
+
+    for make in (lambda: VerifySettings(timeout=-1), lambda: MilpSettings(threads=0),
+                 lambda: RepairSettings(budget=-1.0)):
+        with pytest.raises(SettingsError):
+            make()

@@ -54,3 +54,17 @@ def test_combination_proves_a_tie_that_no_single_row_proves() -> None:
     row_bounds = torch.tensor([[0.0, 0.0]], dtype=torch.float64)
     bound = clause_lower_bounds(_rows(2), row_bounds, a, c, lower, upper)[0][0, 0].item()
     assert 0.4 < bound <= 0.5 + 1e-12
+
+
+def test_still_open_refuses_nan_and_keeps_infinite_lower_bounds_open() -> None:
+    """NaN compares false with everything: a test ``bound <= margin`` for "open" would have closed
+    the branch. `still_open` raises instead; -inf (no bound) stays open, +inf closes."""
+    import pytest
+    import torch
+
+    from verirepair.verify.objective import NaNBound, still_open
+
+    bounds = torch.tensor([-float("inf"), -1.0, 0.0, 1e-9, 2e-9, float("inf")], dtype=torch.float64)
+    assert still_open(bounds, 1e-9).tolist() == [True, True, True, True, False, False]
+    with pytest.raises(NaNBound):
+        still_open(torch.tensor([1.0, float("nan")]), 1e-9)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Sequence
 if TYPE_CHECKING:
     import numpy as np
 
-from .errors import InputError
+from .errors import InputError, SettingsError
 
 EXIT_CODES = {"unsat": 0, "sat": 10, "unknown": 20, "timeout": 21, "error": 3}
 EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_YET, EXIT_INVALID_CERTIFICATE = 2, 3, 4, 30
@@ -333,6 +333,7 @@ def _add_repair_options(sub: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="verirepair", description="Verify and repair neural networks (ONNX + VNN-LIB).")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     verify = commands.add_parser("verify", help="prove a VNN-LIB property or find a counterexample")
@@ -399,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A user's mistake is one line and exit 2; anything else (a bug, an overflow,
+    a NaN bound) is one line and exit 3, never a verdict, with the traceback under ``--debug``."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
@@ -408,11 +411,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NotYet as error:
         print(f"verirepair: not yet: {error}", file=sys.stderr)
         return EXIT_NOT_YET
-    except ValueError as error:  # settings validation
+    except SettingsError as error:
         print(f"verirepair: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # noqa: BLE001 - the contract: one line, exit 3
+        if args.debug:
+            raise
+        reason = " ".join(str(error).split()) or "no message"
+        print(f"verirepair: internal error: {type(error).__name__}: {reason} (--debug shows the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

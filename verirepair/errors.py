@@ -26,3 +26,8 @@ class InputError(Exception):
 
 class UnsupportedError(InputError):
     """The input is well formed but uses something verirepair does not support (yet)."""
+
+
+class SettingsError(ValueError):
+    """A setting out of its range (a negative budget, an unknown strategy option): the user's
+    mistake, reported like bad input. A `ValueError` so that callers of the library keep working."""

@@ -7,6 +7,8 @@ from typing import Literal
 
 import numpy as np
 
+from verirepair.errors import SettingsError
+
 MilpStatus = Literal["feasible", "infeasible", "optimal", "timeout", "error"]
 
 
@@ -36,9 +38,9 @@ class MilpSettings:
         for name in ("feasibility_tolerance", "integrality_tolerance", "mip_rel_gap", "mip_abs_gap"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0.0):
-                raise ValueError(f"MilpSettings.{name} must be a finite number >= 0, got {value}")
+                raise SettingsError(f"MilpSettings.{name} must be a finite number >= 0, got {value}")
         if self.threads < 1:
-            raise ValueError(f"MilpSettings.threads must be >= 1, got {self.threads}")
+            raise SettingsError(f"MilpSettings.threads must be >= 1, got {self.threads}")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, SettingsError
 from ..files import atomic_write_bytes
 from ..network import Network, check_import_agrees, load_network
 from ..spec import Spec
@@ -43,17 +43,17 @@ class RepairSettings:
 
     def __post_init__(self) -> None:
         if not self.budget > 0:
-            raise ValueError(f"budget must be positive, got {self.budget}")
+            raise SettingsError(f"budget must be positive, got {self.budget}")
         if not self.verify_timeout > 0:
-            raise ValueError(f"verify timeout must be positive, got {self.verify_timeout}")
+            raise SettingsError(f"verify timeout must be positive, got {self.verify_timeout}")
         if self.decision not in ("argmax", "argmin"):
-            raise ValueError(f"decision must be argmax or argmin, got {self.decision!r}")
+            raise SettingsError(f"decision must be argmax or argmin, got {self.decision!r}")
         if self.max_iterations < 1:
-            raise ValueError(f"max iterations must be at least 1, got {self.max_iterations}")
+            raise SettingsError(f"max iterations must be at least 1, got {self.max_iterations}")
         if self.polish_attempts < 0:
-            raise ValueError(f"polish attempts must be at least 0, got {self.polish_attempts}")
+            raise SettingsError(f"polish attempts must be at least 0, got {self.polish_attempts}")
         if self.output is not None and self.keep_unproven is not None and Path(self.output) == Path(self.keep_unproven):
-            raise ValueError("--keep-unproven must name a different file than -o")
+            raise SettingsError("--keep-unproven must name a different file than -o")
 
 
 def _verify_settings(settings: RepairSettings, deadline: Deadline) -> VerifySettings:

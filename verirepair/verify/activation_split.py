@@ -30,6 +30,7 @@ from ..bounds import BoundEngine, LayerBounds
 from ..bounds.operators import BoundAffine, BoundSShaped
 from .deadline import Deadline, paced_batch
 from .falsify import replay_most_violating
+from .objective import still_open
 from .result import Counterexample, SearchOutcome
 from .settings import VerifySettings
 
@@ -149,9 +150,9 @@ def activation_split_search(engine: BoundEngine, objective: Tensor, offset: floa
         found = replay_most_violating(engine.chain, vertex, margin_of, confirm, 4)
         if found is not None:
             return SearchOutcome("sat", found, bounded_count)
-        still_open = ~(frontier.bound > settings.decision_margin)  # NaN stays open
-        stuck |= bool((still_open & (branch < 0)).any())
-        keep = (still_open & (branch >= 0)).nonzero().flatten()
+        unrefuted = still_open(frontier.bound, settings.decision_margin)
+        stuck |= bool((unrefuted & (branch < 0)).any())
+        keep = (unrefuted & (branch >= 0)).nonzero().flatten()
         frontier, branch = frontier.select(keep), branch[keep]
         if frontier.size == 0:
             return SearchOutcome("unknown" if stuck else "proven", None, bounded_count)

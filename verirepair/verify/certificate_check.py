@@ -205,7 +205,8 @@ def _row_bounds(layers: Layers, lower: np.ndarray, upper: np.ndarray, C: np.ndar
 
     The relaxations use the ``recorded`` hidden-layer bounds, each confirmed first: it must
     contain the bound this checker derives from the box and the (already confirmed) bounds of
-    the layers before it. Returns an error message instead when one is not confirmed.
+    the layers before it, up to `CLAIM_TOLERANCE`; the looser of the two is then used. Returns an
+    error message instead when one is not confirmed.
     """
     batch, hidden = lower.shape[0], len(layers) - 1
     relus: list[tuple[np.ndarray, np.ndarray]] = []  # confirmed bounds of z_1 .. z_hidden
@@ -215,8 +216,10 @@ def _row_bounds(layers: Layers, lower: np.ndarray, upper: np.ndarray, C: np.ndar
         slack = CLAIM_TOLERANCE * (1 + np.abs(l))
         if np.any(claimed_l > l + slack) or np.any(claimed_u < u - CLAIM_TOLERANCE * (1 + np.abs(u))):
             return f"recorded bounds of hidden layer {k} are not implied by the layers before it", None, None
-        relus.append((claimed_l, claimed_u))
-        l, u = claimed_l, claimed_u
+        # the looser of the recorded and the derived bound: the tolerance above accepts a recorded
+        # bound slightly tighter than this checker's own, which must not be used as if proven
+        l, u = np.minimum(claimed_l, l), np.maximum(claimed_u, u)
+        relus.append((l, u))
         W, b = layers[k]  # z_{k+1} = W_k relu(z_k) + b_k (the output when k == hidden)
         l, u = _interval(W, b, np.maximum(l, 0), np.maximum(u, 0))
         if k < hidden:

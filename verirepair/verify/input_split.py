@@ -31,7 +31,7 @@ from ..spec import Box, Region
 from .certificate import Closing, RegionCertificate, child_path
 from .deadline import Deadline, paced_batch
 from .falsify import descend, replay_most_violating
-from .objective import RegionRows, box_tensors, clause_lower_bounds
+from .objective import RegionRows, box_tensors, clause_lower_bounds, still_open
 from .milp_search import milp_search
 from .result import Counterexample, SearchOutcome
 from .settings import VerifySettings
@@ -81,7 +81,7 @@ class OpenBoxes:
     def rows_open(self, rows: RegionRows, settings: VerifySettings) -> torch.Tensor:
         """[N, R]: rows of an open clause whose own bound does not already refute them."""
         owner_open = self.open_clauses.gather(1, rows.owner.unsqueeze(0).expand(self.size, -1))
-        return owner_open & ~(self.row_bounds > settings.decision_margin)  # NaN stays open
+        return owner_open & still_open(self.row_bounds, settings.decision_margin)
 
     def weakest_bound(self, rows: RegionRows, settings: VerifySettings) -> tuple[torch.Tensor, torch.Tensor]:
         """Per box, the smallest bound of an open row and that row's index."""
@@ -178,7 +178,7 @@ def _bound(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: to
         result = engine.output_bounds(lower, upper, rows.A, -rows.b, method="crown", layers=layers)
     assert result.coefficients is not None and result.constant is not None
     clause_bounds, weights = clause_lower_bounds(rows, result.lower, result.coefficients, result.constant, lower, upper)
-    open_clauses = inherited & ~(clause_bounds > settings.decision_margin)
+    open_clauses = inherited & still_open(clause_bounds, settings.decision_margin)
     unstable = torch.zeros(lower.shape[0], dtype=torch.long, device=lower.device)
     for pre_lower, pre_upper in result.layers.pre_activation:
         unstable += ((pre_lower < 0) & (pre_upper > 0)).sum(dim=1)
@@ -266,7 +266,7 @@ def _alpha_refined(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, sett
     coefficients = torch.where(better.unsqueeze(-1), result.coefficients, boxes.coefficients)
     constants = torch.where(better, result.constant, boxes.constants)
     clause_bounds, _ = clause_lower_bounds(rows, row_bounds, coefficients, constants, boxes.lower, boxes.upper)
-    open_clauses = boxes.open_clauses & ~(clause_bounds > settings.decision_margin)
+    open_clauses = boxes.open_clauses & still_open(clause_bounds, settings.decision_margin)
     refined = OpenBoxes(boxes.lower, boxes.upper, row_bounds, coefficients, constants, open_clauses, boxes.unstable,
                         boxes.paths, boxes.layers)
     return refined.select(open_clauses.any(dim=1))

@@ -13,6 +13,20 @@ from ..spec import Box, Region
 COMBINATION_STEPS = 12
 
 
+class NaNBound(RuntimeError):
+    """A bound that decides a clause came out NaN: a bug or an overflow, never evidence. Every
+    comparison with NaN is false, so a search that tested ``bound <= margin`` for "open" would have
+    closed the branch; the verifier stops with an internal error instead."""
+
+
+def still_open(bounds: torch.Tensor, margin: float) -> torch.Tensor:
+    """Which lower bounds of a violation margin fail to refute it (``not bound > margin``); the one
+    test every search uses. A NaN bound raises `NaNBound`."""
+    if bool(torch.isnan(bounds).any()):
+        raise NaNBound(f"{int(torch.isnan(bounds).sum())} bounds are NaN")
+    return ~(bounds > margin)
+
+
 def box_tensors(box: Box, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The box as float64 tensors [1, n] (copies: spec arrays are shared and must not change)."""
     lower = torch.tensor(box.lower, dtype=torch.float64, device=device).unsqueeze(0)

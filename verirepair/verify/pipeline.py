@@ -23,7 +23,7 @@ from .input_split import input_split_search
 from .milp_refine import milp_refined_layers
 from .milp_search import milp_search
 from .relu_split import relu_split_search
-from .objective import RegionRows, box_tensors, clause_lower_bounds
+from .objective import RegionRows, box_tensors, clause_lower_bounds, still_open
 from .result import Counterexample, SearchOutcome, Verdict
 from .settings import VerifySettings
 from .witness import confirmed_counterexample
@@ -202,4 +202,4 @@ def _clause_bounds(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, u
 
 def _open(clause_bounds: list[float], settings: VerifySettings) -> list[int]:
     """Clauses whose bound does not refute them."""
-    return [k for k, bound in enumerate(clause_bounds) if not bound > settings.decision_margin]
+    return still_open(torch.tensor(clause_bounds, dtype=torch.float64), settings.decision_margin).nonzero().flatten().tolist()

@@ -35,6 +35,7 @@ from ..bounds import AffineLayer, BoundEngine, Chain
 from ..bounds.adam import Adam
 from .deadline import Deadline, paced_batch
 from .falsify import replay_most_violating
+from .objective import still_open
 from .result import Counterexample, SearchOutcome
 from .settings import VerifySettings
 
@@ -381,6 +382,6 @@ def _bound_and_filter(net: SplitNetwork, objective: Tensor, offset: float, lower
         bounded = bounded.replace(index, retried)
         vertex = vertex.clone()
         vertex[index] = retried_vertex
-    still_open = (~(bounded.lower > settings.decision_margin)).nonzero().flatten()  # NaN stays open
-    return bounded.select(still_open), BatchBound(bounded.lower[still_open], [], [], bounded.branch[still_open],
-                                                  vertex[still_open])
+    unrefuted = still_open(bounded.lower, settings.decision_margin).nonzero().flatten()
+    return bounded.select(unrefuted), BatchBound(bounded.lower[unrefuted], [], [], bounded.branch[unrefuted],
+                                                 vertex[unrefuted])

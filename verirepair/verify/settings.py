@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import SettingsError
+
 
 @dataclass(frozen=True)
 class VerifySettings:
@@ -85,4 +87,4 @@ class VerifySettings:
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:
-            raise ValueError(f"timeout must be positive, got {self.timeout}")
+            raise SettingsError(f"timeout must be positive, got {self.timeout}")

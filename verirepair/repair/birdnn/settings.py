@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...errors import SettingsError
 from ...spec import Box
 from .pso import SwarmSettings
 
@@ -140,4 +141,4 @@ class BirdnnSettings:
     def __post_init__(self) -> None:
         for hinge in (self.certified_hinge, self.escalated_hinge):
             if hinge not in ("squared", "linear"):
-                raise ValueError(f"certified hinges must be squared or linear, got {hinge!r}")
+                raise SettingsError(f"certified hinges must be squared or linear, got {hinge!r}")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...errors import SettingsError
 from ...spec import Box, Spec
 from ...verify import Deadline
 from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
@@ -70,9 +71,9 @@ class ReassureSettings:
 
     def __post_init__(self) -> None:
         if self.localise not in LOCALISERS:
-            raise ValueError(f"unknown localiser {self.localise!r} (expected one of {', '.join(LOCALISERS)})")
+            raise SettingsError(f"unknown localiser {self.localise!r} (expected one of {', '.join(LOCALISERS)})")
         if self.form not in ("auto", "affine", "constant"):
-            raise ValueError(f"unknown patch form {self.form!r} (expected auto, affine or constant)")
+            raise SettingsError(f"unknown patch form {self.form!r} (expected auto, affine or constant)")
 
 
 @dataclass
