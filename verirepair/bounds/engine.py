@@ -16,6 +16,7 @@ import torch
 from .adam import Adam
 from .layers import AffineLayer, Chain
 from .operators import BoundAffine, BoundOperator, BoundRelu, BoundSShaped, bound_operator
+from .rounding import concretization_error, lowered, magnitude, multiplier_error
 
 Tensor = torch.Tensor
 Method = Literal["ibp", "crown", "alpha-crown"]
@@ -37,34 +38,44 @@ class OutputBound:
 
 
 def concretize(lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
-    """min over the box of ``lam·x + bias``."""
+    """A lower bound, in real arithmetic, of the min over the box of ``lam·x + bias`` (its float64
+    evaluation lowered by its own rounding error)."""
     center, radius = ((upper + lower) / 2).unsqueeze(-1), ((upper - lower) / 2).unsqueeze(-1)
-    return (lam @ center).squeeze(-1) - (lam.abs() @ radius).squeeze(-1) + bias
+    value = (lam @ center).squeeze(-1) - (lam.abs() @ radius).squeeze(-1) + bias
+    return lowered(value, concretization_error(lam, bias, lower, upper))
 
 
 def _backward(ops: list[BoundOperator], last: int, lam: Tensor, bias: Tensor,
-              pre: dict[int, tuple[Tensor, Tensor]], alphas: dict[int, Tensor] | None = None,
+              pre: dict[int, tuple[Tensor, Tensor]], input_magnitude: Tensor,
+              alphas: dict[int, Tensor] | None = None,
               multipliers: dict[int, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """Propagate ``lam·h_last + bias`` back to the input through layers ``last, last-1, ..., 0``.
+    """Propagate ``lam·h_last + bias`` back to the input through layers ``last, last-1, ..., 0``;
+    the returned bias is lowered by the float64 rounding of every step (`rounding`), so the result
+    bounds the objective from below in real arithmetic. ``input_magnitude`` [B, n_in]: the largest
+    |x| on each box.
 
     ``multipliers`` [B, m, n, 2] >= 0 per non-affine layer add ``β_u·(z - u) + β_l·(l - z)`` at
     its input ``z`` with its bounds [l, u]: never positive wherever the bounds hold, so the result
     still bounds from below on the set where they do, and the bounds' constraints reach the
     concretization over the box (they matter where the bounds were narrowed by a split).
     """
+    error = torch.zeros_like(bias)
     for index in range(last, -1, -1):
         op = ops[index]
         if isinstance(op, BoundAffine):
-            lam, bias = op.backward(lam, bias)
+            below = input_magnitude if index == 0 else magnitude(*ops[index - 1].interval(*pre[index - 1]))
+            lam, bias, step_error = op.backward(lam, bias, below)
         else:
             lower, upper = pre[index]
             alpha = alphas.get(index) if alphas else None
-            lam, bias = op.backward(lam, bias, lower, upper, alpha)
+            lam, bias, step_error = op.backward(lam, bias, lower, upper, alpha)
             if multipliers and index in multipliers:
                 to_upper, to_lower = multipliers[index][..., 0], multipliers[index][..., 1]
+                step_error = step_error + multiplier_error(lam, bias, to_upper, to_lower, magnitude(lower, upper))
                 lam = lam + to_upper - to_lower
                 bias = bias - (to_upper * upper.unsqueeze(1)).sum(-1) + (to_lower * lower.unsqueeze(1)).sum(-1)
-    return lam, bias
+        error = error + step_error
+    return lam, lowered(bias, error)
 
 
 class BoundEngine:
@@ -130,7 +141,7 @@ class BoundEngine:
         batch = lower.shape[0]
         lam = torch.cat([weight, -weight]).unsqueeze(0).expand(batch, -1, -1)
         offset = torch.cat([bias, -bias]).unsqueeze(0).expand(batch, -1)
-        lam, offset = _backward(self.ops, index - 1, lam, offset, pre)
+        lam, offset = _backward(self.ops, index - 1, lam, offset, pre, magnitude(lower, upper))
         bound = concretize(lam, offset, lower, upper)
         n = rows.numel()
         l_new, u_new = l_cur.clone(), u_cur.clone()
@@ -189,7 +200,7 @@ class BoundEngine:
         final = self.chain.layers[last]
         assert isinstance(final, AffineLayer)
         lam0, bias0 = C @ final.weight, d + C @ final.bias
-        lam, bias = _backward(self.ops, last - 1, lam0, bias0, pre)
+        lam, bias = _backward(self.ops, last - 1, lam0, bias0, pre, magnitude(lower, upper))
         # CROWN's adaptive slopes can lose to plain intervals (e.g. relu on [-1, 2]); keep the better.
         best = torch.maximum(concretize(lam, bias, lower, upper), self._ibp_output(lower, upper, C, d, pre, layers).lower)
         result = OutputBound(best, lam, bias, layers)
@@ -203,9 +214,7 @@ class BoundEngine:
                     pre: dict[int, tuple[Tensor, Tensor]], layers: LayerBounds) -> OutputBound:
         last = len(self.ops) - 1
         out_lower, out_upper = self.ops[last].interval(*self.ops[last - 1].interval(*pre[last - 1])) if last > 0 else self.ops[0].interval(lower, upper)
-        center, radius = ((out_upper + out_lower) / 2).unsqueeze(-1), ((out_upper - out_lower) / 2).unsqueeze(-1)
-        bound = (C @ center).squeeze(-1) - (C.abs() @ radius).squeeze(-1) + d
-        return OutputBound(bound, None, None, layers)
+        return OutputBound(concretize(C, d, out_lower, out_upper), None, None, layers)
 
     def _optimise_alpha(self, lower: Tensor, upper: Tensor, lam0: Tensor, bias0: Tensor,
                         pre: dict[int, tuple[Tensor, Tensor]], start: OutputBound,
@@ -250,7 +259,7 @@ class BoundEngine:
         for _ in range(steps):
             if self.stop():
                 break
-            lam, bias = _backward(self.ops, last, lam0, bias0, pre, alphas, multipliers)
+            lam, bias = _backward(self.ops, last, lam0, bias0, pre, magnitude(lower, upper), alphas, multipliers)
             bound = concretize(lam, bias, lower, upper)
             with torch.no_grad():
                 better = bound > best

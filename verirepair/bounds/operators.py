@@ -1,8 +1,9 @@
 """One bound operator per layer kind: concrete forward, interval bounds and backward linear bounds.
 
 Backward propagation works on a linear function ``Λ·h + bias`` of a layer's output ``h`` and
-returns an equivalent (affine layer) or lower-bounding (activation) function of its input. Shapes:
-``Λ`` is [B, m, n_out], ``bias`` is [B, m]; interval bounds are [B, n].
+returns an equivalent (affine layer) or lower-bounding (activation) function of its input, with the
+float64 rounding error of that step ([B, m], see `rounding`; the caller subtracts the sum). Shapes:
+``Λ`` is [B, m, n_out], ``bias`` is [B, m]; interval bounds are [B, n], widened by their rounding.
 Only *lower* bounds are propagated; an upper bound is the negated lower bound of ``-Λ``.
 """
 
@@ -13,6 +14,17 @@ from dataclasses import dataclass
 import torch
 
 from .layers import ActivationLayer, AffineLayer, Layer, MaxPoolLayer
+from .rounding import (
+    SIGMOID_EVALUATION_ERROR,
+    affine_error,
+    gamma,
+    interval_affine_error,
+    lowered,
+    magnitude,
+    raised,
+    relu_error,
+    sshaped_error,
+)
 
 Tensor = torch.Tensor
 # Slack added to the offsets of sigmoid/tanh relaxations: they come from evaluating f at a few
@@ -35,10 +47,13 @@ class BoundAffine:
         center, radius = (upper + lower) / 2, (upper - lower) / 2
         mid = center @ self.layer.weight.T + self.layer.bias
         spread = radius @ self.layer.weight.abs().T
-        return mid - spread, mid + spread
+        error = interval_affine_error(center, radius, self.layer.weight, self.layer.bias)
+        return lowered(mid - spread, error), raised(mid + spread, error)
 
-    def backward(self, lam: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-        return lam @ self.layer.weight, bias + lam @ self.layer.bias
+    def backward(self, lam: Tensor, bias: Tensor, input_magnitude: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``input_magnitude`` [B, n_in]: the largest |value| of each input of the layer."""
+        error = affine_error(lam, bias, self.layer.weight, self.layer.bias, input_magnitude)
+        return lam @ self.layer.weight, bias + lam @ self.layer.bias, error
 
 
 @dataclass(frozen=True)
@@ -65,9 +80,10 @@ class BoundRelu:
         return slope, intercept
 
     def backward(self, lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor,
-                 alpha: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                 alpha: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         # Written for few passes over the large [B, m, n] tensors: this is the hot loop of BaB.
         up_slope, up_intercept = self.upper_line(lower, upper)
+        error = relu_error(lam, bias, up_intercept, magnitude(lower, upper))
         if alpha is None:
             alpha = self.default_alpha(lower, upper).unsqueeze(1)
         low_slope = torch.where((lower >= 0).unsqueeze(1), torch.ones_like(alpha),
@@ -75,7 +91,7 @@ class BoundRelu:
         negative = lam.clamp(max=0)
         new_bias = bias + (negative @ up_intercept.unsqueeze(-1)).squeeze(-1)
         new_lam = lam * torch.where(lam >= 0, low_slope, up_slope.unsqueeze(1))
-        return new_lam, new_bias
+        return new_lam, new_bias, error
 
 
 @dataclass(frozen=True)
@@ -115,7 +131,7 @@ class BoundSShaped:
         return self.f(x)
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-        return self.f(lower), self.f(upper)
+        return self.f(lower) - SIGMOID_EVALUATION_ERROR, self.f(upper) + SIGMOID_EVALUATION_ERROR
 
     def _stationary_points(self, slope: Tensor) -> tuple[Tensor, Tensor]:
         if self.kind == "sigmoid":
@@ -158,7 +174,8 @@ class BoundSShaped:
         return best_low[0], best_low[1], best_up[0], best_up[1]
 
     def backward(self, lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor,
-                 alpha: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                 alpha: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        pre_magnitude = magnitude(lower, upper)
         if alpha is None:
             k_low, c_low, k_up, c_up = (t.unsqueeze(1) for t in self.relaxation(lower, upper))
         else:
@@ -167,7 +184,10 @@ class BoundSShaped:
             c_low, c_up = self._offsets(k_low, lower, upper)[0], self._offsets(k_up, lower, upper)[1]
         positive, negative = _split(lam)
         new_bias = bias + (positive * c_low).sum(-1) + (negative * c_up).sum(-1)
-        return positive * k_low + negative * k_up, new_bias
+        slopes = torch.maximum(k_low.abs(), k_up.abs()).expand_as(lam)
+        offsets = torch.maximum(c_low.abs(), c_up.abs()).expand_as(lam)
+        error = sshaped_error(lam, bias, slopes, offsets, pre_magnitude)
+        return positive * k_low + negative * k_up, new_bias, error
 
 
 @dataclass(frozen=True)
@@ -185,7 +205,9 @@ class BoundMaxPool:
         return lower[:, windows].amax(-1), upper[:, windows].amax(-1)
 
     def backward(self, lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor,
-                 alpha: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                 alpha: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The lines' coefficients are 0 or 1 (exact); the scatter adds up to n_out terms per input
+        and the constant sums n_out products, each bounded by the window's magnitude."""
         windows = self.layer.windows
         win_lower, win_upper = lower[:, windows], upper[:, windows]  # [B, out, k]
         best = win_lower.argmax(-1, keepdim=True)
@@ -198,7 +220,9 @@ class BoundMaxPool:
         constant = (negative * (~dominant * win_upper.amax(-1)).unsqueeze(1)).sum(-1)
         new_lam = torch.zeros(lam.shape[:2] + (self.layer.n_in,), dtype=lam.dtype, device=lam.device)
         new_lam.scatter_add_(2, best_index.unsqueeze(1).expand(-1, lam.shape[1], -1), linear_part)
-        return new_lam, bias + constant
+        window_magnitude = magnitude(win_lower, win_upper).amax(-1)  # [B, out]
+        error = gamma(2 * self.layer.n_out + 2) * (bias.abs() + 2 * (lam.abs() @ window_magnitude.unsqueeze(-1)).squeeze(-1))
+        return new_lam, bias + constant, error
 
 
 BoundOperator = BoundAffine | BoundRelu | BoundSShaped | BoundMaxPool

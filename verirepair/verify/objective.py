@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..bounds import concretize
+from ..bounds.rounding import gamma, lowered, magnitude
 from ..spec import Box, Region
 
 # Steps of the search for a convex combination of a clause's rows (see clause_lower_bounds).
@@ -87,7 +89,6 @@ def clause_lower_bounds(rows: RegionRows, row_bounds: torch.Tensor, coefficients
     batch, n_rows = row_bounds.shape
     best = rows.clause_margins(row_bounds)  # best single row per clause [B, K]
     best_weights = torch.zeros(batch, rows.n_clauses, n_rows, dtype=row_bounds.dtype, device=row_bounds.device)
-    center, radius = ((upper + lower) / 2).unsqueeze(1), ((upper - lower) / 2).unsqueeze(1)
     for clause in range(rows.n_clauses):
         members = (rows.owner == clause).nonzero().flatten()
         if members.numel() == 0:
@@ -101,7 +102,12 @@ def clause_lower_bounds(rows: RegionRows, row_bounds: torch.Tensor, coefficients
         weights = torch.full((batch, members.numel()), 1.0 / members.numel(), dtype=a.dtype, device=a.device)
         for step in range(steps):
             mixed = (weights.unsqueeze(-1) * a).sum(1, keepdim=True)  # [B, 1, n]
-            value = (weights * c).sum(1) + (mixed * center).sum(-1).squeeze(1) - (mixed.abs() * radius).sum(-1).squeeze(1)
+            # the mixture is formed in float64 too: its rounding (k products and sums per entry)
+            # comes off the constant before the concretization, which accounts for its own
+            mixing_error = gamma(members.numel() + 1) * ((weights * c.abs()).sum(1) + (
+                (weights.unsqueeze(-1) * a.abs()).sum(1) * magnitude(lower, upper)).sum(-1))
+            value = concretize(mixed, lowered((weights * c).sum(1, keepdim=True), mixing_error.unsqueeze(1)),
+                               lower, upper).squeeze(1)
             better = value > best[:, clause]
             best[:, clause] = torch.where(better, value, best[:, clause])
             best_weights[better.nonzero().flatten().unsqueeze(1), clause, members.unsqueeze(0)] = weights[better]

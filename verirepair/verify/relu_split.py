@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..bounds import AffineLayer, BoundEngine, Chain
+from ..bounds import AffineLayer, BoundEngine, Chain, concretize
 from ..bounds.adam import Adam
+from ..bounds.rounding import affine_error, lowered, magnitude, multiplier_error, relu_error
 from .deadline import Deadline, paced_batch
 from .falsify import replay_most_violating
 from .objective import still_open
@@ -138,6 +139,12 @@ def _clamped(lower: Tensor, upper: Tensor, signs: Tensor) -> tuple[Tensor, Tenso
     return (torch.where(signs > 0, lower.clamp(min=0), lower), torch.where(signs < 0, upper.clamp(max=0), upper))
 
 
+def _input_magnitude(k: int, box_lower: Tensor, box_upper: Tensor, pre_upper: list[Tensor]) -> Tensor:
+    """The largest |value| of the input of weight matrix ``k``: the box for the first, else the
+    preceding ReLU's output, at most the positive part of its input's upper bound."""
+    return magnitude(box_lower, box_upper).expand(pre_upper[0].shape[0], -1) if k == 0 else pre_upper[k - 1].clamp(min=0)
+
+
 def _relaxation(pre_lower: Tensor, pre_upper: Tensor, signs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Per domain: upper slope and intercept, active and unstable masks, clamped width."""
     lower, upper = _clamped(pre_lower, pre_upper, signs)
@@ -174,7 +181,6 @@ def tighten_intermediate(net: SplitNetwork, box_lower: Tensor, box_upper: Tensor
 def _tighten_chunk(net: SplitNetwork, box_lower: Tensor, box_upper: Tensor, splits: list[Tensor],
                    pre_lower: list[Tensor], pre_upper: list[Tensor]) -> tuple[list[Tensor], list[Tensor], Tensor]:
     dtype = box_lower.dtype
-    center, radius = (box_upper + box_lower) / 2, (box_upper - box_lower) / 2
     lower, upper = list(pre_lower), list(pre_upper)
     signs = [s.to(dtype) for s in splits]
     relax = [_relaxation(lower[0], upper[0], signs[0])]
@@ -185,16 +191,20 @@ def _tighten_chunk(net: SplitNetwork, box_lower: Tensor, box_upper: Tensor, spli
             weight, bias_k = net.weights[k][columns], net.biases[k][columns]
             lam = torch.cat([weight, -weight]).expand(lower[k].shape[0], -1, -1)
             bias = torch.cat([bias_k, -bias_k]).expand(lower[k].shape[0], -1)
+            error = torch.zeros_like(bias)  # float64 rounding of the pass, see `bounds.rounding`
             for j in range(k - 1, -1, -1):
                 up_slope, up_intercept, active, unstable, _ = relax[j]
+                error = error + relu_error(lam, bias, up_intercept, magnitude(lower[j], upper[j]))
                 # CROWN's adaptive lower line: slope 1 where the neuron is more often active
                 low_slope = torch.where(unstable, (upper[j] > -lower[j]).to(dtype), active.to(dtype)).unsqueeze(1)
                 negative = lam.clamp(max=0)
                 bias = bias + (negative * up_intercept.unsqueeze(1)).sum(-1)
                 lam = lam.clamp(min=0) * low_slope + negative * up_slope.unsqueeze(1)
+                error = error + affine_error(lam, bias, net.weights[j], net.biases[j],
+                                             _input_magnitude(j, box_lower, box_upper, upper))
                 bias = bias + lam @ net.biases[j]
                 lam = lam @ net.weights[j]
-            bound = lam @ center - lam.abs() @ radius + bias
+            bound = concretize(lam, lowered(bias, error), box_lower, box_upper)
             m = columns.numel()
             lower[k] = lower[k].clone()
             upper[k] = upper[k].clone()
@@ -217,8 +227,9 @@ def bound_domains(net: SplitNetwork, objective: Tensor, offset: float, box_lower
     """
     batch = splits[0].shape[0]
     dtype = box_lower.dtype
-    center, radius = (box_upper + box_lower) / 2, (box_upper - box_lower) / 2
     relax = [_relaxation(pre_lower[k], pre_upper[k], splits[k].to(dtype)) for k in range(len(splits))]
+    magnitudes = [magnitude(pre_lower[k], pre_upper[k]) for k in range(len(splits))]
+    last_magnitude = pre_upper[-1].clamp(min=0)
     signs = [s.to(dtype) for s in splits]
     alphas = [a.to(dtype).clone().requires_grad_(True) for a in alpha]
     betas = [b.to(dtype).clone().requires_grad_(True) for b in beta]
@@ -232,17 +243,26 @@ def bound_domains(net: SplitNetwork, objective: Tensor, offset: float, box_lower
         with torch.enable_grad():
             lam = (objective @ net.weights[-1]).expand(batch, -1)
             bias = torch.full((batch,), float(objective @ net.biases[-1]) + offset, dtype=dtype, device=box_lower.device)
+            # float64 rounding of the pass (see `bounds.rounding`), the objective's first step included
+            error = affine_error(objective.expand(batch, 1, -1), torch.zeros_like(bias).unsqueeze(1), net.weights[-1],
+                                 net.biases[-1], last_magnitude).squeeze(1) + 2 * torch.finfo(dtype).eps * abs(offset)
             posts: list[Tensor] = []
             for k in range(len(splits) - 1, -1, -1):
                 up_slope, up_intercept, active, unstable, _ = relax[k]
                 posts.append(lam.detach())
+                row, row_bias = lam.unsqueeze(1), bias.unsqueeze(1)
+                error = error + (relu_error(row, row_bias, up_intercept, magnitudes[k])
+                                 + multiplier_error(row, row_bias, betas[k].unsqueeze(1), torch.zeros_like(row),
+                                                    magnitudes[k])).squeeze(1)
                 low_slope = torch.where(unstable, alphas[k], active.to(dtype))
                 negative = lam.clamp(max=0)
                 bias = bias + (negative * up_intercept).sum(-1)
                 lam = lam.clamp(min=0) * low_slope + negative * up_slope - betas[k] * signs[k]
+                error = error + affine_error(lam.unsqueeze(1), bias.unsqueeze(1), net.weights[k], net.biases[k],
+                                             _input_magnitude(k, box_lower, box_upper, pre_upper)).squeeze(1)
                 bias = bias + lam @ net.biases[k]
                 lam = lam @ net.weights[k]
-            bound = lam @ center - lam.abs() @ radius + bias
+            bound = concretize(lam.unsqueeze(1), lowered(bias, error).unsqueeze(1), box_lower, box_upper).squeeze(1)
         with torch.no_grad():
             better = bound > best
             best = torch.where(better, bound, best)

@@ -74,9 +74,11 @@ class VerifySettings:
     leaf_milp_after_boxes: int = 0
     # Leaf MILPs solved at once, each on one thread (0: as many as torch's thread count).
     leaf_milp_workers: int = 0
-    # A row is proven positive only when its float64 lower bound exceeds this. Float64 rounding
-    # in a bound computation over at most a few thousand terms of magnitude <= 1e3 stays far
-    # below 1e-9, so a bound above it cannot be an artefact of rounding.
+    # A row is proven positive only when its lower bound exceeds this. Every bound has already been
+    # lowered by its own float64 rounding error, derived from the magnitudes involved
+    # (`bounds.rounding`), so this is not what makes a bound sound; it is a gap between the
+    # verifier's decisions and the certificate checker's acceptance threshold (1e-10), whose own
+    # float64 recomputation of the same bound must land on the same side.
     decision_margin: float = 1e-9
     # Violation rows are relaxed by this much inside the MILP (A·y <= b + margin), so a solver's
     # feasibility tolerance cannot turn a reachable violation into an "infeasible" answer.
