@@ -114,11 +114,11 @@ def _processes_writing_into(folder: Path) -> list[int]:
 
 
 def _bench_with_a_running_instance(benchmarks: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
-    """`verirepair bench` in a subprocess, once its one instance is running (mnist_fc 256x6 prop_1
+    """`verirepair bench` in a subprocess, once its one instance is running (mnist_fc 256x6 prop_2
     at eps 0.05 takes minutes, so it is surely still running a second later)."""
     mnist = benchmarks / "mnist_fc"
     (tmp_path / "instances.csv").write_text(
-        f"{mnist / 'onnx/mnist-net_256x6.onnx'},{mnist / 'vnnlib/prop_1_0.05.vnnlib'},300\n")
+        f"{mnist / 'onnx/mnist-net_256x6.onnx'},{mnist / 'vnnlib/prop_2_0.05.vnnlib'},300\n")
     out = tmp_path / "out"
     bench = subprocess.Popen([sys.executable, "-m", "verirepair", "bench", str(tmp_path / "instances.csv"),
                               "--out", str(out), "--threads", "1"], stderr=subprocess.PIPE, text=True)

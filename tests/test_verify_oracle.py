@@ -139,6 +139,11 @@ def check_against_oracle(seed: int, tmp_path: Path, n_inputs: int | None,
     if (verdict.status == "sat") != oracle_sat:
         return (f"seed {seed}: WRONG ANSWER {verdict.status} ({verdict.decided_by}), "
                 f"the oracle says {'sat' if oracle_sat else 'unsat'}"), verdict, oracle_sat
+    deciders = verdict.decided_by.split("+")
+    if verdict.status == "unsat" and ("milp" in deciders or "milp-bounds" in deciders):
+        assert verdict.rests_on_solver, f"seed {seed}: a MILP-decided unsat not marked as resting on the solver"
+    if verdict.status == "unsat" and deciders == ["alpha-crown"]:
+        assert not verdict.rests_on_solver, f"seed {seed}: an α-CROWN proof marked as resting on a solver"
     if verdict.status == "sat":
         assert verdict.counterexample is not None
         if not violation_in_onnxruntime(path, spec, verdict.counterexample.x):

@@ -84,6 +84,8 @@ def _verify(args: argparse.Namespace) -> int:
         "result": verdict.status, "seconds": round(verdict.seconds, 3), "decided_by": verdict.decided_by,
         "onnx": onnx_path, "vnnlib": vnnlib_path, "notes": notes,
     }
+    if verdict.status == "unsat":  # what the proof rests on (docs/soundness.md)
+        summary["trust"] = "solver" if verdict.rests_on_solver else "bounds"
     summary["peak_memory_mb"] = _peak_memory_mb()
     if verdict.counterexample is not None:
         found = verdict.counterexample

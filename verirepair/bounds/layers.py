@@ -92,13 +92,21 @@ class Chain:
                 moved.append(layer)
         return Chain(tuple(moved))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Concrete evaluation on a batch ``x`` of shape [B, n_inputs]."""
+    @property
+    def has_relu(self) -> bool:
+        return any(isinstance(l, ActivationLayer) and l.kind == "relu" for l in self.layers)
+
+    def forward(self, x: torch.Tensor, relu_negative_slope: float = 0.0) -> torch.Tensor:
+        """Concrete evaluation on a batch ``x`` of shape [B, n_inputs]. ``relu_negative_slope`` > 0
+        evaluates a *different* function, with leaky ReLUs: a surrogate whose gradient does not
+        vanish where every ReLU of a layer is off (counterexample search only)."""
         for layer in self.layers:
             if isinstance(layer, AffineLayer):
                 x = x @ layer.weight.T + layer.bias
             elif isinstance(layer, MaxPoolLayer):
                 x = x[:, layer.windows].amax(dim=-1)
+            elif layer.kind == "relu" and relu_negative_slope > 0:
+                x = torch.nn.functional.leaky_relu(x, relu_negative_slope)
             else:
                 x = ACTIVATIONS[layer.kind](x)
         return x

@@ -14,6 +14,10 @@ from .objective import RegionRows, box_tensors
 from .result import Counterexample
 from .settings import VerifySettings
 
+# Negative slope of the leaky ReLUs that the second descent differentiates (any point it reaches is
+# judged on the real network, then in onnxruntime).
+SURROGATE_RELU_SLOPE = 0.01
+
 
 def _best_points(chain: Chain, rows: RegionRows, x: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
@@ -38,19 +42,26 @@ def candidate_points(chain: Chain, rows: RegionRows, box: Box, settings: VerifyS
         return starts[margins <= 0].cpu().numpy() if not rows.empty_clause else center.cpu().numpy()
     x = descend(chain, rows, starts, lower, upper, settings.pgd_steps, deadline)
     found, margins = _best_points(chain, rows, x, settings.pgd_restarts)
+    if not bool((margins <= 0).any()) and chain.has_relu:
+        # Where every ReLU of a layer is off on most of the box, the margin's gradient is zero and
+        # the descent above never moves; the same descent on leaky ReLUs does (collins_rul_cnn's
+        # if-then properties: output constant on 20,000 samples, violated where tools found it).
+        x = descend(chain, rows, starts, lower, upper, settings.pgd_steps, deadline, SURROGATE_RELU_SLOPE)
+        found, margins = _best_points(chain, rows, x, settings.pgd_restarts)
     return found[margins <= 0].cpu().numpy()
 
 
 def descend(chain: Chain, rows: RegionRows, x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
-            steps: int, deadline: Deadline) -> torch.Tensor:
-    """Projected signed-gradient descent on the margin; ``lower``/``upper`` are one box or one per point."""
+            steps: int, deadline: Deadline, relu_negative_slope: float = 0.0) -> torch.Tensor:
+    """Projected signed-gradient descent on the margin; ``lower``/``upper`` are one box or one per
+    point. ``relu_negative_slope`` > 0 descends on the leaky-ReLU surrogate (`Chain.forward`)."""
     width = upper - lower
     x = x.clone()
     for step in range(steps):
         if deadline.expired():
             break
         x.requires_grad_(True)
-        margin = rows.margin(chain.forward(x))
+        margin = rows.margin(chain.forward(x, relu_negative_slope))
         (gradient,) = torch.autograd.grad(margin.sum(), x)
         size = 0.1 * (1 - step / steps) + 0.002
         with torch.no_grad():

@@ -243,7 +243,7 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
             return SearchOutcome("sat", found, bounded)
         frontier.push(children, _suspicion(engine, rows, children, settings))
         batch = paced_batch(batch, time.monotonic() - started, BATCH_START, settings.split_batch)
-    return SearchOutcome("unknown" if stuck else "proven", None, bounded)
+    return SearchOutcome("unknown" if stuck else "proven", None, bounded, solver_decided=leaf_milp.closed > 0)
 
 
 def _alpha_refined(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, settings: VerifySettings) -> OpenBoxes:
@@ -342,6 +342,7 @@ class _LeafMilp:
     def __init__(self, engine: BoundEngine, region: Region, settings: VerifySettings) -> None:
         self.engine, self.region, self.settings = engine, region, settings
         self.max_unstable = settings.leaf_milp_max_unstable
+        self.closed = 0  # boxes whose proof is a MILP solver's infeasibility claim
         self.workers = settings.leaf_milp_workers or max(1, torch.get_num_threads())
 
     def decide(self, boxes: OpenBoxes, deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
@@ -380,6 +381,7 @@ class _LeafMilp:
                 if outcome.status == "sat":
                     return boxes, outcome.counterexample
                 closed[index] = outcome.status == "proven"
+                self.closed += int(closed[index])
                 self._adapt(int(boxes.unstable[index]), outcome.status, took)
         return boxes.select(~closed), None
 

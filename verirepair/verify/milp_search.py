@@ -40,7 +40,7 @@ def milp_search(engine: BoundEngine, region: Region, open_clauses: list[int], la
             notes.append("MILP point not confirmed by onnxruntime")
             return SearchOutcome("unknown", None, 0)
         return SearchOutcome("timeout" if result.status == "timeout" or deadline.expired() else "unknown", None, 0)
-    return SearchOutcome("proven", None, 0)
+    return SearchOutcome("proven", None, 0, solver_decided=True)
 
 
 def _deepest_violation(model: MilpModel, inputs: np.ndarray, outputs: np.ndarray, clause: Clause,

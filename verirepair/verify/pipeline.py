@@ -68,6 +68,7 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
     undecided: list[str] = []
     notes: list[str] = []
     deciders: set[str] = set()
+    rests_on_solver = False
     for region, rows in zip(spec.regions, region_rows):
         if deadline.expired():
             return Verdict("timeout", "deadline", deadline.elapsed(), notes=tuple(notes))
@@ -84,10 +85,12 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
             return Verdict("sat", decider, deadline.elapsed(), outcome.counterexample, tuple(notes))
         if outcome.status == "proven":
             deciders.add(decider)
+            rests_on_solver = rests_on_solver or outcome.solver_decided
         else:
             undecided.append(outcome.status)
     if not undecided:
-        return Verdict("unsat", "+".join(sorted(deciders)), deadline.elapsed(), notes=tuple(notes))
+        return Verdict("unsat", "+".join(sorted(deciders)), deadline.elapsed(), notes=tuple(notes),
+                       rests_on_solver=rests_on_solver)
     status = "timeout" if "timeout" in undecided or deadline.expired() else "unknown"
     return Verdict(status, "undecided", deadline.elapsed(), notes=tuple(notes))
 
@@ -132,7 +135,8 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     if low_dimensional:
         return input_split_search(engine, rows, region, settings, deadline, confirm), "input-split"
     refinable = chain.is_relu_mlp and len(layers.pre_activation) > 1 and settings.milp_refine_layers > 0
-    if refinable and min(clause_bounds) < -settings.milp_refine_gap:
+    refined = refinable and min(clause_bounds) < -settings.milp_refine_gap  # later proofs rest on a solver
+    if refined:
         refining = Deadline(settings.milp_refine_share * deadline.remaining())
         layers = milp_refined_layers(engine, region.box, layers, settings, refining)
         refined_bounds = _clause_bounds(engine, rows, lower, upper, layers, settings)
@@ -140,14 +144,14 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
                      f"in {refining.elapsed():.1f} s")
         open_clauses = _open(refined_bounds, settings)
         if not open_clauses:
-            return SearchOutcome("proven", None, 1), "milp-bounds"
+            return SearchOutcome("proven", None, 1, solver_decided=True), "milp-bounds"
     if chain.is_relu_mlp and settings.relu_split_share > 0:
         found, open_clauses = search_clauses(relu_split_search, settings.relu_split_share, engine, rows, open_clauses,
                                              layers, lower, upper, settings, deadline, confirm)
         if found is not None:
             return found, "relu-split"
         if not open_clauses:
-            return SearchOutcome("proven", None, 1), "relu-split"
+            return SearchOutcome("proven", None, 1, solver_decided=refined), "relu-split"
     if chain.is_piecewise_linear:
         return milp_search(engine, region, open_clauses, layers, settings, deadline, confirm, notes), "milp"
     # No exact search without piecewise linearity: longer bound optimisations first, then

@@ -23,11 +23,16 @@ class Counterexample:
 
 @dataclass(frozen=True)
 class Verdict:
+    """``rests_on_solver``: an `unsat` some part of which a MILP solver's claim decided (an
+    infeasibility, or a proven bound of MILP-refined intermediate bounds) rather than bounds
+    computed here with their rounding error; reported as ``trust: solver``."""
+
     status: Status
     decided_by: str  # e.g. "pgd", "crown", "input-split", "milp", or why undecided
     seconds: float
     counterexample: Counterexample | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    rests_on_solver: bool = False
 
     def __post_init__(self) -> None:
         if (self.status == "sat") != (self.counterexample is not None):
@@ -41,3 +46,4 @@ class SearchOutcome:
     status: str  # "proven" | "sat" | "unknown" | "timeout"
     counterexample: Counterexample | None
     boxes_bounded: int
+    solver_decided: bool = False  # some part of a "proven" rests on a MILP solver's claim
