@@ -42,7 +42,9 @@ def concretize(lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor) -> Tenso
     evaluation lowered by its own rounding error)."""
     center, radius = ((upper + lower) / 2).unsqueeze(-1), ((upper - lower) / 2).unsqueeze(-1)
     value = (lam @ center).squeeze(-1) - (lam.abs() @ radius).squeeze(-1) + bias
-    return lowered(value, concretization_error(lam, bias, lower, upper))
+    with torch.no_grad():
+        error = concretization_error(lam, bias, lower, upper)
+    return lowered(value, error)
 
 
 def _backward(ops: list[BoundOperator], last: int, lam: Tensor, bias: Tensor,
@@ -59,7 +61,7 @@ def _backward(ops: list[BoundOperator], last: int, lam: Tensor, bias: Tensor,
     still bounds from below on the set where they do, and the bounds' constraints reach the
     concretization over the box (they matter where the bounds were narrowed by a split).
     """
-    error = torch.zeros_like(bias)
+    error = torch.zeros_like(bias).detach()
     for index in range(last, -1, -1):
         op = ops[index]
         if isinstance(op, BoundAffine):
@@ -71,10 +73,11 @@ def _backward(ops: list[BoundOperator], last: int, lam: Tensor, bias: Tensor,
             lam, bias, step_error = op.backward(lam, bias, lower, upper, alpha)
             if multipliers and index in multipliers:
                 to_upper, to_lower = multipliers[index][..., 0], multipliers[index][..., 1]
-                step_error = step_error + multiplier_error(lam, bias, to_upper, to_lower, magnitude(lower, upper))
+                with torch.no_grad():
+                    step_error = step_error + multiplier_error(lam, bias, to_upper, to_lower, magnitude(lower, upper))
                 lam = lam + to_upper - to_lower
                 bias = bias - (to_upper * upper.unsqueeze(1)).sum(-1) + (to_lower * lower.unsqueeze(1)).sum(-1)
-        error = error + step_error
+        error = error + step_error.detach()
     return lam, lowered(bias, error)
 
 

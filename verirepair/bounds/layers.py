@@ -8,6 +8,7 @@ float64 so the final decision is not at the mercy of float32 rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -18,6 +19,12 @@ class AffineLayer:
 
     weight: torch.Tensor
     bias: torch.Tensor
+
+    @cached_property
+    def abs_weight(self) -> torch.Tensor:
+        """``|weight|``, made once: interval bounds and every rounding budget need it, and a dense
+        matrix of a convolution is large."""
+        return self.weight.abs()
 
     @property
     def n_in(self) -> int:

@@ -46,13 +46,14 @@ class BoundAffine:
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         center, radius = (upper + lower) / 2, (upper - lower) / 2
         mid = center @ self.layer.weight.T + self.layer.bias
-        spread = radius @ self.layer.weight.abs().T
-        error = interval_affine_error(center, radius, self.layer.weight, self.layer.bias)
+        spread = radius @ self.layer.abs_weight.T
+        error = interval_affine_error(center, radius, self.layer.abs_weight, self.layer.bias)
         return lowered(mid - spread, error), raised(mid + spread, error)
 
     def backward(self, lam: Tensor, bias: Tensor, input_magnitude: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``input_magnitude`` [B, n_in]: the largest |value| of each input of the layer."""
-        error = affine_error(lam, bias, self.layer.weight, self.layer.bias, input_magnitude)
+        with torch.no_grad():
+            error = affine_error(lam, bias, self.layer.abs_weight, self.layer.bias, input_magnitude)
         return lam @ self.layer.weight, bias + lam @ self.layer.bias, error
 
 
@@ -83,7 +84,8 @@ class BoundRelu:
                  alpha: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         # Written for few passes over the large [B, m, n] tensors: this is the hot loop of BaB.
         up_slope, up_intercept = self.upper_line(lower, upper)
-        error = relu_error(lam, bias, up_intercept, magnitude(lower, upper))
+        with torch.no_grad():
+            error = relu_error(lam, bias, up_intercept, magnitude(lower, upper))
         if alpha is None:
             alpha = self.default_alpha(lower, upper).unsqueeze(1)
         low_slope = torch.where((lower >= 0).unsqueeze(1), torch.ones_like(alpha),
@@ -186,7 +188,8 @@ class BoundSShaped:
         new_bias = bias + (positive * c_low).sum(-1) + (negative * c_up).sum(-1)
         slopes = torch.maximum(k_low.abs(), k_up.abs()).expand_as(lam)
         offsets = torch.maximum(c_low.abs(), c_up.abs()).expand_as(lam)
-        error = sshaped_error(lam, bias, slopes, offsets, pre_magnitude)
+        with torch.no_grad():
+            error = sshaped_error(lam, bias, slopes, offsets, pre_magnitude)
         return positive * k_low + negative * k_up, new_bias, error
 
 
@@ -221,7 +224,8 @@ class BoundMaxPool:
         new_lam = torch.zeros(lam.shape[:2] + (self.layer.n_in,), dtype=lam.dtype, device=lam.device)
         new_lam.scatter_add_(2, best_index.unsqueeze(1).expand(-1, lam.shape[1], -1), linear_part)
         window_magnitude = magnitude(win_lower, win_upper).amax(-1)  # [B, out]
-        error = gamma(2 * self.layer.n_out + 2) * (bias.abs() + 2 * (lam.abs() @ window_magnitude.unsqueeze(-1)).squeeze(-1))
+        with torch.no_grad():
+            error = gamma(2 * self.layer.n_out + 2) * (bias.abs() + 2 * (lam.abs() @ window_magnitude.unsqueeze(-1)).squeeze(-1))
         return new_lam, bias + constant, error
 
 

@@ -16,7 +16,9 @@ bounds). The terms are summed along the pass and subtracted from ``c`` at the en
 returned ``Λ·x + c`` is a lower bound of the objective in real arithmetic.
 
 Each term over-counts: the γ indices carry a few extra operations, and `SAFETY` multiplies the sum,
-which is itself computed in float64 (relative error far below 1 %).
+which is itself computed in float64 (relative error far below 1 %). The terms are computed without
+gradients: a bound lowered by a constant is as sound, and α-CROWN's steps need only the bound's
+gradient.
 """
 
 from __future__ import annotations
@@ -43,14 +45,12 @@ def magnitude(lower: Tensor, upper: Tensor) -> Tensor:
     return torch.maximum(lower.abs(), upper.abs())
 
 
-def affine_error(lam: Tensor, bias: Tensor, weight: Tensor, layer_bias: Tensor, input_magnitude: Tensor) -> Tensor:
-    """[B, m]: the rounding of ``Λ' = Λ·W``, ``c' = c + Λ·b`` (``lam`` [B, m, n_out], ``weight``
-    [n_out, n_in], ``input_magnitude`` [B, n_in]): γ_{n_out}·|Λ|·|W|·|h| + γ_{n_out+1}·(|c| + |Λ|·|b|)."""
-    n_out = weight.shape[0]
-    reach = input_magnitude @ weight.abs().T  # [B, n_out]: Σ_j |W_ij|·|h_j|
-    through = (lam.abs() @ reach.unsqueeze(-1)).squeeze(-1)
-    constant = bias.abs() + lam.abs() @ layer_bias.abs()
-    return gamma(n_out + 2) * (through + constant)
+def affine_error(lam: Tensor, bias: Tensor, abs_weight: Tensor, layer_bias: Tensor, input_magnitude: Tensor) -> Tensor:
+    """[B, m]: the rounding of ``Λ' = Λ·W``, ``c' = c + Λ·b`` (``lam`` [B, m, n_out], ``abs_weight``
+    = |W| [n_out, n_in], ``input_magnitude`` [B, n_in]): γ_{n_out}·|Λ|·|W|·|h| + γ_{n_out+1}·(|c| + |Λ|·|b|)."""
+    n_out = abs_weight.shape[0]
+    reach = input_magnitude @ abs_weight.T + layer_bias.abs()  # [B, n_out]: Σ_j |W_ij|·|h_j| + |b_i|
+    return gamma(n_out + 2) * ((lam.abs() @ reach.unsqueeze(-1)).squeeze(-1) + bias.abs())
 
 
 def relu_error(lam: Tensor, bias: Tensor, up_intercept: Tensor, pre_magnitude: Tensor) -> Tensor:
@@ -90,10 +90,11 @@ def concretization_error(lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor
     return gamma(n + 4) * (2 * (lam.abs() @ per_input).squeeze(-1) + bias.abs())
 
 
-def interval_affine_error(center: Tensor, radius: Tensor, weight: Tensor, layer_bias: Tensor) -> Tensor:
-    """[B, n_out]: ``W·centre + b ± |W|·radius`` computed in float64, centre and radius rounded."""
-    n_in = weight.shape[1]
-    return gamma(n_in + 4) * (2 * ((center.abs() + radius) @ weight.abs().T) + layer_bias.abs())
+def interval_affine_error(center: Tensor, radius: Tensor, abs_weight: Tensor, layer_bias: Tensor) -> Tensor:
+    """[B, n_out]: ``W·centre + b ± |W|·radius`` computed in float64, centre and radius rounded
+    (``abs_weight`` = |W|)."""
+    n_in = abs_weight.shape[1]
+    return gamma(n_in + 4) * (2 * ((center.abs() + radius) @ abs_weight.T) + layer_bias.abs())
 
 
 def lowered(value: Tensor, error: Tensor) -> Tensor:

@@ -73,12 +73,14 @@ class SplitNetwork:
     biases: list[Tensor]
     pre_lower: list[Tensor]  # per ReLU layer [n_k]
     pre_upper: list[Tensor]
+    abs_weights: list[Tensor]  # |W_0| .. |W_L|, for the rounding budgets
 
     @staticmethod
     def of(chain: Chain, pre_bounds: list[tuple[Tensor, Tensor]]) -> "SplitNetwork":
         affine = [layer for layer in chain.layers if isinstance(layer, AffineLayer)]
         return SplitNetwork([a.weight for a in affine], [a.bias for a in affine],
-                            [l.reshape(-1) for l, _ in pre_bounds], [u.reshape(-1) for _, u in pre_bounds])
+                            [l.reshape(-1) for l, _ in pre_bounds], [u.reshape(-1) for _, u in pre_bounds],
+                            [a.abs_weight for a in affine])
 
     @property
     def sizes(self) -> list[int]:
@@ -200,7 +202,7 @@ def _tighten_chunk(net: SplitNetwork, box_lower: Tensor, box_upper: Tensor, spli
                 negative = lam.clamp(max=0)
                 bias = bias + (negative * up_intercept.unsqueeze(1)).sum(-1)
                 lam = lam.clamp(min=0) * low_slope + negative * up_slope.unsqueeze(1)
-                error = error + affine_error(lam, bias, net.weights[j], net.biases[j],
+                error = error + affine_error(lam, bias, net.abs_weights[j], net.biases[j],
                                              _input_magnitude(j, box_lower, box_upper, upper))
                 bias = bias + lam @ net.biases[j]
                 lam = lam @ net.weights[j]
@@ -244,7 +246,7 @@ def bound_domains(net: SplitNetwork, objective: Tensor, offset: float, box_lower
             lam = (objective @ net.weights[-1]).expand(batch, -1)
             bias = torch.full((batch,), float(objective @ net.biases[-1]) + offset, dtype=dtype, device=box_lower.device)
             # float64 rounding of the pass (see `bounds.rounding`), the objective's first step included
-            error = affine_error(objective.expand(batch, 1, -1), torch.zeros_like(bias).unsqueeze(1), net.weights[-1],
+            error = affine_error(objective.expand(batch, 1, -1), torch.zeros_like(bias).unsqueeze(1), net.abs_weights[-1],
                                  net.biases[-1], last_magnitude).squeeze(1) + 2 * torch.finfo(dtype).eps * abs(offset)
             posts: list[Tensor] = []
             for k in range(len(splits) - 1, -1, -1):
@@ -258,7 +260,7 @@ def bound_domains(net: SplitNetwork, objective: Tensor, offset: float, box_lower
                 negative = lam.clamp(max=0)
                 bias = bias + (negative * up_intercept).sum(-1)
                 lam = lam.clamp(min=0) * low_slope + negative * up_slope - betas[k] * signs[k]
-                error = error + affine_error(lam.unsqueeze(1), bias.unsqueeze(1), net.weights[k], net.biases[k],
+                error = error + affine_error(lam.unsqueeze(1), bias.unsqueeze(1), net.abs_weights[k], net.biases[k],
                                              _input_magnitude(k, box_lower, box_upper, pre_upper)).squeeze(1)
                 bias = bias + lam @ net.biases[k]
                 lam = lam @ net.weights[k]
