@@ -194,3 +194,12 @@ def test_ground_truth_that_matches_no_instance_is_refused(suite: Path, capsys: p
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert str(other / "truth.csv") in err and "matches none of the 2 instances" in err
     assert not (suite / "out_none").exists()  # refused before anything ran
+
+
+def test_an_answer_after_the_timeout_is_scored_as_a_timeout() -> None:
+    from verirepair.bench.runner import within_timeout
+
+    assert within_timeout("unsat", "alpha-crown", 120.009, 120.0)[0] == "timeout"
+    assert "answered unsat after 120.009 s" in within_timeout("unsat", "alpha-crown", 120.009, 120.0)[1]
+    assert within_timeout("sat", "falsification", 119.9, 120.0) == ("sat", "falsification")
+    assert within_timeout("unknown", "undecided", 130.0, 120.0) == ("unknown", "undecided")

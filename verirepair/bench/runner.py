@@ -98,6 +98,14 @@ def _kill_self_when_closed(lifeline: Connection) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def within_timeout(result: str, decided_by: str, seconds: float, timeout: float) -> tuple[str, str]:
+    """An answer given after the instance's timeout counts as a timeout, as VNN-COMP scores it; the
+    answer stays in ``decided_by`` for the record."""
+    if result in ("sat", "unsat") and seconds > timeout:
+        return "timeout", f"{decided_by}; answered {result} after {seconds:.3f} s, over the {timeout:g} s timeout"
+    return result, decided_by
+
+
 @dataclass(frozen=True)
 class VerifyOptions:
     """The `verirepair verify` options every instance of a run gets."""
@@ -163,6 +171,7 @@ def run_instance(instance: Instance, out: Path, timeout_scale: float, threads: i
             witness_ok, reason = False, str(error)
         if not witness_ok:
             decided_by += f"; witness check failed: {reason}"
+    result, decided_by = within_timeout(result, decided_by, seconds, timeout)
     record = InstanceRecord(instance.index, instance.onnx_text, instance.vnnlib_text, result,
                             round(seconds, 3), decided_by, peak, witness_ok)
     atomic_write_text(out / f"{stem}.json", json.dumps(asdict(record)))
