@@ -1,6 +1,7 @@
 """Run `verirepair bench` on each VNN-COMP folder of ../shared/benchmarks and print one table.
 
-    python tools/bench_vnncomp.py                          # all folders, their own timeouts
+    python tools/bench_vnncomp.py                          # acasxu, mnist_fc, verivital, eran; their own timeouts
+    python tools/bench_vnncomp.py --only collins_rul_cnn --workers 2   # or oval21, sri_resnet_a
     python tools/bench_vnncomp.py --only acasxu --timeout 60 --workers 2
     python tools/bench_vnncomp.py --only mnist_fc --milp-solver highs   # HiGHS only, no Gurobi
 
@@ -29,7 +30,8 @@ from verirepair.bench.runner import InstanceRecord
 from verirepair.cli import MILP_SOLVERS
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
-FOLDERS = ("acasxu", "mnist_fc", "verivital", "eran")
+FOLDERS = ("acasxu", "mnist_fc", "verivital", "eran")  # the default run
+OTHER_FOLDERS = ("collins_rul_cnn", "oval21", "sri_resnet_a")  # by --only
 
 
 def _run_passing_signals_on(command: list[str]) -> int:
@@ -47,7 +49,7 @@ def _run_passing_signals_on(command: list[str]) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", default=list(FOLDERS), choices=FOLDERS)
+    parser.add_argument("--only", nargs="*", default=list(FOLDERS), choices=FOLDERS + OTHER_FOLDERS)
     parser.add_argument("--timeout", type=float, help="override every instance's timeout (seconds)")
     parser.add_argument("--timeout-scale", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=1)
