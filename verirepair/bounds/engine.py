@@ -200,9 +200,13 @@ class BoundEngine:
         if method == "ibp":
             return self._ibp_output(lower, upper, C, d, pre, layers)
         last = len(self.ops) - 1
-        final = self.chain.layers[last]
-        assert isinstance(final, AffineLayer)
-        lam0, bias0 = C @ final.weight, d + C @ final.bias
+        final = self.ops[last]
+        assert isinstance(final, BoundAffine)
+        # the first step, C·W_last, rounds too: its error comes off the starting constant, which
+        # α-CROWN's passes below start from as well
+        below = magnitude(*self.ops[last - 1].interval(*pre[last - 1])) if last > 0 else magnitude(lower, upper)
+        lam0, bias0, first_error = final.backward(C, d, below)
+        bias0 = lowered(bias0, first_error)
         lam, bias = _backward(self.ops, last - 1, lam0, bias0, pre, magnitude(lower, upper))
         # CROWN's adaptive slopes can lose to plain intervals (e.g. relu on [-1, 2]); keep the better.
         best = torch.maximum(concretize(lam, bias, lower, upper), self._ibp_output(lower, upper, C, d, pre, layers).lower)
