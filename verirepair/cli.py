@@ -75,6 +75,10 @@ def _verify(args: argparse.Namespace) -> int:
     notes = list(verdict.notes)
     if args.certificate:
         notes.append(_write_certificate(args.certificate, onnx_path, vnnlib_path, verdict.status, proofs or []))
+    found = verdict.counterexample
+    if found is not None and found.moved_by_cast:
+        notes.append(f"{found.moved_by_cast} witness inputs hold no number of the model's input type in their "
+                     "interval: the witness writes the box value, onnxruntime ran its cast")
     if args.results_file:
         body = verdict.status + "\n"
         if verdict.counterexample is not None:
@@ -87,13 +91,9 @@ def _verify(args: argparse.Namespace) -> int:
     if verdict.status == "unsat":  # what the proof rests on (docs/soundness.md)
         summary["trust"] = "solver" if verdict.rests_on_solver else "bounds"
     summary["peak_memory_mb"] = _peak_memory_mb()
-    if verdict.counterexample is not None:
-        found = verdict.counterexample
+    if found is not None:
         summary["counterexample"] = {"x": found.x.tolist(), "y": found.y.tolist(),
                                      "inputs_moved_by_cast": found.moved_by_cast}
-        if found.moved_by_cast:
-            notes.append(f"{found.moved_by_cast} witness inputs hold no number of the model's input type in their "
-                         "interval: the witness writes the box value, onnxruntime ran its cast")
     if args.json:
         print(json.dumps(summary))
     else:

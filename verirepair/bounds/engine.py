@@ -47,14 +47,22 @@ def concretize(lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor) -> Tenso
     return lowered(value, error)
 
 
+def _affine_input_magnitudes(ops: list[BoundOperator], pre: dict[int, tuple[Tensor, Tensor]], lower: Tensor,
+                             upper: Tensor) -> dict[int, Tensor]:
+    """Per affine op, the largest |value| of its input on each box: the box for the first, else the
+    interval of the activation before it. Made once per bound computation, not per pass."""
+    return {index: magnitude(lower, upper) if index == 0 else magnitude(*ops[index - 1].interval(*pre[index - 1]))
+            for index, op in enumerate(ops) if isinstance(op, BoundAffine) and (index == 0 or index - 1 in pre)}
+
+
 def _backward(ops: list[BoundOperator], last: int, lam: Tensor, bias: Tensor,
-              pre: dict[int, tuple[Tensor, Tensor]], input_magnitude: Tensor,
+              pre: dict[int, tuple[Tensor, Tensor]], input_magnitudes: dict[int, Tensor],
               alphas: dict[int, Tensor] | None = None,
               multipliers: dict[int, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Propagate ``lam·h_last + bias`` back to the input through layers ``last, last-1, ..., 0``;
     the returned bias is lowered by the float64 rounding of every step (`rounding`), so the result
-    bounds the objective from below in real arithmetic. ``input_magnitude`` [B, n_in]: the largest
-    |x| on each box.
+    bounds the objective from below in real arithmetic. ``input_magnitudes``: per affine op, the
+    largest |value| of its input (`_affine_input_magnitudes`).
 
     ``multipliers`` [B, m, n, 2] >= 0 per non-affine layer add ``β_u·(z - u) + β_l·(l - z)`` at
     its input ``z`` with its bounds [l, u]: never positive wherever the bounds hold, so the result
@@ -65,8 +73,7 @@ def _backward(ops: list[BoundOperator], last: int, lam: Tensor, bias: Tensor,
     for index in range(last, -1, -1):
         op = ops[index]
         if isinstance(op, BoundAffine):
-            below = input_magnitude if index == 0 else magnitude(*ops[index - 1].interval(*pre[index - 1]))
-            lam, bias, step_error = op.backward(lam, bias, below)
+            lam, bias, step_error = op.backward(lam, bias, input_magnitudes[index])
         else:
             lower, upper = pre[index]
             alpha = alphas.get(index) if alphas else None
@@ -144,7 +151,8 @@ class BoundEngine:
         batch = lower.shape[0]
         lam = torch.cat([weight, -weight]).unsqueeze(0).expand(batch, -1, -1)
         offset = torch.cat([bias, -bias]).unsqueeze(0).expand(batch, -1)
-        lam, offset = _backward(self.ops, index - 1, lam, offset, pre, magnitude(lower, upper))
+        lam, offset = _backward(self.ops, index - 1, lam, offset, pre,
+                                _affine_input_magnitudes(self.ops, pre, lower, upper))
         bound = concretize(lam, offset, lower, upper)
         n = rows.numel()
         l_new, u_new = l_cur.clone(), u_cur.clone()
@@ -204,10 +212,10 @@ class BoundEngine:
         assert isinstance(final, BoundAffine)
         # the first step, C·W_last, rounds too: its error comes off the starting constant, which
         # α-CROWN's passes below start from as well
-        below = magnitude(*self.ops[last - 1].interval(*pre[last - 1])) if last > 0 else magnitude(lower, upper)
-        lam0, bias0, first_error = final.backward(C, d, below)
+        magnitudes = _affine_input_magnitudes(self.ops, pre, lower, upper)
+        lam0, bias0, first_error = final.backward(C, d, magnitudes[last])
         bias0 = lowered(bias0, first_error)
-        lam, bias = _backward(self.ops, last - 1, lam0, bias0, pre, magnitude(lower, upper))
+        lam, bias = _backward(self.ops, last - 1, lam0, bias0, pre, magnitudes)
         # CROWN's adaptive slopes can lose to plain intervals (e.g. relu on [-1, 2]); keep the better.
         best = torch.maximum(concretize(lam, bias, lower, upper), self._ibp_output(lower, upper, C, d, pre, layers).lower)
         result = OutputBound(best, lam, bias, layers)
@@ -262,11 +270,12 @@ class BoundEngine:
         best, best_lam, best_bias = (t.detach().clone() for t in start)
         if not alphas and not multipliers:
             return best, best_lam, best_bias
+        magnitudes = _affine_input_magnitudes(self.ops, pre, lower, upper)
         optimiser = Adam([(list(alphas.values()), lr), (list(multipliers.values()), lr / 2)])
         for _ in range(steps):
             if self.stop():
                 break
-            lam, bias = _backward(self.ops, last, lam0, bias0, pre, magnitude(lower, upper), alphas, multipliers)
+            lam, bias = _backward(self.ops, last, lam0, bias0, pre, magnitudes, alphas, multipliers)
             bound = concretize(lam, bias, lower, upper)
             with torch.no_grad():
                 better = bound > best
