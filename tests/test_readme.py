@@ -8,6 +8,8 @@ and everything else must match. The exit code must be the one the CLI contract g
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import re
 import shlex
@@ -31,6 +33,7 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
 SECONDS = re.compile(r"\d+(\.\d+)?s\b")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 CODE_PATH = re.compile(r"`([A-Za-z0-9_./-]+)`")
+OPTION = re.compile(r"(?<![\w-])(--?[a-z][a-z-]*)")
 
 
 def _blocks(text: str) -> list[tuple[str, str]]:
@@ -114,3 +117,29 @@ def test_paths_named_in_a_document_exist(document):
         if name.startswith(REPOSITORY_FOLDERS):
             path = ROOT / name
             assert path.exists() or path in PENDING_PAGES, f"{document.name} names {name}, which does not exist"
+
+
+def _help_of(*command: str) -> str:
+    from verirepair.cli import build_parser
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--help"])
+    return printed.getvalue()
+
+
+def _mentions(page: str, option: str) -> bool:
+    return option in ("-h", "--help") or re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", page) is not None
+
+
+def test_cli_page_documents_every_command_and_option():
+    page = (ROOT / "docs" / "cli.md").read_text()
+    top = _help_of()
+    commands = re.search(r"\{([a-z,-]+)\}", top).group(1).split(",")
+    missing = [o for o in OPTION.findall(top) if not _mentions(page, o)]
+    for command in commands:
+        if f"## {command}" not in page:
+            missing.append(command)
+        missing += [f"{command} {o}" for o in OPTION.findall(_help_of(command))
+                    if not _mentions(page, o)]
+    assert not missing, f"docs/cli.md does not mention: {', '.join(sorted(set(missing)))}"
