@@ -143,3 +143,9 @@ def test_cli_page_documents_every_command_and_option():
         missing += [f"{command} {o}" for o in OPTION.findall(_help_of(command))
                     if not _mentions(page, o)]
     assert not missing, f"docs/cli.md does not mention: {', '.join(sorted(set(missing)))}"
+
+
+def test_index_maps_every_page():
+    linked = set(LINK.findall((ROOT / "docs" / "index.md").read_text()))
+    pages = {path.name for path in (ROOT / "docs").glob("*.md")} - {"index.md"}
+    assert pages <= linked, f"docs/index.md does not link {', '.join(sorted(pages - linked))}"
