@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_factory
 import onnxruntime as ort
 import pytest
 from test_cli import HOLDS, VIOLATED, folder_state
 from test_repair_loop import SPEC as REPAIR_SPEC
 
-import onnx_factory
 import verirepair
 from verirepair.cli import EXIT_CODES, main
 from verirepair.errors import InputError, NotYet, SettingsError

@@ -30,4 +30,4 @@ def test_the_document_has_its_examples() -> None:
 @pytest.mark.parametrize("line, code", BLOCKS, ids=[f"line{line}" for line, _ in BLOCKS])
 def test_example(line: int, code: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
-    exec(compile(code, f"{DOC}:{line}", "exec"), {"__name__": f"api_md_line{line}"})
+    exec(compile(code, f"{DOC}:{line}", "exec"), {"__name__": f"api_md_line{line}"})  # noqa: S102 - the document's own examples

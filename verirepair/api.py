@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from .spec import Spec
     from .verify import CheckResult, Verdict
 
+__all__ = ["MODEL_PROTO_LABEL", "BenchResult", "bench", "check_and_fix", "check_certificate", "verify"]
+
 PathLike = Union[str, "os.PathLike[str]"]
 NetworkLike = Union[PathLike, "onnx.ModelProto", "Network"]
 SpecLike = Union[PathLike, "Spec"]
