@@ -45,7 +45,7 @@ def certified(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def test_certificate_of_a_proof_checks(certified: tuple[Path, Path, Path]) -> None:
     certificate_path, onnx_path, vnnlib_path = certified
-    result = check_certificate(certificate_path, vnnlib_path, onnx_path)
+    result = check_certificate(onnx_path, vnnlib_path, certificate_path)
     assert result.ok, result.message
     assert result.closings_checked >= 1
 
@@ -78,7 +78,7 @@ def _flip_weights(region: list) -> None:
 @pytest.mark.parametrize("change", [_drop_one_closing, _tighten_a_bound, _flip_weights])
 def test_a_tampered_certificate_is_rejected(certified: tuple[Path, Path, Path], change) -> None:  # type: ignore[no-untyped-def]
     certificate_path, onnx_path, vnnlib_path = certified
-    result = check_certificate(_tampered(certificate_path, change), vnnlib_path, onnx_path)
+    result = check_certificate(onnx_path, vnnlib_path, _tampered(certificate_path, change))
     assert not result.ok
 
 
@@ -86,7 +86,7 @@ def test_certificate_for_other_files_is_rejected(certified: tuple[Path, Path, Pa
     certificate_path, onnx_path, _ = certified
     other = tmp_path / "other.vnnlib"
     other.write_text(Path(certified[2]).read_text() + "\n; changed\n")
-    assert not check_certificate(certificate_path, other, onnx_path).ok
+    assert not check_certificate(onnx_path, other, certificate_path).ok
 
 
 def test_cli_writes_and_checks_a_certificate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

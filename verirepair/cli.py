@@ -13,7 +13,6 @@ check-certificate: 0 the certificate checks, 30 it does not.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Sequence
 if TYPE_CHECKING:
     import numpy as np
 
-from .errors import InputError, SettingsError
+from .errors import InputError, NotYet, SettingsError
 
 EXIT_CODES = {"unsat": 0, "sat": 10, "unknown": 20, "timeout": 21, "error": 3}
 EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_YET, EXIT_INVALID_CERTIFICATE = 2, 3, 4, 30
@@ -31,10 +30,6 @@ EXIT_NOT_PROVEN = 20
 
 # Strategies that only repair a whole property's boxes.
 AREA_ONLY = ("reassure-boxes",)
-
-
-class NotYet(Exception):
-    """A capability that is planned but not built; reported as such, never faked."""
 
 
 def _order_files(first: str, second: str) -> tuple[str, str]:
@@ -62,19 +57,16 @@ def _positive_float(text: str) -> float:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from .api import verify
     from .files import atomic_write_text, check_writable
-    from .verify import VerifySettings, format_witness, verify_files
+    from .verify import format_witness
 
     onnx_path, vnnlib_path = _order_files(args.first, args.second)
-    for output in (args.results_file, args.certificate):
-        if output:
-            check_writable(output)
-    settings = VerifySettings(timeout=args.timeout, device=_device(args.device), milp_solver=args.milp_solver)
-    proofs: list | None = [] if args.certificate else None
-    verdict = verify_files(onnx_path, vnnlib_path, settings, proofs)
+    if args.results_file:
+        check_writable(args.results_file)
+    verdict = verify(onnx_path, vnnlib_path, timeout=args.timeout, device=_device(args.device),
+                     milp_solver=args.milp_solver, certificate=args.certificate)
     notes = list(verdict.notes)
-    if args.certificate:
-        notes.append(_write_certificate(args.certificate, onnx_path, vnnlib_path, verdict.status, proofs or []))
     found = verdict.counterexample
     if found is not None and found.moved_by_cast:
         notes.append(f"{found.moved_by_cast} witness inputs hold no number of the model's input type in their "
@@ -102,23 +94,11 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_CODES[verdict.status]
 
 
-def _write_certificate(path: str, onnx_path: str, vnnlib_path: str, status: str, proofs: list) -> str:
-    """Write the certificate when every region has one; the returned note says what happened."""
-    from .verify import Certificate, file_sha256
-
-    if status != "unsat":
-        return f"no certificate written: the answer is {status}"
-    if len(proofs) == 0 or any(p is None for p in proofs):
-        return "no certificate written: some region was not decided by a certifiable proof"
-    Certificate(file_sha256(onnx_path), file_sha256(vnnlib_path), proofs).write(path)
-    return f"certificate written to {path}"
-
-
 def _check_certificate(args: argparse.Namespace) -> int:
-    from .verify import check_certificate
+    from .api import check_certificate
 
     onnx_path, vnnlib_path = _order_files(args.first, args.second)
-    result = check_certificate(args.certificate, vnnlib_path, onnx_path)
+    result = check_certificate(onnx_path, vnnlib_path, args.certificate)
     print(f"{'valid' if result.ok else 'INVALID'}: {result.message}")
     return 0 if result.ok else EXIT_INVALID_CERTIFICATE
 
@@ -130,42 +110,22 @@ def _peak_memory_mb() -> float:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import (
-        TABLE_HEADER,
-        BenchInterrupted,
-        VerifyOptions,
-        expected_results,
-        read_ground_truth,
-        read_instances,
-        results_csv,
-        run_instances,
-        summarise,
-        table_row,
-    )
-    from .files import atomic_write_text
+    from .api import bench
+    from .bench import TABLE_HEADER, BenchInterrupted, table_row
 
-    instances = read_instances(args.instances)
-    truth = expected_results(instances, read_ground_truth(args.ground_truth)) if args.ground_truth else {}
-    if args.ground_truth and not truth:
-        raise InputError(args.ground_truth, None, f"matches none of the {len(instances)} instances of "
-                         f"{args.instances} (paths are resolved relative to each CSV's folder)")
-    out = Path(args.out)
-    if args.timeout is not None:
-        instances = [dataclasses.replace(i, timeout=args.timeout) for i in instances]
-    options = VerifyOptions(_device(args.device), args.milp_solver)
     try:
-        records = run_instances(instances, out, args.timeout_scale, args.workers, args.threads, options)
+        result = bench(args.instances, out=args.out, timeout=args.timeout, timeout_scale=args.timeout_scale,
+                       workers=args.workers, threads=args.threads, ground_truth=args.ground_truth,
+                       device=_device(args.device), milp_solver=args.milp_solver)
     except BenchInterrupted as stopped:
-        print(f"verirepair: bench {stopped}; their records are in {out}, rerun the same command to resume",
+        print(f"verirepair: bench {stopped}; their records are in {args.out}, rerun the same command to resume",
               file=sys.stderr)
         return 128 + stopped.signum
-    atomic_write_text(out / "results.csv", results_csv(records, truth))
-    summary = summarise(records, truth)
     print(TABLE_HEADER)
-    print(table_row(Path(args.instances).parent.name or "instances", summary))
+    print(table_row(Path(args.instances).parent.name or "instances", result.summary))
     if args.ground_truth:
-        print(f"ground truth for {len(truth)} of {len(instances)} instances ({args.ground_truth})")
-    print(f"results: {out / 'results.csv'}")
+        print(f"ground truth for {result.judged} of {len(result.records)} instances ({args.ground_truth})")
+    print(f"results: {result.results_csv}")
     return 0
 
 
@@ -177,13 +137,9 @@ def _positive_int(text: str) -> int:
 
 
 def _device(name: str) -> str:
-    import torch
+    from .devices import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(None, "--device", f"{name} requested but no CUDA device is available")
-    return name
+    return resolve_device(name, "--device")
 
 
 def _info(args: argparse.Namespace) -> int:

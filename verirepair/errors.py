@@ -31,3 +31,7 @@ class UnsupportedError(InputError):
 class SettingsError(ValueError):
     """A setting out of its range (a negative budget, an unknown strategy option): the user's
     mistake, reported like bad input. A `ValueError` so that callers of the library keep working."""
+
+
+class NotYet(Exception):
+    """A capability that is planned but not built; reported as such, never faked (the CLI exits 4)."""

@@ -1,5 +1,6 @@
 """VNN-COMP style benchmark runs: instances in, per-instance results, results CSV and a score out."""
 
+from ..callable_package import make_callable
 from .instances import GroundTruth, Instance, expected_results, read_ground_truth, read_instances
 from .runner import BenchInterrupted, InstanceRecord, VerifyOptions, run_instances
 from .scoring import TABLE_HEADER, Summary, results_csv, summarise, table_row
@@ -7,3 +8,5 @@ from .witness_check import check_witness
 
 __all__ = ["TABLE_HEADER", "BenchInterrupted", "GroundTruth", "Instance", "InstanceRecord", "Summary", "VerifyOptions",
            "check_witness", "expected_results", "read_ground_truth", "read_instances", "results_csv", "run_instances", "summarise", "table_row"]
+
+make_callable(__name__)  # `verirepair.bench(...)`: the API function

@@ -46,15 +46,19 @@ def solver_named(name: str) -> MilpSolver:
     raise InputError(None, "solver", f"unknown MILP solver {name!r} (expected highs or gurobi)")
 
 
+def check_preference(preference: str) -> None:
+    """Refuse a solver choice that is none of `PREFERENCES` (before any work, where a caller can)."""
+    if preference not in PREFERENCES:
+        raise InputError(None, "solver", f"unknown MILP solver {preference!r} (expected auto, highs or gurobi)")
+
+
 def choose_solver(model: MilpModel, preference: str = "auto") -> tuple[MilpSolver, str]:
     """Pick a back end for ``model``; returns it with a note saying why another was passed over.
 
     ``auto``: Gurobi if installed and its licence takes the model, else HiGHS. ``highs``/``gurobi``
     force one and raise `UnsupportedError` when it cannot take the model.
     """
-    if preference not in PREFERENCES:
-        raise InputError(None, "solver",
-                         f"unknown MILP solver {preference!r} (expected auto, highs or gurobi)")
+    check_preference(preference)
     if preference != "auto":
         solver = solver_named(preference)
         if not solver.available():

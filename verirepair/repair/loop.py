@@ -137,11 +137,18 @@ def _polished(strategy: RepairStrategy, problem: RepairProblem, proven: RepairCa
 
 def check_and_fix(onnx_path: str | Path, vnnlib_path: str | Path, strategy: RepairStrategy,
                   settings: RepairSettings) -> RepairReport:
-    started = time.monotonic()
     deadline = Deadline(settings.budget)
+    network, spec = load_problem(onnx_path, vnnlib_path, _verify_settings(settings, deadline))
+    return check_and_fix_network(network, spec, strategy, settings, deadline)
+
+
+def check_and_fix_network(network: Network, spec: Spec, strategy: RepairStrategy, settings: RepairSettings,
+                          deadline: Deadline | None = None) -> RepairReport:
+    """`check_and_fix` of a network and property already loaded and checked (`check_problem`);
+    ``deadline``: the budget's, when it started before the loading."""
+    deadline = deadline or Deadline(settings.budget)
     first = _verify_settings(settings, deadline)
-    network, spec = load_problem(onnx_path, vnnlib_path, first)
-    report = RepairReport(str(onnx_path), str(vnnlib_path), strategy.name, "undecided", "unknown",
+    report = RepairReport(str(network.path), spec.source, strategy.name, "undecided", "unknown",
                           original_parameters=_parameters(network))
     t = time.monotonic()
     verdict = verify(network, spec, first, Deadline(first.timeout))
@@ -155,7 +162,7 @@ def check_and_fix(onnx_path: str | Path, vnnlib_path: str | Path, strategy: Repa
     else:
         assert verdict.counterexample is not None
         repair_network(network, spec, strategy, settings, [verdict.counterexample.x], report, deadline)
-    report.total_seconds = time.monotonic() - started
+    report.total_seconds = deadline.elapsed()
     return report
 
 

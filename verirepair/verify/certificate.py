@@ -58,7 +58,13 @@ class Certificate:
 
 
 def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, None, "no such file") from None
+    except OSError as error:
+        raise InputError(path, None, f"cannot read: {error.strerror or error}") from None
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_certificate(path: str | Path) -> Certificate:

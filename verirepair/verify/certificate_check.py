@@ -45,7 +45,9 @@ class CheckResult:
     closings_checked: int
 
 
-def check_certificate(certificate_path: str | Path, vnnlib_path: str | Path, onnx_path: str | Path) -> CheckResult:
+def check_certificate(onnx_path: str | Path, vnnlib_path: str | Path, certificate_path: str | Path) -> CheckResult:
+    """Re-check the certificate at ``certificate_path`` for the network and property files (the
+    order of every verirepair function: network, property, then the rest)."""
     certificate = read_certificate(certificate_path)
     if certificate.onnx_sha256 != file_sha256(onnx_path) or certificate.vnnlib_sha256 != file_sha256(vnnlib_path):
         return CheckResult(False, "the certificate was made for other files (SHA-256 differs)", 0)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..bounds import BoundEngine, Chain, LayerBounds, lower_network
+from ..errors import InputError
 from ..network import Network, check_import_agrees, load_network
 from ..spec import Region, Spec, parse_vnnlib
 from .activation_split import activation_split_search
@@ -33,9 +34,18 @@ def load_problem(onnx_path: str | Path, vnnlib_path: str | Path, settings: Verif
     """Load both files, check their sizes agree and the import matches onnxruntime on every box."""
     network = load_network(onnx_path)
     spec = parse_vnnlib(vnnlib_path, n_inputs=network.n_inputs, n_outputs=network.n_outputs)
+    check_problem(network, spec, settings)
+    return network, spec
+
+
+def check_problem(network: Network, spec: Spec, settings: VerifySettings) -> None:
+    """Refuse a pair whose sizes differ, or a network whose import disagrees with onnxruntime on
+    a region's box: every proof is about the import, so it must be the file's semantics."""
+    if (spec.n_inputs, spec.n_outputs) != (network.n_inputs, network.n_outputs):
+        raise InputError(spec.source, None, f"the property has {spec.n_inputs} inputs and {spec.n_outputs} outputs, "
+                                            f"the network {network.n_inputs} and {network.n_outputs}")
     for region in spec.regions:
         check_import_agrees(network, region.box.lower, region.box.upper, settings.import_check_points, seed=settings.seed)
-    return network, spec
 
 
 def verify_files(onnx_path: str | Path, vnnlib_path: str | Path, settings: VerifySettings,

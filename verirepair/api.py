@@ -1,0 +1,271 @@
+"""The Python API: verify, check-and-fix, bench and certificate checks, one call each.
+
+Every function takes the network first, then the property, then the rest. A network is an ONNX
+file path (``str`` or ``os.PathLike``), an ``onnx.ModelProto`` or a loaded
+`verirepair.network.Network`; a property is a VNN-LIB file path or a parsed `verirepair.spec.Spec`.
+
+Errors: bad input (a missing or malformed file, a property that does not fit the network, an
+unknown strategy or solver, a CUDA device that is not there) raises `verirepair.errors.InputError`
+naming the file, the place and the reason; a setting out of its range raises
+`verirepair.errors.SettingsError`; a capability not built yet raises `verirepair.errors.NotYet`;
+an argument of the wrong type raises ``TypeError``. The command line is a thin layer over these
+functions. torch and onnx are imported by the first call, not by ``import verirepair``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from .errors import InputError, NotYet, SettingsError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+    from .bench import InstanceRecord, Summary
+    from .network import Network
+    from .repair import RepairReport
+    from .spec import Spec
+    from .verify import CheckResult, Verdict
+
+__all__ = ["MODEL_PROTO_LABEL", "BenchResult", "bench", "check_and_fix", "check_certificate", "verify"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+NetworkLike = Union[PathLike, "onnx.ModelProto", "Network"]
+SpecLike = Union[PathLike, "Spec"]
+# A `ModelProto` is written to a temporary file to be loaded (and replayed in onnxruntime); errors
+# about that file name it as this instead.
+MODEL_PROTO_LABEL = "<onnx.ModelProto>"
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One bench run: a record per instance (in the instances file's order), the scored summary,
+    and where results.csv was written. ``judged``: instances the ground truth has an answer for."""
+
+    records: list[InstanceRecord]
+    summary: Summary
+    results_csv: Path
+    judged: int
+
+
+def verify(network: NetworkLike, spec: SpecLike, *, timeout: float = 60.0, device: str = "cpu",
+           milp_solver: str = "auto", certificate: PathLike | None = None) -> Verdict:
+    """Prove ``spec`` on ``network`` (``unsat``) or find a counterexample (``sat``, confirmed in
+    onnxruntime on the ONNX file), within ``timeout`` seconds (loading included).
+
+    ``device``: cpu, cuda, cuda:N or auto. ``milp_solver``: auto, highs or gurobi.
+    ``certificate``: for an ``unsat``, write a proof certificate here (input-split proofs of ReLU
+    networks; `check_certificate` re-checks it). A certificate names its files by SHA-256, so it
+    needs ``network`` and ``spec`` as file paths. Its outcome is the last of the verdict's notes.
+    """
+    from .devices import resolve_device
+    from .files import check_writable
+    from .milp.solvers import check_preference
+    from .verify import Deadline, VerifySettings, check_problem, verify_files
+    from .verify import verify as verify_loaded
+
+    check_preference(milp_solver)
+    settings = VerifySettings(timeout=timeout, device=resolve_device(device), milp_solver=milp_solver)
+    as_files = _is_path(network) and _is_path(spec)
+    proofs: list | None = None
+    if certificate is not None:
+        if not as_files:
+            raise InputError(certificate, None, "a certificate names its network and property files by SHA-256: "
+                                                "give both as file paths")
+        check_writable(certificate)
+        proofs = []
+    if as_files:
+        verdict = verify_files(network, spec, settings, proofs)  # type: ignore[arg-type]
+    else:
+        deadline = Deadline(settings.timeout)
+        with _loaded(network) as loaded:
+            problem = _spec_for(spec, loaded)
+            check_problem(loaded, problem, settings)
+            verdict = verify_loaded(loaded, problem, settings, deadline)
+    if certificate is not None:
+        note = _write_certificate(certificate, network, spec, verdict.status, proofs or [])  # type: ignore[arg-type]
+        verdict = dataclasses.replace(verdict, notes=verdict.notes + (note,))
+    return verdict
+
+
+def _write_certificate(path: PathLike, onnx_path: PathLike, vnnlib_path: PathLike, status: str, proofs: list) -> str:
+    """Write the certificate when every region has one; the returned note says what happened."""
+    from .verify import Certificate, file_sha256
+
+    if status != "unsat":
+        return f"no certificate written: the answer is {status}"
+    if len(proofs) == 0 or any(p is None for p in proofs):
+        return "no certificate written: some region was not decided by a certifiable proof"
+    Certificate(file_sha256(onnx_path), file_sha256(vnnlib_path), proofs).write(path)
+    return f"certificate written to {path}"
+
+
+def check_and_fix(network: NetworkLike, spec: SpecLike | Sequence[SpecLike], *, strategy: str = "auto",
+                  output: PathLike | None = None, budget: float = 600.0, domain: Any = None, decision: str | None = None,
+                  data: PathLike | tuple[np.ndarray, np.ndarray | None] | None = None, seed: int = 0,
+                  device: str = "cpu", **settings: Any) -> RepairReport:
+    """Verify ``spec`` on ``network``; when violated, repair with ``strategy`` (a name of
+    `verirepair.repair.available()`) until the property is proven on the exported ONNX file, which
+    is then written to ``output``; nothing is written unless proven. ``report.proven`` says whether
+    the property holds now (``report.status``: held, repaired, not-proven or undecided).
+
+    ``budget``: seconds for the whole run. ``data``: an .npz/.h5 file (or an ``(X, y)`` pair) for
+    the accuracy figures. ``domain`` and ``decision`` go to `RepairSettings` when given (None:
+    its default). Any other `RepairSettings` field (``verify_timeout``, ``max_iterations``,
+    ``keep_unproven``, ``side_effect_samples``, ``polish_attempts``) may be passed by name; an
+    unknown name is a `SettingsError`. A list of several properties (a suite) is not supported yet.
+    """
+    from .devices import resolve_device
+    from .files import check_writable
+    from .repair import RepairSettings, available, check_and_fix_network, strategy_named
+    from .repair.data import load_data
+    from .verify import Deadline, VerifySettings, check_problem
+
+    spec = _single_spec(spec)
+    if strategy not in available():
+        raise InputError(None, "strategy", f"unknown strategy {strategy!r} (available: {', '.join(available())})")
+    known = {field.name for field in dataclasses.fields(RepairSettings)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise SettingsError(f"unknown repair setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    given = {name: value for name, value in (("domain", domain), ("decision", decision)) if value is not None}
+    if settings.get("keep_unproven") is not None:
+        settings["keep_unproven"] = Path(settings["keep_unproven"])
+    if output is not None:
+        check_writable(output)
+    device = resolve_device(device)
+    deadline = Deadline(budget)
+    with _loaded(network) as loaded:
+        problem = _spec_for(spec, loaded)
+        table = load_data(data, loaded.n_inputs) if _is_path(data) else data
+        repair_settings = RepairSettings(budget=budget, seed=seed, device=device, data=table,
+                                         output=Path(output) if output is not None else None, **given, **settings)
+        check_problem(loaded, problem, VerifySettings(timeout=budget, device=device, seed=seed))
+        report = check_and_fix_network(loaded, problem, strategy_named(strategy), repair_settings, deadline)
+    return dataclasses.replace(report, onnx=_label(network))
+
+
+def bench(instances: PathLike, *, out: PathLike = "bench-out", timeout: float | None = None,
+          timeout_scale: float = 1.0, workers: int = 1, threads: int | None = None,
+          ground_truth: PathLike | None = None, device: str = "cpu", milp_solver: str = "auto") -> BenchResult:
+    """Run a VNN-COMP instances CSV (onnx,vnnlib,timeout per row; paths relative to the CSV), each
+    instance in its own process, and score it. Records go to ``out`` (one JSON per instance; a
+    rerun resumes, running only the instances without one), and the scored table to
+    ``out/results.csv``. ``timeout`` replaces every instance's timeout, ``timeout_scale`` multiplies
+    them; ``threads``: math threads per instance (default: the cores shared out among ``workers``);
+    ``ground_truth``: a CSV with onnx,vnnlib,result columns to judge the answers.
+    A signal (Ctrl-C) stops the run with `verirepair.bench.BenchInterrupted`; what finished is kept.
+    """
+    from .bench import (
+        VerifyOptions,
+        expected_results,
+        read_ground_truth,
+        read_instances,
+        results_csv,
+        run_instances,
+        summarise,
+    )
+    from .devices import resolve_device
+    from .files import atomic_write_text
+    from .milp.solvers import check_preference
+
+    for name, value in (("timeout", timeout), ("timeout_scale", timeout_scale), ("workers", workers),
+                        ("threads", threads)):
+        if value is not None and not value > 0:
+            raise SettingsError(f"{name} must be positive, got {value}")
+    check_preference(milp_solver)
+    listed = read_instances(instances)
+    truth = expected_results(listed, read_ground_truth(ground_truth)) if ground_truth else {}
+    if ground_truth and not truth:
+        raise InputError(ground_truth, None, f"matches none of the {len(listed)} instances of "
+                         f"{instances} (paths are resolved relative to each CSV's folder)")
+    if timeout is not None:
+        listed = [dataclasses.replace(i, timeout=timeout) for i in listed]
+    options = VerifyOptions(resolve_device(device), milp_solver)
+    folder = Path(out)
+    records = run_instances(listed, folder, timeout_scale, workers, threads, options)
+    table = folder / "results.csv"
+    atomic_write_text(table, results_csv(records, truth))
+    return BenchResult(records, summarise(records, truth), table, len(truth))
+
+
+def check_certificate(network: PathLike, spec: PathLike, certificate: PathLike) -> CheckResult:
+    """Re-check a proof certificate written by `verify` with an independent implementation;
+    ``result.ok`` says whether it holds, ``result.message`` why. The certificate names its files by
+    SHA-256, so ``network`` and ``spec`` are the file paths it was made for."""
+    from .verify import check_certificate as check
+
+    for value, what in ((network, "network"), (spec, "spec")):
+        if not _is_path(value):
+            raise TypeError(f"check_certificate takes the {what} as a file path, got {type(value).__name__}")
+    return check(network, spec, certificate)
+
+
+def _is_path(value: object) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+@contextlib.contextmanager
+def _loaded(network: NetworkLike) -> Iterator[Network]:
+    """The network loaded; a `ModelProto` lives in a temporary file while the context is open
+    (a counterexample is replayed on the file in onnxruntime), named as `MODEL_PROTO_LABEL` in errors."""
+    import onnx
+
+    from .network import Network, load_network
+
+    if isinstance(network, Network):
+        if network.path is None:
+            raise InputError(None, "network", "a Network without its ONNX file (counterexamples are replayed "
+                                              "on the file in onnxruntime)")
+        yield network
+    elif isinstance(network, onnx.ModelProto):
+        with tempfile.TemporaryDirectory(prefix="verirepair-") as folder:
+            path = Path(folder) / "network.onnx"
+            path.write_bytes(network.SerializeToString())
+            try:
+                yield load_network(path)
+            except InputError as error:
+                if error.file != str(path):
+                    raise
+                raise type(error)(MODEL_PROTO_LABEL, error.place, error.reason) from None
+    elif _is_path(network):
+        yield load_network(network)  # type: ignore[arg-type]
+    else:
+        raise TypeError(f"network: expected an ONNX file path, an onnx.ModelProto or a verirepair Network, "
+                        f"got {type(network).__name__}")
+
+
+def _label(network: NetworkLike) -> str:
+    """How reports name ``network``."""
+    if _is_path(network):
+        return str(network)
+    path = getattr(network, "path", None)
+    return str(path) if path is not None else MODEL_PROTO_LABEL
+
+
+def _spec_for(spec: SpecLike, network: Network) -> Spec:
+    from .spec import Spec, parse_vnnlib
+
+    if isinstance(spec, Spec):
+        return spec
+    if _is_path(spec):
+        return parse_vnnlib(spec, n_inputs=network.n_inputs, n_outputs=network.n_outputs)  # type: ignore[arg-type]
+    raise TypeError(f"spec: expected a VNN-LIB file path or a verirepair Spec, got {type(spec).__name__}")
+
+
+def _single_spec(spec: SpecLike | Sequence[SpecLike]) -> SpecLike:
+    """One property, also when given as a list of one; a longer list is a suite (not yet)."""
+    if isinstance(spec, (list, tuple)):
+        if len(spec) != 1:
+            raise NotYet(f"check_and_fix of a property suite ({len(spec)} properties) is not supported yet: "
+                         "give one property")
+        return spec[0]
+    return spec  # type: ignore[return-value]
