@@ -50,7 +50,7 @@ class ProgressLine:
             return
         parts = [] if open_branches is None else [f"{open_branches} open"]
         if bound is not None:
-            parts.append(f"weakest bound {float(bound() if callable(bound) else bound):.4g}")
+            parts.append(f"bound {float(bound() if callable(bound) else bound):.4g}")
         self.phase, self.detail = phase, ", ".join(parts)
         self._draw(now)
 
@@ -58,12 +58,12 @@ class ProgressLine:
         stage = " ".join(p for p in (f"iteration {self.iteration}" if self.iteration is not None else "",
                                      self.stage_name) if p)
         search = f"{self.phase}: {self.detail}" if self.detail else self.phase
-        limit = f" / {self.budget:.0f} s" if self.budget is not None else " s"
-        return " | ".join(p for p in ("verirepair", stage, search, f"{now - self.started:.0f}{limit}") if p)
+        limit = f"/{self.budget:.0f} s" if self.budget is not None else " s"
+        return " | ".join(p for p in (stage, search, f"{now - self.started:.0f}{limit}") if p)
 
     def _draw(self, now: float) -> None:
         # One column short of the terminal: a wrapped line could not be redrawn in place.
-        text = self.text(now)[: max(20, shutil.get_terminal_size().columns - 1)]
+        text = self.text(now)[: max(1, shutil.get_terminal_size().columns - 1)]
         self.stream.write("\r" + text.ljust(self.width))
         self.stream.flush()
         self.width, self.drawn_at = len(text), now
