@@ -70,6 +70,7 @@ def test_line_is_cleared_at_the_end_and_a_shorter_line_blanks_the_longer_one() -
     with progress.showing(progress.ProgressLine(stream, clock=clock)):
         progress.search("relu-split", 100000, -1.0)
         long_width = len(visible(stream.getvalue()))
+        clock.now += progress.REDRAW_INTERVAL
         progress.search("milp")
         shown = visible(stream.getvalue())
         assert shown.rstrip() == "milp | 0 s" and len(shown) == long_width
@@ -77,7 +78,7 @@ def test_line_is_cleared_at_the_end_and_a_shorter_line_blanks_the_longer_one() -
     assert written.endswith("\r" + " " * len(shown.rstrip()) + "\r")
 
 
-def test_updates_of_one_phase_are_throttled_and_the_bound_computed_only_when_drawn() -> None:
+def test_search_updates_are_throttled_and_the_bound_computed_only_when_drawn() -> None:
     stream, clock = FakeTerminal(), Clock()
     calls: list[int] = []
 
@@ -87,8 +88,8 @@ def test_updates_of_one_phase_are_throttled_and_the_bound_computed_only_when_dra
 
     line = progress.ProgressLine(stream, clock=clock)
     with progress.showing(line):
-        for _ in range(10):  # 10 updates within one redraw interval: one draw
-            progress.search("input-split", 5, bound)
+        for phase in ["input-split", "milp"] * 5:  # 10 updates within one redraw interval: one draw
+            progress.search(phase, 5, bound)
             clock.now += progress.REDRAW_INTERVAL / 20
         assert stream.getvalue().count("\r") == 1 and len(calls) == 1
         clock.now += progress.REDRAW_INTERVAL
@@ -105,6 +106,16 @@ def test_nothing_is_written_on_a_pipe_or_without_a_line() -> None:
         progress.stage("verify")
         progress.search("input-split", 3, lambda: pytest.fail("no line: the bound is never computed"))
     assert pipe.getvalue() == ""
+
+
+def test_printing_on_stdout_blanks_the_line_first(capsys: pytest.CaptureFixture[str]) -> None:
+    stream = FakeTerminal()
+    with progress.showing(progress.ProgressLine(stream, clock=Clock())):
+        progress.stage("verify")
+        width = len(stream.getvalue()) - 1
+        print("unsat")
+        assert stream.getvalue() == "\r" + "verify | 0 s" + "\r" + " " * width + "\r"
+    assert capsys.readouterr().out == "unsat\n"
 
 
 def test_log_records_blank_the_line_first() -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import SupportsFloat, TextIO
 
-# A search's own updates are redrawn at most this often (seconds); a new stage or phase at once.
+# The searches' updates are drawn at most this often (seconds); a new stage (rare) at once.
 REDRAW_INTERVAL = 0.2
 
 _CURRENT: ContextVar[ProgressLine | None] = ContextVar("verirepair_progress", default=None)
@@ -46,7 +47,7 @@ class ProgressLine:
                bound: float | Callable[[], SupportsFloat] | None = None) -> None:
         """A search's state; ``bound`` may be a function, called only when the line is redrawn."""
         now = self.clock()
-        if phase == self.phase and now - self.drawn_at < self.interval:
+        if now - self.drawn_at < self.interval:
             return
         parts = [] if open_branches is None else [f"{open_branches} open"]
         if bound is not None:
@@ -80,12 +81,32 @@ def terminal_line(stream: TextIO, budget: float | None = None) -> ProgressLine |
     return ProgressLine(stream, budget) if stream.isatty() else None
 
 
+class _BlankingFirst:
+    """A text stream whose writes blank the progress line first: results printed on stdout share
+    the terminal with the line on stderr."""
+
+    def __init__(self, stream: TextIO, line: ProgressLine) -> None:
+        self.stream, self.line = stream, line
+
+    def write(self, text: str) -> int:
+        self.line.clear()
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.stream, name)
+
+
 @contextlib.contextmanager
 def showing(line: ProgressLine | None) -> Iterator[None]:
-    """Report to ``line`` (None: nowhere) within the block; the line is cleared at its end."""
+    """Report to ``line`` (None: nowhere) within the block; the line is blanked before anything is
+    printed on stdout, and at the block's end."""
     token = _CURRENT.set(line)
     try:
-        yield
+        if line is None:
+            yield
+        else:
+            with contextlib.redirect_stdout(_BlankingFirst(sys.stdout, line)):  # type: ignore[type-var]
+                yield
     finally:
         _CURRENT.reset(token)
         if line is not None:
