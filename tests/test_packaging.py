@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
@@ -26,6 +25,7 @@ OPTIONAL = ("gurobipy", "z3", "h5py", "tqdm", "ray", "matplotlib", "vnnlib", "ml
 
 
 def project() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
