@@ -410,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands long enough for a live progress line on a terminal, with the option that holds their budget.
+PROGRESS_BUDGETS = {"verify": "timeout", "check-and-fix": "budget", "repair": "budget"}
+
+
 def _version() -> str:
     try:
         return version("verirepair")
@@ -435,9 +439,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     a NaN bound) is one line and exit 3, never a verdict, with the traceback under ``--debug``."""
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
-    budget = getattr(args, "budget", None) or getattr(args, "timeout", None)
+    budget_option = PROGRESS_BUDGETS.get(args.command)
+    line = None
+    if budget_option is not None and not args.quiet:
+        line = progress.terminal_line(sys.stderr, getattr(args, budget_option))
     try:
-        with progress.showing(None if args.quiet else progress.terminal_line(sys.stderr, budget)):
+        with progress.showing(line):
             return int(args.run(args))
     except InputError as error:
         print(f"verirepair: error: {error.one_line()}", file=sys.stderr)
