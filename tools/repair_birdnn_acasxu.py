@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from verirepair.extras import require
 from verirepair.network import Network, load_network, run_onnxruntime
 from verirepair.repair import RepairSettings, repair_network
 from verirepair.repair.birdnn import BirdnnFinetune, BirdnnRetrain, BirdnnSettings
@@ -86,8 +87,7 @@ def published_witness(net: str, prop: int) -> np.ndarray | None:
 
 
 def birdnn_counterexamples(net: str) -> np.ndarray:
-    import h5py
-
+    h5py = require("h5py", "hdf5", "needed to read BIRDNN's counterexample.h5")
     folder = {"1_9": "acas_N19", "2_9": "acas_N29"}.get(net)
     if folder is None:
         return np.zeros((0, 5))

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     import numpy as np
 
+from . import progress
 from .errors import InputError, NotYet, SettingsError
 
 EXIT_CODES = {"unsat": 0, "sat": 10, "unknown": 20, "timeout": 21, "error": 3}
@@ -292,6 +295,12 @@ def _add_repair_options(sub: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="verirepair", description="Verify and repair neural networks (ONNX + VNN-LIB).")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
+    parser.add_argument("--version", action="version", version=f"verirepair {_version()}")
+    chatter = parser.add_mutually_exclusive_group()
+    chatter.add_argument("-v", "--verbose", action="count", default=0,
+                         help="log what the stages do on stderr (-v: INFO, -vv: DEBUG)")
+    chatter.add_argument("-q", "--quiet", action="store_true",
+                         help="errors only on stderr: no warnings, no progress line")
     commands = parser.add_subparsers(dest="command", required=True)
 
     verify = commands.add_parser("verify", help="prove a VNN-LIB property or find a counterexample")
@@ -357,12 +366,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands long enough for a live progress line on a terminal, with the option that holds their budget.
+PROGRESS_BUDGETS = {"verify": "timeout", "check-and-fix": "budget", "repair": "budget"}
+
+
+def _version() -> str:
+    try:
+        return version("verirepair")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from . import __version__
+
+        return __version__
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    """The ``verirepair`` logger: WARNING by default, INFO with -v, DEBUG with -vv, ERROR with -q."""
+    logger = logging.getLogger("verirepair")
+    logger.setLevel(logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)])
+    for handler in [h for h in logger.handlers if isinstance(h, progress.LogHandler)]:
+        logger.removeHandler(handler)  # an earlier main() in this process
+    handler = progress.LogHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("verirepair: %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user's mistake is one line and exit 2; anything else (a bug, an overflow,
     a NaN bound) is one line and exit 3, never a verdict, with the traceback under ``--debug``."""
     args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    budget_option = PROGRESS_BUDGETS.get(args.command)
+    line = None
+    if budget_option is not None and not args.quiet:
+        line = progress.terminal_line(sys.stderr, getattr(args, budget_option))
     try:
-        return int(args.run(args))
+        with progress.showing(line):
+            return int(args.run(args))
     except InputError as error:
         print(f"verirepair: error: {error.one_line()}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import functools
 import threading
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from verirepair.extras import MissingExtra, require
 from verirepair.milp.model import MilpModel, SolverRows
 from verirepair.milp.result import MilpResult, MilpSettings, status_when_solved
 
-try:
+if TYPE_CHECKING:
     import gurobipy
-except ImportError:
-    gurobipy = None
 
 # Gurobi's error number for "Model too large for size-limited license" (GRB.Error.SIZE_LIMIT_EXCEEDED).
 SIZE_LIMIT_ERRNO = 10010
@@ -29,9 +30,23 @@ RESTRICTED_SIZE_LIMIT = 2000
 _PER_THREAD = threading.local()
 
 
-def _environment() -> "gurobipy.Env | None":
+def require_gurobipy() -> ModuleType:
+    """gurobipy, imported on first use (`MissingExtra` naming the ``gurobi`` extra when absent)."""
+    return require("gurobipy", "gurobi", "needed for --milp-solver gurobi")
+
+
+def installed_gurobipy() -> ModuleType | None:
+    """gurobipy, or None when it is not installed (``auto`` then uses HiGHS without a word)."""
+    try:
+        return require_gurobipy()
+    except MissingExtra:
+        return None
+
+
+def _environment() -> gurobipy.Env | None:
     """One quiet Gurobi environment per thread (starting one checks the licence, ~0.1 s): Gurobi
     solves models of different threads in parallel only when their environments differ."""
+    gurobipy = installed_gurobipy()
     if gurobipy is None:
         return None
     if not hasattr(_PER_THREAD, "env"):
@@ -55,6 +70,7 @@ def licence_size_limit() -> int | None:
     env = _environment()
     if env is None:
         return None
+    gurobipy = require_gurobipy()
     probe = gurobipy.Model(env=env)
     try:
         probe.addMVar(RESTRICTED_SIZE_LIMIT + 1, ub=1.0)
@@ -92,7 +108,7 @@ class GurobiSolver:
         return _environment() is not None
 
     def accepts(self, model: MilpModel) -> tuple[bool, str]:
-        if gurobipy is None:
+        if installed_gurobipy() is None:
             return False, "gurobi: gurobipy is not installed"
         if _environment() is None:
             return False, "gurobi: no valid licence"
@@ -111,6 +127,7 @@ class GurobiSolver:
         if time_limit_s <= 0:
             return MilpResult("timeout", None, None, self.name, "no time left")
         settings = settings or MilpSettings()
+        gurobipy = require_gurobipy()
         m = gurobipy.Model(env=env)
         try:
             _configure(m, settings, time_limit_s)
@@ -127,7 +144,7 @@ class GurobiSolver:
             m.dispose()
 
 
-def _configure(m: "gurobipy.Model", settings: MilpSettings, time_limit_s: float) -> None:
+def _configure(m: gurobipy.Model, settings: MilpSettings, time_limit_s: float) -> None:
     m.Params.OutputFlag = 0
     m.Params.TimeLimit = float(time_limit_s)
     m.Params.Threads = settings.threads
@@ -141,9 +158,10 @@ def _configure(m: "gurobipy.Model", settings: MilpSettings, time_limit_s: float)
         m.Params.MIPFocus = 3  # work on the bound
 
 
-def _build(m: "gurobipy.Model", model: MilpModel) -> "gurobipy.MVar":
+def _build(m: gurobipy.Model, model: MilpModel) -> gurobipy.MVar:
     """Variables with addMVar, constraints with one addMConstr per sense over the CSR matrix."""
-    vtype = np.where(model.is_integer, gurobipy.GRB.INTEGER, gurobipy.GRB.CONTINUOUS)
+    grb = require_gurobipy().GRB
+    vtype = np.where(model.is_integer, grb.INTEGER, grb.CONTINUOUS)
     x = m.addMVar(model.n_vars, lb=model.lower, ub=model.upper, vtype=vtype)
     solver_rows = model.solver_rows()
     for rows, sense, rhs in _row_blocks(solver_rows):
@@ -155,8 +173,8 @@ def _build(m: "gurobipy.Model", model: MilpModel) -> "gurobipy.MVar":
     return x
 
 
-def _result_of(m: "gurobipy.Model", x: "gurobipy.MVar", model: MilpModel) -> MilpResult:
-    grb = gurobipy.GRB
+def _result_of(m: gurobipy.Model, x: gurobipy.MVar, model: MilpModel) -> MilpResult:
+    grb = require_gurobipy().GRB
     status = m.Status
     has_point = m.SolCount > 0
     point = np.asarray(x.X, dtype=np.float64).reshape(-1) if has_point else None

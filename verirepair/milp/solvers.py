@@ -7,16 +7,19 @@ licence allows the model size. Only `highs_backend` and `gurobi_backend` import 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Protocol
 
 from verirepair.errors import InputError, UnsupportedError
-from verirepair.milp.gurobi_backend import GurobiSolver
+from verirepair.milp.gurobi_backend import GurobiSolver, require_gurobipy
 from verirepair.milp.highs_backend import HighsSolver
 from verirepair.milp.model import MilpModel
 from verirepair.milp.result import MilpResult, MilpSettings
 
 PREFERENCES = ("auto", "highs", "gurobi")
+
+logger = logging.getLogger(__name__)
 
 
 class MilpSolver(Protocol):
@@ -42,6 +45,7 @@ def solver_named(name: str) -> MilpSolver:
     if name == "highs":
         return HighsSolver()
     if name == "gurobi":
+        require_gurobipy()  # asked for by name: a missing package is the one line naming its extra
         return GurobiSolver()
     raise InputError(None, "solver", f"unknown MILP solver {name!r} (expected highs or gurobi)")
 
@@ -91,7 +95,10 @@ def solve_with_fallback(model: MilpModel, time_limit_s: float, preference: str =
         note = _joined(note, f"{result.note}; using HiGHS")
         left = time_limit_s - (time.monotonic() - started)
         result = HighsSolver().solve(model, left, settings)
-    return dataclasses.replace(result, note=_joined(note, result.note))
+    note = _joined(note, result.note)
+    logger.debug("MILP with %d variables: %s by %s%s", model.n_vars, result.status, result.solver,
+                 f" ({note})" if note else "")
+    return dataclasses.replace(result, note=note)
 
 
 def _joined(*notes: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..extras import require
 
 
 def load_data(path: str | Path, n_inputs: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -18,8 +19,7 @@ def load_data(path: str | Path, n_inputs: int | None = None) -> tuple[np.ndarray
     if not path.exists():
         raise InputError(path, None, "no such file")
     if path.suffix in (".h5", ".hdf5"):
-        import h5py
-
+        h5py = require("h5py", "hdf5", "needed to read .h5 files")
         try:
             with h5py.File(path, "r") as f:
                 if "X" not in f:

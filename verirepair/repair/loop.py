@@ -8,6 +8,7 @@ ONNX file, loaded back with `load_network` and verified; the user's output file 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import progress
 from ..errors import InputError, SettingsError
 from ..files import atomic_write_bytes
 from ..network import Network, check_import_agrees, load_network
@@ -23,6 +25,7 @@ from ..verify import Deadline, Verdict, VerifySettings, load_problem, verify
 from .report import Iteration, RepairReport, side_effects
 from .strategy import RepairCandidate, RepairProblem, RepairStrategy
 
+logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RepairSettings:
@@ -83,6 +86,7 @@ def _exported_and_verified(data: bytes, path: Path, spec: Spec, settings: Repair
         report.notes.append(f"{path.stem} not verified: {error.reason}")
         return None
     t = time.monotonic()
+    progress.stage("re-verify")
     vsettings = _verify_settings(settings, deadline)
     verdict = verify(repaired, spec, vsettings, Deadline(vsettings.timeout))
     report.add_phase("verify", time.monotonic() - t)
@@ -105,6 +109,7 @@ def _polished(strategy: RepairStrategy, problem: RepairProblem, proven: RepairCa
     counterexamples = list(problem.counterexamples)
     for attempt in range(settings.polish_attempts):
         t = time.monotonic()
+        progress.stage("polish", number + attempt)
         asked = dataclasses.replace(problem, counterexamples=tuple(counterexamples))
         candidate = strategy.polish(asked, proven, deadline) if not deadline.expired() else None
         report.add_phase("polish", time.monotonic() - t)
@@ -151,6 +156,7 @@ def check_and_fix_network(network: Network, spec: Spec, strategy: RepairStrategy
     report = RepairReport(str(network.path), spec.source, strategy.name, "undecided", "unknown",
                           original_parameters=_parameters(network))
     t = time.monotonic()
+    progress.stage("verify")
     verdict = verify(network, spec, first, Deadline(first.timeout))
     report.add_phase("verify", time.monotonic() - t)
     report.verdict_before = verdict.status
@@ -190,9 +196,11 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
             problem = RepairProblem(network, spec, tuple(counterexamples), settings.seed, settings.device,
                                     keep_inputs=settings.data[0] if settings.data is not None else None,
                                     decision=settings.decision)
+            progress.stage("repair", number)
             candidate = strategy.repair(problem, previous, deadline)
             for phase, seconds in candidate.phase_seconds.items():
                 report.add_phase(phase, seconds)
+            progress.stage("export")
             data = candidate.model.SerializeToString()
             if previous is not None and data == previous.model.SerializeToString():
                 report.notes.append(f"iteration {number}: the strategy produced the same candidate again")
@@ -206,6 +214,8 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
                 break
             repaired, verdict = checked
             report.iterations.append(Iteration(number, verdict.status, verdict.decided_by, verdict.seconds, dict(candidate.details)))
+            logger.info("iteration %d: the candidate is %s (%s, %.2f s)", number, verdict.status, verdict.decided_by,
+                        verdict.seconds)
             report.regions_patched = int(candidate.details.get("regions_patched", 0))  # type: ignore[arg-type]
             report.parameters_added = int(candidate.details.get("parameters_added", 0))  # type: ignore[arg-type]
             report.verdict_after = verdict.status

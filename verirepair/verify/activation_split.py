@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import progress
 from ..bounds import BoundEngine, LayerBounds
 from ..bounds.operators import BoundAffine, BoundSShaped
 from .deadline import Deadline, paced_batch
@@ -156,6 +157,7 @@ def activation_split_search(engine: BoundEngine, objective: Tensor, offset: floa
         frontier, branch = frontier.select(keep), branch[keep]
         if frontier.size == 0:
             return SearchOutcome("unknown" if stuck else "proven", None, bounded_count)
+        progress.search("activation-split", frontier.size, frontier.bound.min)
         if deadline.expired():
             return SearchOutcome("timeout", None, bounded_count)
         if frontier.size * bytes_per_domain > MAX_FRONTIER_BYTES:

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .. import progress
 from ..bounds import BoundEngine, LayerBounds, concretize
 from ..spec import Box, Region
 from .certificate import Closing, RegionCertificate, child_path
@@ -141,6 +142,11 @@ class _Frontier:
         self.priority = self.priority[order[count:]]
         return taken
 
+    def weakest_bound(self, rows: RegionRows, settings: VerifySettings) -> float:
+        """The smallest bound of an open row over the open boxes."""
+        assert self.boxes is not None
+        return float(self.boxes.weakest_bound(rows, settings)[0].min())
+
 
 @dataclass(frozen=True)
 class _Bounded:
@@ -223,6 +229,7 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
     candidates = max(1, min(settings.split_candidates, lower.shape[1]))
     batch = BATCH_START
     while frontier.size:
+        progress.search("input-split", frontier.size, lambda: frontier.weakest_bound(rows, settings))
         if deadline.expired():
             return SearchOutcome("timeout", None, bounded)
         started = time.monotonic()

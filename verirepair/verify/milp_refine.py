@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from .. import progress
 from ..bounds import BoundEngine, Chain, LayerBounds
 from ..bounds.layers import AffineLayer
 from ..milp import MilpSettings, encode_chain, solve_with_fallback
@@ -54,6 +55,7 @@ def milp_refined_layers(engine: BoundEngine, box: Box, layers: LayerBounds, sett
     lower, upper = box_tensors(box, device)
     last = min(1 + settings.milp_refine_layers, len(layers.pre_activation))
     for j in range(1, last):
+        progress.search(f"milp-refine layer {j + 1}")
         if deadline.expired():
             break
         pre = [(l[0].cpu().numpy(), u[0].cpu().numpy()) for l, u in layers.pre_activation]

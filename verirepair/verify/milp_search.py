@@ -6,6 +6,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import progress
 from ..bounds import BoundEngine, LayerBounds
 from ..milp import MilpModel, encode_chain, solve_with_fallback
 from ..spec import Clause, Region
@@ -21,6 +22,7 @@ def milp_search(engine: BoundEngine, region: Region, open_clauses: list[int], la
     ``notes`` collects solver remarks."""
     pre_bounds = [(l[0].cpu().numpy(), u[0].cpu().numpy()) for l, u in layers.pre_activation]
     for index in open_clauses:
+        progress.search("milp")
         if deadline.expired():
             return SearchOutcome("timeout", None, 0)
         model, inputs, outputs = encode_chain(engine.chain, region.box, pre_bounds, region.clauses[index],

@@ -6,6 +6,7 @@ as soon as one counterexample is confirmed by onnxruntime on the original file.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from ..bounds import BoundEngine, Chain, LayerBounds, lower_network
 from ..errors import InputError
+from ..milp import solver_named
 from ..network import Network, check_import_agrees, load_network
 from ..spec import Region, Spec, parse_vnnlib
 from .activation_split import activation_split_search
@@ -29,6 +31,7 @@ from .result import Counterexample, SearchOutcome, Verdict
 from .settings import VerifySettings
 from .witness import confirmed_counterexample
 
+logger = logging.getLogger(__name__)
 
 def load_problem(onnx_path: str | Path, vnnlib_path: str | Path, settings: VerifySettings) -> tuple[Network, Spec]:
     """Load both files, check their sizes agree and the import matches onnxruntime on every box."""
@@ -62,6 +65,8 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
     With ``certificate`` (a list), one entry per region is appended: the region's proof
     certificate, or None where the region was decided by a method that does not produce one.
     """
+    if settings.milp_solver != "auto":
+        solver_named(settings.milp_solver)  # a back end asked for by name is there before any work is done
     deadline = deadline or Deadline(settings.timeout)
     device = torch.device(settings.device)
     _cap_device_memory(device, settings.device_memory_gib)
@@ -90,6 +95,8 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
             outcome, decider, out_of_memory = SearchOutcome("unknown", None, 0), "none", True
         if out_of_memory and torch.cuda.is_available():
             torch.cuda.empty_cache()  # after the except block, whose traceback held the search's tensors
+        logger.info("region %d of %d: %s by %s after %.2f s", spec.regions.index(region) + 1, len(spec.regions),
+                    outcome.status, decider, deadline.elapsed())
         if outcome.status == "sat":
             assert outcome.counterexample is not None
             return Verdict("sat", decider, deadline.elapsed(), outcome.counterexample, tuple(notes))

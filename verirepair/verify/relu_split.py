@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import progress
 from ..bounds import AffineLayer, BoundEngine, Chain, concretize
 from ..bounds.adam import Adam
 from ..bounds.rounding import affine_error, lowered, magnitude, multiplier_error, relu_error
@@ -347,6 +348,7 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
     if found is not None:
         return SearchOutcome("sat", found, bounded_count)
     while frontier.size:
+        progress.search("relu-split", frontier.size, frontier.lower.min)
         if deadline.expired():
             return SearchOutcome("timeout", None, bounded_count)
         if frontier.size * BYTES_PER_NEURON * sum(sizes) > MAX_FRONTIER_BYTES:
