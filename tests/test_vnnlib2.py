@@ -203,28 +203,26 @@ def test_cli_reports_a_corrupt_gzip_as_bad_input(tmp_path: Path, capsys: pytest.
 
 
 # ----- what 2.0 allows and verirepair cannot do: one line each -------------------------------------
+VERSION = "(vnnlib-version <2.0>)\n"
+ONE_BY_ONE = VERSION + "(declare-network a (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
 BOX = "(assert (and (>= X[0] 0.0) (<= X[0] 1.0)))\n(assert (<= Y[0] 0.5))\n"
-REFUSED = {
-    "two_networks": ("(vnnlib-version <2.0>)\n(declare-network a (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
-                     "(declare-network b (declare-input X2 float32 [1]) (declare-output Y2 float32 [1]))\n" + BOX,
-                     "line 3", "2 networks"),
-    "hidden": ("(vnnlib-version <2.0>)\n(declare-network a (declare-input X float32 [1])\n"
-               "  (declare-hidden H float32 [4] \"relu_1\")\n  (declare-output Y float32 [1]))\n" + BOX
-               + "(assert (<= H[0] 0.0))\n", "line 3", "hidden-layer variable H"),
-    "two_inputs": ("(vnnlib-version <2.0>)\n(declare-network a\n  (declare-input X float32 [1])\n"
-                   "  (declare-input Z float32 [1])\n  (declare-output Y float32 [1]))\n" + BOX, "line 4", "2 input tensors"),
-    "two_outputs": ("(vnnlib-version <2.0>)\n(declare-network a\n  (declare-input X float32 [1])\n"
-                    "  (declare-output Y float32 [1])\n  (declare-output W float32 [1]))\n" + BOX, "line 5", "2 output tensors"),
-    "integer_input": ("(vnnlib-version <2.0>)\n(declare-network a\n  (declare-input X int8 [1])\n"
-                      "  (declare-output Y float32 [1]))\n(assert (and (>= X[0] 0) (<= X[0] 1)))\n(assert (<= Y[0] 0.5))\n",
-                      "line 3", "element type I8"),
-    "product": ("(vnnlib-version <2.0>)\n(declare-network a (declare-input X float32 [1]) (declare-output Y float32 [2]))\n"
+REFUSED = {  # text, place, reason
+    "two_networks": (ONE_BY_ONE + "(declare-network b (declare-input X2 float32 [1]) (declare-output Y2 float32 [1]))\n"
+                     + BOX, "line 3", "2 networks"),
+    "hidden": (VERSION + "(declare-network a (declare-input X float32 [1])\n  (declare-hidden H float32 [4] \"relu_1\")\n"
+               + "  (declare-output Y float32 [1]))\n" + BOX + "(assert (<= H[0] 0.0))\n", "line 3", "hidden-layer variable H"),
+    "two_inputs": (VERSION + "(declare-network a\n  (declare-input X float32 [1])\n  (declare-input Z float32 [1])\n"
+                   + "  (declare-output Y float32 [1]))\n" + BOX, "line 4", "2 input tensors"),
+    "two_outputs": (VERSION + "(declare-network a\n  (declare-input X float32 [1])\n  (declare-output Y float32 [1])\n"
+                    + "  (declare-output W float32 [1]))\n" + BOX, "line 5", "2 output tensors"),
+    "integer_input": (VERSION + "(declare-network a\n  (declare-input X int8 [1])\n  (declare-output Y float32 [1]))\n"
+                      + "(assert (and (>= X[0] 0) (<= X[0] 1)))\n(assert (<= Y[0] 0.5))\n", "line 3", "element type I8"),
+    "product": (VERSION + "(declare-network a (declare-input X float32 [1]) (declare-output Y float32 [2]))\n"
                 + BOX + "(assert (<= (* Y[0] Y[1]) 1.0))\n", "line 5", "not linear"),
-    "input_polytope": ("(vnnlib-version <2.0>)\n(declare-network a (declare-input X float32 [2]) (declare-output Y float32 [1]))\n"
-                       "(assert (and (>= X[0] 0.0) (<= X[0] 1.0) (>= X[1] 0.0) (<= X[1] 1.0)))\n"
-                       "(assert (<= (+ X[0] X[1]) 1.0))\n(assert (<= Y[0] 0.5))\n", "line 4", "only bounds on one X"),
-    "input_and_output": ("(vnnlib-version <2.0>)\n(declare-network a (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
-                         + BOX + "(assert (<= X[0] Y[0]))\n", "line 5", "mixes inputs (X) and outputs (Y)"),
+    "input_polytope": (VERSION + "(declare-network a (declare-input X float32 [2]) (declare-output Y float32 [1]))\n"
+                       + "(assert (and (>= X[0] 0.0) (<= X[0] 1.0) (>= X[1] 0.0) (<= X[1] 1.0)))\n"
+                       + "(assert (<= (+ X[0] X[1]) 1.0))\n(assert (<= Y[0] 0.5))\n", "line 4", "only bounds on one X"),
+    "input_and_output": (ONE_BY_ONE + BOX + "(assert (<= X[0] Y[0]))\n", "line 5", "mixes inputs (X) and outputs (Y)"),
 }
 
 
@@ -238,18 +236,15 @@ def test_unsupported_2_0_is_one_line(vnnlib_package, tmp_path: Path, case: str) 
     assert_one_line(caught.value, str(path), place, reason)
 
 
-MALFORMED = {
-    "syntax": ("(vnnlib-version <2.0>)\n(declare-network a (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
-               "(assert (<= Y[0] 1e-3))\n", ("line 3, column", "syntax error")),
-    "unclosed": ("(vnnlib-version <2.0>)\n(declare-network a (declare-input X float32 [1]\n", ("syntax error at the end",)),
-    "undeclared": ("(vnnlib-version <2.0>)\n(declare-network a (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
-                   + BOX + "(assert (<= Z[0] 1.0))\n", ("line 5", "Undeclared variable 'Z'")),
-    "out_of_bounds": ("(vnnlib-version <2.0>)\n(declare-network a (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
-                      + BOX + "(assert (<= Y[3] 1.0))\n", ("line 5", "out of bounds")),
-    "missing_bound": ("(vnnlib-version <2.0>)\n(declare-network a\n  (declare-input X float32 [2])\n"
-                      "  (declare-output Y float32 [1]))\n" + BOX, ("line 3", "X[1] has no lower bound")),
-    "empty_box": ("(vnnlib-version <2.0>)\n(declare-network a (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
-                  "(assert (and (>= X[0] 1.0)\n  (<= X[0] 0.0)))\n(assert (<= Y[0] 0.5))\n", ("line 3", "empty input box", "at line 4")),
+MALFORMED = {  # text, words in the message
+    "syntax": (ONE_BY_ONE + "(assert (<= Y[0] 1e-3))\n", ("line 3, column", "syntax error")),
+    "unclosed": (VERSION + "(declare-network a (declare-input X float32 [1]\n", ("syntax error at the end",)),
+    "undeclared": (ONE_BY_ONE + BOX + "(assert (<= Z[0] 1.0))\n", ("line 5", "Undeclared variable 'Z'")),
+    "out_of_bounds": (ONE_BY_ONE + BOX + "(assert (<= Y[3] 1.0))\n", ("line 5", "out of bounds")),
+    "missing_bound": (VERSION + "(declare-network a\n  (declare-input X float32 [2])\n  (declare-output Y float32 [1]))\n"
+                      + BOX, ("line 3", "X[1] has no lower bound")),
+    "empty_box": (ONE_BY_ONE + "(assert (and (>= X[0] 1.0)\n  (<= X[0] 0.0)))\n(assert (<= Y[0] 0.5))\n",
+                  ("line 3", "empty input box", "at line 4")),
 }
 
 
@@ -266,7 +261,7 @@ def test_malformed_2_0_is_one_line(vnnlib_package, tmp_path: Path, case: str) ->
 def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "vnnlib", None)  # import vnnlib now raises ImportError
     path = tmp_path / "query.vnnlib"
-    path.write_text("(vnnlib-version <2.0>)\n(declare-network a (declare-input X float32 [1]) (declare-output Y float32 [1]))\n" + BOX)
+    path.write_text(ONE_BY_ONE + BOX)
     with pytest.raises(InputError) as caught:
         parse_vnnlib(path)
     assert_one_line(caught.value, str(path), "pip install 'verirepair[vnnlib2]'")

@@ -363,7 +363,7 @@ class _Parser(_SpecBuilder):
         if len(node.items) < 3:
             self.fail(node.pos, f"'{op}' needs at least two operands")
         terms = [self.term(arg, depth + 1) for arg in node.items[1:]]
-        return self.conjoin([(self.compare(op, left, right, node.pos), node.pos) for left, right in zip(terms, terms[1:])])
+        return self.conjoin([(self.compare(op, left, right, node.pos), node.pos) for left, right in itertools.pairwise(terms)])
 
     # ----- terms --------------------------------------------------------------------------------
     def term(self, node: _Node, depth: int) -> _Linear:
