@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verirepair.cli import _order_files, main
+from verirepair.bench.instances import read_instances
+from verirepair.cli import main
 from verirepair.errors import InputError, UnsupportedError
 from verirepair.files import looks_like_vnnlib, read_input_bytes
 from verirepair.network import load_network, run_onnxruntime
@@ -157,7 +158,8 @@ def test_gzip_network_and_property_give_the_same_verdict(benchmarks: Path, tmp_p
     network = benchmarks / "acasxu" / "onnx" / "ACASXU_run2a_2_1_batch_2000.onnx"
     spec = benchmarks / "acasxu" / "vnnlib" / "prop_2.vnnlib"
     packed_network, packed_spec = gzip_copy(network, tmp_path), gzip_copy(spec, tmp_path)
-    assert _order_files(str(packed_spec), str(packed_network)) == (str(packed_network), str(packed_spec))
+    assert looks_like_vnnlib(packed_spec) and not looks_like_vnnlib(packed_network)
+    # the property first: the CLI tells the files apart by their names
     assert verdict(capsys, packed_spec, packed_network) == verdict(capsys, network, spec) == "sat"
 
 
@@ -271,3 +273,21 @@ def test_version_rule_leaves_1_0_files_to_our_parser(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "vnnlib", None)  # a 1.0 file must not need the package
     spec = parse_vnnlib(benchmarks / "acasxu" / "vnnlib" / "prop_1.vnnlib")
     assert (spec.n_inputs, spec.n_outputs) == (5, 5)
+
+
+def test_instance_list_naming_uncompressed_files_finds_their_gzip(benchmarks: Path, tmp_path: Path) -> None:
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "vnnlib").mkdir()
+    network = benchmarks / "acasxu" / "onnx" / "ACASXU_run2a_2_1_batch_2000.onnx"
+    spec = benchmarks / "acasxu" / "vnnlib" / "prop_2.vnnlib"
+    gzip_copy(network, tmp_path / "onnx")
+    plain_spec = tmp_path / "vnnlib" / spec.name
+    plain_spec.write_bytes(spec.read_bytes())
+    gzip_copy(spec, tmp_path / "vnnlib")  # both exist: the uncompressed file is the one named
+    listing = tmp_path / "instances.csv"
+    listing.write_text(f"onnx/{network.name},vnnlib/{spec.name},60\n")
+    (instance,) = read_instances(listing)
+    assert instance.onnx == tmp_path / "onnx" / (network.name + ".gz")
+    assert instance.vnnlib == plain_spec
+    assert instance.key == (f"onnx/{network.name}", f"vnnlib/{spec.name}")
+    assert load_network(instance.onnx).n_inputs == parse_vnnlib(instance.vnnlib).n_inputs == 5
