@@ -291,3 +291,14 @@ def test_instance_list_naming_uncompressed_files_finds_their_gzip(benchmarks: Pa
     assert instance.vnnlib == plain_spec
     assert instance.key == (f"onnx/{network.name}", f"vnnlib/{spec.name}")
     assert load_network(instance.onnx).n_inputs == parse_vnnlib(instance.vnnlib).n_inputs == 5
+
+
+def test_real_typed_query_of_the_standard_reads(vnnlib_package) -> None:
+    bounds = "".join(f"(assert (>= X[0,{i}] 0.0))\n(assert (<= X[0,{i}] 1.0))\n" for i in range(10))
+    text = ("(vnnlib-version <2.0>)\n(declare-network myNetwork\n  (declare-input X Real [1,10])\n"
+            + "  (declare-output Y Real [1,2]))\n" + bounds + "(assert (<= Y[0,1] 0.5))\n")
+    spec = parse_vnnlib_text(text, "real.vnnlib")
+    assert (spec.n_inputs, spec.n_outputs, len(spec.regions)) == (10, 2, 1)
+    (clause,) = spec.regions[0].clauses
+    np.testing.assert_array_equal(clause.A, [[0.0, 1.0]])
+    np.testing.assert_array_equal(clause.b, [0.5])
