@@ -243,6 +243,8 @@ MALFORMED = {  # text, words in the message
     "unclosed": (VERSION + "(declare-network a (declare-input X float32 [1]\n", ("syntax error at the end",)),
     "undeclared": (ONE_BY_ONE + BOX + "(assert (<= Z[0] 1.0))\n", ("line 5", "Undeclared variable 'Z'")),
     "out_of_bounds": (ONE_BY_ONE + BOX + "(assert (<= Y[3] 1.0))\n", ("line 5", "out of bounds")),
+    "negative_index": (ONE_BY_ONE + BOX + "(assert (<= Y[-1] 1.0))\n", ("line 5", "index [-1] of Y is outside its shape [1]")),
+    "huge_number": (ONE_BY_ONE + BOX + "(assert (<= Y[0] 1" + "0" * 400 + ".0))\n", ("out of the float64 range",)),
     "missing_bound": (VERSION + "(declare-network a\n  (declare-input X float32 [2])\n  (declare-output Y float32 [1]))\n"
                       + BOX, ("line 3", "X[1] has no lower bound")),
     "empty_box": (ONE_BY_ONE + "(assert (and (>= X[0] 1.0)\n  (<= X[0] 0.0)))\n(assert (<= Y[0] 0.5))\n",

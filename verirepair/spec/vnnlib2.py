@@ -62,6 +62,9 @@ def parse_vnnlib2_text(text: str, source: str) -> Spec:
     except vnnlib.VNNLibException as error:
         place, reason = _library_error(str(error))
         raise InputError(source, place, reason) from None
+    except IndexError as error:  # C++ std::out_of_range: std::stod on a number beyond float64
+        reason = "a number is out of the float64 range" if "stod" in str(error) else f"cannot read the query ({error})"
+        raise InputError(source, None, reason) from None
     return _QueryReader(vnnlib, query, text, source).spec()
 
 
@@ -92,7 +95,10 @@ class _Tensor:
         self.kind, self.name, self.shape = kind, name, tuple(shape)
         self.size = math.prod(self.shape)
 
-    def flat_index(self, indices: list[int]) -> int:
+    def flat_index(self, indices: list[int]) -> int | None:
+        """Row-major position of the element; None when ``indices`` are not within the shape."""
+        if len(indices) != len(self.shape) or not all(0 <= i < n for i, n in zip(indices, self.shape)):
+            return None
         return int(np.ravel_multi_index(tuple(indices), self.shape)) if self.shape else 0
 
     def element(self, flat: int) -> str:
@@ -103,6 +109,9 @@ class _Tensor:
 
 class _QueryReader(_SpecBuilder):
     """Walks the package's syntax tree; positions are line numbers (the package gives no columns)."""
+
+    input: _Tensor
+    output: _Tensor
 
     def __init__(self, vnnlib: Any, query: Any, text: str, source: str) -> None:
         super().__init__(source)
@@ -196,4 +205,7 @@ class _QueryReader(_SpecBuilder):
         tensor = self.input if kind == self.vnnlib.SymbolKind.Input else self.output
         if var.name != tensor.name:
             self.fail(var.line, f"unknown variable {var.name}")
-        return {(tensor.kind, tensor.flat_index(list(var.indices))): 1.0}, 0.0
+        index = tensor.flat_index(list(var.indices))
+        if index is None:
+            self.fail(var.line, f"index {list(var.indices)} of {var.name} is outside its shape {list(tensor.shape)}")
+        return {(tensor.kind, index): 1.0}, 0.0
