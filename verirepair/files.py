@@ -1,9 +1,12 @@
-"""Small file helpers shared by every stage: atomic writes and file-kind detection."""
+"""Small file helpers shared by every stage: atomic writes, reading inputs that may be gzip-compressed,
+and file-kind detection."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
+import zlib
 from pathlib import Path
 
 from .errors import InputError
@@ -49,16 +52,51 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def looks_like_vnnlib(path: str | Path) -> bool:
-    """By extension first (.vnnlib, .vnnlib.gz not supported), else by content: text s-expressions."""
+GZIP_MAGIC = b"\x1f\x8b"
+"""First bytes of a gzip stream. Neither a VNN-LIB text nor an ONNX protobuf can start with them
+(0x1f would be protobuf field 3 with the undefined wire type 7), so compression is recognised by
+content, whatever the file is called."""
+
+
+def is_gzip(data: bytes) -> bool:
+    return data.startswith(GZIP_MAGIC)
+
+
+def read_input_bytes(path: str | Path) -> bytes:
+    """The content of an input file (network or property), decompressed when it is gzip
+    (``.onnx.gz``, ``.vnnlib.gz``); a missing, unreadable or corrupt file is an `InputError`."""
     path = Path(path)
-    if path.suffix.lower() == ".vnnlib":
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, None, "no such file") from None
+    except IsADirectoryError:
+        raise InputError(path, None, "not a regular file") from None
+    except OSError as error:
+        raise InputError(path, None, f"cannot read: {error.strerror or error}") from None
+    if not is_gzip(data):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputError(path, None, f"cannot decompress the gzip file: {error or type(error).__name__}") from None
+
+
+def looks_like_vnnlib(path: str | Path) -> bool:
+    """By extension first (.vnnlib, .vnnlib.gz, .onnx, .onnx.gz), else by content, decompressed when
+    it is gzip: text s-expressions."""
+    name = Path(path).name.lower()
+    if name.endswith((".vnnlib", ".vnnlib.gz")):
         return True
-    if path.suffix.lower() == ".onnx":
+    if name.endswith((".onnx", ".onnx.gz")):
         return False
     try:
-        head = path.read_bytes()[:256]
-    except OSError:
+        with open(path, "rb") as stream:
+            head = stream.read(256)
+        if is_gzip(head):
+            with gzip.open(path, "rb") as stream:
+                head = stream.read(256)
+    except (OSError, EOFError, zlib.error):
         return False
     stripped = head.lstrip()
     return stripped.startswith((b";", b"("))

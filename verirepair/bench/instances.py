@@ -19,15 +19,22 @@ class Instance:
 
     @property
     def onnx(self) -> Path:
-        return self.base / self.onnx_text
+        return _present(self.base / self.onnx_text)
 
     @property
     def vnnlib(self) -> Path:
-        return self.base / self.vnnlib_text
+        return _present(self.base / self.vnnlib_text)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.onnx_text, self.vnnlib_text)
+
+
+def _present(path: Path) -> Path:
+    """``path``, or its ``.gz`` copy when only that exists: VNN-COMP benchmark repositories ship
+    networks and properties gzip-compressed while their instance lists name them uncompressed."""
+    compressed = path.with_name(path.name + ".gz")
+    return compressed if not path.exists() and compressed.exists() else path
 
 
 def read_instances(path: str | Path) -> list[Instance]:

@@ -9,21 +9,33 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
+from onnx.external_data_helper import load_external_data_for_model
 
 from ..errors import InputError, UnsupportedError
+from ..files import read_input_bytes
 from .model import Network, Node
 from .operators import CONVERTERS
 
 
-def _read_model(path: Path) -> onnx.ModelProto:
+def read_onnx_model(path: Path, load_external_data: bool = True) -> onnx.ModelProto:
+    """The model in ``path`` (gzip-compressed or not), not yet checked; external tensor data is
+    read from the file's folder, as `onnx.load` does."""
     if not path.exists():
         raise InputError(path, None, "no such file")
     if not path.is_file():
         raise InputError(path, None, "not a regular file")
+    data = read_input_bytes(path)
     try:
-        model = onnx.load(str(path))
+        model = onnx.load_model_from_string(data)
+        if load_external_data:
+            load_external_data_for_model(model, str(path.parent))
     except Exception as exc:  # protobuf raises several unrelated types
         raise InputError(path, None, f"not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    return model
+
+
+def _read_model(path: Path) -> onnx.ModelProto:
+    model = read_onnx_model(path)
     if not model.graph.node:
         raise InputError(path, None, "not an ONNX model (the graph has no nodes)")
     try:

@@ -10,22 +10,26 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import InputError
+from ..files import is_gzip, read_input_bytes
 from .model import Network
 
 
 @lru_cache(maxsize=8)
-def _cached_session(path: str, digest: str) -> ort.InferenceSession:
+def _cached_session(path: str, digest: str, compressed: bool) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    # A compressed model runs from its decompressed bytes; a plain one from its path, so that
+    # onnxruntime finds external tensor data next to it.
+    model = read_input_bytes(path) if compressed else path
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def _session(path: Path) -> ort.InferenceSession:
     """The session of the file as it is now: the cache is keyed on the file's content, so a file
     rewritten in place (a repair candidate, a user's edit) is never answered by the old one."""
     data = path.read_bytes()
-    return _cached_session(str(path), hashlib.sha256(data).hexdigest())
+    return _cached_session(str(path), hashlib.sha256(data).hexdigest(), is_gzip(data))
 
 
 def run_onnxruntime(network: Network, x: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Read and write VNN-LIB 1.0 properties (the SMT-LIB subset used by VNN-COMP).
+"""Read VNN-LIB 1.0 properties (the SMT-LIB subset used by VNN-COMP); `parse_vnnlib` also reads
+VNN-LIB 2.0 queries (`verirepair.spec.vnnlib2`) and gzip-compressed files.
 
 Accepted input::
 
@@ -40,6 +41,7 @@ from typing import Callable, NamedTuple, NoReturn, Union
 import numpy as np
 
 from verirepair.errors import InputError, UnsupportedError
+from verirepair.files import read_input_bytes
 from verirepair.spec.model import Box, Clause, Region, Spec
 
 MAX_CONJUNCTIONS = 100_000
@@ -138,16 +140,153 @@ def _sub(left: _Linear, right: _Linear) -> _Linear:
     return _sum([left, _scale(right, -1.0)])
 
 
-class _Parser:
-    """Recursive descent over the s-expressions of one file; formulas come out in DNF."""
+class _SpecBuilder:
+    """What every VNN-LIB version shares: linear comparisons turned into input bounds and output
+    rows, formulas in disjunctive normal form, and the `Spec` built from it. A reader supplies where
+    a position is (`place`) and how input ``i`` is called and declared (`input_name`, `input_pos`)."""
 
-    def __init__(self, text: str, source: str) -> None:
-        self.text = text
+    def __init__(self, source: str) -> None:
         self.source = source
-        self.declared: dict[str, tuple[str, int, int]] = {}  # name -> (kind, index, pos)
+
+    def place(self, pos: int) -> str | None:
+        raise NotImplementedError
+
+    def input_name(self, index: int) -> str:
+        raise NotImplementedError
+
+    def input_pos(self, index: int) -> int:
+        raise NotImplementedError
 
     def fail(self, pos: int, reason: str, error: type[InputError] = InputError) -> NoReturn:
-        raise error(self.source, _place(self.text, pos), reason)
+        raise error(self.source, self.place(pos), reason)
+
+    def conjoin(self, parts: list[tuple[_Dnf, int]]) -> _Dnf:
+        """DNF of a conjunction. Parts that are one conjunction (the usual bounds) are joined once,
+        so n of them cost O(n); only genuine disjunctions are distributed."""
+        if any(not dnf for dnf, _ in parts):
+            return []
+        result: _Dnf = [tuple(itertools.chain.from_iterable(dnf[0] for dnf, _ in parts if len(dnf) == 1))]
+        for dnf, pos in parts:
+            if len(dnf) > 1:
+                if len(result) * len(dnf) > MAX_CONJUNCTIONS:
+                    self.fail(pos, f"disjunctive normal form would exceed {MAX_CONJUNCTIONS} conjunctions")
+                result = [a + b for a in result for b in dnf]
+        return result
+
+    def disjoin(self, parts: list[_Dnf], pos: int) -> _Dnf:
+        if sum(len(dnf) for dnf in parts) > MAX_CONJUNCTIONS:
+            self.fail(pos, f"disjunctive normal form would exceed {MAX_CONJUNCTIONS} conjunctions")
+        return [conj for dnf in parts for conj in dnf]
+
+    def compare(self, op: str, left: _Linear, right: _Linear, pos: int) -> _Dnf:
+        """DNF of ``left op right`` for op in ``<= >= < > =`` and ``!=`` (``<`` or ``>``)."""
+        if op == "!=":
+            return self.disjoin([self.compare("<", left, right, pos), self.compare(">", left, right, pos)], pos)
+        if op == "=":
+            differences = [_sub(left, right), _sub(right, left)]
+        else:
+            differences = [_sub(left, right) if op in ("<=", "<") else _sub(right, left)]
+        atoms: list[_Atom] = []
+        for coefs, const in differences:
+            atom = self.atom(coefs, const, pos, op in ("<", ">"))
+            if atom is False:
+                return []
+            if atom is not True:
+                atoms.append(atom)
+        return [tuple(atoms)]
+
+    def atom(self, coefs: dict[tuple[str, int], float], const: float, pos: int, strict: bool) -> _Atom | bool:
+        """``sum(coefs·v) + const <= 0`` (``< 0`` when ``strict``) as an input bound or an output row;
+        a bool if constant."""
+        coefs = {var: a for var, a in coefs.items() if a != 0.0}
+        if not math.isfinite(const) or not all(math.isfinite(a) for a in coefs.values()):
+            self.fail(pos, "arithmetic overflow in comparison")
+        kinds = {kind for kind, _ in coefs}
+        if not kinds:
+            return const < 0.0 if strict else const <= 0.0
+        if len(kinds) == 2:
+            self.fail(pos, "comparison mixes inputs (X) and outputs (Y)", UnsupportedError)
+        if kinds == {"Y"}:
+            return _Row({index: a for (_, index), a in coefs.items()}, -const + 0.0, strict)
+        if len(coefs) != 1:
+            self.fail(pos, "general linear constraint over inputs; only bounds on one X variable "
+                           "are supported", UnsupportedError)
+        ((_, index), a), = coefs.items()
+        return _Bound(index, a > 0.0, -const / a + 0.0, pos, strict)  # + 0.0 turns -0.0 into 0.0
+
+    def product(self, args: list[_Linear], pos: int) -> _Linear:
+        result = args[0]
+        for arg in args[1:]:
+            if result[0] and arg[0]:
+                self.fail(pos, "product of two variables is not linear", UnsupportedError)
+            result = _scale(arg, result[1]) if not result[0] else _scale(result, arg[1])
+        return result
+
+    def number(self, text: str, pos: int) -> _Linear:
+        value = float(text)
+        if not math.isfinite(value):
+            self.fail(pos, f"number {text} is out of the float64 range")
+        return {}, value
+
+    # ----- building the Spec --------------------------------------------------------------------
+    def build(self, conjunctions: _Dnf, n_inputs: int, n_outputs: int) -> Spec:
+        if not conjunctions:
+            raise InputError(self.source, None, "the unsafe set is empty: every disjunct contains "
+                                                "a comparison that is always false")
+        boxes: dict[tuple[int, ...], Box] = {}  # by identity of the bound atoms (shared after DNF)
+        groups: dict[bytes, tuple[Box, dict[bytes, Clause]]] = {}
+        for which, conj in enumerate(conjunctions):
+            bounds = [atom for atom in conj if isinstance(atom, _Bound)]
+            key = tuple(map(id, bounds))
+            if key not in boxes:
+                boxes[key] = self.box(bounds, n_inputs, which, len(conjunctions))
+            box = boxes[key]
+            clause = _clause([atom for atom in conj if isinstance(atom, _Row)], n_outputs)
+            box_key = b"".join(a.tobytes() for a in (box.lower, box.upper, box.open_lower, box.open_upper))
+            _, clauses = groups.setdefault(box_key, (box, {}))
+            clauses.setdefault(clause.A.tobytes() + clause.b.tobytes() + clause.strict.tobytes(), clause)
+        regions = tuple(Region(box, _simplest(tuple(clauses.values()))) for box, clauses in groups.values())
+        return Spec(n_inputs, n_outputs, regions, self.source)
+
+    def box(self, bounds: list[_Bound], n: int, which: int, total: int) -> Box:
+        lower, upper = [-math.inf] * n, [math.inf] * n
+        lower_at, upper_at = [0] * n, [0] * n
+        open_lower, open_upper = [False] * n, [False] * n
+        for bound in bounds:
+            i = bound.index
+            if bound.upper and (bound.value, not bound.strict) < (upper[i], not open_upper[i]):
+                upper[i], upper_at[i], open_upper[i] = bound.value, bound.pos, bound.strict
+            elif not bound.upper and (bound.value, bound.strict) > (lower[i], open_lower[i]):
+                lower[i], lower_at[i], open_lower[i] = bound.value, bound.pos, bound.strict
+        where = f" (in disjunct {which + 1} of {total})" if total > 1 else ""
+        for i in range(n):
+            name = self.input_name(i)
+            for value, side in ((lower[i], "lower"), (upper[i], "upper")):
+                if math.isinf(value):
+                    self.fail(self.input_pos(i), f"{name} has no {side} bound{where}")
+            if lower[i] > upper[i] or (lower[i] == upper[i] and (open_lower[i] or open_upper[i])):
+                self.fail(lower_at[i], f"empty input box: {name} {'>' if open_lower[i] else '>='} {lower[i]!r} here "
+                                       f"but {name} {'<' if open_upper[i] else '<='} {upper[i]!r} at "
+                                       f"{self.place(upper_at[i])}{where}")
+        return Box(_frozen(np.array(lower)), _frozen(np.array(upper)), _frozen_mask(open_lower), _frozen_mask(open_upper))
+
+
+class _Parser(_SpecBuilder):
+    """VNN-LIB 1.0: recursive descent over the s-expressions of one file; formulas come out in DNF."""
+
+    def __init__(self, text: str, source: str) -> None:
+        super().__init__(source)
+        self.text = text
+        self.declared: dict[str, tuple[str, int, int]] = {}  # name -> (kind, index, pos)
+
+    def place(self, pos: int) -> str:
+        return _place(self.text, pos)
+
+    def input_name(self, index: int) -> str:
+        return f"X_{index}"
+
+    def input_pos(self, index: int) -> int:
+        return self.declared[f"X_{index}"][2]
 
     def parse(self) -> Spec:
         asserts: list[tuple[_Dnf, int]] = []
@@ -220,60 +359,11 @@ class _Parser:
             return self.comparison(head, node, depth)
         self.fail(node.pos, f"unknown operator '{head}' in formula")
 
-    def conjoin(self, parts: list[tuple[_Dnf, int]]) -> _Dnf:
-        """DNF of a conjunction. Parts that are one conjunction (the usual bounds) are joined once,
-        so n of them cost O(n); only genuine disjunctions are distributed."""
-        if any(not dnf for dnf, _ in parts):
-            return []
-        result: _Dnf = [tuple(itertools.chain.from_iterable(dnf[0] for dnf, _ in parts if len(dnf) == 1))]
-        for dnf, pos in parts:
-            if len(dnf) > 1:
-                if len(result) * len(dnf) > MAX_CONJUNCTIONS:
-                    self.fail(pos, f"disjunctive normal form would exceed {MAX_CONJUNCTIONS} conjunctions")
-                result = [a + b for a in result for b in dnf]
-        return result
-
-    def disjoin(self, parts: list[_Dnf], pos: int) -> _Dnf:
-        if sum(len(dnf) for dnf in parts) > MAX_CONJUNCTIONS:
-            self.fail(pos, f"disjunctive normal form would exceed {MAX_CONJUNCTIONS} conjunctions")
-        return [conj for dnf in parts for conj in dnf]
-
     def comparison(self, op: str, node: _List, depth: int) -> _Dnf:
         if len(node.items) < 3:
             self.fail(node.pos, f"'{op}' needs at least two operands")
         terms = [self.term(arg, depth + 1) for arg in node.items[1:]]
-        atoms: list[_Atom] = []
-        for left, right in zip(terms, terms[1:]):
-            if op == "=":
-                differences = [_sub(left, right), _sub(right, left)]
-            else:
-                differences = [_sub(left, right) if op in ("<=", "<") else _sub(right, left)]
-            for coefs, const in differences:
-                atom = self.atom(coefs, const, node.pos, op in ("<", ">"))
-                if atom is False:
-                    return []
-                if atom is not True:
-                    atoms.append(atom)
-        return [tuple(atoms)]
-
-    def atom(self, coefs: dict[tuple[str, int], float], const: float, pos: int, strict: bool) -> _Atom | bool:
-        """``sum(coefs·v) + const <= 0`` (``< 0`` when ``strict``) as an input bound or an output row;
-        a bool if constant."""
-        coefs = {var: a for var, a in coefs.items() if a != 0.0}
-        if not math.isfinite(const) or not all(math.isfinite(a) for a in coefs.values()):
-            self.fail(pos, "arithmetic overflow in comparison")
-        kinds = {kind for kind, _ in coefs}
-        if not kinds:
-            return const < 0.0 if strict else const <= 0.0
-        if len(kinds) == 2:
-            self.fail(pos, "comparison mixes inputs (X) and outputs (Y)", UnsupportedError)
-        if kinds == {"Y"}:
-            return _Row({index: a for (_, index), a in coefs.items()}, -const + 0.0, strict)
-        if len(coefs) != 1:
-            self.fail(pos, "general linear constraint over inputs; only bounds on one X variable "
-                           "are supported", UnsupportedError)
-        ((_, index), a), = coefs.items()
-        return _Bound(index, a > 0.0, -const / a + 0.0, pos, strict)  # + 0.0 turns -0.0 into 0.0
+        return self.conjoin([(self.compare(op, left, right, node.pos), node.pos) for left, right in itertools.pairwise(terms)])
 
     # ----- terms --------------------------------------------------------------------------------
     def term(self, node: _Node, depth: int) -> _Linear:
@@ -293,14 +383,6 @@ class _Parser:
             return _scale(args[0], -1.0) if len(args) == 1 else functools.reduce(_sub, args)
         return self.product(args, node.pos) if op == "*" else self.quotient(args, node.pos)
 
-    def product(self, args: list[_Linear], pos: int) -> _Linear:
-        result = args[0]
-        for arg in args[1:]:
-            if result[0] and arg[0]:
-                self.fail(pos, "product of two variables is not linear", UnsupportedError)
-            result = _scale(arg, result[1]) if not result[0] else _scale(result, arg[1])
-        return result
-
     def quotient(self, args: list[_Linear], pos: int) -> _Linear:
         coefs, const = args[0]
         for divisor_coefs, divisor in args[1:]:
@@ -316,54 +398,10 @@ class _Parser:
         if declared is not None:
             return {(declared[0], declared[1]): 1.0}, 0.0
         if _NUMBER.fullmatch(sym.text):
-            value = float(sym.text)
-            if not math.isfinite(value):
-                self.fail(sym.pos, f"number {sym.text} is out of the float64 range")
-            return {}, value
+            return self.number(sym.text, sym.pos)
         if _NAME.fullmatch(sym.text):
             self.fail(sym.pos, f"undeclared variable {sym.text}")
         self.fail(sym.pos, f"unknown symbol '{sym.text}'")
-
-    # ----- building the Spec --------------------------------------------------------------------
-    def build(self, conjunctions: _Dnf, n_inputs: int, n_outputs: int) -> Spec:
-        if not conjunctions:
-            raise InputError(self.source, None, "the unsafe set is empty: every disjunct contains "
-                                                "a comparison that is always false")
-        boxes: dict[tuple[int, ...], Box] = {}  # by identity of the bound atoms (shared after DNF)
-        groups: dict[bytes, tuple[Box, dict[bytes, Clause]]] = {}
-        for which, conj in enumerate(conjunctions):
-            bounds = [atom for atom in conj if isinstance(atom, _Bound)]
-            key = tuple(map(id, bounds))
-            if key not in boxes:
-                boxes[key] = self.box(bounds, n_inputs, which, len(conjunctions))
-            box = boxes[key]
-            clause = _clause([atom for atom in conj if isinstance(atom, _Row)], n_outputs)
-            box_key = b"".join(a.tobytes() for a in (box.lower, box.upper, box.open_lower, box.open_upper))
-            _, clauses = groups.setdefault(box_key, (box, {}))
-            clauses.setdefault(clause.A.tobytes() + clause.b.tobytes() + clause.strict.tobytes(), clause)
-        regions = tuple(Region(box, _simplest(tuple(clauses.values()))) for box, clauses in groups.values())
-        return Spec(n_inputs, n_outputs, regions, self.source)
-
-    def box(self, bounds: list[_Bound], n: int, which: int, total: int) -> Box:
-        lower, upper = [-math.inf] * n, [math.inf] * n
-        lower_at, upper_at = [0] * n, [0] * n
-        open_lower, open_upper = [False] * n, [False] * n
-        for bound in bounds:
-            i = bound.index
-            if bound.upper and (bound.value, not bound.strict) < (upper[i], not open_upper[i]):
-                upper[i], upper_at[i], open_upper[i] = bound.value, bound.pos, bound.strict
-            elif not bound.upper and (bound.value, bound.strict) > (lower[i], open_lower[i]):
-                lower[i], lower_at[i], open_lower[i] = bound.value, bound.pos, bound.strict
-        where = f" (in disjunct {which + 1} of {total})" if total > 1 else ""
-        for i in range(n):
-            for value, side in ((lower[i], "lower"), (upper[i], "upper")):
-                if math.isinf(value):
-                    self.fail(self.declared[f"X_{i}"][2], f"X_{i} has no {side} bound{where}")
-            if lower[i] > upper[i] or (lower[i] == upper[i] and (open_lower[i] or open_upper[i])):
-                self.fail(lower_at[i], f"empty input box: X_{i} {'>' if open_lower[i] else '>='} {lower[i]!r} here "
-                                       f"but X_{i} {'<' if open_upper[i] else '<='} {upper[i]!r} at "
-                                       f"{_place(self.text, upper_at[i])}{where}")
-        return Box(_frozen(np.array(lower)), _frozen(np.array(upper)), _frozen_mask(open_lower), _frozen_mask(open_upper))
 
 
 def _simplest(clauses: tuple[Clause, ...]) -> tuple[Clause, ...]:
@@ -401,9 +439,10 @@ _cache_lock = threading.Lock()
 
 def parse_vnnlib_text(text: str, source: str = "<memory>", n_inputs: int | None = None,
                       n_outputs: int | None = None, *, use_cache: bool = True) -> Spec:
-    """Parse VNN-LIB text; errors name ``source``. Cached results are shared: do not mutate them."""
+    """Parse VNN-LIB 1.0 or 2.0 text (`verirepair.spec.vnnlib2` says how the version is told);
+    errors name ``source``. Cached results are shared: do not mutate them."""
     if not use_cache:
-        spec = _Parser(text, source).parse()
+        spec = _parse(text, source)
     else:
         key = (hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(), source)
         with _cache_lock:
@@ -411,7 +450,7 @@ def parse_vnnlib_text(text: str, source: str = "<memory>", n_inputs: int | None 
             if spec is not None:
                 _cache.move_to_end(key)
         if spec is None:
-            spec = _Parser(text, source).parse()
+            spec = _parse(text, source)
             with _cache_lock:
                 _cache[key] = spec
                 while len(_cache) > CACHE_SIZE:
@@ -420,14 +459,16 @@ def parse_vnnlib_text(text: str, source: str = "<memory>", n_inputs: int | None 
     return spec
 
 
+def _parse(text: str, source: str) -> Spec:
+    from verirepair.spec.vnnlib2 import is_vnnlib2, parse_vnnlib2_text
+
+    return parse_vnnlib2_text(text, source) if is_vnnlib2(text) else _Parser(text, source).parse()
+
+
 def parse_vnnlib(path: str | Path, n_inputs: int | None = None, n_outputs: int | None = None) -> Spec:
-    """Parse a VNN-LIB file; with ``n_inputs``/``n_outputs`` also check it fits the network."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, None, "no such file") from None
-    except OSError as error:
-        raise InputError(path, None, f"cannot read: {error.strerror or error}") from None
+    """Parse a VNN-LIB 1.0 or 2.0 file, gzip-compressed or not; with ``n_inputs``/``n_outputs`` also
+    check it fits the network."""
+    data = read_input_bytes(path)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

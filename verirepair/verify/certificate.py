@@ -58,6 +58,9 @@ class Certificate:
 
 
 def file_sha256(path: str | Path) -> str:
+    """The hash of the file as given: a gzip-compressed network or property is hashed compressed,
+    so a certificate names exactly the files it was made from (the same content compressed
+    differently is a different file to it)."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:

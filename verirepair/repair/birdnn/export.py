@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ...bounds import ActivationLayer, AffineLayer, Chain
 from ...errors import UnsupportedError
-from ...network import Network
+from ...network import Network, read_onnx_model
 
 OPSET = 13
 IR_VERSION = 8  # opset 13 needs IR >= 7; 8 is read by every onnxruntime the project supports
@@ -36,7 +36,7 @@ def _value_info(name: str, shape: tuple[int, ...], element: int, original: onnx.
 def _declarations(network: Network) -> tuple[onnx.ValueInfoProto | None, onnx.ValueInfoProto | None]:
     if network.path is None or not network.path.exists():
         return None, None
-    graph = onnx.load(str(network.path), load_external_data=False).graph
+    graph = read_onnx_model(network.path, load_external_data=False).graph
     inputs = {v.name: v for v in graph.input}
     outputs = {v.name: v for v in graph.output}
     return inputs.get(network.input_name), outputs.get(network.output_name)
