@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from verirepair.errors import InputError, UnsupportedError
+from verirepair.extras import require
 from verirepair.spec.model import Spec
 from verirepair.spec.vnnlib import _Dnf, _Linear, _scale, _SpecBuilder, _sub, _sum
 
@@ -44,7 +45,6 @@ _SYNTAX_ERROR = re.compile(r"syntax error at line (\d+), column (\d+): (.*)")
 _NON_REAL_TYPE = re.compile(r"[IU]\d+|C\d+|Bool|String")  # DType names: integers, complex, booleans, strings
 _OPERATORS = {"LessEqual": "<=", "GreaterEqual": ">=", "LessThan": "<", "GreaterThan": ">",
               "Equal": "=", "NotEqual": "!="}
-MISSING_PACKAGE = "VNN-LIB 2.0 needs the vnnlib package: pip install 'verirepair[vnnlib2]'"
 
 
 def is_vnnlib2(text: str) -> bool:
@@ -53,10 +53,7 @@ def is_vnnlib2(text: str) -> bool:
 
 def parse_vnnlib2_text(text: str, source: str) -> Spec:
     """The `Spec` of a VNN-LIB 2.0 query; every problem is one `InputError` line naming ``source``."""
-    try:
-        import vnnlib
-    except ImportError:
-        raise InputError(source, None, MISSING_PACKAGE) from None
+    vnnlib = require("vnnlib", "vnnlib2", "needed to read VNN-LIB 2.0", source)
     try:
         query = vnnlib.parse_query_string(text)
     except vnnlib.VNNLibException as error:
