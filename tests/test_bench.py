@@ -52,8 +52,6 @@ def test_bench_runs_scores_and_resumes(suite: Path, capsys: pytest.CaptureFixtur
 
 def test_bench_hands_its_verify_options_to_every_instance(suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import verirepair.bench.runner as runner
-    from verirepair.cli import build_parser
-
     seen = []
 
     def fake_run(instance, out, timeout_scale, threads, options, stop):  # type: ignore[no-untyped-def]
@@ -63,9 +61,9 @@ def test_bench_hands_its_verify_options_to_every_instance(suite: Path, monkeypat
     monkeypatch.setattr(runner, "run_instance", fake_run)
     assert main(["bench", str(suite / "instances.csv"), "--out", str(suite / "out4"), "--milp-solver", "highs"]) == 0
     assert seen == [runner.VerifyOptions("cpu", "highs")] * 2
-    # and what each instance's `verify` command line gets from them parses back to the same choices
-    parsed = build_parser().parse_args(["verify", "net.onnx", "spec.vnnlib", *seen[0].argv()])
-    assert (parsed.device, parsed.milp_solver) == ("cpu", "highs")
+    # and the verifier settings each instance gets from them carry the same choices
+    settings = seen[0].settings(7.0)
+    assert (settings.device, settings.milp_solver, settings.timeout) == ("cpu", "highs", 7.0)
 
 
 def test_a_sat_with_a_forged_witness_scores_as_wrong(suite: Path) -> None:

@@ -154,7 +154,15 @@ def _bench(args: argparse.Namespace) -> int:
         instances = [dataclasses.replace(i, timeout=args.timeout) for i in instances]
     options = VerifyOptions(_device(args.device), args.milp_solver)
     try:
-        records = run_instances(instances, out, args.timeout_scale, args.workers, args.threads, options)
+        if args.ray:
+            from .bench.ray_runner import run_instances_on_ray
+
+            if args.workers != 1:
+                raise InputError(None, "--workers", "does not apply with --ray: the cluster's CPUs and --threads "
+                                 "(CPUs per instance) decide how many instances run at once")
+            records = run_instances_on_ray(instances, out, args.ray, args.timeout_scale, args.threads or 1, options)
+        else:
+            records = run_instances(instances, out, args.timeout_scale, args.workers, args.threads, options)
     except BenchInterrupted as stopped:
         print(f"verirepair: bench {stopped}; their records are in {out}, rerun the same command to resume",
               file=sys.stderr)
@@ -365,10 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--timeout-scale", type=_positive_float, default=1.0, help="multiply every timeout")
     bench.add_argument("--timeout", type=_positive_float, help="use this timeout (s) for every instance instead")
     bench.add_argument("--workers", type=_positive_int, default=1, help="instances run at once")
-    bench.add_argument("--threads", type=_positive_int, help="math threads per instance (default: cores / workers)")
+    bench.add_argument("--threads", type=_positive_int, help="math threads per instance (default: cores / workers; with --ray: 1, the CPUs each task takes)")
     bench.add_argument("--out", default="bench-out", help="folder for per-instance results and results.csv")
     bench.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu), for every instance")
     _add_milp_solver_option(bench)
+    bench.add_argument("--ray", metavar="auto|ADDRESS",
+                       help="run each instance as a task on a running Ray cluster: auto (the one 'ray start' "
+                            "began on this machine), host:6379 or ray://host:10001 (docs/cluster.md)")
     bench.set_defaults(run=_bench)
 
     fix = commands.add_parser("check-and-fix", help="verify; if violated, repair until proven on the exported ONNX")
