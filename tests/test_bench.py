@@ -51,7 +51,7 @@ def test_bench_runs_scores_and_resumes(suite: Path, capsys: pytest.CaptureFixtur
 
 
 def test_bench_hands_its_verify_options_to_every_instance(suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import verirepair.bench.runner as runner
+    from verirepair.bench import runner
     seen = []
 
     def fake_run(instance, out, timeout_scale, threads, options, stop):  # type: ignore[no-untyped-def]

@@ -1,6 +1,12 @@
 """VNN-COMP style benchmark runs: instances in, per-instance results, results CSV and a score out."""
 
-from .instances import GroundTruth, Instance, expected_results, read_ground_truth, read_instances
+from .instances import (
+           GroundTruth,
+           Instance,
+           expected_results,
+           read_ground_truth,
+           read_instances,
+)
 from .records import InstanceRecord
 from .runner import BenchInterrupted, VerifyOptions, run_instances
 from .scoring import TABLE_HEADER, Summary, results_csv, summarise, table_row

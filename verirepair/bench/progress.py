@@ -7,9 +7,12 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .records import InstanceRecord
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; annotations only, never evaluated
 
 
 class Progress:
@@ -19,7 +22,7 @@ class Progress:
         self.on_terminal = self.stream.isatty()
         self.started = time.monotonic()
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Self:
         if self.on_terminal:
             self._show("")
         return self

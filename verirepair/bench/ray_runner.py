@@ -27,7 +27,14 @@ from ..errors import InputError
 from .instances import Instance
 from .progress import Progress
 from .records import InstanceOutcome, InstanceRecord, finished_records, save_outcome
-from .runner import KILL_GRACE, STOP_POLL_SECONDS, BenchInterrupted, VerifyOptions, outcome_of, stopping_on_signals
+from .runner import (
+    KILL_GRACE,
+    STOP_POLL_SECONDS,
+    BenchInterrupted,
+    VerifyOptions,
+    outcome_of,
+    stopping_on_signals,
+)
 
 RAY_MISSING = "ray is not installed: pip install 'verirepair[ray]'"
 # How long the driver waits for the cluster's address to answer before giving up.
@@ -77,10 +84,11 @@ def outcome_on_node(instance: Instance, timeout_scale: float, threads: int, opti
 
 
 def run_instances_on_ray(instances: list[Instance], out: Path, address: str, timeout_scale: float = 1.0,
-                         threads: int = 1, options: VerifyOptions = VerifyOptions()) -> list[InstanceRecord]:
+                         threads: int = 1, options: VerifyOptions | None = None) -> list[InstanceRecord]:
     """Run (or resume) every instance as a Ray task of ``threads`` CPUs (and one GPU when
     ``options`` name a CUDA device) on the cluster at ``address``; returns the records in
     instance order, as `runner.run_instances` does."""
+    options = options or VerifyOptions()
     ray = import_ray()
     connect(ray, address)
     out.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,13 @@ from ..errors import InputError, SettingsError
 from ..files import atomic_write_text
 from .instances import Instance
 from .progress import Progress
-from .records import InstanceOutcome, InstanceRecord, finished_records, instance_stem, save_outcome
+from .records import (
+    InstanceOutcome,
+    InstanceRecord,
+    finished_records,
+    instance_stem,
+    save_outcome,
+)
 from .witness_check import check_witness
 
 if TYPE_CHECKING:
