@@ -3,6 +3,7 @@ results.csv rows as the local runner, resume across the two, and a clean stop on
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import os
@@ -40,8 +41,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The address of a Ray head with 2 CPUs, begun with `ray start --head` in a session of its own
-    and ended, with everything it started, by signalling that session's process group."""
+    """The address of a Ray head with 2 CPUs, begun with `ray start --head --block` in a session of
+    its own and ended with everything in that session (`ray stop` would end every Ray instance of
+    the user on the machine, not just this one)."""
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed: pip install 'verirepair[ray]'")
     port = _free_port()
@@ -59,11 +61,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.5)
         yield f"127.0.0.1:{port}"
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
+        head.terminate()  # `ray start --block` stops the processes it started, then itself
         try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # whatever of its session is left
+                os.killpg(head.pid, signal.SIGKILL)
             head.wait()
 
 
