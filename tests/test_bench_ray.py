@@ -200,3 +200,15 @@ def test_bench_ray_with_no_cluster_at_the_address_is_one_line(tmp_path: Path, ca
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(f"verirepair: error: --ray: no Ray cluster reachable at '{address}'"), err
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_ray_auto_names_where_it_led(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed: pip install 'verirepair[ray]'")
+    instances, _ = _shipped_suite(tmp_path)
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    assert main(["bench", str(instances), "--out", str(tmp_path / "out"), "--ray", "auto"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"no Ray cluster reachable at '{address}' (where auto leads: RAY_ADDRESS" in err[0], err

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import socket
 import tempfile
 import threading
@@ -53,8 +54,12 @@ def connect(ray: ModuleType, address: str) -> None:
     """Join the running cluster at ``address`` (``auto``: the one started on this machine with
     ``ray start``); never starts a cluster of its own. An address where nothing listens is
     refused at once: Ray itself would retry it for minutes."""
+    named = repr(address)
+    if address == "auto" and _auto_address() is not None:
+        address = _auto_address()
+        named = f"{address!r} (where auto leads: RAY_ADDRESS, else the last 'ray start' on this machine)"
     if address != "auto":
-        _check_listening(address)
+        _check_listening(address, named)
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
@@ -62,7 +67,17 @@ def connect(ray: ModuleType, address: str) -> None:
         raise InputError(None, "--ray", f"no Ray cluster reachable at {address!r}: {first_line}") from None
 
 
-def _check_listening(address: str) -> None:
+def _auto_address() -> str | None:
+    """The cluster ``auto`` means, as Ray looks it up: ``RAY_ADDRESS``, else the address the last
+    ``ray start`` on this machine recorded (None: neither, and Ray's own search has the last word)."""
+    from_environment = os.environ.get("RAY_ADDRESS", "")
+    if from_environment not in ("", "auto"):
+        return from_environment
+    recorded = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    return (recorded.read_text().strip() or None) if recorded.is_file() else None
+
+
+def _check_listening(address: str, named: str) -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise InputError(None, "--ray", f"expected auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
@@ -70,7 +85,7 @@ def _check_listening(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
     except OSError as error:
         reason = error.strerror or str(error) or type(error).__name__
-        raise InputError(None, "--ray", f"no Ray cluster reachable at {address!r}: {reason}") from None
+        raise InputError(None, "--ray", f"no Ray cluster reachable at {named}: {reason}") from None
 
 
 def outcome_on_node(instance: Instance, timeout_scale: float, threads: int, options: VerifyOptions,
