@@ -201,3 +201,15 @@ def test_an_answer_after_the_timeout_is_scored_as_a_timeout() -> None:
     assert "answered unsat after 120.009 s" in within_timeout("unsat", "alpha-crown", 120.009, 120.0)[1]
     assert within_timeout("sat", "falsification", 119.9, 120.0) == ("sat", "falsification")
     assert within_timeout("unknown", "undecided", 130.0, 120.0) == ("unknown", "undecided")
+
+
+def test_progress_off_a_terminal_is_one_line_per_finished_instance() -> None:
+    import io
+
+    from verirepair.bench.progress import Progress
+
+    stream = io.StringIO()  # not a terminal
+    with Progress(total=3, done=1, stream=stream) as progress:
+        progress.finished(InstanceRecord(1, "onnx/net.onnx", "vnnlib/holds.vnnlib", "unsat", 0.3, "crown", 0.0, None))
+        progress.finished(InstanceRecord(2, "onnx/net.onnx", "vnnlib/violated.vnnlib", "sat", 1.5, "pgd", 0.0, True))
+    assert stream.getvalue().splitlines() == ["[2/3] unsat net/holds (0.3 s)", "[3/3] sat net/violated (1.5 s)"]
