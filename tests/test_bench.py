@@ -51,9 +51,7 @@ def test_bench_runs_scores_and_resumes(suite: Path, capsys: pytest.CaptureFixtur
 
 
 def test_bench_hands_its_verify_options_to_every_instance(suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import verirepair.bench.runner as runner
-    from verirepair.cli import build_parser
-
+    from verirepair.bench import runner
     seen = []
 
     def fake_run(instance, out, timeout_scale, threads, options, stop):  # type: ignore[no-untyped-def]
@@ -63,9 +61,9 @@ def test_bench_hands_its_verify_options_to_every_instance(suite: Path, monkeypat
     monkeypatch.setattr(runner, "run_instance", fake_run)
     assert main(["bench", str(suite / "instances.csv"), "--out", str(suite / "out4"), "--milp-solver", "highs"]) == 0
     assert seen == [runner.VerifyOptions("cpu", "highs")] * 2
-    # and what each instance's `verify` command line gets from them parses back to the same choices
-    parsed = build_parser().parse_args(["verify", "net.onnx", "spec.vnnlib", *seen[0].argv()])
-    assert (parsed.device, parsed.milp_solver) == ("cpu", "highs")
+    # and the verifier settings each instance gets from them carry the same choices
+    settings = seen[0].settings(7.0)
+    assert (settings.device, settings.milp_solver, settings.timeout) == ("cpu", "highs", 7.0)
 
 
 def test_a_sat_with_a_forged_witness_scores_as_wrong(suite: Path) -> None:
@@ -203,3 +201,15 @@ def test_an_answer_after_the_timeout_is_scored_as_a_timeout() -> None:
     assert "answered unsat after 120.009 s" in within_timeout("unsat", "alpha-crown", 120.009, 120.0)[1]
     assert within_timeout("sat", "falsification", 119.9, 120.0) == ("sat", "falsification")
     assert within_timeout("unknown", "undecided", 130.0, 120.0) == ("unknown", "undecided")
+
+
+def test_progress_off_a_terminal_is_one_line_per_finished_instance() -> None:
+    import io
+
+    from verirepair.bench.progress import Progress
+
+    stream = io.StringIO()  # not a terminal
+    with Progress(total=3, done=1, stream=stream) as progress:
+        progress.finished(InstanceRecord(1, "onnx/net.onnx", "vnnlib/holds.vnnlib", "unsat", 0.3, "crown", 0.0, None))
+        progress.finished(InstanceRecord(2, "onnx/net.onnx", "vnnlib/violated.vnnlib", "sat", 1.5, "pgd", 0.0, True))
+    assert stream.getvalue().splitlines() == ["[2/3] unsat net/holds (0.3 s)", "[3/3] sat net/violated (1.5 s)"]

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from verirepair.bench import (
     TABLE_HEADER,
+    InstanceRecord,
     expected_results,
     read_ground_truth,
     read_instances,
     summarise,
     table_row,
 )
-from verirepair.bench.runner import InstanceRecord
 from verirepair.cli import MILP_SOLVERS
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"

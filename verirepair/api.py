@@ -155,13 +155,16 @@ def check_and_fix(network: NetworkLike, spec: SpecLike | Sequence[SpecLike], *, 
 
 def bench(instances: PathLike, *, out: PathLike = "bench-out", timeout: float | None = None,
           timeout_scale: float = 1.0, workers: int = 1, threads: int | None = None,
-          ground_truth: PathLike | None = None, device: str = "cpu", milp_solver: str = "auto") -> BenchResult:
+          ground_truth: PathLike | None = None, device: str = "cpu", milp_solver: str = "auto",
+          ray: str | None = None) -> BenchResult:
     """Run a VNN-COMP instances CSV (onnx,vnnlib,timeout per row; paths relative to the CSV), each
     instance in its own process, and score it. Records go to ``out`` (one JSON per instance; a
     rerun resumes, running only the instances without one), and the scored table to
     ``out/results.csv``. ``timeout`` replaces every instance's timeout, ``timeout_scale`` multiplies
     them; ``threads``: math threads per instance (default: the cores shared out among ``workers``);
-    ``ground_truth``: a CSV with onnx,vnnlib,result columns to judge the answers.
+    ``ground_truth``: a CSV with onnx,vnnlib,result columns to judge the answers. ``ray``: "auto" or
+    the address of a Ray cluster to run the instances on, one task each (docs/cluster.md); then
+    ``threads`` (default 1) is the CPUs per task and ``workers`` must stay 1.
     A signal (Ctrl-C) stops the run with `verirepair.bench.BenchInterrupted`; what finished is kept.
     """
     from .bench import (
@@ -191,7 +194,15 @@ def bench(instances: PathLike, *, out: PathLike = "bench-out", timeout: float | 
         listed = [dataclasses.replace(i, timeout=timeout) for i in listed]
     options = VerifyOptions(resolve_device(device), milp_solver)
     folder = Path(out)
-    records = run_instances(listed, folder, timeout_scale, workers, threads, options)
+    if ray is not None:
+        from .bench.ray_runner import run_instances_on_ray
+
+        if workers != 1:
+            raise InputError(None, "--workers", "does not apply with --ray: the cluster's CPUs and --threads "
+                             "(CPUs per instance) decide how many instances run at once")
+        records = run_instances_on_ray(listed, folder, ray, timeout_scale, threads or 1, options)
+    else:
+        records = run_instances(listed, folder, timeout_scale, workers, threads, options)
     table = folder / "results.csv"
     atomic_write_text(table, results_csv(records, truth))
     return BenchResult(records, summarise(records, truth), table, len(truth))

@@ -119,7 +119,7 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         result = bench(args.instances, out=args.out, timeout=args.timeout, timeout_scale=args.timeout_scale,
                        workers=args.workers, threads=args.threads, ground_truth=args.ground_truth,
-                       device=_device(args.device), milp_solver=args.milp_solver)
+                       device=_device(args.device), milp_solver=args.milp_solver, ray=args.ray)
     except BenchInterrupted as stopped:
         print(f"verirepair: bench {stopped}; their records are in {args.out}, rerun the same command to resume",
               file=sys.stderr)
@@ -330,10 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--timeout-scale", type=_positive_float, default=1.0, help="multiply every timeout")
     bench.add_argument("--timeout", type=_positive_float, help="use this timeout (s) for every instance instead")
     bench.add_argument("--workers", type=_positive_int, default=1, help="instances run at once")
-    bench.add_argument("--threads", type=_positive_int, help="math threads per instance (default: cores / workers)")
+    bench.add_argument("--threads", type=_positive_int, help="math threads per instance (default: cores / workers; with --ray: 1, the CPUs each task takes)")
     bench.add_argument("--out", default="bench-out", help="folder for per-instance results and results.csv")
     bench.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu), for every instance")
     _add_milp_solver_option(bench)
+    bench.add_argument("--ray", metavar="auto|ADDRESS",
+                       help="run each instance as a task on a running Ray cluster: auto (the one 'ray start' "
+                            "began on this machine), host:6379 or ray://host:10001 (docs/cluster.md)")
     bench.set_defaults(run=_bench)
 
     fix = commands.add_parser("check-and-fix", help="verify; if violated, repair until proven on the exported ONNX")

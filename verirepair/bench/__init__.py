@@ -2,7 +2,8 @@
 
 from ..callable_package import make_callable
 from .instances import GroundTruth, Instance, expected_results, read_ground_truth, read_instances
-from .runner import BenchInterrupted, InstanceRecord, VerifyOptions, run_instances
+from .records import InstanceRecord
+from .runner import BenchInterrupted, VerifyOptions, run_instances
 from .scoring import TABLE_HEADER, Summary, results_csv, summarise, table_row
 from .witness_check import check_witness
 

@@ -7,7 +7,7 @@ import io
 import statistics
 from dataclasses import dataclass
 
-from .runner import InstanceRecord
+from .records import InstanceRecord
 
 CORRECT, WRONG = 10, -150
 
