@@ -21,7 +21,8 @@ from verirepair.repair.data import load_data
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "collision_avoidance.onnx"
 HOLDS = ROOT / "specs" / "collision_avoidance_far_coc.vnnlib"
-OPTIONAL = ("gurobipy", "z3", "h5py", "tqdm", "ray", "matplotlib", "vnnlib", "mlxtend")
+# tqdm is not among them although it is no dependency: torch.hub imports it whenever it is installed.
+OPTIONAL = ("gurobipy", "z3", "h5py", "ray", "matplotlib", "vnnlib", "mlxtend")
 
 
 def project() -> dict:
