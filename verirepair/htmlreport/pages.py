@@ -11,10 +11,10 @@ import numpy as np
 
 from ..bench import InstanceRecord, Summary
 from ..bench.scoring import score_of
-from ..network import load_network
+from ..network import Network, load_network
 from ..repair import RepairReport
 from ..repair.report import sample_spec_boxes
-from ..spec import Box, Spec, parse_vnnlib
+from ..spec import Box, parse_vnnlib
 from . import plots
 from .page import Page, verdict_badge
 from .peers import PeerResult, latest_year
@@ -140,7 +140,7 @@ def _repair_figures(page: Page, report: RepairReport, figures: FigureSettings) -
     _accuracy_figure(page, original, repaired, figures)
 
 
-def _accuracy_figure(page: Page, original, repaired, figures: FigureSettings) -> None:  # type: ignore[no-untyped-def]
+def _accuracy_figure(page: Page, original: Network, repaired: Network, figures: FigureSettings) -> None:
     if figures.data is None or figures.data[1] is None:
         page.paragraph("No per-class accuracy: the run had no --data with labels.", note=True)
         return
@@ -152,8 +152,8 @@ def _accuracy_figure(page: Page, original, repaired, figures: FigureSettings) ->
 
 def _histogram_caption(change: np.ndarray, where: str) -> str:
     unchanged = int((change == 0).sum())
-    return (f"|Δ output|∞ on {change.size} {where}: {unchanged} unchanged exactly, mean "
-            f"{change.mean():.4g}, max {change.max():.4g}.")
+    return (f"|Δ output|∞ on {change.size} {where}: mean {change.mean():.4g}, max {change.max():.4g}; "
+            f"{unchanged} of the {change.size} samples have exactly the same outputs.")
 
 
 def _distinct_boxes(boxes: Sequence[Box]) -> list[Box]:
