@@ -243,7 +243,7 @@ def test_bench_page_has_the_family_table_a_cactus_plot_and_the_peers(tmp_path: P
         results = {Path(r["vnnlib"]).name: r["result"] for r in csv.DictReader(stream)}
     for onnx, vnnlib in rows:
         assert results[Path(vnnlib).name] == expected(onnx, vnnlib)
-        assert f"<td>{results[Path(vnnlib).name]}</td>" in text
+        assert f"<td>{Path(vnnlib).name}</td><td>{results[Path(vnnlib).name]}</td>" in text
     chromium_renders(page, tmp_path, ["verirepair bench: suite", "Instances solved against time", "Peers (2025)"])
 
 

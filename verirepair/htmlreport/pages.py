@@ -205,8 +205,9 @@ def bench_page(family: str, summary: Summary, records: Sequence[InstanceRecord],
                    [(p.tool, p.instances, p.unsat, p.sat, p.solved_correct,
                      "-" if p.median_seconds is None else p.median_seconds) for p in shown])
     page.heading("Instances")
+    page.paragraph("File names only; results.csv in the run's output folder has the paths.", note=True)
     page.table(["#", "network", "property", "result", "expected", "seconds", "decided by", "witness ok"],
-               [(r.index, r.onnx, r.vnnlib, r.result, truth.get((r.onnx, r.vnnlib), "-"), round(r.seconds, 3),
+               [(r.index, Path(r.onnx).name, Path(r.vnnlib).name, r.result, truth.get((r.onnx, r.vnnlib), "-"), round(r.seconds, 3),
                  r.decided_by, "-" if r.witness_ok is None else str(r.witness_ok)) for r in records])
     return page.render()
 
@@ -221,5 +222,5 @@ def _cactus_caption(shown: list[PeerResult], peers: list[PeerResult] | None) -> 
     return text + (f" Peers (VNN-COMP {shown[0].year}, from peers_results.csv) have aggregate results only, over "
                    f"all {shown[0].instances} instances of the benchmark: a dotted line at the share each solved, "
                    "and a dot at the median time of its solved instances, at half that share (a point its own "
-                   "curve passes through). Where this run covers a subset of the instances, the shares compare "
-                   "only as far as the subset is typical.")
+                   "curve passes through). Their times were measured on the competition's machines. Where this "
+                   "run covers a subset of the instances, the shares compare only as far as the subset is typical.")

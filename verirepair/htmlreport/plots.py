@@ -109,7 +109,7 @@ def class_accuracy(classes: Sequence[int], before: np.ndarray, after: np.ndarray
     axes.set_xticks(position, [f"{c}\n(n={n})" for c, n in zip(classes, counts)])
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(0, 105)
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     axes.set_title("per-class accuracy on the --data set")
     return _png(figure)
 
