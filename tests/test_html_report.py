@@ -254,5 +254,5 @@ def test_a_missing_matplotlib_is_one_line_naming_the_extra_before_any_work(
     code, out, err = run_cli(["verify", str(COLLISION), str(REPO / "specs/collision_avoidance_far_coc.vnnlib"),
                               "--report", str(page)], capsys)
     assert code == 2 and out == "" and not page.exists()
-    assert err.strip().splitlines() == [
-        "verirepair: error: --report: matplotlib is not installed: pip install 'verirepair[report]'"]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "matplotlib is not installed" in lines[0] and "pip install 'verirepair[report]'" in lines[0]
