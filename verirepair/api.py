@@ -48,12 +48,18 @@ MODEL_PROTO_LABEL = "<onnx.ModelProto>"
 @dataclass(frozen=True)
 class BenchResult:
     """One bench run: a record per instance (in the instances file's order), the scored summary,
-    and where results.csv was written. ``judged``: instances the ground truth has an answer for."""
+    and where results.csv was written. ``truth``: the ground truth's answer per (onnx, vnnlib) of the
+    records, for the instances it has one for."""
 
     records: list[InstanceRecord]
     summary: Summary
     results_csv: Path
-    judged: int
+    truth: dict[tuple[str, str], str]
+
+    @property
+    def judged(self) -> int:
+        """How many instances the ground truth has an answer for."""
+        return len(self.truth)
 
 
 def verify(network: NetworkLike, spec: SpecLike, *, timeout: float = 60.0, device: str = "cpu",
@@ -205,7 +211,7 @@ def bench(instances: PathLike, *, out: PathLike = "bench-out", timeout: float | 
         records = run_instances(listed, folder, timeout_scale, workers, threads, options)
     table = folder / "results.csv"
     atomic_write_text(table, results_csv(records, truth))
-    return BenchResult(records, summarise(records, truth), table, len(truth))
+    return BenchResult(records, summarise(records, truth), table, truth)
 
 
 def check_certificate(network: PathLike, spec: PathLike, certificate: PathLike) -> CheckResult:

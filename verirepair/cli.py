@@ -13,6 +13,7 @@ check-certificate: 0 the certificate checks, 30 it does not.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -65,8 +66,10 @@ def _verify(args: argparse.Namespace) -> int:
     from .verify import format_witness
 
     onnx_path, vnnlib_path = _order_files(args.first, args.second)
-    if args.results_file:
-        check_writable(args.results_file)
+    for output in (args.results_file, args.certificate):
+        if output:
+            check_writable(output)
+    _check_report_option(args.report)
     verdict = verify(onnx_path, vnnlib_path, timeout=args.timeout, device=_device(args.device),
                      milp_solver=args.milp_solver, certificate=args.certificate)
     notes = list(verdict.notes)
@@ -89,12 +92,38 @@ def _verify(args: argparse.Namespace) -> int:
     if found is not None:
         summary["counterexample"] = {"x": found.x.tolist(), "y": found.y.tolist(),
                                      "inputs_moved_by_cast": found.moved_by_cast}
+    if args.report:
+        _write_report(args.report, json.dumps(summary, indent=2), lambda: _html().verify_page(summary))
     if args.json:
         print(json.dumps(summary))
     else:
         remarks = f" ({'; '.join(notes)})" if notes else ""
         print(f"{verdict.status} in {verdict.seconds:.2f}s, decided by {verdict.decided_by}{remarks}")
     return EXIT_CODES[verdict.status]
+
+
+def _html():  # type: ignore[no-untyped-def]
+    """The HTML report package, imported only when an HTML report is asked for."""
+    from . import htmlreport
+
+    return htmlreport
+
+
+def _check_report_option(path: str | None) -> None:
+    """Before any work: the report can be written and, for HTML, matplotlib is there."""
+    from .files import check_writable
+
+    if path:
+        check_writable(path)
+        if _html().is_html(path):
+            _html().require_matplotlib()
+
+
+def _write_report(path: str, json_text: str, html_page) -> None:  # type: ignore[no-untyped-def]
+    """``--report``: the page ``html_page()`` builds for a .html file, else the JSON."""
+    from .files import atomic_write_text
+
+    atomic_write_text(path, html_page() if _html().is_html(path) else json_text + "\n")
 
 
 def _check_certificate(args: argparse.Namespace) -> int:
@@ -116,6 +145,7 @@ def _bench(args: argparse.Namespace) -> int:
     from .api import bench
     from .bench import TABLE_HEADER, BenchInterrupted, table_row
 
+    _check_report_option(args.report)
     try:
         result = bench(args.instances, out=args.out, timeout=args.timeout, timeout_scale=args.timeout_scale,
                        workers=args.workers, threads=args.threads, ground_truth=args.ground_truth,
@@ -124,8 +154,14 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"verirepair: bench {stopped}; their records are in {args.out}, rerun the same command to resume",
               file=sys.stderr)
         return 128 + stopped.signum
+    family = Path(args.instances).parent.name or "instances"
+    if args.report:
+        summary = result.summary
+        _write_report(args.report, json.dumps({"benchmark": family, **dataclasses.asdict(summary)}, indent=2),
+                      lambda: _html().bench_page(family, summary, result.records, result.truth,
+                                                 _html().peers_beside(args.instances)))
     print(TABLE_HEADER)
-    print(table_row(Path(args.instances).parent.name or "instances", result.summary))
+    print(table_row(family, result.summary))
     if args.ground_truth:
         print(f"ground truth for {result.judged} of {len(result.records)} instances ({args.ground_truth})")
     print(f"results: {result.results_csv}")
@@ -189,9 +225,16 @@ def _repair_settings(args: argparse.Namespace, n_inputs: int | None = None):
     )
 
 
-def _print_report(report, args: argparse.Namespace) -> None:
+def _print_report(report, args: argparse.Namespace, settings, domain=None) -> None:  # type: ignore[no-untyped-def]
+    """Print the repair report; ``--report`` writes it as JSON or, for a .html file, as a page whose
+    figures follow the run's settings (``domain``: the box of a point-wise repair)."""
     if args.report:
-        report.write_json(args.report)
+        def page() -> str:
+            figures = _html().FigureSettings(settings.side_effect_samples, settings.seed, settings.decision,
+                                             settings.data, domain)
+            return _html().repair_page(report, figures)
+
+        _write_report(args.report, report.to_json(), page)
     print(report.to_json() if args.json else report.summary())
 
 
@@ -199,10 +242,11 @@ def _check_and_fix(args: argparse.Namespace) -> int:
     from .repair import check_and_fix
 
     onnx_path, vnnlib_path = _order_files(args.first, args.second)
+    _check_report_option(args.report)
     strategy = _strategy(args.strategy)
     settings = _repair_settings(args)
     report = check_and_fix(onnx_path, vnnlib_path, strategy, settings)
-    _print_report(report, args)
+    _print_report(report, args, settings)
     return 0 if report.proven else EXIT_NOT_PROVEN
 
 
@@ -220,6 +264,7 @@ def _repair(args: argparse.Namespace) -> int:
         raise InputError(args.network, None, "no such file")
     if args.strategy in AREA_ONLY:
         raise InputError(None, "--strategy", f"{args.strategy} repairs whole properties (check-and-fix), not points")
+    _check_report_option(args.report)
     strategy = _strategy(args.strategy)
     points = load_points(args.points)
     label = args.label if args.labels is None else _point_labels(args.labels)
@@ -227,7 +272,8 @@ def _repair(args: argparse.Namespace) -> int:
     lower = _numbers(args.lower, "--lower") if args.lower else None
     upper = _numbers(args.upper, "--upper") if args.upper else None
     report = repair_points(args.network, points, label, strategy, settings, lower, upper)
-    _print_report(report, args)
+    domain = _html().points_domain(points, lower, upper) if args.report and _html().is_html(args.report) else None
+    _print_report(report, args, settings, domain)
     return 0 if report.proven else EXIT_NOT_PROVEN
 
 
@@ -281,7 +327,8 @@ def _add_repair_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--strategy", default="reassure",
                      help="repair strategy: reassure (default), reassure-boxes, birdnn, birdnn-retrain, birdnn-finetune")
     sub.add_argument("--budget", type=_positive_float, default=600.0, help="seconds for the whole run (default 600)")
-    sub.add_argument("--report", help="write the JSON report here")
+    sub.add_argument("--report", help="write the report here: a self-contained HTML page with figures when "
+                                      "the name ends in .html (needs the 'report' extra), else JSON")
     sub.add_argument("--keep-unproven", help="when not proven, write the last attempt here (never as -o)")
     sub.add_argument("--samples", type=int, default=10_000, help="samples for the side-effect figures (default 10000)")
     sub.add_argument("--decision", choices=("argmax", "argmin"), default="argmax",
@@ -312,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print the result as one JSON object")
     _add_milp_solver_option(verify)
     verify.add_argument("--certificate", help="for unsat, write a proof certificate here (input-split proofs)")
+    verify.add_argument("--report", help="write the result here: an HTML page when the name ends in .html "
+                                         "(needs the 'report' extra), else the JSON that --json prints")
     verify.set_defaults(run=_verify)
 
     check = commands.add_parser("check-certificate", help="re-check a proof certificate independently")
@@ -333,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=_positive_int, help="math threads per instance (default: cores / workers; with --ray: 1, the CPUs each task takes)")
     bench.add_argument("--out", default="bench-out", help="folder for per-instance results and results.csv")
     bench.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu), for every instance")
+    bench.add_argument("--report", help="write the summary here: an HTML page with a cactus plot (and peers' "
+                                        "results from peers_results.csv beside instances.csv) when the name ends "
+                                        "in .html (needs the 'report' extra), else JSON")
     _add_milp_solver_option(bench)
     bench.add_argument("--ray", metavar="auto|ADDRESS",
                        help="run each instance as a task on a running Ray cluster: auto (the one 'ray start' "
