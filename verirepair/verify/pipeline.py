@@ -84,7 +84,7 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
     notes: list[str] = []
     deciders: set[str] = set()
     rests_on_solver = False
-    for region, rows in zip(spec.regions, region_rows):
+    for number, (region, rows) in enumerate(zip(spec.regions, region_rows), start=1):
         if deadline.expired():
             return Verdict("timeout", "deadline", deadline.elapsed(), notes=tuple(notes))
         out_of_memory = False
@@ -95,7 +95,7 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
             outcome, decider, out_of_memory = SearchOutcome("unknown", None, 0), "none", True
         if out_of_memory and torch.cuda.is_available():
             torch.cuda.empty_cache()  # after the except block, whose traceback held the search's tensors
-        logger.info("region %d of %d: %s by %s after %.2f s", spec.regions.index(region) + 1, len(spec.regions),
+        logger.info("region %d of %d: %s by %s after %.2f s", number, len(spec.regions),
                     outcome.status, decider, deadline.elapsed())
         if outcome.status == "sat":
             assert outcome.counterexample is not None
