@@ -197,8 +197,11 @@ def side_effects(original: Network, repaired: Network, spec: Spec, samples: int,
             result["outside"] = {"samples": 0, "note": NOT_CONSTRAINED}
         else:
             far = outside_boxes(spec, domain, samples, np.random.default_rng(seed + 1))
-            figures = changed_figures(run_onnxruntime(original, far), run_onnxruntime(repaired, far), rule) if len(far) else {}
-            result["outside"] = {"samples": len(far), **figures}
+            if len(far):
+                figures = changed_figures(run_onnxruntime(original, far), run_onnxruntime(repaired, far), rule)
+                result["outside"] = {"samples": len(far), **figures}
+            else:
+                result["outside"] = {"samples": 0, "note": "outside the property's boxes: the domain holds no samples there"}
     if data is not None:
         inputs, labels = data
         before = run_onnxruntime(original, inputs)
