@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['task']:<46} {row['strategy']:<15} {row['status']}")
             continue
         largest = "-" if row["max_abs_change"] is None else f"{float(row['max_abs_change']):.3g}"
-        print(f"{row['task']:<46} {row['strategy']:<15} {str(row['proven']):<7} {row['rounds']:>6} {row['seconds']:>6}s "
+        print(f"{row['task']:<46} {row['strategy']:<15} {row['proven']!s:<7} {row['rounds']:>6} {row['seconds']:>6}s "
               f"{row['in_box']:>8} {row['outside']:>8} {largest:>9}  {row.get('produced_by') or '-'}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -77,6 +77,11 @@ class AutoStrategy:
     def members_report(self) -> list[dict[str, object]]:
         return self._sequence.members_report() if self._sequence is not None else []
 
+    def share_left(self) -> float | None:
+        """`SharedBudget`: a member's candidates are verified within its share, so that an
+        undecided verification cannot eat the time of the members after it."""
+        return self._sequence.time_left_in_share() if self._sequence is not None else None
+
 
 def auto_strategy() -> AutoStrategy:
     return AutoStrategy()

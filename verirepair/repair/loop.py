@@ -22,7 +22,13 @@ from ..spec import Box, Spec
 from ..verify import Deadline, Verdict, VerifySettings, load_problem, verify
 from .input_domain import check_domain
 from .report import DECISION_RULES, Iteration, RepairReport, side_effects
-from .strategy import Portfolio, RepairCandidate, RepairProblem, RepairStrategy
+from .strategy import (
+    Portfolio,
+    RepairCandidate,
+    RepairProblem,
+    RepairStrategy,
+    SharedBudget,
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,12 @@ def _step(candidate: RepairCandidate, strategy: RepairStrategy) -> str:
     """Which strategy made ``candidate``: a portfolio's member (`StrategySequence` names it), else
     the strategy itself."""
     return str(candidate.details.get("sequence_step", strategy.name))
+
+
+def _verification_deadline(strategy: RepairStrategy, deadline: Deadline) -> Deadline:
+    """The run's deadline, or the end of the current member's share (`SharedBudget`)."""
+    left = strategy.share_left() if isinstance(strategy, SharedBudget) else None
+    return deadline if left is None else Deadline(min(deadline.remaining(), left))
 
 
 def _members_with_verdicts(members: list[dict[str, object]], iterations: list[Iteration]) -> list[dict[str, object]]:
@@ -227,7 +239,8 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
                 best = (data, load_network(_written(folder, number, data)))
                 report.produced_by = _step(candidate, strategy)
                 break
-            checked = _exported_and_verified(data, _written(folder, number, data), spec, settings, deadline, report)
+            checked = _exported_and_verified(data, _written(folder, number, data), spec, settings,
+                                             _verification_deadline(strategy, deadline), report)
             if checked is None:
                 break
             repaired, verdict = checked

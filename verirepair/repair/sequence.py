@@ -85,6 +85,10 @@ class StrategySequence:
                 entry["members"] = strategy.members_report()
         return record
 
+    def time_left_in_share(self) -> float | None:
+        """Seconds until the current strategy's share ends; None for the last one."""
+        return max(0.0, self._end - time.monotonic()) if self._current < len(self.shares) else None
+
     def _start(self, index: int, deadline: Deadline) -> None:
         self._current = index
         self._left = left = deadline.remaining()

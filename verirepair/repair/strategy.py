@@ -85,6 +85,17 @@ class Portfolio(Protocol):
         ...
 
 
+@runtime_checkable
+class SharedBudget(Protocol):
+    """A portfolio whose members own their shares with their candidates' verification (`auto`):
+    the loop verifies a member's candidate only until the member's share ends."""
+
+    def share_left(self) -> float | None:
+        """Seconds left in the current member's share; None when the current member keeps
+        whatever time the run has left."""
+        ...
+
+
 class WithoutPolish:
     """`RepairStrategy.polish` for strategies that have no polishing step."""
 
