@@ -118,6 +118,28 @@ def test_auto_falls_through_to_the_second_member_when_the_first_cannot_prove(fil
         assert report.portfolio[0]["verdicts"] == ["sat"]
 
 
+def test_a_members_candidates_are_verified_within_its_share(files, monkeypatch):
+    from verirepair.repair import loop
+    from verirepair.repair.reassure import ReassureStrategy
+
+    members = {"reassure-boxes": _Unchanged, "birdnn": ReassureStrategy}
+    monkeypatch.setattr(auto, "strategy_named", lambda name: members[name]())
+    timeouts: list[float] = []
+
+    def recording(network, spec, settings, deadline):
+        timeouts.append(settings.timeout)
+        return verify(network, spec, settings, deadline)
+
+    verify = loop.verify
+    monkeypatch.setattr(loop, "verify", recording)
+    settings = RepairSettings(budget=200, side_effect_samples=0, polish_attempts=0)
+    report = check_and_fix(files["violated"], files["spec"], auto.AutoStrategy(), settings)
+    assert report.status == "repaired" and len(timeouts) == 3  # the original, the first member's, the second's
+    share = report.portfolio[0]["seconds_granted"]
+    assert timeouts[1] <= share < 200 * auto.PATCH_SHARE + 1  # within the first member's share
+    assert timeouts[2] > share  # the last member: the rest of the run
+
+
 def test_check_and_fix_defaults_to_auto_and_repair_keeps_reassure():
     parser = build_parser()
     assert parser.parse_args(["check-and-fix", "a", "b"]).strategy == "auto"
