@@ -2,11 +2,12 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python tools/compare_repair.py [--budget 180] [--json out.json]
         [--strategies auto,reassure,reassure-boxes,birdnn] [--tasks shipped,acasxu]
-        [--acasxu 2_1,2_9] [--acasxu-budget 300]
+        [--acasxu 2_1,2_9] [--acasxu-budget 300] [--decision argmax|argmin|ranking]
 
 Tasks: the shipped violated properties (``specs/expected.csv``) and ACAS Xu property 2 on the named
 networks of ``../shared/benchmarks/acasxu``, the latter with ``--domain`` = the ACAS Xu operating
-range (normalised inputs) and ``--decision argmin`` (advisories are arg-min scores).
+range (normalised inputs) and ``--decision argmin`` (advisories are arg-min scores) unless
+``--decision`` names another rule for every task.
 Each (task, strategy) runs `check_and_fix` (verify → repair → export → re-verify the written ONNX)
 on one torch thread. Columns, from the run's report (onnxruntime, original vs repaired file):
 proven (the complete verifier answered unsat on the exported file), rounds, the wall time, "in box"
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", default="auto,reassure,reassure-boxes,birdnn")
     parser.add_argument("--tasks", default="shipped,acasxu", help="shipped, acasxu or both")
     parser.add_argument("--acasxu", default="2_1", help="ACAS Xu networks for property 2, e.g. 2_1,2_9")
+    parser.add_argument("--decision", choices=("argmax", "argmin", "ranking"),
+                        help="judge every task by this rule (default: arg-min for the ACAS Xu-style scores, else arg-max)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         for onnx, vnnlib, decision, domain in tasks:
             budget = args.budget if domain is None else args.acasxu_budget
             for name in args.strategies.split(","):
-                rows.append(run_one(onnx, vnnlib, decision, domain, name, budget, Path(workdir)))
+                rows.append(run_one(onnx, vnnlib, args.decision or decision, domain, name, budget, Path(workdir)))
                 print(json.dumps(rows[-1]), flush=True)
     print(f"\n{'task':<46} {'strategy':<15} {'proven':<7} {'rounds':>6} {'time':>7} {'in box':>8} {'outside':>8} "
           f"{'max|dy|':>9}  produced by")
