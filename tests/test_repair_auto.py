@@ -159,7 +159,7 @@ def test_domain_from_text_and_from_the_hull_of_a_vnnlib_files_boxes(tmp_path):
     assert hull.lower.tolist() == [-1.0, -1.0] and hull.upper.tolist() == [5.0, 3.0]
 
 
-@pytest.mark.parametrize("text, reason", [("1,2", "expected l1"), ("1,a:2,3", "comma-separated"),
+@pytest.mark.parametrize("text, reason", [("1,2", "no such VNN-LIB file"), ("range.vnnlib", "no such VNN-LIB file"), ("1,a:2,3", "comma-separated"),
                                           ("0,0:1", "2 lower bounds but 1"), ("0,2:1,1", "input 1 has lower 2"),
                                           ("0,nan:1,1", "finite")])
 def test_malformed_domains_are_refused_with_their_reason(text, reason):

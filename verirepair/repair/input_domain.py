@@ -30,7 +30,7 @@ def parse_domain(text: str) -> Box:
                    np.max([r.box.upper for r in spec.regions], axis=0))
     sides = text.split(":")
     if len(sides) != 2:
-        raise InputError(None, "--domain", f"expected l1,...,ln:u1,...,un or a VNN-LIB file, got {text!r}")
+        raise InputError(None, "--domain", f"no such VNN-LIB file, and not of the form l1,...,ln:u1,...,un: {text!r}")
     try:
         lower, upper = (np.array([float(v) for v in side.split(",")], dtype=np.float64) for side in sides)
     except ValueError:
