@@ -12,7 +12,8 @@ Each (task, strategy) runs `check_and_fix` (verify → repair → export → re-
 on one torch thread. Columns, from the run's report (onnxruntime, original vs repaired file):
 proven (the complete verifier answered unsat on the exported file), rounds, the wall time, "in box"
 — the fraction of the property boxes' samples where the original was safe whose decision changed
-(the drawdown) — and "outside" — the same on samples of the domain outside the boxes (n/c: no
+(the drawdown; under ``ranking`` the order of the outputs, with the arg-max and arg-min changes in
+the JSON) — and "outside" — the same on samples of the domain outside the boxes (n/c: no
 domain, behaviour there not constrained), the largest |Δ output| in the box, and for ``auto`` the
 member that produced the file. A strategy that does not apply (REASSURE patches need a ReLU
 network) is reported with its one-line reason.
@@ -75,6 +76,8 @@ def run_one(onnx: Path, vnnlib: Path, decision: str, domain: Box | None, name: s
     return row | {"status": report.status, "proven": report.proven, "rounds": len(report.iterations),
                   "seconds": round(time.monotonic() - started, 1), "in_box": percent(fidelity),
                   "outside": percent(outside), "max_abs_change": (fidelity or {}).get("max_abs_change"),
+                  "in_box_argmax": percent(fidelity, "argmax_changed") if "argmax_changed" in (fidelity or {}) else None,
+                  "in_box_argmin": percent(fidelity, "argmin_changed") if "argmin_changed" in (fidelity or {}) else None,
                   "produced_by": report.produced_by, "portfolio": report.portfolio}
 
 
