@@ -101,11 +101,11 @@ class RepairReport:
         fid = self.side_effects.get("fidelity")
         if isinstance(fid, dict) and fid.get("samples"):
             lines.append(f"  in the property's boxes, where the original is safe ({fid['samples']} samples): "
-                         + _changed_line(fid))
+                         + _changed_line(fid, self.decision_rule))
         outside = self.side_effects.get("outside")
         if isinstance(outside, dict):
             lines.append(f"  outside the property's boxes, on the domain ({outside['samples']} samples): "
-                         + _changed_line(outside) if outside.get("samples") else f"  {outside.get('note', 'no samples')}")
+                         + _changed_line(outside, self.decision_rule) if outside.get("samples") else f"  {outside.get('note', 'no samples')}")
         rep = self.side_effects.get("repaired_samples")
         if isinstance(rep, dict) and rep.get("samples"):
             lines.append(f"  violating samples fixed: {rep['fixed']}/{rep['samples']}")
@@ -124,10 +124,11 @@ class RepairReport:
         return "\n".join(lines)
 
 
-def _changed_line(figures: dict) -> str:
+def _changed_line(figures: dict, rule: str) -> str:
+    what = "order of the outputs" if rule == "ranking" else rule
     extremes = "".join(f", {k.split('_')[0]} {100 * figures[k]:.3f}%" for k in ("argmax_changed", "argmin_changed")
                        if k in figures)
-    return f"decision changed {100 * figures['decision_changed']:.3f}%{extremes}, max |Δy| {figures['max_abs_change']:.3g}"
+    return f"{what} changed {100 * figures['decision_changed']:.3f}%{extremes}, max |Δy| {figures['max_abs_change']:.3g}"
 
 
 def _plain(value: object) -> object:
