@@ -138,7 +138,8 @@ def test_a_polished_candidate_replaces_the_proof_only_if_proven_with_fewer_decis
     out = tmp_path / "fixed.onnx"
     strategy = _Polishing(models["swapped"], models[offered])
     report = check_and_fix(files["violated"], files["spec"], strategy,
-                           RepairSettings(budget=120, verify_timeout=60, output=out, side_effect_samples=2000))
+                           RepairSettings(budget=120, verify_timeout=60, output=out, side_effect_samples=2000,
+                                          decision="argmax"))  # lowering output 0 changes rankings, not arg-max
     attempts = 3 if offered == "violated" else 1  # each counterexample asks for another attempt
     assert report.status == "repaired" and strategy.polish_calls == attempts
     assert [len(c) for c in strategy.counterexamples_seen] == list(range(1, attempts + 1))

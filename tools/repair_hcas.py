@@ -49,7 +49,7 @@ def points(args: argparse.Namespace, out: Path) -> None:
     cex = np.load(DATA / "data" / "cex_pra1_tau05.npy").astype(np.float64)[: args.count]
     settings = RepairSettings(budget=args.budget, output=out / f"hcas_tau05_points{args.count}.onnx",
                               side_effect_samples=args.samples,
-                              data=load_data(DATA / "data" / "HCAS_rect_TrainingData_v6_pra1_tau05.h5"))
+                              data=load_data(DATA / "data" / "HCAS_rect_TrainingData_v6_pra1_tau05.h5"), decision="argmax")
     lower, upper = np.array([-65000, -65000, -math.pi]), np.array([65000, 65000, math.pi])
     report = repair_points(network, cex, LABEL, ReassureStrategy(), settings, lower, upper)
     report.write_json(out / f"hcas_tau05_points{args.count}_report.json")
@@ -77,7 +77,7 @@ def area(args: argparse.Namespace, out: Path) -> None:
     write_vnnlib(spec, spec_path)
     settings = RepairSettings(budget=args.budget, verify_timeout=args.budget, output=out / "hcas_tau20_area.onnx",
                               side_effect_samples=args.samples,
-                              data=load_data(DATA / "data" / "HCAS_rect_TrainingData_v6_pra1_tau20.h5"))
+                              data=load_data(DATA / "data" / "HCAS_rect_TrainingData_v6_pra1_tau20.h5"), decision="argmax")
     if args.strategy == "reassure-boxes":
         strategy = BoxPatchStrategy(BoxPatchSettings(max_boxes=args.max_boxes))
     else:

@@ -100,7 +100,7 @@ def repair_count(network: Path, count: int, test: tuple[np.ndarray, np.ndarray],
     images, targets = watermark_points()
     points, labels = images[:count], targets[:count]
     written, kept = out / f"mnist_points{count}.onnx", out / f"mnist_points{count}_unproven.onnx"
-    settings = RepairSettings(budget=budget, output=written, keep_unproven=kept, side_effect_samples=0, data=test)
+    settings = RepairSettings(budget=budget, output=written, keep_unproven=kept, side_effect_samples=0, data=test, decision="argmax")
     started = time.monotonic()
     report = repair_points(network, points, labels, ReassureStrategy(), settings, np.zeros(PIXELS), np.ones(PIXELS))
     seconds = time.monotonic() - started

@@ -124,8 +124,10 @@ def check_and_fix(network: NetworkLike, spec: SpecLike | Sequence[SpecLike], *, 
     the property holds now (``report.status``: held, repaired, not-proven or undecided).
 
     ``budget``: seconds for the whole run. ``data``: an .npz/.h5 file (or an ``(X, y)`` pair) for
-    the accuracy figures. ``domain`` and ``decision`` go to `RepairSettings` when given (None:
-    its default). Any other `RepairSettings` field (``verify_timeout``, ``max_iterations``,
+    the accuracy figures. ``domain``: where the network is used (a `verirepair.spec.Box`, a
+    VNN-LIB file, or ``"l1,...,ln:u1,...,un"``), holding the property's boxes; None: behaviour
+    outside the boxes is not constrained. ``decision``: ``argmax``, ``argmin`` or ``ranking``
+    (None: judged by ranking, the whole order of the outputs). Any other `RepairSettings` field (``verify_timeout``, ``max_iterations``,
     ``keep_unproven``, ``side_effect_samples``, ``polish_attempts``) may be passed by name; an
     unknown name is a `SettingsError`. A list of several properties (a suite) is not supported yet.
     """
@@ -142,6 +144,10 @@ def check_and_fix(network: NetworkLike, spec: SpecLike | Sequence[SpecLike], *, 
     unknown = sorted(set(settings) - known)
     if unknown:
         raise SettingsError(f"unknown repair setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if isinstance(domain, (str, os.PathLike)):
+        from .repair.input_domain import parse_domain
+
+        domain = parse_domain(str(domain))
     given = {name: value for name, value in (("domain", domain), ("decision", decision)) if value is not None}
     if settings.get("keep_unproven") is not None:
         settings["keep_unproven"] = Path(settings["keep_unproven"])

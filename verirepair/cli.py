@@ -33,7 +33,7 @@ EXIT_NOT_PROVEN = 20
 
 
 # Strategies that only repair a whole property's boxes.
-AREA_ONLY = ("reassure-boxes",)
+AREA_ONLY = ("auto", "reassure-boxes")
 
 
 def _order_files(first: str, second: str) -> tuple[str, str]:
@@ -213,14 +213,16 @@ def _strategy(name: str):
 def _repair_settings(args: argparse.Namespace, n_inputs: int | None = None):
     from .repair import RepairSettings
     from .repair.data import load_data
+    from .repair.input_domain import parse_domain
 
     data = load_data(args.data, n_inputs) if args.data else None
+    domain = parse_domain(args.domain) if getattr(args, "domain", None) else None
     return RepairSettings(
         budget=args.budget, verify_timeout=getattr(args, "verify_timeout", None) or args.budget,
         max_iterations=getattr(args, "max_iterations", 50), seed=args.seed, device=_device(args.device),
         output=Path(args.output) if args.output else None,
         keep_unproven=Path(args.keep_unproven) if args.keep_unproven else None,
-        side_effect_samples=args.samples, data=data, decision=args.decision,
+        side_effect_samples=args.samples, data=data, decision=args.decision, domain=domain,
         polish_attempts=0 if getattr(args, "no_polish", False) else RepairSettings.polish_attempts,
     )
 
@@ -321,18 +323,22 @@ def _add_milp_solver_option(sub: argparse.ArgumentParser) -> None:
                           "else HiGHS), highs or gurobi (default auto)")
 
 
-def _add_repair_options(sub: argparse.ArgumentParser) -> None:
+def _add_repair_options(sub: argparse.ArgumentParser, strategy: str) -> None:
+    """The options check-and-fix and repair share; ``strategy``: the default of --strategy."""
     sub.add_argument("-o", "--output", help="write the repaired ONNX network here (only when proven)")
     # Listed here, not read from the registry: importing it would load torch for every command.
-    sub.add_argument("--strategy", default="reassure",
-                     help="repair strategy: reassure (default), reassure-boxes, birdnn, birdnn-retrain, birdnn-finetune")
+    names = ("auto", "reassure", "reassure-boxes", "birdnn", "birdnn-retrain", "birdnn-finetune")
+    sub.add_argument("--strategy", default=strategy,
+                     help="repair strategy: " + ", ".join(f"{n} (default)" if n == strategy else n for n in names)
+                          + ("; auto picks a portfolio from the network and the property (README)" if strategy == "auto" else ""))
     sub.add_argument("--budget", type=_positive_float, default=600.0, help="seconds for the whole run (default 600)")
     sub.add_argument("--report", help="write the report here: a self-contained HTML page with figures when "
                                       "the name ends in .html (needs the 'report' extra), else JSON")
     sub.add_argument("--keep-unproven", help="when not proven, write the last attempt here (never as -o)")
     sub.add_argument("--samples", type=int, default=10_000, help="samples for the side-effect figures (default 10000)")
-    sub.add_argument("--decision", choices=("argmax", "argmin"), default="argmax",
-                     help="how outputs pick a class in the side-effect figures (argmin for ACAS Xu/HCAS scores)")
+    sub.add_argument("--decision", choices=("argmax", "argmin", "ranking"),
+                     help="the decision strategies keep and side effects judge: argmax (classifiers), argmin "
+                          "(ACAS Xu/HCAS scores) or ranking (the whole order of the outputs; the default)")
     sub.add_argument("--data", help=".npz/.h5 with X (inputs) and optional y, for accuracy and ND figures")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
@@ -398,7 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--max-iterations", type=_positive_int, default=50)
     fix.add_argument("--no-polish", action="store_true",
                      help="keep the first proven candidate (no polishing step after the proof)")
-    _add_repair_options(fix)
+    fix.add_argument("--domain", help="where the network is used, holding the property's boxes: l1,...,ln:u1,...,un "
+                                      "or a VNN-LIB file (the hull of its boxes; write --domain=-1,... when it starts "
+                                      "with a minus); behaviour there outside the boxes is kept and measured (without "
+                                      "it: not constrained)")
+    _add_repair_options(fix, "auto")
     fix.set_defaults(run=_check_and_fix)
 
     repair = commands.add_parser("repair", help="run one repair strategy (point-wise: --points, --label)")
@@ -408,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--labels", help=".npy vector: the output index each point must get (instead of --label)")
     repair.add_argument("--lower", help="repair domain lower corner, comma-separated (default: the points' minimum)")
     repair.add_argument("--upper", help="repair domain upper corner, comma-separated (default: the points' maximum)")
-    _add_repair_options(repair)
+    _add_repair_options(repair, "reassure")
     repair.set_defaults(run=_repair)
 
     convert = commands.add_parser("convert", help="convert a .nnet network to ONNX")

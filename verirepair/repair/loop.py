@@ -20,12 +20,20 @@ from .. import progress
 from ..errors import InputError, SettingsError
 from ..files import atomic_write_bytes
 from ..network import Network, check_import_agrees, load_network
-from ..spec import Spec
+from ..spec import Box, Spec
 from ..verify import Deadline, Verdict, VerifySettings, load_problem, verify
-from .report import Iteration, RepairReport, side_effects
-from .strategy import RepairCandidate, RepairProblem, RepairStrategy
+from .input_domain import check_domain
+from .report import DECISION_RULES, Iteration, RepairReport, side_effects
+from .strategy import (
+    Portfolio,
+    RepairCandidate,
+    RepairProblem,
+    RepairStrategy,
+    SharedBudget,
+)
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class RepairSettings:
@@ -42,21 +50,56 @@ class RepairSettings:
     # up to this many times while each has a counterexample (0: never).
     polish_attempts: int = 3
     data: tuple[np.ndarray, np.ndarray | None] | None = None  # (inputs, labels or scores)
-    decision: str = "argmax"  # how outputs pick a class: "argmax" (classifiers) or "argmin" (ACAS Xu scores)
+    # How outputs pick a decision: "argmax" (classifiers), "argmin" (ACAS Xu scores) or "ranking"
+    # (the whole order of the outputs); None: not given, judged by "ranking" (`decision_rule`).
+    decision: str | None = None
+    # Where the network is used (a box holding the property's boxes, `--domain`): strategies keep
+    # its behaviour there outside the boxes, and side effects are measured there too.
+    domain: Box | None = None
 
     def __post_init__(self) -> None:
         if not self.budget > 0:
             raise SettingsError(f"budget must be positive, got {self.budget}")
         if not self.verify_timeout > 0:
             raise SettingsError(f"verify timeout must be positive, got {self.verify_timeout}")
-        if self.decision not in ("argmax", "argmin"):
-            raise SettingsError(f"decision must be argmax or argmin, got {self.decision!r}")
+        if self.decision is not None and self.decision not in DECISION_RULES:
+            raise SettingsError(f"decision must be one of {', '.join(DECISION_RULES)}, got {self.decision!r}")
         if self.max_iterations < 1:
             raise SettingsError(f"max iterations must be at least 1, got {self.max_iterations}")
         if self.polish_attempts < 0:
             raise SettingsError(f"polish attempts must be at least 0, got {self.polish_attempts}")
         if self.output is not None and self.keep_unproven is not None and Path(self.output) == Path(self.keep_unproven):
             raise SettingsError("--keep-unproven must name a different file than -o")
+
+    @property
+    def decision_rule(self) -> str:
+        """The rule decisions are judged by: the one given, else the whole ranking."""
+        return self.decision or "ranking"
+
+
+def _new_report(onnx: str, vnnlib: str, strategy: RepairStrategy, verdict_before: str, network: Network,
+                settings: RepairSettings) -> RepairReport:
+    return RepairReport(onnx, vnnlib, strategy.name, "undecided", verdict_before, original_parameters=_parameters(network),
+                        decision_rule=settings.decision_rule, decision_rule_given=settings.decision is not None)
+
+
+def _step(candidate: RepairCandidate, strategy: RepairStrategy) -> str:
+    """Which strategy made ``candidate``: a portfolio's member (`StrategySequence` names it), else
+    the strategy itself."""
+    return str(candidate.details.get("sequence_step", strategy.name))
+
+
+def _verification_deadline(strategy: RepairStrategy, deadline: Deadline) -> Deadline:
+    """The run's deadline, or the end of the current member's share (`SharedBudget`)."""
+    left = strategy.share_left() if isinstance(strategy, SharedBudget) else None
+    return deadline if left is None else Deadline(min(deadline.remaining(), left))
+
+
+def _members_with_verdicts(members: list[dict[str, object]], iterations: list[Iteration]) -> list[dict[str, object]]:
+    """The portfolio's record of its members, each with the verdicts on its candidates."""
+    return [member | {"verdicts": [i.verdict for i in iterations
+                                   if str(i.details.get("sequence_step", "")).split("/")[0] == member["member"]]}
+            for member in members]
 
 
 def _verify_settings(settings: RepairSettings, deadline: Deadline) -> VerifySettings:
@@ -95,7 +138,7 @@ def _exported_and_verified(data: bytes, path: Path, spec: Spec, settings: Repair
 
 def _decisions_changed(network: Network, repaired: Network, spec: Spec, settings: RepairSettings) -> float:
     """The share of safe box samples whose decision changed, on a draw of its own (not the report's)."""
-    fidelity = side_effects(network, repaired, spec, settings.side_effect_samples, settings.decision, settings.seed + 2)["fidelity"]
+    fidelity = side_effects(network, repaired, spec, settings.side_effect_samples, settings.decision_rule, settings.seed + 2)["fidelity"]
     return float(fidelity["decision_changed"])  # type: ignore[index]
 
 
@@ -153,8 +196,9 @@ def check_and_fix_network(network: Network, spec: Spec, strategy: RepairStrategy
     ``deadline``: the budget's, when it started before the loading."""
     deadline = deadline or Deadline(settings.budget)
     first = _verify_settings(settings, deadline)
-    report = RepairReport(str(network.path), spec.source, strategy.name, "undecided", "unknown",
-                          original_parameters=_parameters(network))
+    if settings.domain is not None:
+        check_domain(settings.domain, spec)
+    report = _new_report(str(network.path), spec.source, strategy, "unknown", network, settings)
     t = time.monotonic()
     progress.stage("verify")
     verdict = verify(network, spec, first, Deadline(first.timeout))
@@ -182,9 +226,10 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
     the very same candidate."""
     started = time.monotonic()
     deadline = deadline or Deadline(settings.budget)
+    if settings.domain is not None:
+        check_domain(settings.domain, spec)
     if report is None:
-        report = RepairReport(str(network.path), spec.source, strategy.name, "undecided", "sat",
-                              original_parameters=_parameters(network))
+        report = _new_report(str(network.path), spec.source, strategy, "sat", network, settings)
     counterexamples = list(counterexamples)
     previous: RepairCandidate | None = None
     best: tuple[bytes, Network] | None = None
@@ -195,7 +240,7 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
                 break
             problem = RepairProblem(network, spec, tuple(counterexamples), settings.seed, settings.device,
                                     keep_inputs=settings.data[0] if settings.data is not None else None,
-                                    decision=settings.decision)
+                                    decision=settings.decision_rule, domain=settings.domain)
             progress.stage("repair", number)
             candidate = strategy.repair(problem, previous, deadline)
             for phase, seconds in candidate.phase_seconds.items():
@@ -208,8 +253,10 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
             if deadline.expired():
                 report.notes.append("budget spent before the candidate could be verified")
                 best = (data, load_network(_written(folder, number, data)))
+                report.produced_by = _step(candidate, strategy)
                 break
-            checked = _exported_and_verified(data, _written(folder, number, data), spec, settings, deadline, report)
+            checked = _exported_and_verified(data, _written(folder, number, data), spec, settings,
+                                             _verification_deadline(strategy, deadline), report)
             if checked is None:
                 break
             repaired, verdict = checked
@@ -220,6 +267,7 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
             report.parameters_added = int(candidate.details.get("parameters_added", 0))  # type: ignore[arg-type]
             report.verdict_after = verdict.status
             best = (data, repaired)
+            report.produced_by = _step(candidate, strategy)
             previous = candidate
             if verdict.status == "unsat":
                 report.status = "repaired"
@@ -238,6 +286,8 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
         else:
             report.notes.append(f"stopped after {settings.max_iterations} iterations")
         report.counterexamples = len(counterexamples)
+        if isinstance(strategy, Portfolio):
+            report.portfolio = _members_with_verdicts(strategy.members_report(), report.iterations)
         if report.status != "repaired":
             report.status = "not-proven"
         if best is not None:
@@ -246,8 +296,8 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
                 atomic_write_bytes(settings.keep_unproven, data)
                 report.kept_unproven = str(settings.keep_unproven)
             t = time.monotonic()
-            report.side_effects = side_effects(network, repaired, spec, settings.side_effect_samples, settings.decision,
-                                               settings.seed + 1, settings.data)
+            report.side_effects = side_effects(network, repaired, spec, settings.side_effect_samples, settings.decision_rule,
+                                               settings.seed + 1, settings.data, settings.domain)
             report.add_phase("side_effects", time.monotonic() - t)
     report.total_seconds = time.monotonic() - started
     return report

@@ -64,7 +64,8 @@ def repair_points(onnx_path: str | Path, points: np.ndarray, label: int | np.nda
     distinct = sorted(set(labels.tolist()))
     spec = labels_spec(network.n_inputs, network.n_outputs, distinct, lower, upper)
     wanted = f"label {int(labels[0])}" if single else "their label"
-    report = RepairReport(str(onnx_path), "<points>", strategy.name, "not-proven", "sat", original_parameters=_parameters(network))
+    report = RepairReport(str(onnx_path), "<points>", strategy.name, "not-proven", "sat", original_parameters=_parameters(network),
+                          decision_rule=settings.decision_rule, decision_rule_given=settings.decision is not None)
     before = run_onnxruntime(network, points).argmax(axis=1)
     is_buggy = before != labels
     buggy = points[is_buggy]
@@ -76,7 +77,7 @@ def repair_points(onnx_path: str | Path, points: np.ndarray, label: int | np.nda
     deadline = Deadline(settings.budget)
     targets = None if single else tuple(distinct.index(int(t)) for t in labels[is_buggy])
     problem = RepairProblem(network, spec, tuple(buggy), settings.seed, settings.device, area=False, targets=targets,
-                             decision=settings.decision)
+                             decision=settings.decision_rule)
     candidate = strategy.repair(problem, None, deadline)
     for phase, seconds in candidate.phase_seconds.items():
         report.add_phase(phase, seconds)
@@ -95,7 +96,7 @@ def repair_points(onnx_path: str | Path, points: np.ndarray, label: int | np.nda
         report.counterexamples = len(buggy)
         report.verdict_after = f"{fixed}/{len(points)} points with {wanted}"
         t = time.monotonic()
-        report.side_effects = side_effects(network, repaired, spec, settings.side_effect_samples, settings.decision,
+        report.side_effects = side_effects(network, repaired, spec, settings.side_effect_samples, settings.decision_rule,
                                            settings.seed + 1, settings.data)
         report.add_phase("side_effects", time.monotonic() - t)
     if fixed == len(points):

@@ -9,6 +9,7 @@ from .strategy import RepairStrategy
 
 # name → ("module", "factory attribute"); the factory takes no arguments. One line per strategy.
 STRATEGIES: dict[str, tuple[str, str]] = {
+    "auto": ("verirepair.repair.auto", "auto_strategy"),
     "reassure": ("verirepair.repair.reassure", "reassure_strategy"),
     "reassure-boxes": ("verirepair.repair.reassure.boxes", "box_patch_strategy"),
     "birdnn-retrain": ("verirepair.repair.birdnn", "retrain_strategy"),

@@ -3,13 +3,19 @@
 Side effects are measured by sampling, on the *files*: onnxruntime runs the original ONNX file
 and the repaired one on the same points.
 
+Decisions are judged by one rule (``decision_rule``): ``argmax`` (classifiers), ``argmin``
+(cost-style outputs such as ACAS Xu's) or ``ranking`` (the whole order of the outputs, the default
+without ``--decision``; its figures also give the arg-max and arg-min changes).
+
 * ``fidelity`` — uniform samples of the property's input boxes on which the original is safe
-  (i.e. outside every violating area): the fraction whose decision (arg-max, or arg-min for
-  cost-style outputs such as ACAS Xu's) changed, and
+  (i.e. outside every violating area): the fraction whose decision changed, and
   the largest and mean ``|Δ output|_inf``. This is the "drawdown" of the ACAS Xu repair literature.
 * ``repaired_samples`` — samples on which the original violates: the fraction the repair fixed.
-* ``data`` (when a data set is given) — accuracy before/after and the norm differences
-  ND∞ / ND2 (mean and max over the data of ``|f'(x) - f(x)|`` in those norms).
+* ``outside`` — with a domain (``--domain``): the same figures on uniform samples of the domain
+  outside the property's boxes; without one, a note that behaviour there was not constrained.
+* ``data`` (when a data set is given) — accuracy before/after (judged by arg-max under
+  ``ranking``) and the norm differences ND∞ / ND2 (mean and max over the data of
+  ``|f'(x) - f(x)|`` in those norms).
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import numpy as np
 
 from ..files import atomic_write_text
 from ..network import Network, run_onnxruntime
-from ..spec import Spec
+from ..spec import Box, Spec
+from .input_domain import NOT_CONSTRAINED, outside_boxes
 
 
 @dataclass
@@ -52,6 +59,14 @@ class RepairReport:
     written: str | None = None
     kept_unproven: str | None = None
     total_seconds: float = 0.0
+    # How decisions were judged (side effects, strategies that keep decisions): argmax, argmin or
+    # ranking, and whether --decision chose it.
+    decision_rule: str = "ranking"
+    decision_rule_given: bool = False
+    # A portfolio strategy (`auto`): each member that ran, with its share, calls, verdicts and why
+    # it ended; and which member produced the best candidate (the written file when proven).
+    portfolio: list[dict[str, object]] = field(default_factory=list)
+    produced_by: str | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -76,10 +91,21 @@ class RepairReport:
                          f" (original {self.original_parameters})")
         if self.phase_seconds:
             lines.append("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.phase_seconds.items()))
+        for member in self.portfolio:
+            lines.append("  portfolio: " + ", ".join(f"{k} {v}" for k, v in member.items() if k != "members"))
+        if self.produced_by:
+            lines.append(f"  best candidate from: {self.produced_by}")
+        if self.side_effects:
+            given = "--decision" if self.decision_rule_given else "no --decision: the whole order of the outputs"
+            lines.append(f"  decisions judged by: {self.decision_rule} ({given})")
         fid = self.side_effects.get("fidelity")
         if isinstance(fid, dict) and fid.get("samples"):
-            lines.append(f"  outside the violating area ({fid['samples']} samples): decision changed "
-                         f"{100 * fid['decision_changed']:.3f}%, max |Δy| {fid['max_abs_change']:.3g}")
+            lines.append(f"  in the property's boxes, where the original is safe ({fid['samples']} samples): "
+                         + _changed_line(fid, self.decision_rule))
+        outside = self.side_effects.get("outside")
+        if isinstance(outside, dict):
+            lines.append(f"  outside the property's boxes, on the domain ({outside['samples']} samples): "
+                         + _changed_line(outside, self.decision_rule) if outside.get("samples") else f"  {outside.get('note', 'no samples')}")
         rep = self.side_effects.get("repaired_samples")
         if isinstance(rep, dict) and rep.get("samples"):
             lines.append(f"  violating samples fixed: {rep['fixed']}/{rep['samples']}")
@@ -96,6 +122,13 @@ class RepairReport:
             lines.append(f"  best unproven attempt kept: {self.kept_unproven}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _changed_line(figures: dict, rule: str) -> str:
+    what = "order of the outputs" if rule == "ranking" else rule
+    extremes = "".join(f", {k.split('_')[0]} {100 * figures[k]:.3f}%" for k in ("argmax_changed", "argmin_changed")
+                       if k in figures)
+    return f"{what} changed {100 * figures['decision_changed']:.3f}%{extremes}, max |Δy| {figures['max_abs_change']:.3g}"
 
 
 def _plain(value: object) -> object:
@@ -116,13 +149,40 @@ def sample_spec_boxes(spec: Spec, count: int, seed: int) -> np.ndarray:
     return np.vstack([r.box.lower + rng.random((per, spec.n_inputs)) * (r.box.upper - r.box.lower) for r in spec.regions])
 
 
+DECISION_RULES = ("argmax", "argmin", "ranking")
+
+
 def decisions(outputs: np.ndarray, rule: str) -> np.ndarray:
-    """The class each output row picks: ``argmax`` (classifiers) or ``argmin`` (ACAS Xu-style costs)."""
+    """The class each output row picks: ``argmin`` (ACAS Xu-style costs), else arg-max (classifiers;
+    under ``ranking`` the top of the order)."""
     return outputs.argmin(axis=1) if rule == "argmin" else outputs.argmax(axis=1)
 
 
+def decisions_changed(before: np.ndarray, after: np.ndarray, rule: str) -> np.ndarray:
+    """[N] bool: which rows changed their decision under ``rule``; for ``ranking``, which rows
+    changed the order of their outputs (ties kept in index order)."""
+    if rule == "ranking":
+        order = (np.argsort(-y, axis=1, kind="stable") for y in (before, after))
+        return np.any(next(order) != next(order), axis=1)
+    return decisions(before, rule) != decisions(after, rule)
+
+
+def changed_figures(before: np.ndarray, after: np.ndarray, rule: str) -> dict[str, float]:
+    """The fraction of rows whose decision changed under ``rule`` (and, for ``ranking``, their
+    arg-max and arg-min), the largest and the mean ``|Δ output|_inf``."""
+    if len(before) == 0:
+        return {"decision_changed": 0.0, "max_abs_change": 0.0, "mean_abs_change": 0.0}
+    change = np.abs(after - before).max(axis=1)
+    figures = {"decision_changed": float(decisions_changed(before, after, rule).mean())}
+    if rule == "ranking":
+        for extreme in ("argmax", "argmin"):
+            figures[f"{extreme}_changed"] = float(decisions_changed(before, after, extreme).mean())
+    return figures | {"max_abs_change": float(change.max()), "mean_abs_change": float(change.mean())}
+
+
 def side_effects(original: Network, repaired: Network, spec: Spec, samples: int, rule: str, seed: int,
-                 data: tuple[np.ndarray, np.ndarray | None] | None = None) -> dict[str, object]:
+                 data: tuple[np.ndarray, np.ndarray | None] | None = None,
+                 domain: Box | None = None) -> dict[str, object]:
     result: dict[str, object] = {"decision_rule": rule}
     if samples > 0:
         x = sample_spec_boxes(spec, samples, seed)
@@ -131,16 +191,18 @@ def side_effects(original: Network, repaired: Network, spec: Spec, samples: int,
         bad = np.array([spec.violation_at(p, y) for p, y in zip(x, before)])
         bad_after = np.array([spec.violation_at(p, y) for p, y in zip(x, after)])
         safe = ~bad
-        change = np.abs(after - before).max(axis=1)
-        flipped = decisions(before, rule) != decisions(after, rule)
-        result["fidelity"] = {
-            "samples": int(safe.sum()),
-            "decision_changed": float(flipped[safe].mean()) if safe.any() else 0.0,
-            "max_abs_change": float(change[safe].max()) if safe.any() else 0.0,
-            "mean_abs_change": float(change[safe].mean()) if safe.any() else 0.0,
-            "newly_violating": int((bad_after & safe).sum()),
-        }
+        result["fidelity"] = {"samples": int(safe.sum()), **changed_figures(before[safe], after[safe], rule),
+                              "newly_violating": int((bad_after & safe).sum())}
         result["repaired_samples"] = {"samples": int(bad.sum()), "fixed": int((bad & ~bad_after).sum())}
+        if domain is None:
+            result["outside"] = {"samples": 0, "note": NOT_CONSTRAINED}
+        else:
+            far = outside_boxes(spec, domain, samples, np.random.default_rng(seed + 1))
+            if len(far):
+                figures = changed_figures(run_onnxruntime(original, far), run_onnxruntime(repaired, far), rule)
+                result["outside"] = {"samples": len(far), **figures}
+            else:
+                result["outside"] = {"samples": 0, "note": "outside the property's boxes: the domain holds no samples there"}
     if data is not None:
         inputs, labels = data
         before = run_onnxruntime(original, inputs)
@@ -152,7 +214,7 @@ def side_effects(original: Network, repaired: Network, spec: Spec, samples: int,
             "nd_inf_max": float(np.abs(diff).max()),
             "nd_2_mean": float(np.linalg.norm(diff, axis=1).mean()),
             "nd_2_max": float(np.linalg.norm(diff, axis=1).max()),
-            "decision_changed": float((decisions(before, rule) != decisions(after, rule)).mean()),
+            "decision_changed": float(decisions_changed(before, after, rule).mean()),
         }
         if labels is not None:
             truth = decisions(labels, rule) if labels.ndim == 2 else labels.astype(int)

@@ -8,13 +8,13 @@ and re-verifies *that file* with the complete verifier. A strategy never claims 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import onnx
 
 from ..network import Network
-from ..spec import Spec
+from ..spec import Box, Spec
 from ..verify import Deadline
 
 
@@ -37,9 +37,13 @@ class RepairProblem:
     # Inputs of the network's use (e.g. the `--data` set) whose behaviour a strategy that changes
     # weights must keep where they lie outside the property's boxes; None: sample the input space.
     keep_inputs: np.ndarray | None = None
-    # How the network's outputs pick a decision ("argmax" for classifiers, "argmin" for ACAS Xu
-    # scores); a strategy that changes weights may use it to keep the decisions it should not touch.
-    decision: str = "argmax"
+    # Which order of the outputs is the network's decision: "argmax" (classifiers), "argmin" (ACAS
+    # Xu scores) or "ranking" (the whole order, so both of those); a strategy that keeps decisions
+    # keeps this one where it should not touch them.
+    decision: str = "ranking"
+    # Where the network is used (`--domain`, a box holding the property's boxes): strategies keep
+    # its behaviour there outside the boxes. None: no such box was given.
+    domain: Box | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,27 @@ class RepairStrategy(Protocol):
         """After ``proven`` (this strategy's last candidate) was proven: a candidate meant to have
         smaller side effects, or None. The loop verifies it and keeps it only if it is proven
         and changed fewer decisions."""
+        ...
+
+
+@runtime_checkable
+class Portfolio(Protocol):
+    """A strategy made of member strategies run in turn (`StrategySequence`); the loop puts its
+    record in the report."""
+
+    def members_report(self) -> list[dict[str, object]]:
+        """One entry per member that ran: ``member`` (its name), its share, calls and why it ended."""
+        ...
+
+
+@runtime_checkable
+class SharedBudget(Protocol):
+    """A portfolio whose members own their shares with their candidates' verification (`auto`):
+    the loop verifies a member's candidate only until the member's share ends."""
+
+    def share_left(self) -> float | None:
+        """Seconds left in the current member's share; None when the current member keeps
+        whatever time the run has left."""
         ...
 
 

@@ -56,7 +56,7 @@ def open_session(problem: RepairProblem, previous: RepairCandidate | None, sessi
     original = ChainModule(lower_network(problem.original))
     original.requires_grad_(False)
     data = RepairData(problem.spec, original, _with_seed(settings, settings.seed + problem.seed),
-                      keep_inputs=problem.keep_inputs, decision=problem.decision)
+                      keep_inputs=problem.keep_inputs, decision=problem.decision, domain=problem.domain)
     return Session(key, original, copy.deepcopy(original).requires_grad_(True), data)
 
 

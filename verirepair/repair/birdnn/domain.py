@@ -8,7 +8,7 @@ is > 0. A sample is *positive* when the property holds there and *negative* othe
 Samples come from a uniform draw of each box, the verifier's counterexamples and points drawn
 close to them (a Gaussian cloud, clipped to the box), and — for the term that keeps the network's
 behaviour outside the property's domain — a uniform draw of a larger *input space* box with the
-property's boxes cut out.
+property's boxes cut out (`verirepair.repair.input_domain.outside_boxes`).
 """
 
 from __future__ import annotations
@@ -65,15 +65,6 @@ def near(points: np.ndarray, box: Box, count_each: int, spread: float, rng: np.r
     width = box.upper - box.lower
     cloud = np.repeat(points, count_each, axis=0) + rng.standard_normal((len(points) * count_each, box.dim)) * spread * width
     return np.clip(cloud, box.lower, box.upper)
-
-
-def outside_boxes(spec: Spec, input_space: Box, count: int, rng: np.random.Generator) -> np.ndarray:
-    """Uniform points of ``input_space`` that lie in none of the property's boxes (up to ``count``)."""
-    points = uniform_in(input_space, 2 * count, rng)
-    inside = np.zeros(len(points), dtype=bool)
-    for region in spec.regions:
-        inside |= np.all((points >= region.box.lower) & (points <= region.box.upper), axis=1)
-    return points[~inside][:count]
 
 
 def default_input_space(spec: Spec, widen: float) -> Box:

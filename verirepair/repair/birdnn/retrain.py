@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ...verify import Deadline
+from ..report import decisions_changed
 from .attack import search_from_weakest
 from .certified import Partition, certified_shortfall
 from .domain import RegionTensors
@@ -69,8 +70,7 @@ def changed_share(y0: torch.Tensor, y: torch.Tensor, rule: str) -> float:
     """The fraction of rows whose decision differs between ``y0`` and ``y`` (0 without rows)."""
     if len(y0) == 0:
         return 0.0
-    before, after = (decision_scores(t, rule).argmax(dim=1) for t in (y0, y))
-    return float((after != before).double().mean())
+    return float(decisions_changed(*(t.detach().cpu().numpy() for t in (y0, y)), rule).mean())
 
 
 def calibrated_learning_rate(module: ChainModule, data: RepairData, step_change: float, probe: float = 1e-3) -> float:
@@ -87,13 +87,21 @@ def calibrated_learning_rate(module: ChainModule, data: RepairData, step_change:
 
 
 def decision_scores(y: torch.Tensor, rule: str) -> torch.Tensor:
-    """Outputs signed so that the decision is their arg-max under either rule."""
-    return y if rule == "argmax" else -y
+    """Outputs signed so that the decision is their arg-max under the rule (the top of the
+    order for ``ranking``)."""
+    return -y if rule == "argmin" else y
 
 
 def decision_shortfall(y: torch.Tensor, y0: torch.Tensor, rule: str, keep: float) -> torch.Tensor:
     """[N]: how far the gap between each sample's original decision and its runner-up (in ``y``)
-    falls short of ``keep`` times that gap in the original outputs ``y0`` (0 where it does not)."""
+    falls short of ``keep`` times that gap in the original outputs ``y0`` (0 where it does not).
+    For ``ranking``, the largest such shortfall over the neighbours of the original order (each
+    output and the next one down): 0 there means the whole order is kept where ``y0`` has no ties."""
+    if rule == "ranking":
+        order = torch.argsort(y0, dim=1, descending=True, stable=True)
+        sorted0, now = y0.gather(1, order), y.gather(1, order)
+        gaps0, gaps = sorted0[:, :-1] - sorted0[:, 1:], now[:, :-1] - now[:, 1:]
+        return torch.relu(keep * gaps0 - gaps).amax(dim=1)
     score, score0 = decision_scores(y, rule), decision_scores(y0, rule)
     decision = score0.argmax(dim=1, keepdim=True)
     others = torch.ones_like(score0, dtype=torch.bool).scatter_(1, decision, False)

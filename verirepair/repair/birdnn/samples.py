@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from ...spec import Box, Spec
+from ..input_domain import outside_boxes
 from .domain import (
     RegionTensors,
     contained,
     default_input_space,
     near,
-    outside_boxes,
     uniform_in,
 )
 from .mlp import ChainModule
@@ -66,13 +66,14 @@ class SampleSet:
 class RepairData:
     """Domain characterisation of one repair problem (built once, grown with counterexamples).
 
-    Outside samples (behaviour kept) are uniform points of the input space outside the boxes,
+    Outside samples (behaviour kept) are uniform points of the input space (``domain`` when the
+    settings name none) outside the boxes,
     plus up to as many of ``keep_inputs`` (e.g. the user's data set) outside the boxes."""
 
     def __init__(self, spec: Spec, original: ChainModule, settings: BirdnnSettings, dtype: torch.dtype = torch.float32,
-                 keep_inputs: np.ndarray | None = None, decision: str = "argmax") -> None:
+                 keep_inputs: np.ndarray | None = None, decision: str = "argmax", domain: Box | None = None) -> None:
         self.spec = spec
-        self.decision = decision  # "argmax" or "argmin": how outputs pick a decision
+        self.decision = decision  # "argmax", "argmin" or "ranking": which order of the outputs to keep
         self.original = original
         self.settings = settings
         self.dtype = dtype
@@ -84,7 +85,9 @@ class RepairData:
         # fraction of the uniform box samples where the original violates (before counterexamples)
         self.violating_fraction = float((self.domain.margin0 <= 0).double().mean())
         self.validation = self.evaluate(np.vstack([uniform_in(b, settings.validation_samples, self.rng) for b in boxes]))
-        space = settings.input_space or default_input_space(spec, settings.input_space_widen)
+        # Where behaviour outside the boxes is kept: the settings' input space, else the problem's
+        # domain (`--domain`), else a stand-in around the boxes.
+        space = settings.input_space or domain or default_input_space(spec, settings.input_space_widen)
         self.input_space: Box = space
         outside = [outside_boxes(spec, space, settings.outside_samples, self.rng)]
         if keep_inputs is not None:  # the inputs the network is used on, where given, count most

@@ -37,7 +37,7 @@ from ...verify.objective import RegionRows, box_tensors
 from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
 from .export import mlp_to_onnx
 from .patch import RegionPatch, patched_mlp
-from ..report import decisions
+from ..report import decisions_changed
 from .patch_lp import MAX_ROW_COMBINATIONS, AffinePatch, PatchInfeasible, constant_patch
 from .regions import ReluMlp, implied_by_box, relu_mlp_of
 from .strategy import cone_rows, patch_domain
@@ -250,13 +250,13 @@ class BoxPatchStrategy(WithoutPolish):
             needs.append([(A[r], self._need(float(bounds[r]), float(sampled[r]), scale)) for r in mine])
         if not needs:
             return None
-        # Of the candidates, the one that changes the decision of the fewest samples of the box,
+        # Of the candidates, the one that changes the decision (the problem's rule: arg-max, arg-min
+        # or the whole ranking) of the fewest samples of the box,
         # then the smallest.
-        before = decisions(y, decision)
         candidates = patch_candidates(needs, cone, spec.n_inputs)
         smallest = min(p.norm for p in candidates)
         patch = min((p for p in candidates if p.norm <= self.settings.max_norm_ratio * smallest),
-                    key=lambda p: (int((decisions(y + p.d, decision) != before).sum()), p.norm))
+                    key=lambda p: (int(decisions_changed(y, y + p.d, decision).sum()), p.norm))
         K = patch.norm * (1 + 1e-6) + 1e-6
         support_A, support_b = _box_rows(lower, upper, region.box)
         needed = ~implied_by_box(support_A, support_b, *domain, tolerance=0.0)

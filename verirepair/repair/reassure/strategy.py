@@ -65,8 +65,9 @@ class ReassureSettings:
     band_fraction_points: float = 1e-4
     # Where the patches must be exactly zero away from their regions: K bounds |p| there and the
     # support network keeps every region row that can fail there. The hull of the property's
-    # boxes, of this box (the network's input space, e.g. ACAS Xu's operating range) and of the
-    # problem's keep_inputs (the --data set). Outside it a patch may leak.
+    # boxes, of this box and the problem's domain (the network's input space, e.g. ACAS Xu's
+    # operating range: `--domain`) and of the problem's keep_inputs (the --data set). Outside it a
+    # patch may leak.
     domain: Box | None = None
 
     def __post_init__(self) -> None:
@@ -111,12 +112,14 @@ def cone_rows(spec: Spec, index: int | None = None) -> np.ndarray:
 
 
 def patch_domain(problem: RepairProblem, domain: Box | None) -> tuple[np.ndarray, np.ndarray]:
-    """The hull of the property's boxes, ``domain`` and ``problem.keep_inputs`` (see ReassureSettings)."""
+    """The hull of the property's boxes, ``domain``, ``problem.domain`` and ``problem.keep_inputs``
+    (see ReassureSettings)."""
     lows = [r.box.lower for r in problem.spec.regions]
     highs = [r.box.upper for r in problem.spec.regions]
-    if domain is not None:
-        lows.append(domain.lower)
-        highs.append(domain.upper)
+    for given in (domain, problem.domain):
+        if given is not None:
+            lows.append(given.lower)
+            highs.append(given.upper)
     if problem.keep_inputs is not None and len(problem.keep_inputs):
         used = np.asarray(problem.keep_inputs, dtype=np.float64).reshape(len(problem.keep_inputs), -1)
         lows.append(used.min(axis=0))
