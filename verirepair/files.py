@@ -35,6 +35,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except OSError as error:
         raise InputError(path, None, f"cannot write the output: {error.strerror}") from None
     try:
+        os.fchmod(handle, _new_file_mode())  # mkstemp makes 0600; a written result is an ordinary file
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
@@ -46,6 +47,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _new_file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file: 0666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
