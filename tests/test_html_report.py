@@ -161,6 +161,7 @@ def test_repair_page_of_a_classifier_shows_per_class_accuracy(tmp_path: Path, ca
     text = page.read_text()
     assert len(document.images) == 2  # |Δ output| on the domain, per-class accuracy; 64 inputs: no maps
     assert "No decision maps: the network has 64 inputs" in text
+    assert "decisions are judged by ranking" in text  # no --decision: the rule is named, never "None"
     accuracy_after = (digits_decisions(inputs, repaired) == labels).mean()
     assert f"accuracy_after</td><td class=\"number\">{accuracy_after:.4g}" in text
     chromium_renders(page, tmp_path, ["What changed", "Time per phase"])

@@ -232,7 +232,7 @@ def _print_report(report, args: argparse.Namespace, settings, domain=None) -> No
     figures follow the run's settings (``domain``: the box of a point-wise repair)."""
     if args.report:
         def page() -> str:
-            figures = _html().FigureSettings(settings.side_effect_samples, settings.seed, settings.decision,
+            figures = _html().FigureSettings(settings.side_effect_samples, settings.seed, settings.decision_rule,
                                              settings.data, domain)
             return _html().repair_page(report, figures)
 

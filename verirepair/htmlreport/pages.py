@@ -105,8 +105,10 @@ def _repair_figures(page: Page, report: RepairReport, figures: FigureSettings) -
         return
     original, repaired = load_network(report.onnx), load_network(repaired_path)
     spec = parse_vnnlib(report.vnnlib) if Path(report.vnnlib).is_file() else None
-    page.paragraph(f"Original: {report.onnx}; repaired: {repaired_path}. Both files run in onnxruntime; the "
-                   f"decision is the {figures.decision} of the outputs.", note=True)
+    rule = ("ranking (the whole order of the outputs; maps and accuracy show the top class, the arg-max)"
+            if figures.decision == "ranking" else f"the {figures.decision} of the outputs")
+    page.paragraph(f"Original: {report.onnx}; repaired: {repaired_path}. Both files run in onnxruntime; "
+                   f"decisions are judged by {rule}.", note=True)
     rng = np.random.default_rng(figures.seed)
     if spec is not None and figures.samples > 0:
         samples = change_on(original, repaired, sample_spec_boxes(spec, figures.samples, figures.seed), spec)
