@@ -3,6 +3,7 @@ checker, per instance; prints each verdict, whether its certificate checked and 
 then how many were certified and the median and maximum checking time.
 
     python tools/check_certificates.py --limit 20 --timeout 60
+    python tools/check_certificates.py --every 7 --timeout 60    # 20 instances spread over the properties
     python tools/check_certificates.py --json results.json     # all unsat instances (139)
 
 Instances are those of ../shared/benchmarks/acasxu/instances.csv whose ground truth
@@ -37,7 +38,8 @@ def unsat_instances(folder: Path) -> list[tuple[Path, Path]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit", type=int, help="only the first N unsat instances")
+    parser.add_argument("--limit", type=int, help="only the first N unsat instances (after --every)")
+    parser.add_argument("--every", type=int, default=1, help="only every K-th unsat instance (spread over properties)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per verification (default 60)")
     parser.add_argument("--json", help="also write the per-instance records to this file")
     parser.add_argument("--keep", type=Path, help="keep the certificates in this folder (default: a temporary one)")
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.folder / "ground_truth.csv").exists():
         print(f"{args.folder}: no ground_truth.csv", file=sys.stderr)
         return 2
-    instances = unsat_instances(args.folder)[:args.limit]
+    instances = unsat_instances(args.folder)[::max(1, args.every)][:args.limit]
     records = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or Path(scratch)

@@ -139,9 +139,7 @@ class _Trace:
         self.steps: list[AffineStep] = []
 
     def network(self) -> ReluNetwork:
-        if not self.steps:
-            raise UnsupportedNetwork("the network has no affine layer")
-        if self.steps[-1].relu:  # a final ReLU: an identity step after it keeps "steps end affine"
+        if not self.steps or self.steps[-1].relu:  # the steps end with an affine one, here the identity
             self.steps.append(AffineStep(np.eye(self.size), np.zeros(self.size)))
         return ReluNetwork(tuple(self.steps))
 
