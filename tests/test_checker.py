@@ -5,6 +5,7 @@ ones (false properties, tightened bounds, missing leaves, other files, broken JS
 from __future__ import annotations
 
 import ast
+import gzip
 import hashlib
 import json
 from fractions import Fraction
@@ -364,3 +365,11 @@ def test_an_unsupported_network_is_a_rejection_naming_its_operators(tmp_path: Pa
                                  "vnnlib_sha256": _sha256(vnnlib_path), "regions": [[]]}))
     result = check_certificate(onnx_path, vnnlib_path, proof)
     assert not result.ok and "Tanh" in result.message
+
+
+def test_a_certificate_of_gzip_compressed_files_checks(tmp_path: Path) -> None:
+    onnx_path, vnnlib_path = tmp_path / "net.onnx.gz", tmp_path / "spec.vnnlib.gz"
+    onnx_path.write_bytes(gzip.compress((ROOT / "models" / "collision_avoidance.onnx").read_bytes()))
+    vnnlib_path.write_bytes(gzip.compress((ROOT / "specs" / "collision_avoidance_far_coc.vnnlib").read_bytes()))
+    result = check_certificate(onnx_path, vnnlib_path, _certify(onnx_path, vnnlib_path, tmp_path / "proof.json"))
+    assert result.ok, result.message
