@@ -59,6 +59,15 @@ class ReluNetwork:
 
 
 def read_network(model_bytes: bytes, source: str | Path) -> ReluNetwork:
+    try:
+        return _read(model_bytes, source)
+    except UnsupportedNetwork:
+        raise
+    except Exception as error:  # noqa: BLE001 - a protobuf this reader cannot follow is not read
+        raise UnsupportedNetwork(f"cannot read {source}: {type(error).__name__}: {error}") from None
+
+
+def _read(model_bytes: bytes, source: str | Path) -> ReluNetwork:
     import onnx
     from onnx import numpy_helper
 

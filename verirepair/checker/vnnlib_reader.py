@@ -19,6 +19,7 @@ import numpy as np
 
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
 _VARIABLE = re.compile(r"([XY])_(\d+)\Z")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
 COMPARISONS = ("<=", ">=", "<", ">")
 MAX_CONJUNCTIONS = 100_000
 
@@ -46,6 +47,13 @@ Atom = tuple[str, int, float] | tuple[str, tuple[tuple[int, float], ...], float]
 
 
 def read_property(text: str) -> Property:
+    try:
+        return _read(text)
+    except RecursionError:
+        raise UnsupportedProperty("formulas nested too deeply") from None
+
+
+def _read(text: str) -> Property:
     tokens = _TOKEN.findall(re.sub(r";[^\n]*", "", text))
     expressions, position = [], 0
     while position < len(tokens):
@@ -119,10 +127,9 @@ def _term(node) -> Linear:  # type: ignore[no-untyped-def]
         match = _VARIABLE.match(node)
         if match:
             return {(match[1], int(match[2])): 1.0}, 0.0
-        try:
-            value = float(node)
-        except ValueError:
-            raise UnsupportedProperty(f"unknown symbol {node}") from None
+        if not _NUMBER.match(node):
+            raise UnsupportedProperty(f"unknown symbol {node}")
+        value = float(node)
         if not math.isfinite(value):
             raise UnsupportedProperty(f"number {node} is not finite in float64")
         return {}, value
