@@ -349,7 +349,7 @@ def _shaped(regions: object) -> str:
 @pytest.mark.parametrize("text", ["", "{", "[]", '{"format": "verirepair-certificate-1"}', '{"format": "other"}',
                                   _shaped([[["0X", [0], [[1.0]], []]]]), _shaped([[["", [0], [[float("nan")]], []]]]),
                                   _shaped([[["", [0, 0], [[1.0], [1.0]], []]]]), _shaped([[["", [0], [], []]]]),
-                                  _shaped({"0": []})])
+                                  _shaped([[["", [0], [[10**400]], []]]]), _shaped({"0": []})])
 def test_a_malformed_certificate_is_a_clean_rejection(text: str, far_coc: tuple[Path, Path, Path], tmp_path: Path) -> None:
     onnx_path, vnnlib_path, _ = far_coc
     path = tmp_path / "broken.json"

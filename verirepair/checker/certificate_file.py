@@ -85,7 +85,10 @@ def _closing(item: object, where: str) -> Closing:
 def _numbers(values: object, where: str) -> tuple[float, ...]:
     if not isinstance(values, list) or not all(type(v) in (int, float) for v in values):
         raise MalformedCertificate(f"{where}: expected a list of numbers")
-    numbers = tuple(float(v) for v in values)
+    try:
+        numbers = tuple(float(v) for v in values)
+    except OverflowError:
+        raise MalformedCertificate(f"{where}: a number is out of the float64 range") from None
     if not all(math.isfinite(v) for v in numbers):
         raise MalformedCertificate(f"{where}: a number is not finite")
     return numbers
