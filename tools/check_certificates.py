@@ -39,6 +39,7 @@ def unsat_instances(folder: Path) -> list[tuple[Path, Path]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, help="only the first N unsat instances (after --every)")
+    parser.add_argument("--skip", type=int, default=0, help="leave out the first N unsat instances")
     parser.add_argument("--every", type=int, default=1, help="only every K-th unsat instance (spread over properties)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per verification (default 60)")
     parser.add_argument("--json", help="also write the per-instance records to this file")
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.folder / "ground_truth.csv").exists():
         print(f"{args.folder}: no ground_truth.csv", file=sys.stderr)
         return 2
-    instances = unsat_instances(args.folder)[::max(1, args.every)][:args.limit]
+    instances = unsat_instances(args.folder)[args.skip::max(1, args.every)][:args.limit]
     records = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or Path(scratch)
