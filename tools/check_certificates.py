@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
-        for index, (onnx_path, vnnlib_path) in enumerate(instances):
+        for onnx_path, vnnlib_path in instances:
             certificate = folder / f"{onnx_path.stem}-{vnnlib_path.stem}.json"
+            certificate.unlink(missing_ok=True)  # one left by an earlier run is not this run's
             started = time.monotonic()
             verdict = verirepair.verify(onnx_path, vnnlib_path, timeout=args.timeout, certificate=certificate)
             verify_seconds = time.monotonic() - started
