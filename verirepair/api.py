@@ -30,10 +30,11 @@ if TYPE_CHECKING:
     import onnx
 
     from .bench import InstanceRecord, Summary
+    from .checker import CheckResult
     from .network import Network
     from .repair import RepairReport
     from .spec import Spec
-    from .verify import CheckResult, Verdict
+    from .verify import Verdict
 
 __all__ = ["MODEL_PROTO_LABEL", "BenchResult", "bench", "check_and_fix", "check_certificate", "verify"]
 
@@ -224,7 +225,7 @@ def check_certificate(network: PathLike, spec: PathLike, certificate: PathLike) 
     """Re-check a proof certificate written by `verify` with an independent implementation;
     ``result.ok`` says whether it holds, ``result.message`` why. The certificate names its files by
     SHA-256, so ``network`` and ``spec`` are the file paths it was made for."""
-    from .verify import check_certificate as check
+    from .checker import check_certificate as check
 
     for value, what in ((network, "network"), (spec, "spec")):
         if not _is_path(value):

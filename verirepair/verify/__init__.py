@@ -1,16 +1,15 @@
 """Verification strategy and results: falsify, bound, search; witnesses replayed in onnxruntime."""
 
 from ..callable_package import make_callable
-from .certificate import Certificate, RegionCertificate, file_sha256, read_certificate
-from .certificate_check import CheckResult, check_certificate
+from .certificate import Certificate, RegionCertificate, file_sha256
 from .deadline import Deadline
 from .pipeline import check_problem, load_problem, verify, verify_files
 from .result import Counterexample, Status, Verdict
 from .settings import VerifySettings
 from .witness import confirmed_counterexample, format_witness, representable_bounds, witness_point
 
-__all__ = ["Certificate", "CheckResult", "Counterexample", "RegionCertificate", "check_certificate", "check_problem",
-           "file_sha256", "read_certificate", "Deadline", "Status", "Verdict", "VerifySettings", "confirmed_counterexample",
+__all__ = ["Certificate", "Counterexample", "RegionCertificate", "check_problem",
+           "file_sha256", "Deadline", "Status", "Verdict", "VerifySettings", "confirmed_counterexample",
            "format_witness", "load_problem", "representable_bounds", "verify", "verify_files", "witness_point"]
 
 

@@ -3,7 +3,7 @@
 A certificate lists, per region of the spec, the nodes of the split tree where clauses were
 closed: a node is a path from the root box (steps ``<dim><L|R>``: halve dimension ``dim`` at its
 midpoint and keep the lower or upper half) plus, for each clause closed there, the row weights
-``λ`` whose combination was proven positive on the node's box. `certificate_check` re-checks
+``λ`` whose combination was proven positive on the node's box. `verirepair.checker` re-checks
 every node with an independent implementation and checks that, for every clause, the closing
 nodes cover the region's box.
 """
@@ -26,7 +26,7 @@ class Closing:
     """Clauses closed on one node of the split tree.
 
     ``bounds`` are the verifier's pre-activation bounds of every hidden layer on the node's box;
-    the checker confirms each of them (see `certificate_check`) before relying on it.
+    the checker (`verirepair.checker`) uses the looser of each and its own derivation.
     """
 
     path: str
@@ -70,34 +70,5 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_certificate(path: str | Path) -> Certificate:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, None, "no such file")
-    try:
-        data = json.loads(path.read_text())
-        if data.get("format") != FORMAT:
-            raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
-        regions = [RegionCertificate([Closing(str(p), [int(k) for k in cs], [[float(v) for v in w] for w in ws],
-                                              [[[float(v) for v in side] for side in layer] for layer in bs])
-                                      for p, cs, ws, bs in region]) for region in data["regions"]]
-        return Certificate(str(data["onnx_sha256"]), str(data["vnnlib_sha256"]), regions)
-    except (ValueError, KeyError, TypeError) as error:
-        raise InputError(path, None, f"not a verirepair certificate ({error})") from None
-
-
 def child_path(path: str, dim: int, upper_half: bool) -> str:
     return f"{path}{dim}{'R' if upper_half else 'L'}"
-
-
-def parse_path(path: str) -> list[tuple[int, bool]]:
-    """``"2L0R"`` → [(2, False), (0, True)]; raises ValueError on malformed text."""
-    if len(path) % 2:
-        raise ValueError(f"malformed node path {path!r}")
-    steps = []
-    for i in range(0, len(path), 2):
-        dim, side = path[i], path[i + 1]
-        if not dim.isdigit() or side not in "LR":
-            raise ValueError(f"malformed node path {path!r}")
-        steps.append((int(dim), side == "R"))
-    return steps

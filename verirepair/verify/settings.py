@@ -76,9 +76,9 @@ class VerifySettings:
     leaf_milp_workers: int = 0
     # A row is proven positive only when its lower bound exceeds this. Every bound has already been
     # lowered by its own float64 rounding error, derived from the magnitudes involved
-    # (`bounds.rounding`), so this is not what makes a bound sound; it is a gap between the
-    # verifier's decisions and the certificate checker's acceptance threshold (1e-10), whose own
-    # float64 recomputation of the same bound must land on the same side.
+    # (`bounds.rounding`), so this is not what makes a bound sound; it is a gap that keeps a closed
+    # clause closed when the certificate checker, accepting any positive bound, re-derives it with
+    # its own rounding error bounds.
     decision_margin: float = 1e-9
     # Violation rows are relaxed by this much inside the MILP (A·y <= b + margin), so a solver's
     # feasibility tolerance cannot turn a reachable violation into an "infeasible" answer.
