@@ -15,7 +15,7 @@ import onnx
 import onnx_factory
 import onnxruntime as ort
 import pytest
-from test_cli import HOLDS, VIOLATED, folder_state
+from test_cli import HOLDS, VIOLATED, folder_state, workdir  # noqa: F401 - workdir: the CLI tests' fixture
 from test_repair_loop import SPEC as REPAIR_SPEC
 
 import verirepair
@@ -26,14 +26,6 @@ from verirepair.spec import parse_vnnlib
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 30.0
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, tiny_mlp: Path) -> Path:
-    (tmp_path / "net.onnx").write_bytes(tiny_mlp.read_bytes())
-    (tmp_path / "holds.vnnlib").write_text(HOLDS)
-    (tmp_path / "violated.vnnlib").write_text(VIOLATED)
-    return tmp_path
 
 
 def _cli_verdict(onnx_path: Path, vnnlib_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:

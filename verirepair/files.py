@@ -82,6 +82,12 @@ def read_input_bytes(path: str | Path) -> bytes:
         raise InputError(path, None, "not a regular file") from None
     except OSError as error:
         raise InputError(path, None, f"cannot read: {error.strerror or error}") from None
+    return decompressed(data, path)
+
+
+def decompressed(data: bytes, path: str | Path) -> bytes:
+    """``data`` (read from ``path``) decompressed when it is gzip, else as it is; a corrupt gzip
+    stream is an `InputError` naming ``path``."""
     if not is_gzip(data):
         return data
     try:

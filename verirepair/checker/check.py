@@ -16,16 +16,14 @@ certificate is accepted only if
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..files import is_gzip
+from ..files import decompressed
 from .bounds import layer_bounds, mixture_bounds, row_bounds
 from .certificate_file import (
     CertificateFile,
@@ -62,8 +60,8 @@ def check_certificate(onnx_path: str | Path, vnnlib_path: str | Path, certificat
         certificate = parse_certificate(certificate_text)
         if certificate.onnx_sha256 != _sha256(onnx_bytes) or certificate.vnnlib_sha256 != _sha256(vnnlib_bytes):
             raise Rejected("the certificate was made for other files (SHA-256 differs)")
-        network = read_network(_decompressed(onnx_bytes, onnx_path), onnx_path)
-        prop = read_property(_decoded(_decompressed(vnnlib_bytes, vnnlib_path), vnnlib_path))
+        network = read_network(decompressed(onnx_bytes, onnx_path), onnx_path)
+        prop = read_property(_decoded(decompressed(vnnlib_bytes, vnnlib_path), vnnlib_path))
         _check_sizes(network, prop, certificate)
         for index, (region, closings) in enumerate(zip(prop.regions, certificate.regions)):
             try:
@@ -96,16 +94,6 @@ def _raw(path: str | Path) -> bytes:
         raise InputError(path, None, "no such file") from None
     except OSError as error:
         raise InputError(path, None, f"cannot read: {error.strerror or error}") from None
-
-
-def _decompressed(data: bytes, path: str | Path) -> bytes:
-    """The content of a network or property file, gzip-compressed or not."""
-    if not is_gzip(data):
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as error:
-        raise InputError(path, None, f"cannot decompress the gzip file: {error}") from None
 
 
 def _sha256(data: bytes) -> str:
