@@ -222,6 +222,7 @@ def _repair_settings(args: argparse.Namespace, n_inputs: int | None = None):
         keep_unproven=Path(args.keep_unproven) if args.keep_unproven else None,
         side_effect_samples=args.samples, data=data, decision=args.decision,
         polish_attempts=0 if getattr(args, "no_polish", False) else RepairSettings.polish_attempts,
+        certificate=Path(args.certificate) if getattr(args, "certificate", None) else None,
     )
 
 
@@ -239,10 +240,13 @@ def _print_report(report, args: argparse.Namespace, settings, domain=None) -> No
 
 
 def _check_and_fix(args: argparse.Namespace) -> int:
+    from .files import check_writable
     from .repair import check_and_fix
 
     onnx_path, vnnlib_path = _order_files(args.first, args.second)
     _check_report_option(args.report)
+    if args.certificate:
+        check_writable(args.certificate)
     strategy = _strategy(args.strategy)
     settings = _repair_settings(args)
     report = check_and_fix(onnx_path, vnnlib_path, strategy, settings)
@@ -398,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--max-iterations", type=_positive_int, default=50)
     fix.add_argument("--no-polish", action="store_true",
                      help="keep the first proven candidate (no polishing step after the proof)")
+    fix.add_argument("--certificate", help="when proven, write a proof certificate of the property for the "
+                                           "proven file (-o, or the network when it held already)")
     _add_repair_options(fix)
     fix.set_defaults(run=_check_and_fix)
 

@@ -3,6 +3,7 @@
 from ..callable_package import make_callable
 from .certificate import Certificate, RegionCertificate, file_sha256, read_certificate
 from .certificate_check import CheckResult, check_certificate
+from .certify import verify_with_certificate
 from .deadline import Deadline
 from .pipeline import check_problem, load_problem, verify, verify_files
 from .result import Counterexample, Status, Verdict
@@ -11,7 +12,8 @@ from .witness import confirmed_counterexample, format_witness, representable_bou
 
 __all__ = ["Certificate", "CheckResult", "Counterexample", "RegionCertificate", "check_certificate", "check_problem",
            "file_sha256", "read_certificate", "Deadline", "Status", "Verdict", "VerifySettings", "confirmed_counterexample",
-           "format_witness", "load_problem", "representable_bounds", "verify", "verify_files", "witness_point"]
+           "format_witness", "load_problem", "representable_bounds", "verify", "verify_files", "verify_with_certificate",
+           "witness_point"]
 
 
 make_callable(__name__)  # `verirepair.verify(...)`: the API function
