@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import z3
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -35,12 +36,15 @@ from oracles import violation_in_onnxruntime
 from random_nets import exact_weights, float32_rounded, random_mlp, save_onnx
 
 import verirepair
-from verirepair.bounds import Chain
-from verirepair.spec import parse_vnnlib
+from verirepair.bounds import AffineLayer, BoundEngine, Chain
+from verirepair.milp import MilpSettings, encode_chain, solver_named
+from verirepair.spec import Box, Clause, parse_vnnlib
+from verirepair.verify import VerifySettings
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 DISTANCES = (1e-12, 1e-9, 1e-6)
+MAGNITUDES = (1.0, 1e2)  # of the outputs; larger ones: see the expected failures at the end
 VERIFY_TIMEOUT = 2.0
 DECIDING_TIMEOUT = 30.0  # the 1e-6 cases take well under a second; this only spares a loaded machine
 
@@ -66,17 +70,19 @@ def _fraction(value: z3.ExprRef) -> Fraction:
     return Fraction(value.numerator_as_long(), value.denominator_as_long())
 
 
-def exact_outputs(chain: Chain, x: list[Fraction]) -> list[Fraction]:
-    """The network stored in the file, in exact rational arithmetic."""
-    h = list(x)
+def exact_forward(chain: Chain, x: list[Fraction]) -> tuple[list[list[Fraction]], list[Fraction]]:
+    """The network stored in the file, in exact rational arithmetic: the input of every ReLU
+    layer at ``x``, and the outputs."""
+    h, pre = list(x), []
     for layer in exact_weights(chain):
         if isinstance(layer, str):
             assert layer == "relu"
+            pre.append(h)
             h = [max(v, Fraction(0)) for v in h]
         else:
             W, b = layer
             h = [sum((w * v for w, v in zip(row, h)), c) for row, c in zip(W, b)]
-    return h
+    return pre, h
 
 
 def exact_minimum(problem: Problem) -> tuple[Fraction, list[Fraction]]:
@@ -103,15 +109,17 @@ def exact_minimum(problem: Problem) -> tuple[Fraction, list[Fraction]]:
     point = [_fraction(model.eval(x, model_completion=True)) for x in inputs]
     # the oracle checks itself: the point is in the box and reaches the minimum in plain Fractions
     assert all(Fraction(float(l)) <= v <= Fraction(float(u)) for v, l, u in zip(point, problem.lower, problem.upper))
-    reached = sum(Fraction(c) * y for c, y in zip(problem.c, exact_outputs(problem.chain, point)))
+    reached = sum(Fraction(c) * y for c, y in zip(problem.c, exact_forward(problem.chain, point)[1]))
     assert reached == minimum, (reached, minimum)
     return minimum, point
 
 
 def threshold(minimum: Fraction, distance: float, above: bool) -> float:
-    """A float64 about ``distance`` above (or below) ``minimum``, strictly on that side of it."""
+    """The float64 nearest to ``distance`` above (or below) ``minimum`` that is strictly on that
+    side of it (one ulp further where ``distance`` is below half an ulp of ``minimum``)."""
     t = float(minimum + distance) if above else float(minimum - distance)
-    assert (Fraction(t) > minimum) if above else (Fraction(t) < minimum), (t, minimum)
+    while (Fraction(t) <= minimum) if above else (Fraction(t) >= minimum):
+        t = float(np.nextafter(t, np.inf if above else -np.inf))
     return t
 
 
@@ -141,15 +149,19 @@ def between_float32_neighbours(rng: np.random.Generator) -> tuple[float, float]:
     return float(low32) + 0.25 * gap, float(low32) + 0.75 * gap
 
 
-def random_problem(seed: int, folder: Path, collins_style: bool) -> Problem:
-    """2–3 inputs, one or two hidden layers of 3–6 ReLUs, one or two outputs. With
-    ``collins_style`` no bound of the box is a float32 number: each input is pinned at such a
-    value, confined between two adjacent float32 numbers, or free with non-float32 ends."""
+def random_problem(seed: int, folder: Path, collins_style: bool, magnitude: float = 1.0) -> Problem:
+    """2–3 inputs, one or two hidden layers of 3–6 ReLUs, one or two outputs, the last layer
+    scaled by ``magnitude`` (so δ is that much smaller relative to the outputs and to their
+    float64 rounding). With ``collins_style`` no bound of the box is a float32 number: each input
+    is pinned at such a value, confined between two adjacent float32 numbers, or free with
+    non-float32 ends."""
     rng = np.random.default_rng(seed)
     n_in = int(rng.integers(2, 4))
     hidden = [int(h) for h in rng.integers(3, 7, size=int(rng.integers(1, 3)))]
     n_out = int(rng.integers(1, 3))
     chain = random_mlp(rng, n_in, hidden, n_out, "relu", scale=float(rng.uniform(1.0, 2.0)))
+    last = chain.layers[-1]
+    chain = Chain((*chain.layers[:-1], AffineLayer(last.weight * magnitude, last.bias * magnitude)))
     path = save_onnx(chain, folder / f"thin_{seed}.onnx")
     centre = rng.normal(scale=0.7, size=n_in)
     radius = rng.uniform(0.05, 1.0, size=n_in)
@@ -193,7 +205,7 @@ def check_threshold(problem: Problem, minimum: Fraction, distance: float, above:
         assert verdict.counterexample is not None
         x = verdict.counterexample.x
         assert violation_in_onnxruntime(problem.path, spec, x), f"sat witness not confirmed by onnxruntime: {where}"
-        y = exact_outputs(problem.chain, [Fraction(float(v)) for v in x])
+        _, y = exact_forward(problem.chain, [Fraction(float(v)) for v in x])
         violates_exactly = sum(Fraction(c) * v for c, v in zip(problem.c, y)) <= Fraction(t)
         if above is False:
             assert not violates_exactly  # the exact minimum is above t: no real point violates
@@ -202,12 +214,13 @@ def check_threshold(problem: Problem, minimum: Fraction, distance: float, above:
 
 @settings(max_examples=30, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**20), distance=st.sampled_from(DISTANCES), collins_style=st.booleans())
+@given(seed=st.integers(0, 2**20), distance=st.sampled_from(DISTANCES), collins_style=st.booleans(),
+       magnitude=st.sampled_from(MAGNITUDES))
 def test_verifier_never_contradicts_the_exact_optimum(seed: int, distance: float, collins_style: bool,
-                                                      tmp_path: Path) -> None:
+                                                      magnitude: float, tmp_path: Path) -> None:
     """Both sides of the threshold: no ``unsat`` where a real point violates, every ``sat``
     confirmed by onnxruntime."""
-    problem = random_problem(seed, tmp_path, collins_style)
+    problem = random_problem(seed, tmp_path, collins_style, magnitude)
     minimum, _ = exact_minimum(problem)
     for above in (False, True):
         check_threshold(problem, minimum, distance, above, tmp_path)
@@ -224,3 +237,67 @@ def test_a_margin_of_a_millionth_is_decided_both_ways(seed: int, collins_style: 
     above = check_threshold(problem, minimum, 1e-6, True, tmp_path, DECIDING_TIMEOUT)
     assert below.status == "unsat", below
     assert above.status == "sat" and above.witness_violates_exactly, above
+
+
+# Boxes on which a MILP solver calls a feasible model infeasible: (solver, seed, magnitude,
+# collins_style, the box, or None for the problem's whole box). Each box holds the exact minimiser
+# and is one that input split handed to its leaf MILP in a run that then answered `unsat`.
+WRONG_INFEASIBLE = [
+    ("gurobi", 5, 1e5, True, None),
+    ("highs", 25, 1e5, True, ([-0.9409054705942905, 0.5247475647285367, 0.1683524353429675],
+                              [-0.9409054705942905, 0.5247475647285367, 0.16835243627429008])),
+]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "MILP clause margin (1e-6, absolute) is below the solvers' tolerances on outputs of magnitude "
+    "1e4-1e5: HiGHS and Gurobi call models infeasible that the exact minimiser satisfies with "
+    "1.3e-6 to spare, and input split's leaf MILP then answers unsat (trust: solver) where the "
+    "exact answer is sat"))
+@pytest.mark.parametrize("solver, seed, magnitude, collins_style, leaf", WRONG_INFEASIBLE,
+                         ids=[f"{case[0]}-seed{case[1]}" for case in WRONG_INFEASIBLE])
+def test_a_leaf_milp_never_calls_a_model_with_a_real_violation_infeasible(
+        solver: str, seed: int, magnitude: float, collins_style: bool, leaf: tuple | None, tmp_path: Path) -> None:
+    """The clause ``c·y <= t`` with ``t = m* + 3e-7``, relaxed by `VerifySettings.milp_margin` as
+    the verifier relaxes it, over a box that holds the exact minimiser, with sound pre-activation
+    bounds (CROWN on that box, checked against the minimiser's exact pre-activations): a model with
+    a feasible point, which "infeasible" contradicts. Preconditions fail with `pytest.fail`, so only
+    the solver's answer can make this an expected failure."""
+    if solver == "gurobi":
+        pytest.importorskip("gurobipy")
+    problem = random_problem(seed, tmp_path, collins_style, magnitude)
+    minimum, point = exact_minimum(problem)
+    box = Box(problem.lower, problem.upper) if leaf is None else Box(np.array(leaf[0]), np.array(leaf[1]))
+    if not all(Fraction(float(l)) <= v <= Fraction(float(u)) for v, l, u in zip(point, box.lower, box.upper)):
+        pytest.fail("the exact minimiser is not in the box")
+    t = threshold(minimum, 3e-7, True)
+    layers = BoundEngine(problem.chain).layer_bounds(torch.tensor(box.lower)[None], torch.tensor(box.upper)[None],
+                                                     "crown")
+    pre_bounds = [(l[0].numpy(), u[0].numpy()) for l, u in layers.pre_activation]
+    for (lower, upper), exact in zip(pre_bounds, exact_forward(problem.chain, point)[0]):
+        if not all(Fraction(float(l)) <= v <= Fraction(float(u)) for v, l, u in zip(exact, lower, upper)):
+            pytest.fail("the pre-activation bounds cut off the exact minimiser")
+    model, _, _ = encode_chain(problem.chain, box, pre_bounds, Clause(np.array([problem.c]), np.array([t])),
+                               margin=VerifySettings().milp_margin)
+    result = solver_named(solver).solve(model, 30.0, MilpSettings())
+    assert result.status != "infeasible", (
+        f"{solver}: infeasible, but the exact minimiser reaches {float(minimum)!r} <= t = {t!r}")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "a leaf MILP's wrong infeasibility claim (see the test above) becomes the verdict: unsat "
+    "(trust: solver) on outputs of magnitude 1e5, where the exact answer is sat and VNN-COMP's "
+    "checker accepts the exact minimiser as a witness"))
+def test_no_wrong_unsat_at_large_output_magnitudes(tmp_path: Path) -> None:
+    """``Y_0 <= m* + 3e-7`` over a 2-input box whose corner x* reaches m* = -688554.956...: x* is
+    a VNN-COMP witness too (onnxruntime gives -688555.0 on it cast to float32). The verifier
+    answers `unsat` once input split has handed x*'s leaf to the MILP."""
+    problem = random_problem(11, tmp_path, False, 1e5)
+    minimum, point = exact_minimum(problem)
+    t = threshold(minimum, 3e-7, True)
+    x = np.array([float(v) for v in point])
+    spec_path = tmp_path / "witness.vnnlib"
+    spec_path.write_text(vnnlib_text(problem, t))
+    if not violation_in_onnxruntime(problem.path, parse_vnnlib(spec_path), x):
+        pytest.fail("the exact minimiser is no onnxruntime witness")
+    check_threshold(problem, minimum, 3e-7, True, tmp_path, timeout=60.0)
