@@ -74,51 +74,44 @@ def verify(network: NetworkLike, spec: SpecLike, *, timeout: float = 60.0, devic
     needs ``network`` and ``spec`` as file paths. Its outcome is the last of the verdict's notes.
     """
     from .devices import resolve_device
-    from .files import check_writable
     from .milp.solvers import check_preference
-    from .verify import Deadline, VerifySettings, check_problem, verify_files
+    from .verify import (
+        Deadline,
+        VerifySettings,
+        check_problem,
+        verify_files,
+        verify_with_certificate,
+    )
     from .verify import verify as verify_loaded
 
     check_preference(milp_solver)
     settings = VerifySettings(timeout=timeout, device=resolve_device(device), milp_solver=milp_solver)
     as_files = _is_path(network) and _is_path(spec)
-    proofs: list | None = None
     if certificate is not None:
-        if not as_files:
-            raise InputError(certificate, None, "a certificate names its network and property files by SHA-256: "
-                                                "give both as file paths")
-        check_writable(certificate)
-        proofs = []
+        _check_certificate_option(certificate, as_files)
+        return verify_with_certificate(network, spec, settings, certificate)[0]  # type: ignore[arg-type]
     if as_files:
-        verdict = verify_files(network, spec, settings, proofs)  # type: ignore[arg-type]
-    else:
-        deadline = Deadline(settings.timeout)
-        with _loaded(network) as loaded:
-            problem = _spec_for(spec, loaded)
-            check_problem(loaded, problem, settings)
-            verdict = verify_loaded(loaded, problem, settings, deadline)
-    if certificate is not None:
-        note = _write_certificate(certificate, network, spec, verdict.status, proofs or [])  # type: ignore[arg-type]
-        verdict = dataclasses.replace(verdict, notes=verdict.notes + (note,))
-    return verdict
+        return verify_files(network, spec, settings)  # type: ignore[arg-type]
+    deadline = Deadline(settings.timeout)
+    with _loaded(network) as loaded:
+        problem = _spec_for(spec, loaded)
+        check_problem(loaded, problem, settings)
+        return verify_loaded(loaded, problem, settings, deadline)
 
 
-def _write_certificate(path: PathLike, onnx_path: PathLike, vnnlib_path: PathLike, status: str, proofs: list) -> str:
-    """Write the certificate when every region has one; the returned note says what happened."""
-    from .verify import Certificate, file_sha256
+def _check_certificate_option(certificate: PathLike, as_files: bool) -> None:
+    from .files import check_writable
 
-    if status != "unsat":
-        return f"no certificate written: the answer is {status}"
-    if len(proofs) == 0 or any(p is None for p in proofs):
-        return "no certificate written: some region was not decided by a certifiable proof"
-    Certificate(file_sha256(onnx_path), file_sha256(vnnlib_path), proofs).write(path)
-    return f"certificate written to {path}"
+    if not as_files:
+        raise InputError(certificate, None, "a certificate names its network and property files by SHA-256: "
+                                            "give both as file paths")
+    check_writable(certificate)
 
 
 def check_and_fix(network: NetworkLike, spec: SpecLike | Sequence[SpecLike], *, strategy: str = "auto",
                   output: PathLike | None = None, budget: float = 600.0, domain: Any = None, decision: str | None = None,
                   data: PathLike | tuple[np.ndarray, np.ndarray | None] | None = None, seed: int = 0,
-                  device: str = "cpu", **settings: Any) -> RepairReport:
+                  device: str = "cpu", certificate: PathLike | None = None, **settings: Any) -> RepairReport:
     """Verify ``spec`` on ``network``; when violated, repair with ``strategy`` (a name of
     `verirepair.repair.available()`) until the property is proven on the exported ONNX file, which
     is then written to ``output``; nothing is written unless proven. ``report.proven`` says whether
@@ -131,6 +124,12 @@ def check_and_fix(network: NetworkLike, spec: SpecLike | Sequence[SpecLike], *, 
     (None: judged by ranking, the whole order of the outputs). Any other `RepairSettings` field (``verify_timeout``, ``max_iterations``,
     ``keep_unproven``, ``side_effect_samples``, ``polish_attempts``) may be passed by name; an
     unknown name is a `SettingsError`. A list of several properties (a suite) is not supported yet.
+
+    ``certificate``: when proven, write a proof certificate of the property for the proven file
+    (``output``, or ``network`` when the property held already; `check_certificate` re-checks it),
+    from one more verification of that file within the budget. It names its files by SHA-256, so
+    it needs ``network`` and ``spec`` as file paths. ``report.certificate`` is its path when it was
+    written; otherwise a note says why, and the run is proven all the same.
     """
     from .devices import resolve_device
     from .files import check_writable
@@ -154,13 +153,17 @@ def check_and_fix(network: NetworkLike, spec: SpecLike | Sequence[SpecLike], *, 
         settings["keep_unproven"] = Path(settings["keep_unproven"])
     if output is not None:
         check_writable(output)
+    if certificate is not None:
+        _check_certificate_option(certificate, _is_path(network) and _is_path(spec))
     device = resolve_device(device)
     deadline = Deadline(budget)
     with _loaded(network) as loaded:
         problem = _spec_for(spec, loaded)
         table = load_data(data, loaded.n_inputs) if _is_path(data) else data
         repair_settings = RepairSettings(budget=budget, seed=seed, device=device, data=table,
-                                         output=Path(output) if output is not None else None, **given, **settings)
+                                         output=Path(output) if output is not None else None,
+                                         certificate=Path(certificate) if certificate is not None else None,
+                                         **given, **settings)
         check_problem(loaded, problem, VerifySettings(timeout=budget, device=device, seed=seed))
         report = check_and_fix_network(loaded, problem, strategy_named(strategy), repair_settings, deadline)
     return dataclasses.replace(report, onnx=_label(network))

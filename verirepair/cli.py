@@ -224,6 +224,7 @@ def _repair_settings(args: argparse.Namespace, n_inputs: int | None = None):
         keep_unproven=Path(args.keep_unproven) if args.keep_unproven else None,
         side_effect_samples=args.samples, data=data, decision=args.decision, domain=domain,
         polish_attempts=0 if getattr(args, "no_polish", False) else RepairSettings.polish_attempts,
+        certificate=Path(args.certificate) if getattr(args, "certificate", None) else None,
     )
 
 
@@ -241,10 +242,13 @@ def _print_report(report, args: argparse.Namespace, settings, domain=None) -> No
 
 
 def _check_and_fix(args: argparse.Namespace) -> int:
+    from .files import check_writable
     from .repair import check_and_fix
 
     onnx_path, vnnlib_path = _order_files(args.first, args.second)
     _check_report_option(args.report)
+    if args.certificate:
+        check_writable(args.certificate)
     strategy = _strategy(args.strategy)
     settings = _repair_settings(args)
     report = check_and_fix(onnx_path, vnnlib_path, strategy, settings)
@@ -408,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "or a VNN-LIB file (the hull of its boxes; write --domain=-1,... when it starts "
                                       "with a minus); behaviour there outside the boxes is kept and measured (without "
                                       "it: not constrained)")
+    fix.add_argument("--certificate", help="when proven, write a proof certificate of the property for the "
+                                           "proven file (-o, or the network when it held already)")
     _add_repair_options(fix, "auto")
     fix.set_defaults(run=_check_and_fix)
 

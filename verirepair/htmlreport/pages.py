@@ -77,6 +77,7 @@ def repair_page(report: RepairReport, figures: FigureSettings) -> str:
         ("regions patched", report.regions_patched),
         ("parameters added", f"{report.parameters_added} (original {report.original_parameters})"),
         ("repaired network written", report.written or "-"), ("unproven attempt kept", report.kept_unproven or "-"),
+        ("certificate", report.certificate or "-"),
     ])
     _notes(page, report.notes)
     if report.phase_seconds:

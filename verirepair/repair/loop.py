@@ -21,7 +21,14 @@ from ..errors import InputError, SettingsError
 from ..files import atomic_write_bytes
 from ..network import Network, check_import_agrees, load_network
 from ..spec import Box, Spec
-from ..verify import Deadline, Verdict, VerifySettings, load_problem, verify
+from ..verify import (
+    Deadline,
+    Verdict,
+    VerifySettings,
+    load_problem,
+    verify,
+    verify_with_certificate,
+)
 from .input_domain import check_domain
 from .report import DECISION_RULES, Iteration, RepairReport, side_effects
 from .strategy import (
@@ -44,6 +51,9 @@ class RepairSettings:
     device: str = "cpu"
     output: Path | None = None  # written only when proven
     keep_unproven: Path | None = None  # the last candidate, when not proven
+    # When proven: a proof certificate of the property for the file proven (-o, or the original
+    # network when the property held already), from one more verification of that file.
+    certificate: Path | None = None
     side_effect_samples: int = 10_000
     # After a proof, ask the strategy for a candidate with smaller side effects (kept if proven
     # and fewer decisions changed on `side_effect_samples` samples; see `RepairStrategy.polish`),
@@ -70,6 +80,9 @@ class RepairSettings:
             raise SettingsError(f"polish attempts must be at least 0, got {self.polish_attempts}")
         if self.output is not None and self.keep_unproven is not None and Path(self.output) == Path(self.keep_unproven):
             raise SettingsError("--keep-unproven must name a different file than -o")
+        if self.certificate is not None and Path(self.certificate) in {Path(p) for p in (self.output, self.keep_unproven)
+                                                                        if p is not None}:
+            raise SettingsError("--certificate must name a different file than -o and --keep-unproven")
 
     @property
     def decision_rule(self) -> str:
@@ -212,8 +225,34 @@ def check_and_fix_network(network: Network, spec: Spec, strategy: RepairStrategy
     else:
         assert verdict.counterexample is not None
         repair_network(network, spec, strategy, settings, [verdict.counterexample.x], report, deadline)
+    if settings.certificate is not None and report.proven:
+        _certify(network, spec, settings, deadline, report)
     report.total_seconds = deadline.elapsed()
     return report
+
+
+def _certify(network: Network, spec: Spec, settings: RepairSettings, deadline: Deadline, report: RepairReport) -> None:
+    """Write `RepairSettings.certificate` for the proven file: the one written as -o, or the
+    original when the property held already. The proof above did not collect one (a certificate
+    needs the certifiable search), so the file on disk is verified once more, within the budget;
+    when no certificate comes of it, a note says why and the run stays proven."""
+    assert settings.certificate is not None
+    proven = Path(report.written) if report.status == "repaired" and report.written else network.path
+    if proven is None:
+        report.notes.append("no certificate: the repaired network was not written (no -o)"
+                            if report.status == "repaired" else "no certificate: the network is not a file")
+        return
+    if deadline.expired():
+        report.notes.append("no certificate: the budget was spent before it could be made")
+        return
+    t = time.monotonic()
+    progress.stage("certificate")
+    _, missing = verify_with_certificate(proven, spec.source, _verify_settings(settings, deadline), settings.certificate)
+    report.add_phase("certificate", time.monotonic() - t)
+    if missing is None:
+        report.certificate = str(settings.certificate)
+    else:
+        report.notes.append(f"no certificate: verifying {proven.name} with the certifiable search: {missing}")
 
 
 def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, settings: RepairSettings,

@@ -58,6 +58,7 @@ class RepairReport:
     side_effects: dict[str, object] = field(default_factory=dict)
     written: str | None = None
     kept_unproven: str | None = None
+    certificate: str | None = None  # a proof certificate of the property for the proven file
     total_seconds: float = 0.0
     # How decisions were judged (side effects, strategies that keep decisions): argmax, argmin or
     # ranking, and whether --decision chose it.
@@ -118,6 +119,8 @@ class RepairReport:
                          f"{data['nd_inf_max']:.3g}, ND2 mean {data['nd_2_mean']:.3g}")
         if self.written:
             lines.append(f"  written: {self.written}")
+        if self.certificate:
+            lines.append(f"  certificate: {self.certificate}")
         if self.kept_unproven:
             lines.append(f"  best unproven attempt kept: {self.kept_unproven}")
         lines += [f"  note: {n}" for n in self.notes]

@@ -2,6 +2,7 @@
 
 from ..callable_package import make_callable
 from .certificate import Certificate, RegionCertificate, file_sha256
+from .certify import verify_with_certificate
 from .deadline import Deadline
 from .pipeline import check_problem, load_problem, verify, verify_files
 from .result import Counterexample, Status, Verdict
@@ -10,7 +11,8 @@ from .witness import confirmed_counterexample, format_witness, representable_bou
 
 __all__ = ["Certificate", "Counterexample", "RegionCertificate", "check_problem",
            "file_sha256", "Deadline", "Status", "Verdict", "VerifySettings", "confirmed_counterexample",
-           "format_witness", "load_problem", "representable_bounds", "verify", "verify_files", "witness_point"]
+           "format_witness", "load_problem", "representable_bounds", "verify", "verify_files", "verify_with_certificate",
+           "witness_point"]
 
 
 make_callable(__name__)  # `verirepair.verify(...)`: the API function
