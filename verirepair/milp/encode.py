@@ -41,11 +41,15 @@ def encode_chain(chain: Chain, box: Box, pre_bounds: list[BoundPair], clause: Cl
     """Encode ``chain`` over ``box`` (and, if given, the violation ``clause``) as a MILP.
 
     ``pre_bounds`` holds one sound ``(lower, upper)`` pair for the *input* of each non-affine layer,
-    in order. The clause is encoded as ``A·y <= b + margin``: a solver answers "infeasible" only up to
-    its feasibility tolerance, so a violation region thinner than that tolerance could be missed;
-    relaxing the clause by ``margin`` (>= the solver's tolerance) makes an "infeasible" verdict on the
-    relaxed model imply infeasibility of the exact one. It can only add spurious feasible points, and
-    every counterexample is replayed on the real network before anyone believes it.
+    in order. The clause is encoded as ``A_r·y <= b_r + margin·(1 + reach_r)`` per row r, where
+    ``reach_r = |A_r|·max(|y_lower|, |y_upper|) + |b_r|`` is the largest magnitude the row's terms
+    take on the model's output bounds: a solver answers "infeasible" only up to tolerances that act
+    on every row of the encoding and grow with the magnitudes involved (HiGHS and Gurobi both called
+    models infeasible whose exact minimiser met a row with 1.3e-6 to spare, on outputs of size 1e5),
+    so a violation region thinner than that could be missed. Relaxing each row by ``margin`` relative
+    to its magnitude makes an "infeasible" verdict on the relaxed model imply infeasibility of the
+    exact one. It can only add spurious feasible points, and every counterexample is replayed on the
+    real network before anyone believes it.
 
     ``objective_rows`` (a vector c of length n_outputs) makes the objective "minimise c·y"; without it
     the model is a pure feasibility problem (objective 0). To minimise several functions, call
@@ -73,7 +77,8 @@ def encode_chain(chain: Chain, box: Box, pre_bounds: list[BoundPair], clause: Cl
     if clause is not None:
         A = np.asarray(clause.A, dtype=np.float64)
         b = np.asarray(clause.b, dtype=np.float64).reshape(-1)
-        model.add_rows(A, outputs, -np.inf, b + margin)
+        reach = np.abs(A) @ np.maximum(np.abs(current.lower), np.abs(current.upper)) + np.abs(b)
+        model.add_rows(A, outputs, -np.inf, b + margin * (1.0 + reach))
     if objective_rows is not None:
         model.set_objective(outputs, np.asarray(objective_rows, dtype=np.float64).reshape(-1))
     return model, inputs, outputs

@@ -52,14 +52,14 @@ def _deepest_violation(model: MilpModel, inputs: np.ndarray, outputs: np.ndarray
     A feasibility solve may return any point of the *relaxed* clause ``A·y <= b + margin``, typically
     a vertex on its relaxed boundary, i.e. just outside the real violation region, which onnxruntime
     then rightly refuses even when the violation is deep elsewhere. The model keeps every constraint
-    (t <= margin), so this only re-ranks its feasible points.
+    (the relaxed clause rows among them), so this only re-ranks its feasible points.
     """
     A = np.asarray(clause.A, dtype=np.float64)
     b = np.asarray(clause.b, dtype=np.float64).reshape(-1)
     low, high = model.lower[outputs], model.upper[outputs]
     row_lower = np.minimum(A * low, A * high).sum(axis=1) - b  # interval bound of each row
     t_lower = float(row_lower.max()) - 1.0 if np.all(np.isfinite(row_lower)) else -np.inf
-    (t,) = model.add_variables([t_lower], [settings.milp_margin], name="t")
+    (t,) = model.add_variables([t_lower], [np.inf], name="t")  # the relaxed clause rows bound it above
     model.add_rows(np.hstack([A, -np.ones((A.shape[0], 1))]), np.concatenate([outputs, [t]]), -np.inf, b)
     model.set_objective([t], [1.0])
     result = solve_with_fallback(model, deadline.remaining(), settings.milp_solver)

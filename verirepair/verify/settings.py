@@ -80,8 +80,9 @@ class VerifySettings:
     # clause closed when the certificate checker, accepting any positive bound, re-derives it with
     # its own rounding error bounds.
     decision_margin: float = 1e-9
-    # Violation rows are relaxed by this much inside the MILP (A·y <= b + margin), so a solver's
-    # feasibility tolerance cannot turn a reachable violation into an "infeasible" answer.
+    # Violation rows are relaxed inside the MILP by this much relative to their magnitude
+    # (A_r·y <= b_r + margin·(1 + reach_r), `milp.encode_chain`), so a solver's tolerances, which
+    # grow with the magnitudes in the model, cannot turn a reachable violation into "infeasible".
     milp_margin: float = 1e-6
     milp_solver: str = "auto"
     # Points of each input box on which the torch import is compared with onnxruntime.
