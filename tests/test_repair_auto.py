@@ -50,9 +50,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 # ----- the rule ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("n_inputs, relu, suite, expected", [
-    (5, True, False, (("reassure-boxes", 0.5), ("birdnn", None))),
-    (16, True, False, (("reassure-boxes", 0.5), ("birdnn", None))),
-    (17, True, False, (("birdnn", 0.5), ("reassure", None))),
+    (5, True, False, (("reassure-boxes", 0.7), ("birdnn", None))),
+    (16, True, False, (("reassure-boxes", 0.7), ("birdnn", None))),
+    (17, True, False, (("birdnn", 0.7), ("reassure", None))),
     (784, True, True, (("reassure", 0.7), ("birdnn", None))),
     (5, True, True, (("reassure-boxes", 0.7), ("birdnn", None))),
     (3, False, False, (("birdnn", None),)),
@@ -132,7 +132,7 @@ def test_a_members_candidates_are_verified_within_its_share(files, monkeypatch):
 
     verify = loop.verify
     monkeypatch.setattr(loop, "verify", recording)
-    settings = RepairSettings(budget=200, side_effect_samples=0, polish_attempts=0)
+    settings = RepairSettings(budget=200, verify_timeout=200, side_effect_samples=0, polish_attempts=0)
     report = check_and_fix(files["violated"], files["spec"], auto.AutoStrategy(), settings)
     assert report.status == "repaired" and len(timeouts) == 3  # the original, the first member's, the second's
     share = report.portfolio[0]["seconds_granted"]
