@@ -27,6 +27,7 @@ from verirepair.milp import (
     MilpModel,
     MilpSettings,
     choose_solver,
+    clause_relaxation,
     encode_chain,
     licence_size_limit,
     solve_with_fallback,
@@ -106,12 +107,13 @@ def z3_clause_satisfiable(chain: Chain, box: Box, clause: Clause) -> bool:
 
 
 def milp_clause_feasible(chain: Chain, box: Box, clause: Clause, margin: float = 0.0) -> bool:
-    model, xs, _ = encode_chain(chain, box, interval_pre_bounds(chain, box), clause, margin)
+    model, xs, ys = encode_chain(chain, box, interval_pre_bounds(chain, box), clause, margin)
     result = HighsSolver().solve(model, TIME_LIMIT_S)
     assert result.status in ("feasible", "infeasible"), result.note
     if result.status == "feasible":
         y = forward(chain, result.x[xs])[0]
-        assert clause.violated_by(y, tolerance=margin + 1e-6)
+        relaxed = clause_relaxation(clause.A, clause.b, model.lower[ys], model.upper[ys], margin)
+        assert clause.violated_by(y, tolerance=float(relaxed.max()) + 1e-6)
     return result.status == "feasible"
 
 

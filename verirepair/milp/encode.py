@@ -77,11 +77,20 @@ def encode_chain(chain: Chain, box: Box, pre_bounds: list[BoundPair], clause: Cl
     if clause is not None:
         A = np.asarray(clause.A, dtype=np.float64)
         b = np.asarray(clause.b, dtype=np.float64).reshape(-1)
-        reach = np.abs(A) @ np.maximum(np.abs(current.lower), np.abs(current.upper)) + np.abs(b)
-        model.add_rows(A, outputs, -np.inf, b + margin * (1.0 + reach))
+        model.add_rows(A, outputs, -np.inf, b + clause_relaxation(A, b, current.lower, current.upper, margin))
     if objective_rows is not None:
         model.set_objective(outputs, np.asarray(objective_rows, dtype=np.float64).reshape(-1))
     return model, inputs, outputs
+
+
+def clause_relaxation(A: np.ndarray, b: np.ndarray, y_lower: np.ndarray, y_upper: np.ndarray,
+                      margin: float) -> np.ndarray:
+    """How much each clause row ``A_r·y <= b_r`` is relaxed: ``margin·(1 + reach_r)``, with
+    ``reach_r = |A_r|·max(|y_lower|, |y_upper|) + |b_r|`` (see `encode_chain`); zero for a zero margin."""
+    if margin == 0.0:
+        return np.zeros(A.shape[0])
+    reach = np.abs(A) @ np.maximum(np.abs(y_lower), np.abs(y_upper)) + np.abs(b)
+    return margin * (1.0 + reach)
 
 
 def _check_arguments(chain: Chain, box: Box, pre_bounds: list[BoundPair], clause: Clause | None,
