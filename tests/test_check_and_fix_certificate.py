@@ -12,6 +12,7 @@ from pathlib import Path
 import onnx
 import onnx_factory
 import pytest
+from test_repair_loop import SPEC as HOLDS  # output 0 the largest: never, for onnx_factory.mlp(2, 8, 3, seed=0)
 
 import verirepair
 from verirepair.cli import main
@@ -21,19 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 NETWORK = REPO / "models" / "collision_avoidance.onnx"
 VIOLATED = REPO / "specs" / "collision_avoidance_close_left.vnnlib"  # sat in specs/expected.csv
 
-# Output 0 of a 2-input net is never the largest on [-1, 1]^2 for onnx_factory.mlp(2, 8, 3, seed=0).
-HOLDS = """(declare-const X_0 Real)
-(declare-const X_1 Real)
-(declare-const Y_0 Real)
-(declare-const Y_1 Real)
-(declare-const Y_2 Real)
-(assert (>= X_0 -1.0))
-(assert (<= X_0 1.0))
-(assert (>= X_1 -1.0))
-(assert (<= X_1 1.0))
-(assert (>= Y_0 Y_1))
-(assert (>= Y_0 Y_2))
-"""
 
 
 def test_the_certificate_of_a_repair_checks_on_the_written_file_only(tmp_path: Path,
