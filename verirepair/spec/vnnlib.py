@@ -34,6 +34,7 @@ import itertools
 import math
 import re
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, NamedTuple, NoReturn, Union
@@ -140,7 +141,7 @@ def _sub(left: _Linear, right: _Linear) -> _Linear:
     return _sum([left, _scale(right, -1.0)])
 
 
-class _SpecBuilder:
+class _SpecBuilder(ABC):
     """What every VNN-LIB version shares: linear comparisons turned into input bounds and output
     rows, formulas in disjunctive normal form, and the `Spec` built from it. A reader supplies where
     a position is (`place`) and how input ``i`` is called and declared (`input_name`, `input_pos`)."""
@@ -148,14 +149,17 @@ class _SpecBuilder:
     def __init__(self, source: str) -> None:
         self.source = source
 
+    @abstractmethod
     def place(self, pos: int) -> str | None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def input_name(self, index: int) -> str:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def input_pos(self, index: int) -> int:
-        raise NotImplementedError
+        ...
 
     def fail(self, pos: int, reason: str, error: type[InputError] = InputError) -> NoReturn:
         raise error(self.source, self.place(pos), reason)
