@@ -1,8 +1,10 @@
-"""Sound output bounds over input boxes: IBP, CROWN, α-CROWN (float64, batched, any device)."""
+"""Sound bounds over input boxes on the network's own graph: IBP, CROWN, α-CROWN (float64, batched, any device)."""
 
+from .build import build_graph
 from .engine import BoundEngine, LayerBounds, Method, OutputBound, concretize
-from .layers import ActivationLayer, AffineLayer, Chain, Layer, MaxPoolLayer
-from .lowering import lower_network
+from .graph import BoundGraph, GraphNode
+from .linear import LinearOperator
+from .operators import BoundMaxPool, BoundRelu, BoundSShaped
 
-__all__ = ["ActivationLayer", "AffineLayer", "BoundEngine", "Chain", "Layer", "LayerBounds",
-           "MaxPoolLayer", "Method", "OutputBound", "concretize", "lower_network"]
+__all__ = ["BoundEngine", "BoundGraph", "BoundMaxPool", "BoundRelu", "BoundSShaped", "GraphNode", "LayerBounds",
+           "LinearOperator", "Method", "OutputBound", "build_graph", "concretize"]

@@ -1,12 +1,17 @@
-"""IBP, CROWN and α-CROWN over a `Chain`, batched over many input boxes.
+"""IBP, CROWN and α-CROWN over a `BoundGraph`, batched over many input boxes.
 
 `output_bounds` answers: for each box b and each row i of the specification matrix ``C``, a sound
 lower bound of ``C_i·f(x) + d_i`` over ``x`` in box b, together with the linear function of the
 input that achieves it (used for branching and to propose counterexamples).
+
+Back-substitution walks the graph backwards from a value: each node turns the linear function of
+its output into one of its operands (`LinearOperator.backward`, the relaxations of `operators`),
+and where a value feeds several nodes their contributions are added.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -14,19 +19,43 @@ from typing import Literal
 import torch
 
 from .adam import Adam
-from .layers import AffineLayer, Chain
-from .operators import BoundAffine, BoundOperator, BoundRelu, BoundSShaped, bound_operator
-from .rounding import concretization_error, lowered, magnitude, multiplier_error
+from .graph import BoundGraph
+from .linear import LinearOperator
+from .operators import BoundRelu, BoundSShaped
+from .rounding import concretization_error, gamma, lowered, magnitude, multiplier_error
 
 Tensor = torch.Tensor
 Method = Literal["ibp", "crown", "alpha-crown"]
 
 
+class Intervals(dict[str, tuple[Tensor, Tensor]]):
+    """Interval bounds of the values, with the rounding reach (`LinearOperator.reach`) of every
+    linear node made once per bound computation (a value's bounds are final once it is read)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.reaches: dict[int, Tensor | None] = {}
+
+# Memory for one back-substitution's coefficient tensors (``Λ`` of the widest value it passes,
+# float64): the neurons of an intermediate layer are bounded in chunks that fit, so the memory of
+# bounding a layer grows with its activations, not with their square.
+BACKWARD_CHUNK_BYTES = 256e6
+
+
 @dataclass(frozen=True)
 class LayerBounds:
-    """Bounds of the input of every non-affine layer, in chain order (each [B, n])."""
+    """Bounds of the input of every non-linear node, in `BoundGraph.nonlinear` order (each [B, n])."""
 
     pre_activation: tuple[tuple[Tensor, Tensor], ...]
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """α-CROWN's parameters per non-linear node (keys: node index), [B, m, n, ...] each: the
+    activations' slopes and the multipliers β >= 0 on their input bounds (see `BoundEngine._backward`)."""
+
+    slopes: dict[int, Tensor]
+    multipliers: dict[int, Tensor]
 
 
 @dataclass(frozen=True)
@@ -35,6 +64,8 @@ class OutputBound:
     coefficients: Tensor | None  # [B, m, n_in]: C·y + d >= coefficients·x + constant on the box
     constant: Tensor | None
     layers: LayerBounds
+    relaxation: Relaxation | None = None  # the best parameters per (box, row), when asked for
+    node_coefficients: dict[int, Tensor] | None = None  # λ [B, m, n] at each non-linear node's output (first pass)
 
 
 def concretize(lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
@@ -47,241 +78,266 @@ def concretize(lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor) -> Tenso
     return lowered(value, error)
 
 
-def _affine_input_magnitudes(ops: list[BoundOperator], pre: dict[int, tuple[Tensor, Tensor]], lower: Tensor,
-                             upper: Tensor) -> dict[int, Tensor]:
-    """Per affine op, the largest |value| of its input on each box: the box for the first, else the
-    interval of the activation before it. Made once per bound computation, not per pass."""
-    return {index: magnitude(lower, upper) if index == 0 else magnitude(*ops[index - 1].interval(*pre[index - 1]))
-            for index, op in enumerate(ops) if isinstance(op, BoundAffine) and (index == 0 or index - 1 in pre)}
-
-
-def _backward(ops: list[BoundOperator], last: int, lam: Tensor, bias: Tensor,
-              pre: dict[int, tuple[Tensor, Tensor]], input_magnitudes: dict[int, Tensor],
-              alphas: dict[int, Tensor] | None = None,
-              multipliers: dict[int, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """Propagate ``lam·h_last + bias`` back to the input through layers ``last, last-1, ..., 0``;
-    the returned bias is lowered by the float64 rounding of every step (`rounding`), so the result
-    bounds the objective from below in real arithmetic. ``input_magnitudes``: per affine op, the
-    largest |value| of its input (`_affine_input_magnitudes`).
-
-    ``multipliers`` [B, m, n, 2] >= 0 per non-affine layer add ``β_u·(z - u) + β_l·(l - z)`` at
-    its input ``z`` with its bounds [l, u]: never positive wherever the bounds hold, so the result
-    still bounds from below on the set where they do, and the bounds' constraints reach the
-    concretization over the box (they matter where the bounds were narrowed by a split).
-    """
-    error = torch.zeros_like(bias).detach()
-    for index in range(last, -1, -1):
-        op = ops[index]
-        if isinstance(op, BoundAffine):
-            lam, bias, step_error = op.backward(lam, bias, input_magnitudes[index])
-        else:
-            lower, upper = pre[index]
-            alpha = alphas.get(index) if alphas else None
-            lam, bias, step_error = op.backward(lam, bias, lower, upper, alpha)
-            if multipliers and index in multipliers:
-                to_upper, to_lower = multipliers[index][..., 0], multipliers[index][..., 1]
-                with torch.no_grad():
-                    step_error = step_error + multiplier_error(lam, bias, to_upper, to_lower, magnitude(lower, upper))
-                lam = lam + to_upper - to_lower
-                bias = bias - (to_upper * upper.unsqueeze(1)).sum(-1) + (to_lower * lower.unsqueeze(1)).sum(-1)
-        error = error + step_error.detach()
-    return lam, lowered(bias, error)
+def _flat(bounds: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    return bounds[0].flatten(1), bounds[1].flatten(1)
 
 
 class BoundEngine:
-    """Bound computation for one chain; holds the per-layer operators."""
+    """Bound computation for one graph."""
 
-    def __init__(self, chain: Chain, stop: Callable[[], bool] | None = None) -> None:
+    def __init__(self, graph: BoundGraph, stop: Callable[[], bool] | None = None,
+                 chunk_bytes: float = BACKWARD_CHUNK_BYTES) -> None:
         """``stop``: asked before every α-CROWN step; once it answers True the optimisations end
         with the best bounds so far (sound at any step), so a verifier's deadline is kept."""
-        self.chain = chain
-        self.ops = [bound_operator(layer) for layer in chain.layers]
+        self.graph = graph
         self.stop = stop or (lambda: False)
+        self.chunk_bytes = chunk_bytes
 
+    # ---- interval pass -------------------------------------------------------------------------
+    def _shaped(self, value: str, bounds: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        shape = (bounds[0].shape[0],) + self.graph.shapes[value]
+        return bounds[0].reshape(shape), bounds[1].reshape(shape)
+
+    def _with_known(self, value: str, bounds: tuple[Tensor, Tensor], known: dict[int, tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        """``bounds`` of ``value`` intersected with the known bounds of the non-linear nodes it feeds."""
+        for consumer in self.graph.consumers.get(value, ()):
+            if consumer in known:
+                low, up = self._shaped(value, known[consumer])
+                bounds = torch.maximum(bounds[0], low), torch.minimum(bounds[1], up)
+        return bounds
+
+    def _node_interval(self, index: int, values: Intervals, pre: dict[int, tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        node = self.graph.nodes[index]
+        if isinstance(node.op, LinearOperator):
+            return node.op.interval([values[v] for v in node.inputs])
+        return self._shaped(node.output, node.op.interval(*pre[index]))
+
+    def _intervals(self, lower: Tensor, upper: Tensor, pre: dict[int, tuple[Tensor, Tensor]]) -> Intervals:
+        """Interval bounds of every value, narrowed to ``pre`` where a non-linear node reads it."""
+        graph = self.graph
+        values = Intervals({graph.input: self._with_known(graph.input, self._shaped(graph.input, (lower, upper)), pre)})
+        for index, node in enumerate(graph.nodes):
+            if index not in pre and not node.is_linear:
+                pre[index] = _flat(values[node.inputs[0]])
+            values[node.output] = self._with_known(node.output, self._node_interval(index, values, pre), pre)
+        return values
+
+    # ---- back-substitution ---------------------------------------------------------------------
+    def _backward(self, start: str, lam: Tensor, bias: Tensor, pre: dict[int, tuple[Tensor, Tensor]], values: Intervals,
+                  alphas: dict[int, Tensor] | None = None, multipliers: dict[int, Tensor] | None = None,
+                  record: dict[int, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """Propagate ``lam·v + bias`` (``lam`` [B, m, *shape of v]) from value ``start`` back to the
+        input; the returned bias is lowered by the float64 rounding of every step (`rounding`), so
+        the result bounds the objective from below in real arithmetic.
+
+        ``multipliers`` [B, m, n, 2] >= 0 per non-linear node add ``β_u·(z - u) + β_l·(l - z)`` at
+        its input ``z`` with its bounds [l, u]: never positive wherever the bounds hold, so the
+        result still bounds from below on the set where they do, and the bounds' constraints reach
+        the concretization over the box (they matter where the bounds were narrowed by a split).
+        ``record``: filled with the λ reaching each non-linear node's output (detached, [B, m, n]).
+        """
+        graph = self.graph
+        batch, rows = lam.shape[:2]
+        reaches = values.reaches
+        pending = {start: lam}
+        error = torch.zeros_like(bias).detach()
+        for index in range(graph.producer[start], -1, -1):
+            node = graph.nodes[index]
+            lam_out = pending.pop(node.output, None)
+            if lam_out is None:
+                continue
+            if isinstance(node.op, LinearOperator):
+                if index not in reaches:
+                    reaches[index] = node.op.reach([magnitude(*values[v]) for v in node.inputs])
+                parts, bias, step_error = node.op.backward(lam_out, bias, reaches[index])
+            else:
+                low, up = pre[index]
+                if record is not None:
+                    record[index] = lam_out.reshape(batch, rows, -1).detach()
+                alpha = alphas.get(index) if alphas else None
+                flat, bias, step_error = node.op.backward(lam_out.reshape(batch, rows, -1), bias, low, up, alpha)
+                if multipliers and index in multipliers:
+                    to_upper, to_lower = multipliers[index][..., 0], multipliers[index][..., 1]
+                    with torch.no_grad():
+                        step_error = step_error + multiplier_error(flat, bias, to_upper, to_lower, magnitude(low, up))
+                    flat = flat + to_upper - to_lower
+                    bias = bias - (to_upper * up.unsqueeze(1)).sum(-1) + (to_lower * low.unsqueeze(1)).sum(-1)
+                parts = [flat.reshape((batch, rows) + graph.shapes[node.inputs[0]])]
+            if step_error is not None:
+                error = error + step_error.detach()
+            for value, part in zip(node.inputs, parts):
+                if value in pending:  # a value read by several nodes: the contributions add up
+                    with torch.no_grad():
+                        reach = magnitude(*values[value]).unsqueeze(1)
+                        error = error + gamma(2) * ((pending[value].abs() + part.abs()) * reach).flatten(2).sum(-1)
+                    pending[value] = pending[value] + part
+                else:
+                    pending[value] = part
+        at_input = pending.get(graph.input)
+        if at_input is None:
+            at_input = lam.new_zeros((batch, rows, graph.n_inputs))
+        return at_input.reshape(batch, rows, -1), lowered(bias, error)
+
+    # ---- intermediate bounds -------------------------------------------------------------------
     def layer_bounds(self, lower: Tensor, upper: Tensor, method: Method = "crown",
                      alpha_steps: int = 20, alpha_lr: float = 0.1, prior: LayerBounds | None = None) -> LayerBounds:
-        """Pre-activation bounds of every non-affine layer (CROWN intersected with IBP).
+        """Bounds of the input of every non-linear node (CROWN intersected with IBP).
 
         "alpha-crown" also optimises, for every bounded neuron separately, the slopes of all
         activations behind it (much tighter on deep networks with many inputs, and much slower).
         ``prior``: bounds known to hold on these boxes (e.g. a parent box's, in branch and bound);
-        every layer's bounds are intersected with them before the next layer is bounded, so
+        every value's bounds are intersected with them before the next node is bounded, so
         neurons the prior proves stable are relaxed exactly.
         """
+        graph = self.graph
+        known = self._by_index(prior) if prior is not None else {}
         pre: dict[int, tuple[Tensor, Tensor]] = {}
-        known = self._pre_by_index(prior) if prior is not None else {}
+        values = Intervals({graph.input: self._with_known(graph.input, self._shaped(graph.input, (lower, upper)), known)})
+        for index, node in enumerate(graph.nodes):
+            if not node.is_linear:
+                pre[index] = _flat(values[node.inputs[0]])
+            current = self._with_known(node.output, self._node_interval(index, values, pre), known)
+            readers = [graph.nodes[c].op for c in graph.consumers.get(node.output, ()) if not graph.nodes[c].is_linear]
+            if readers and method != "ibp" and node.output in graph.after_nonlinear:
+                relu_only = all(isinstance(op, BoundRelu) for op in readers)
+                current = self._tightened(node.output, lower, upper, pre, values, current, relu_only, None, alpha_lr)
+                if method == "alpha-crown" and alpha_steps > 0 and any(isinstance(op, (BoundRelu, BoundSShaped)) for op in readers):
+                    with torch.enable_grad():
+                        current = self._tightened(node.output, lower, upper, pre, values, current, relu_only,
+                                                  alpha_steps, alpha_lr)
+            values[node.output] = current
+        return LayerBounds(tuple(pre[i] for i in graph.nonlinear))
 
-        def with_known(index: int, bounds: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-            if index not in known:
-                return bounds
-            return torch.maximum(bounds[0], known[index][0]), torch.minimum(bounds[1], known[index][1])
+    def _tightened(self, value: str, lower: Tensor, upper: Tensor, pre: dict[int, tuple[Tensor, Tensor]],
+                   values: Intervals, current: tuple[Tensor, Tensor], relu_only: bool, alpha_steps: int | None,
+                   alpha_lr: float) -> tuple[Tensor, Tensor]:
+        """``current`` bounds of ``value`` intersected with CROWN's (α-CROWN's with ``alpha_steps``).
 
-        current = (lower, upper)
-        for index, op in enumerate(self.ops):
-            if isinstance(op, BoundAffine):
-                next_nonlinear = index + 1 < len(self.ops)
-                current = with_known(index + 1, op.interval(*current))
-                if method != "ibp" and index > 0 and next_nonlinear:
-                    current = self._tightened(index, lower, upper, pre, current)
-                    if method == "alpha-crown" and alpha_steps > 0:
-                        with torch.enable_grad():
-                            current = self._alpha_tightened(index, lower, upper, pre, current, alpha_steps, alpha_lr)
-            else:
-                pre[index] = with_known(index, current)
-                current = op.interval(*pre[index])
-        return LayerBounds(tuple(pre[i] for i in sorted(pre)))
-
-    def _tightened(self, index: int, lower: Tensor, upper: Tensor, pre: dict[int, tuple[Tensor, Tensor]],
-                   current: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        """``current`` bounds of affine layer ``index``'s output intersected with CROWN's.
-
-        Before a ReLU only neurons unstable in some box of the batch are recomputed: a stable
-        ReLU is relaxed exactly whatever its bounds, so tightening it cannot change anything.
+        Before ReLUs only neurons unstable in some box are recomputed: a stable ReLU is relaxed
+        exactly whatever its bounds, so tightening it cannot change anything. The neurons go
+        through in chunks whose coefficient tensors fit `chunk_bytes`.
         """
-        layer = self.chain.layers[index]
-        assert isinstance(layer, AffineLayer)
-        l_cur, u_cur = current
-        if isinstance(self.ops[index + 1], BoundRelu):
-            rows = ((l_cur < 0) & (u_cur > 0)).any(dim=0).nonzero().flatten()
-            if rows.numel() == 0:
-                return current
-        else:
-            rows = torch.arange(layer.n_out, device=lower.device)
-        weight, bias = layer.weight[rows], layer.bias[rows]
-        batch = lower.shape[0]
-        lam = torch.cat([weight, -weight]).unsqueeze(0).expand(batch, -1, -1)
-        offset = torch.cat([bias, -bias]).unsqueeze(0).expand(batch, -1)
-        lam, offset = _backward(self.ops, index - 1, lam, offset, pre,
-                                _affine_input_magnitudes(self.ops, pre, lower, upper))
-        bound = concretize(lam, offset, lower, upper)
-        n = rows.numel()
-        l_new, u_new = l_cur.clone(), u_cur.clone()
-        l_new[:, rows] = torch.maximum(l_cur[:, rows], bound[:, :n])
-        u_new[:, rows] = torch.minimum(u_cur[:, rows], -bound[:, n:])
-        return l_new, u_new
-
-    def _alpha_tightened(self, index: int, lower: Tensor, upper: Tensor, pre: dict[int, tuple[Tensor, Tensor]],
-                         current: tuple[Tensor, Tensor], steps: int, lr: float) -> tuple[Tensor, Tensor]:
-        """``current`` intersected with α-CROWN bounds of the neurons still unstable in some box."""
-        layer = self.chain.layers[index]
-        assert isinstance(layer, AffineLayer)
-        l_cur, u_cur = current
-        following = self.ops[index + 1]
-        if isinstance(following, BoundRelu):
-            rows = ((l_cur < 0) & (u_cur > 0)).any(dim=0).nonzero().flatten()
-        elif isinstance(following, BoundSShaped):  # every neuron of non-zero width is relaxed
-            rows = (u_cur > l_cur).any(dim=0).nonzero().flatten()
-        else:
-            return current
+        low_flat, up_flat = _flat(current)
+        open_rows = (low_flat < 0) & (up_flat > 0) if relu_only else up_flat > low_flat
+        rows = open_rows.any(dim=0).nonzero().flatten()
         if rows.numel() == 0:
             return current
-        batch, n = lower.shape[0], rows.numel()
-        lam0 = torch.cat([layer.weight[rows], -layer.weight[rows]]).unsqueeze(0).expand(batch, -1, -1)
-        bias0 = torch.cat([layer.bias[rows], -layer.bias[rows]]).unsqueeze(0).expand(batch, -1)
-        start = torch.full((batch, 2 * n), -torch.inf, dtype=lower.dtype, device=lower.device)
-        unused = lam0.new_zeros(batch, 2 * n, lower.shape[1])  # no λ from a previous pass to keep
-        best, _, _ = self._optimise_slopes(index - 1, lower, upper, lam0, bias0, pre, (start, unused, start), steps, lr)
-        l_new, u_new = l_cur.clone(), u_cur.clone()
-        l_new[:, rows] = torch.maximum(l_cur[:, rows], best[:, :n])
-        u_new[:, rows] = torch.minimum(u_cur[:, rows], -best[:, n:])
-        return l_new, u_new
+        batch, shape = lower.shape[0], self.graph.shapes[value]
+        widest = max(math.prod(self.graph.shapes[v]) for i in self.graph.ancestors(value)
+                     for v in (*self.graph.nodes[i].inputs, self.graph.nodes[i].output))
+        chunk = max(1, int(self.chunk_bytes // (2 * batch * widest * lower.element_size() * (3 if alpha_steps else 1))))
+        low_new, up_new = low_flat.clone(), up_flat.clone()
+        for first in range(0, rows.numel(), chunk):
+            part = rows[first:first + chunk]
+            n = part.numel()
+            lam0 = lower.new_zeros((batch, 2 * n, math.prod(shape)))
+            lam0[:, torch.arange(n), part] = 1.0
+            lam0[:, n + torch.arange(n), part] = -1.0
+            lam0 = lam0.reshape((batch, 2 * n) + shape)
+            bias0 = lower.new_zeros((batch, 2 * n))
+            if alpha_steps:
+                start = torch.full((batch, 2 * n), -torch.inf, dtype=lower.dtype, device=lower.device)
+                bound = self._optimise_slopes(value, lower, upper, lam0, bias0, pre, values,
+                                              (start, None, None), alpha_steps, alpha_lr)[0]
+            else:
+                bound = concretize(*self._backward(value, lam0, bias0, pre, values), lower, upper)
+            low_new[:, part] = torch.maximum(low_new[:, part], bound[:, :n])
+            up_new[:, part] = torch.minimum(up_new[:, part], -bound[:, n:])
+        return self._shaped(value, (low_new, up_new))
 
-    def _pre_by_index(self, layers: LayerBounds) -> dict[int, tuple[Tensor, Tensor]]:
-        indices = [i for i, op in enumerate(self.ops) if not isinstance(op, BoundAffine)]
-        return dict(zip(indices, layers.pre_activation))
+    def _by_index(self, layers: LayerBounds) -> dict[int, tuple[Tensor, Tensor]]:
+        return dict(zip(self.graph.nonlinear, layers.pre_activation))
 
+    # ---- output bounds -------------------------------------------------------------------------
     def output_bounds(self, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor | None = None,
                       method: Method = "crown", alpha_steps: int = 20, alpha_lr: float = 0.1,
-                      layers: LayerBounds | None = None, interval_multipliers: bool = False) -> OutputBound:
+                      layers: LayerBounds | None = None, interval_multipliers: bool = False,
+                      start: Relaxation | None = None, keep_relaxation: bool = False,
+                      record_coefficients: bool = False) -> OutputBound:
         """Lower bounds of ``C·f(x) + d`` on each box; ``C`` is [m, n_out] or [B, m, n_out].
 
         ``interval_multipliers`` (α-CROWN only): also optimise multipliers β >= 0 on every
-        non-affine layer's bounds (see `_backward`): then the result bounds ``C·f(x) + d`` on the
-        points of the box where ``layers`` hold, which is all of it unless they were narrowed.
+        non-linear node's input bounds (see `_backward`): then the result bounds ``C·f(x) + d`` on
+        the points of the box where ``layers`` hold, which is all of it unless they were narrowed
+        (as branch and bound narrows them: a ReLU split is a bound at zero, and its multiplier is
+        β-CROWN's). ``start``: α-CROWN's parameters to start from (a parent domain's), instead of
+        CROWN's slopes and zero multipliers; ``keep_relaxation`` returns the best ones;
+        ``record_coefficients`` returns the λ at every non-linear node's output from the first pass.
         """
         batch = lower.shape[0]
         C = C.to(lower.dtype).expand(batch, -1, -1) if C.dim() == 2 else C.to(lower.dtype)
         d = torch.zeros(C.shape[:2], dtype=lower.dtype, device=lower.device) if d is None else d.to(lower.dtype).expand(C.shape[:2])
         if layers is None:
             layers = self.layer_bounds(lower, upper, "ibp" if method == "ibp" else "crown")
-        pre = self._pre_by_index(layers)
-        if method == "ibp":
-            return self._ibp_output(lower, upper, C, d, pre, layers)
-        last = len(self.ops) - 1
-        final = self.ops[last]
-        assert isinstance(final, BoundAffine)
-        # the first step, C·W_last, rounds too: its error comes off the starting constant, which
-        # α-CROWN's passes below start from as well
-        magnitudes = _affine_input_magnitudes(self.ops, pre, lower, upper)
-        lam0, bias0, first_error = final.backward(C, d, magnitudes[last])
-        bias0 = lowered(bias0, first_error)
-        lam, bias = _backward(self.ops, last - 1, lam0, bias0, pre, magnitudes)
+        pre = self._by_index(layers)
+        values = self._intervals(lower, upper, pre)
+        out_lower, out_upper = _flat(values[self.graph.output])
+        interval = concretize(C, d, out_lower, out_upper)
+        if method == "ibp" or not self.graph.nodes:
+            return OutputBound(interval, None, None, layers)
+        lam0 = C.reshape((batch, C.shape[1]) + self.graph.shapes[self.graph.output])
+        record: dict[int, Tensor] | None = {} if record_coefficients else None
+        lam, bias = self._backward(self.graph.output, lam0, d, pre, values, record=record)
         # CROWN's adaptive slopes can lose to plain intervals (e.g. relu on [-1, 2]); keep the better.
-        best = torch.maximum(concretize(lam, bias, lower, upper), self._ibp_output(lower, upper, C, d, pre, layers).lower)
-        result = OutputBound(best, lam, bias, layers)
-        if method == "alpha-crown" and alpha_steps > 0:
-            with torch.enable_grad():  # callers may bound under no_grad; the slopes need gradients
-                result = self._optimise_alpha(lower, upper, lam0, bias0, pre, result, alpha_steps, alpha_lr,
-                                              interval_multipliers)
-        return result
+        best = torch.maximum(concretize(lam, bias, lower, upper), interval)
+        if method != "alpha-crown" or alpha_steps <= 0:
+            return OutputBound(best, lam, bias, layers, node_coefficients=record)
+        with torch.enable_grad():  # callers may bound under no_grad; the slopes need gradients
+            optimised = self._optimise_slopes(self.graph.output, lower, upper, lam0, d, pre, values, (best, lam, bias),
+                                              alpha_steps, alpha_lr, interval_multipliers, start, keep_relaxation)
+        return OutputBound(*optimised, layers, node_coefficients=record)
 
-    def _ibp_output(self, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,
-                    pre: dict[int, tuple[Tensor, Tensor]], layers: LayerBounds) -> OutputBound:
-        last = len(self.ops) - 1
-        out_lower, out_upper = self.ops[last].interval(*self.ops[last - 1].interval(*pre[last - 1])) if last > 0 else self.ops[0].interval(lower, upper)
-        return OutputBound(concretize(C, d, out_lower, out_upper), None, None, layers)
+    def _optimise_slopes(self, start_value: str, lower: Tensor, upper: Tensor, lam0: Tensor, bias0: Tensor,
+                         pre: dict[int, tuple[Tensor, Tensor]], values: Intervals,
+                         start: tuple[Tensor, Tensor | None, Tensor | None], steps: int, lr: float,
+                         interval_multipliers: bool = False, initial: Relaxation | None = None,
+                         keep_relaxation: bool = False) -> tuple[Tensor, Tensor, Tensor, Relaxation | None]:
+        """α-CROWN: Adam on the slopes of the activations behind ``start_value`` (one set per row of
+        ``lam0``; ReLU lower slopes, S-shaped lower and upper slopes) for the bounds of
+        ``lam0·v + bias0``; with ``interval_multipliers`` also on β (see `_backward`).
 
-    def _optimise_alpha(self, lower: Tensor, upper: Tensor, lam0: Tensor, bias0: Tensor,
-                        pre: dict[int, tuple[Tensor, Tensor]], start: OutputBound,
-                        steps: int, lr: float, interval_multipliers: bool = False) -> OutputBound:
-        """α-CROWN: gradient ascent on the activations' slopes for the final bound.
-
-        Any ReLU lower slope in [0, 1] and any S-shaped slope gives a sound bound, so every
-        iterate is sound; we keep the best bound seen per (box, row), starting from CROWN's own
-        slopes (never looser than CROWN).
+        Any ReLU slope in [0, 1], any S-shaped slope and any β >= 0 give a sound bound, so every
+        iterate is sound; per (box, row) the best bound seen is kept with its linear function (and,
+        with ``keep_relaxation``, its parameters), starting from ``start`` (bound, λ, bias; λ and
+        bias may be None when the bound is -inf) and from the parameters ``initial``.
         """
-        assert start.coefficients is not None and start.constant is not None
-        best, best_lam, best_bias = self._optimise_slopes(len(self.ops) - 2, lower, upper, lam0, bias0, pre,
-                                                          (start.lower, start.coefficients, start.constant), steps, lr,
-                                                          interval_multipliers)
-        return OutputBound(best, best_lam, best_bias, start.layers)
-
-    def _optimise_slopes(self, last: int, lower: Tensor, upper: Tensor, lam0: Tensor, bias0: Tensor,
-                         pre: dict[int, tuple[Tensor, Tensor]], start: tuple[Tensor, Tensor, Tensor],
-                         steps: int, lr: float, interval_multipliers: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """Adam on the slopes of the activations in ops ``0..last`` (one set per row of ``lam0``;
-        ReLU lower slopes, S-shaped lower and upper slopes) for the bounds of ``lam0·h + bias0``
-        back-substituted from op ``last``.
-
-        Any ReLU slope in [0, 1] and any S-shaped slope gives a sound bound, so every iterate is
-        sound; per (box, row) the best bound seen is kept with its linear function, starting from
-        ``start`` (bound, λ, bias).
-        """
-        m = lam0.shape[1]
+        graph = self.graph
+        batch, rows = lam0.shape[:2]
+        behind = [i for i in graph.nonlinear if i in graph.ancestors(start_value)]
         alphas = {}
-        for i, op in enumerate(self.ops[:last + 1]):
+        for i in behind:
+            op = graph.nodes[i].op
             if isinstance(op, (BoundRelu, BoundSShaped)):
-                start_alpha = op.default_alpha(*pre[i]).unsqueeze(1)
-                alphas[i] = start_alpha.expand(-1, m, *start_alpha.shape[2:]).clone().requires_grad_(True)
-        multipliers = {
-            i: lam0.new_zeros(lam0.shape[0], m, pre[i][0].shape[-1], 2).requires_grad_(True)
-            for i, op in enumerate(self.ops[:last + 1]) if interval_multipliers and not isinstance(op, BoundAffine)
-        }
-        best, best_lam, best_bias = (t.detach().clone() for t in start)
-        if not alphas and not multipliers:
-            return best, best_lam, best_bias
-        magnitudes = _affine_input_magnitudes(self.ops, pre, lower, upper)
+                given = initial.slopes.get(i) if initial is not None else None
+                first = op.default_alpha(*pre[i]).unsqueeze(1) if given is None else given.to(lam0.dtype)
+                alphas[i] = first.expand(batch, rows, *first.shape[2:]).clone().requires_grad_(True)
+        multipliers = {}
+        if interval_multipliers:
+            for i in behind:
+                given = initial.multipliers.get(i) if initial is not None else None
+                first = lam0.new_zeros(batch, rows, pre[i][0].shape[-1], 2) if given is None else given.to(lam0.dtype)
+                multipliers[i] = first.expand(batch, rows, *first.shape[2:]).clone().requires_grad_(True)
+        best = start[0].detach().clone()
+        best_lam = None if start[1] is None else start[1].detach().clone()
+        best_bias = None if start[2] is None else start[2].detach().clone()
+        kept = Relaxation({i: a.detach().clone() for i, a in alphas.items()},
+                          {i: b.detach().clone() for i, b in multipliers.items()}) if keep_relaxation else None
         optimiser = Adam([(list(alphas.values()), lr), (list(multipliers.values()), lr / 2)])
-        for _ in range(steps):
+        for _ in range(steps if alphas or multipliers else 0):
             if self.stop():
                 break
-            lam, bias = _backward(self.ops, last, lam0, bias0, pre, magnitudes, alphas, multipliers)
+            lam, bias = self._backward(start_value, lam0, bias0, pre, values, alphas, multipliers)
             bound = concretize(lam, bias, lower, upper)
             with torch.no_grad():
                 better = bound > best
                 best = torch.where(better, bound, best)
-                best_lam = torch.where(better.unsqueeze(-1), lam, best_lam)
-                best_bias = torch.where(better, bias, best_bias)
+                best_lam = lam.detach() if best_lam is None else torch.where(better.unsqueeze(-1), lam, best_lam)
+                best_bias = bias.detach() if best_bias is None else torch.where(better, bias, best_bias)
+                if kept is not None:
+                    for params, found in ((alphas, kept.slopes), (multipliers, kept.multipliers)):
+                        for i, value in params.items():
+                            mask = better.reshape(better.shape + (1,) * (value.dim() - 2))
+                            found[i] = torch.where(mask, value, found[i])
             optimiser.zero_grad()
             (-bound.sum()).backward()
             optimiser.step()
@@ -290,4 +346,7 @@ class BoundEngine:
                     alpha.clamp_(0.0, 1.0)
                 for multiplier in multipliers.values():
                     multiplier.clamp_(min=0.0)
-        return best.detach(), best_lam.detach(), best_bias.detach()
+        if best_lam is None or best_bias is None:  # no step was taken
+            lam, bias = self._backward(start_value, lam0, bias0, pre, values)
+            return torch.maximum(best, concretize(lam, bias, lower, upper)).detach(), lam.detach(), bias.detach(), kept
+        return best.detach(), best_lam.detach(), best_bias.detach(), kept

@@ -1,8 +1,9 @@
-"""One bound operator per layer kind: concrete forward, interval bounds and backward linear bounds.
+"""The non-linear operators of the bound graph: concrete forward, interval bounds and backward
+linear relaxations (with the optimisable slopes α where they have them).
 
-Backward propagation works on a linear function ``Λ·h + bias`` of a layer's output ``h`` and
-returns an equivalent (affine layer) or lower-bounding (activation) function of its input, with the
-float64 rounding error of that step ([B, m], see `rounding`; the caller subtracts the sum). Shapes:
+Backward propagation works on a linear function ``Λ·h + bias`` of an operator's output ``h`` and
+returns a lower-bounding function of its input, with the float64 rounding error of that step
+([B, m], see `rounding`; the caller subtracts the sum). These operators work on flattened values:
 ``Λ`` is [B, m, n_out], ``bias`` is [B, m]; interval bounds are [B, n], widened by their rounding.
 Only *lower* bounds are propagated; an upper bound is the negated lower bound of ``-Λ``.
 """
@@ -13,15 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .layers import ActivationLayer, AffineLayer, Layer, MaxPoolLayer
 from .rounding import (
     SIGMOID_EVALUATION_ERROR,
-    affine_error,
     gamma,
-    interval_affine_error,
-    lowered,
     magnitude,
-    raised,
     relu_error,
     sshaped_error,
 )
@@ -37,32 +33,14 @@ def _split(lam: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @dataclass(frozen=True)
-class BoundAffine:
-    layer: AffineLayer
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x @ self.layer.weight.T + self.layer.bias
-
-    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-        center, radius = (upper + lower) / 2, (upper - lower) / 2
-        mid = center @ self.layer.weight.T + self.layer.bias
-        spread = radius @ self.layer.abs_weight.T
-        error = interval_affine_error(center, radius, self.layer.abs_weight, self.layer.bias)
-        return lowered(mid - spread, error), raised(mid + spread, error)
-
-    def backward(self, lam: Tensor, bias: Tensor, input_magnitude: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``input_magnitude`` [B, n_in]: the largest |value| of each input of the layer."""
-        with torch.no_grad():
-            error = affine_error(lam, bias, self.layer.abs_weight, self.layer.bias, input_magnitude)
-        return lam @ self.layer.weight, bias + lam @ self.layer.bias, error
-
-
-@dataclass(frozen=True)
 class BoundRelu:
     """ReLU: upper bound is the chord; lower bound slope ``alpha`` in [0, 1] (optimisable)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(x)
+
+    def to(self, device: torch.device | str) -> "BoundRelu":
+        return self
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         return lower.clamp(min=0), upper.clamp(min=0)
@@ -132,6 +110,9 @@ class BoundSShaped:
     def forward(self, x: Tensor) -> Tensor:
         return self.f(x)
 
+    def to(self, device: torch.device | str) -> "BoundSShaped":
+        return self
+
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         return self.f(lower) - SIGMOID_EVALUATION_ERROR, self.f(upper) + SIGMOID_EVALUATION_ERROR
 
@@ -198,20 +179,28 @@ class BoundMaxPool:
     """``y = max(window)``: lower line ``y >= x_j*`` (j* has the largest lower bound); upper line
     ``y = x_j*`` when j* dominates the window, else the constant ``max_j u_j``."""
 
-    layer: MaxPoolLayer
+    windows: Tensor  # [n_out, k] indices into the flattened input
+    n_in: int
+
+    @property
+    def n_out(self) -> int:
+        return int(self.windows.shape[0])
+
+    def to(self, device: torch.device | str) -> "BoundMaxPool":
+        return BoundMaxPool(self.windows.to(device), self.n_in)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x[:, self.layer.windows].amax(dim=-1)
+        return x[:, self.windows].amax(dim=-1)
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-        windows = self.layer.windows
+        windows = self.windows
         return lower[:, windows].amax(-1), upper[:, windows].amax(-1)
 
     def backward(self, lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor,
                  alpha: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """The lines' coefficients are 0 or 1 (exact); the scatter adds up to n_out terms per input
         and the constant sums n_out products, each bounded by the window's magnitude."""
-        windows = self.layer.windows
+        windows = self.windows
         win_lower, win_upper = lower[:, windows], upper[:, windows]  # [B, out, k]
         best = win_lower.argmax(-1, keepdim=True)
         best_index = torch.gather(windows.expand(lower.shape[0], -1, -1), 2, best).squeeze(-1)  # [B, out]
@@ -221,21 +210,12 @@ class BoundMaxPool:
         positive, negative = _split(lam)
         linear_part = positive + negative * dominant.unsqueeze(1)
         constant = (negative * (~dominant * win_upper.amax(-1)).unsqueeze(1)).sum(-1)
-        new_lam = torch.zeros(lam.shape[:2] + (self.layer.n_in,), dtype=lam.dtype, device=lam.device)
+        new_lam = torch.zeros(lam.shape[:2] + (self.n_in,), dtype=lam.dtype, device=lam.device)
         new_lam.scatter_add_(2, best_index.unsqueeze(1).expand(-1, lam.shape[1], -1), linear_part)
         window_magnitude = magnitude(win_lower, win_upper).amax(-1)  # [B, out]
         with torch.no_grad():
-            error = gamma(2 * self.layer.n_out + 2) * (bias.abs() + 2 * (lam.abs() @ window_magnitude.unsqueeze(-1)).squeeze(-1))
+            error = gamma(2 * self.n_out + 2) * (bias.abs() + 2 * (lam.abs() @ window_magnitude.unsqueeze(-1)).squeeze(-1))
         return new_lam, bias + constant, error
 
 
-BoundOperator = BoundAffine | BoundRelu | BoundSShaped | BoundMaxPool
-
-
-def bound_operator(layer: Layer) -> BoundOperator:
-    if isinstance(layer, AffineLayer):
-        return BoundAffine(layer)
-    if isinstance(layer, MaxPoolLayer):
-        return BoundMaxPool(layer)
-    assert isinstance(layer, ActivationLayer)
-    return BoundRelu() if layer.kind == "relu" else BoundSShaped(layer.kind)
+NonlinearOperator = BoundRelu | BoundSShaped | BoundMaxPool

@@ -1,6 +1,6 @@
 """Exact MILP encoding of piecewise-linear networks and the solver back ends (HiGHS, Gurobi)."""
 
-from verirepair.milp.encode import INTERVAL_WIDENING, clause_relaxation, encode_chain
+from verirepair.milp.encode import INTERVAL_WIDENING, clause_relaxation, encode_graph
 from verirepair.milp.gurobi_backend import GurobiSolver, licence_size_limit
 from verirepair.milp.highs_backend import HighsSolver
 from verirepair.milp.model import MilpModel
@@ -23,7 +23,7 @@ __all__ = [
     "MilpStatus",
     "choose_solver",
     "clause_relaxation",
-    "encode_chain",
+    "encode_graph",
     "licence_size_limit",
     "solve_with_fallback",
     "solver_named",

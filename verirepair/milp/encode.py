@@ -1,9 +1,11 @@
-"""Exact MILP encoding of a piecewise-linear `Chain` over an input box.
+"""Exact MILP encoding of a piecewise-linear `BoundGraph` over an input box.
 
-Every layer is encoded exactly (no relaxation) given sound bounds on the input of each non-affine
-layer: affine maps as equalities, unstable ReLUs with the big-M formulation and one binary each,
-max-pool windows with one binary per input that can still be the maximum. Stable neurons and
-decided windows add no binary at all.
+Every node is encoded exactly (no relaxation) given sound bounds on the input of each non-linear
+node: linear nodes as equalities (sparse rows: a convolution's rows have its kernel's non-zeros;
+a reshape or slice reuses its operand's variables), unstable ReLUs with the big-M formulation and
+one binary each, max-pool windows with one binary per input that can still be the maximum. Stable
+neurons and decided windows add no binary at all. Meant for small networks: every linear node's
+matrix is made dense once (`LinearOperator.matrices`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from verirepair.bounds.layers import ActivationLayer, AffineLayer, Chain, MaxPoolLayer
+from verirepair.bounds import BoundGraph, BoundMaxPool, BoundRelu, LinearOperator
 from verirepair.errors import UnsupportedError
 from verirepair.milp.model import IndexArray, MilpModel
 from verirepair.spec.model import Box, Clause
@@ -35,13 +37,14 @@ class _Vector:
     upper: np.ndarray
 
 
-def encode_chain(chain: Chain, box: Box, pre_bounds: list[BoundPair], clause: Clause | None,
-                 margin: float, objective_rows: np.ndarray | None = None,
+def encode_graph(graph: BoundGraph, box: Box, pre_bounds: list[BoundPair], clause: Clause | None,
+                 margin: float, objective_rows: np.ndarray | None = None, stop_at: int | None = None,
                  ) -> tuple[MilpModel, IndexArray, IndexArray]:
-    """Encode ``chain`` over ``box`` (and, if given, the violation ``clause``) as a MILP.
+    """Encode ``graph`` over ``box`` (and, if given, the violation ``clause``) as a MILP.
 
-    ``pre_bounds`` holds one sound ``(lower, upper)`` pair for the *input* of each non-affine layer,
-    in order. The clause is encoded as ``A_r·y <= b_r + margin·(1 + reach_r)`` per row r, where
+    ``pre_bounds`` holds one sound ``(lower, upper)`` pair for the *input* of each non-linear node,
+    in `BoundGraph.nonlinear` order (with ``stop_at``, those before it). The clause is encoded as
+    ``A_r·y <= b_r + margin·(1 + reach_r)`` per row r, where
     ``reach_r = |A_r|·max(|y_lower|, |y_upper|) + |b_r|`` is the largest magnitude the row's terms
     take on the model's output bounds: a solver answers "infeasible" only up to tolerances that act
     on every row of the encoding and grow with the magnitudes involved (HiGHS and Gurobi both called
@@ -54,25 +57,34 @@ def encode_chain(chain: Chain, box: Box, pre_bounds: list[BoundPair], clause: Cl
     ``objective_rows`` (a vector c of length n_outputs) makes the objective "minimise c·y"; without it
     the model is a pure feasibility problem (objective 0). To minimise several functions, call
     ``model.set_objective(output_indices, c)`` on the returned model between solves.
+    ``stop_at`` (the position of a non-linear node in `BoundGraph.nonlinear`): encode only what
+    that node's input depends on, and return that input as the outputs (no clause then).
 
     Returns the model and the variable indices of the inputs and of the outputs.
     """
-    _check_arguments(chain, box, pre_bounds, clause, margin, objective_rows)
+    last = graph.nonlinear[stop_at] if stop_at is not None else None
+    target = graph.nodes[last].inputs[0] if last is not None else graph.output
+    needed = graph.ancestors(target)
+    n_bounds = len(graph.nonlinear) if stop_at is None else stop_at
+    _check_arguments(graph, box, pre_bounds, n_bounds, clause, margin, objective_rows)
+    bound_of = dict(zip(graph.nonlinear, pre_bounds))
     model = MilpModel()
     lower = np.asarray(box.lower, dtype=np.float64)
     upper = np.asarray(box.upper, dtype=np.float64)
     inputs = model.add_variables(lower, upper, name="x")
-    current = _Vector(inputs, lower.copy(), upper.copy())
-    remaining = iter(pre_bounds)
-    for k, layer in enumerate(chain.layers):
-        if isinstance(layer, AffineLayer):
-            current = _encode_affine(model, layer, current, k)
+    vectors = {graph.input: _Vector(inputs, lower.copy(), upper.copy())}
+    for k, node in enumerate(graph.nodes):
+        if k not in needed:
             continue
-        current = _tightened(model, current, next(remaining))
-        if isinstance(layer, MaxPoolLayer):
-            current = _encode_maxpool(model, layer, current, k)
+        if isinstance(node.op, LinearOperator):
+            vectors[node.output] = _encode_linear(model, node.op, [vectors[v] for v in node.inputs], k)
+            continue
+        current = _tightened(model, vectors[node.inputs[0]], bound_of[k])
+        if isinstance(node.op, BoundMaxPool):
+            vectors[node.output] = _encode_maxpool(model, node.op, current, k)
         else:
-            current = _encode_relu(model, current, k)
+            vectors[node.output] = _encode_relu(model, current, k)
+    current = vectors[target]
     outputs = current.indices
     if clause is not None:
         A = np.asarray(clause.A, dtype=np.float64)
@@ -86,26 +98,23 @@ def encode_chain(chain: Chain, box: Box, pre_bounds: list[BoundPair], clause: Cl
 def clause_relaxation(A: np.ndarray, b: np.ndarray, y_lower: np.ndarray, y_upper: np.ndarray,
                       margin: float) -> np.ndarray:
     """How much each clause row ``A_r·y <= b_r`` is relaxed: ``margin·(1 + reach_r)``, with
-    ``reach_r = |A_r|·max(|y_lower|, |y_upper|) + |b_r|`` (see `encode_chain`); zero for a zero margin."""
+    ``reach_r = |A_r|·max(|y_lower|, |y_upper|) + |b_r|`` (see `encode_graph`); zero for a zero margin."""
     if margin == 0.0:
         return np.zeros(A.shape[0])
     reach = np.abs(A) @ np.maximum(np.abs(y_lower), np.abs(y_upper)) + np.abs(b)
     return margin * (1.0 + reach)
 
 
-def _check_arguments(chain: Chain, box: Box, pre_bounds: list[BoundPair], clause: Clause | None,
+def _check_arguments(graph: BoundGraph, box: Box, pre_bounds: list[BoundPair], n_bounds: int, clause: Clause | None,
                      margin: float, objective_rows: np.ndarray | None) -> None:
-    if not chain.is_piecewise_linear:
-        kind = next(l.kind for l in chain.layers
-                    if isinstance(l, ActivationLayer) and l.kind != "relu")
-        raise UnsupportedError(None, None,
-                               f"MILP encoding needs a piecewise-linear network (found {kind})")
-    n_nonaffine = sum(not isinstance(l, AffineLayer) for l in chain.layers)
-    if len(pre_bounds) != n_nonaffine:
-        raise ValueError(f"pre_bounds has {len(pre_bounds)} entries, chain has {n_nonaffine} "
-                         "non-affine layers")
-    if box.dim != chain.n_inputs:
-        raise ValueError(f"box has {box.dim} inputs, chain has {chain.n_inputs}")
+    if not graph.is_piecewise_linear:
+        kind = next(type(node.op).__name__ for node in graph.nodes
+                    if not isinstance(node.op, (LinearOperator, BoundRelu, BoundMaxPool)))
+        raise UnsupportedError(None, None, f"MILP encoding needs a piecewise-linear network (found {kind})")
+    if len(pre_bounds) != n_bounds:
+        raise ValueError(f"pre_bounds has {len(pre_bounds)} entries, the graph has {n_bounds} non-linear nodes")
+    if box.dim != graph.n_inputs:
+        raise ValueError(f"box has {box.dim} inputs, the graph has {graph.n_inputs}")
     if not (np.all(np.isfinite(box.lower)) and np.all(np.isfinite(box.upper))):
         raise ValueError("MILP encoding needs a bounded input box")
     for k, (lo, hi) in enumerate(pre_bounds):
@@ -113,12 +122,12 @@ def _check_arguments(chain: Chain, box: Box, pre_bounds: list[BoundPair], clause
             raise ValueError(f"pre_bounds[{k}] must be finite (big-M constants come from them)")
     if not (np.isfinite(margin) and margin >= 0.0):
         raise ValueError(f"margin must be a finite number >= 0, got {margin}")
-    if clause is not None and np.asarray(clause.A).shape[-1] != chain.n_outputs:
+    if clause is not None and np.asarray(clause.A).shape[-1] != graph.n_outputs:
         raise ValueError(f"clause has {np.asarray(clause.A).shape[-1]} columns, "
-                         f"chain has {chain.n_outputs} outputs")
-    if objective_rows is not None and np.asarray(objective_rows).size != chain.n_outputs:
+                         f"the graph has {graph.n_outputs} outputs")
+    if objective_rows is not None and np.asarray(objective_rows).size != graph.n_outputs:
         raise ValueError(f"objective_rows has {np.asarray(objective_rows).size} entries, "
-                         f"chain has {chain.n_outputs} outputs")
+                         f"the graph has {graph.n_outputs} outputs")
 
 
 def _tightened(model: MilpModel, current: _Vector, bounds: BoundPair) -> _Vector:
@@ -136,25 +145,41 @@ def _tightened(model: MilpModel, current: _Vector, bounds: BoundPair) -> _Vector
     return _Vector(current.indices, new_lo, new_hi)
 
 
-def _encode_affine(model: MilpModel, layer: AffineLayer, current: _Vector, k: int) -> _Vector:
-    """``z = W x + b`` as the equalities ``W x - z = -b``; z bounded by interval arithmetic."""
-    W = layer.weight.detach().cpu().double().numpy()
-    b = layer.bias.detach().cpu().double().numpy().reshape(-1)
-    center = (current.lower + current.upper) / 2.0
-    radius = (current.upper - current.lower) / 2.0
-    mid = W @ center + b
-    spread = np.abs(W) @ radius
+def _encode_linear(model: MilpModel, op: LinearOperator, operands: list[_Vector], k: int) -> _Vector:
+    """``z = Σ_i A_i x_i + b`` as equalities; z bounded by interval arithmetic. A node that only
+    selects operand entries (reshape, slice, flatten) reuses their variables."""
+    matrices = [m.detach().cpu().double().numpy() for m in op.matrices()]
+    n_out = matrices[0].shape[0]
+    b = op.bias.detach().cpu().double().numpy().reshape(-1) if op.has_bias else np.zeros(n_out)
+    if len(operands) == 1:
+        selected = _selection(matrices[0], b)
+        if selected is not None:
+            source = operands[0]
+            return _Vector(source.indices[selected], source.lower[selected], source.upper[selected])
+    mid, spread = b.copy(), np.zeros(n_out)
+    for W, x in zip(matrices, operands):
+        mid += W @ ((x.lower + x.upper) / 2.0)
+        spread += np.abs(W) @ ((x.upper - x.lower) / 2.0)
     slack = INTERVAL_WIDENING * (1.0 + np.abs(mid) + spread)
     lower, upper = mid - spread - slack, mid + spread + slack
     z = model.add_variables(lower, upper, name=f"z{k}")
-    nz_rows, nz_cols = np.nonzero(W)
-    n_out = W.shape[0]
-    model.add_rows_coo(
-        np.concatenate([nz_rows, np.arange(n_out)]),
-        np.concatenate([current.indices[nz_cols], z]),
-        np.concatenate([W[nz_rows, nz_cols], -np.ones(n_out)]),
-        -b, -b)
+    rows, cols, vals = [np.arange(n_out)], [z], [-np.ones(n_out)]
+    for W, x in zip(matrices, operands):
+        nz_rows, nz_cols = np.nonzero(W)
+        rows.append(nz_rows)
+        cols.append(x.indices[nz_cols])
+        vals.append(W[nz_rows, nz_cols])
+    model.add_rows_coo(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), -b, -b)
     return _Vector(z, lower, upper)
+
+
+def _selection(W: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """The operand index each output copies, if every row of ``W`` is one 1 and ``b`` is zero."""
+    if np.any(b != 0) or np.any((W != 0) & (W != 1)):
+        return None
+    if not np.all((W != 0).sum(axis=1) == 1):
+        return None
+    return np.argmax(W, axis=1)
 
 
 def _encode_relu(model: MilpModel, current: _Vector, k: int) -> _Vector:
@@ -183,7 +208,7 @@ def _encode_relu(model: MilpModel, current: _Vector, k: int) -> _Vector:
     return _Vector(out, np.maximum(l, 0.0), np.maximum(u, 0.0))
 
 
-def _encode_maxpool(model: MilpModel, layer: MaxPoolLayer, current: _Vector, k: int) -> _Vector:
+def _encode_maxpool(model: MilpModel, layer: BoundMaxPool, current: _Vector, k: int) -> _Vector:
     """``y_i = max_j x_j`` over window i.
 
     Only *candidates* can be the maximum: the input with the largest lower bound L, and any input

@@ -21,7 +21,7 @@ class MilpSettings:
     speed: with an integrality tolerance of 1e-5 a "zero" ReLU binary lets ``u·1e-5`` leak through,
     and a 1e-4 gap makes a reported optimum differ visibly from the true one. None of these
     tolerances makes an "infeasible" answer unsound: that is what the clause margin in
-    `encode_chain` is for; a feasible point is only a candidate until it is replayed.
+    `encode_graph` is for; a feasible point is only a candidate until it is replayed.
     """
 
     feasibility_tolerance: float = 1e-9

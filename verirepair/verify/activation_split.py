@@ -28,7 +28,7 @@ import torch
 
 from .. import progress
 from ..bounds import BoundEngine, LayerBounds
-from ..bounds.operators import BoundAffine, BoundSShaped
+from ..bounds import BoundSShaped
 from .deadline import Deadline, paced_batch
 from .falsify import replay_most_violating
 from .objective import still_open
@@ -76,8 +76,8 @@ class ActivationSplitter:
         self.C = objective.reshape(1, -1)
         self.d = torch.tensor([offset], dtype=box_lower.dtype, device=box_lower.device)
         self.box_lower, self.box_upper = box_lower.reshape(1, -1), box_upper.reshape(1, -1)
-        non_affine = [op for op in engine.ops if not isinstance(op, BoundAffine)]
-        self.splittable = [isinstance(op, BoundSShaped) for op in non_affine]
+        graph = engine.graph
+        self.splittable = [isinstance(graph.nodes[i].op, BoundSShaped) for i in graph.nonlinear]
 
     def bound(self, lower: list[Tensor], upper: list[Tensor]) -> tuple[Domains, Tensor, Tensor]:
         """The domains with their layers' bounds tightened under their intervals, each domain's
@@ -148,7 +148,7 @@ def activation_split_search(engine: BoundEngine, objective: Tensor, offset: floa
     bounded_count, batch, largest, stuck = 1, BATCH_START, settings.split_batch, False
     bytes_per_domain = 16 * sum(l.shape[1] for l in frontier.lower)
     while True:
-        found = replay_most_violating(engine.chain, vertex, margin_of, confirm, 4)
+        found = replay_most_violating(engine.graph, vertex, margin_of, confirm, 4)
         if found is not None:
             return SearchOutcome("sat", found, bounded_count)
         unrefuted = still_open(frontier.bound, settings.decision_margin)

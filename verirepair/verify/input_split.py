@@ -217,7 +217,7 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
     (and no box is decided by the MILP, whose answers the certificate checker cannot re-check)."""
     device = rows.A.device
     lower, upper = box_tensors(region.box, device)
-    use_leaf_milp = certificate is None and engine.chain.is_piecewise_linear and settings.leaf_milp_max_unstable > 0
+    use_leaf_milp = certificate is None and engine.graph.is_piecewise_linear and settings.leaf_milp_max_unstable > 0
     leaf_milp = _LeafMilp(engine, region, settings)
     root = _root(engine, rows, lower, upper, settings, certificate)
     frontier = _Frontier()
@@ -423,7 +423,7 @@ def _suspicion(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, settings
         return boxes.row_bounds.new_zeros(0)
     _, vertex = _weakest_vertex(rows, boxes, settings)
     with torch.no_grad():
-        margins = rows.margin(engine.chain.forward(torch.cat([(boxes.lower + boxes.upper) / 2, vertex])))
+        margins = rows.margin(engine.graph.forward(torch.cat([(boxes.lower + boxes.upper) / 2, vertex])))
     return torch.minimum(margins[:boxes.size], margins[boxes.size:])
 
 
@@ -433,10 +433,10 @@ def _probe(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, settings: Ve
     steps of projected descent in the most promising boxes; replay violators."""
     weakest_bound, vertex = _weakest_vertex(rows, boxes, settings)
     promising = weakest_bound.argsort()[:PROBE_BOXES]
-    refined = descend(engine.chain, rows, vertex[promising], boxes.lower[promising], boxes.upper[promising],
+    refined = descend(engine.graph, rows, vertex[promising], boxes.lower[promising], boxes.upper[promising],
                       PROBE_STEPS, deadline)
     points = torch.cat([(boxes.lower + boxes.upper) / 2, vertex, refined])
-    return replay_most_violating(engine.chain, points, rows.margin, confirm, 8)
+    return replay_most_violating(engine.graph, points, rows.margin, confirm, 8)
 
 
 def open_cover(engine: BoundEngine, rows: RegionRows, region: Region, settings: VerifySettings,

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 
 from .. import progress
-from ..bounds import BoundEngine, Chain, LayerBounds
-from ..bounds.layers import AffineLayer
-from ..milp import MilpSettings, encode_chain, solve_with_fallback
+from ..bounds import BoundEngine, BoundGraph, LayerBounds
+from ..milp import MilpSettings, encode_graph, solve_with_fallback
 from ..spec import Box
 from .deadline import Deadline
 from .objective import box_tensors
@@ -44,13 +43,12 @@ def milp_refined_layers(engine: BoundEngine, box: Box, layers: LayerBounds, sett
     """``layers`` with the unstable pre-activations of hidden layers 2 … 1 + ``milp_refine_layers``
     bounded by MILP, and every later layer re-bounded by α-CROWN under them.
 
-    Stops at ``deadline`` with what it has (every intermediate state is sound). Needs a ReLU MLP
-    (`Chain.is_relu_mlp`) and a batch of one box.
+    Stops at ``deadline`` with what it has (every intermediate state is sound). Needs a ReLU
+    network (`BoundGraph.is_relu_network`) and a batch of one box.
     """
-    chain = engine.chain
-    if not chain.is_relu_mlp:
-        raise ValueError("MILP-refined bounds need a ReLU MLP")
-    affine = [i for i, layer in enumerate(chain.layers) if isinstance(layer, AffineLayer)]
+    graph = engine.graph
+    if not graph.is_relu_network:
+        raise ValueError("MILP-refined bounds need a ReLU network")
     device, dtype = layers.pre_activation[0][0].device, layers.pre_activation[0][0].dtype
     lower, upper = box_tensors(box, device)
     last = min(1 + settings.milp_refine_layers, len(layers.pre_activation))
@@ -59,7 +57,7 @@ def milp_refined_layers(engine: BoundEngine, box: Box, layers: LayerBounds, sett
         if deadline.expired():
             break
         pre = [(l[0].cpu().numpy(), u[0].cpu().numpy()) for l, u in layers.pre_activation]
-        refined = _refined_layer(Chain(chain.layers[:affine[j] + 1]), box, pre[:j], pre[j], settings, deadline)
+        refined = _refined_layer(graph, j, box, pre[:j], pre[j], settings, deadline)
         known = list(layers.pre_activation)
         known[j] = tuple(torch.as_tensor(b, dtype=dtype, device=device).unsqueeze(0) for b in refined)  # type: ignore[assignment]
         with torch.no_grad():
@@ -68,10 +66,11 @@ def milp_refined_layers(engine: BoundEngine, box: Box, layers: LayerBounds, sett
     return layers
 
 
-def _refined_layer(prefix: Chain, box: Box, before: list[tuple[np.ndarray, np.ndarray]],
+def _refined_layer(graph: BoundGraph, position: int, box: Box, before: list[tuple[np.ndarray, np.ndarray]],
                    current: tuple[np.ndarray, np.ndarray], settings: VerifySettings,
                    deadline: Deadline) -> tuple[np.ndarray, np.ndarray]:
-    """Bounds of ``prefix``'s outputs: ``current`` tightened, for its unstable entries, by MILP.
+    """Bounds of the input of ``graph``'s non-linear node number ``position``: ``current``
+    tightened, for its unstable entries, by MILP.
 
     The widest intervals go first, so that a deadline cuts off the least useful solves.
     """
@@ -84,7 +83,7 @@ def _refined_layer(prefix: Chain, box: Box, before: list[tuple[np.ndarray, np.nd
         index, sign = task
         if deadline.expired():
             return None
-        model, _, outputs = encode_chain(prefix, box, before, None, margin=0.0)
+        model, _, outputs = encode_graph(graph, box, before, None, margin=0.0, stop_at=position)
         objective = np.zeros(outputs.size)
         objective[index] = sign
         model.set_objective(outputs, objective)

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import progress
 from ..bounds import BoundEngine, LayerBounds
-from ..milp import MilpModel, encode_chain, solve_with_fallback
+from ..milp import MilpModel, encode_graph, solve_with_fallback
 from ..spec import Clause, Region
 from .deadline import Deadline
 from .result import Counterexample, SearchOutcome
@@ -25,7 +25,7 @@ def milp_search(engine: BoundEngine, region: Region, open_clauses: list[int], la
         progress.search("milp")
         if deadline.expired():
             return SearchOutcome("timeout", None, 0)
-        model, inputs, outputs = encode_chain(engine.chain, region.box, pre_bounds, region.clauses[index],
+        model, inputs, outputs = encode_graph(engine.graph, region.box, pre_bounds, region.clauses[index],
                                               margin=settings.milp_margin)
         result = solve_with_fallback(model, deadline.remaining(), settings.milp_solver)
         if result.note and result.note not in notes:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bounds import BoundEngine, Chain, LayerBounds, lower_network
+from ..bounds import BoundEngine, BoundGraph, LayerBounds, build_graph
 from ..errors import InputError
 from ..milp import solver_named
 from ..network import Network, check_import_agrees, load_network
@@ -70,12 +70,12 @@ def verify(network: Network, spec: Spec, settings: VerifySettings, deadline: Dea
     deadline = deadline or Deadline(settings.timeout)
     device = torch.device(settings.device)
     _cap_device_memory(device, settings.device_memory_gib)
-    engine = BoundEngine(lower_network(network).to(device), stop=deadline.expired)
+    engine = BoundEngine(build_graph(network).to(device), stop=deadline.expired)
     generator = torch.Generator().manual_seed(settings.seed)
     region_rows = [RegionRows.of(region, spec.n_outputs, device) for region in spec.regions]
 
     for region, rows in zip(spec.regions, region_rows):
-        for point in candidate_points(engine.chain, rows, region.box, settings, deadline, generator)[:8]:
+        for point in candidate_points(engine.graph, rows, region.box, settings, deadline, generator)[:8]:
             found = confirmed_counterexample(network, spec, region.box, point)
             if found is not None:
                 return Verdict("sat", "falsification", deadline.elapsed(), found)
@@ -129,7 +129,7 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     if rows.empty_clause:
         notes.append("a clause with no output constraint could not be confirmed on a box point")
         return SearchOutcome("unknown", None, 0), "none"
-    certifiable = spec.n_inputs <= settings.input_split_max_dims and engine.chain.is_relu_mlp
+    certifiable = spec.n_inputs <= settings.input_split_max_dims and engine.graph.is_relu_mlp
     if certificate is not None:
         if certifiable:  # straight to the split tree: its closings are what the checker re-checks
             certificate.append(RegionCertificate())
@@ -148,10 +148,10 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     open_clauses = _open(clause_bounds, settings)
     if not open_clauses:
         return SearchOutcome("proven", None, 1), "alpha-crown"
-    chain: Chain = engine.chain
+    graph: BoundGraph = engine.graph
     if low_dimensional:
         return input_split_search(engine, rows, region, settings, deadline, confirm), "input-split"
-    refinable = chain.is_relu_mlp and len(layers.pre_activation) > 1 and settings.milp_refine_layers > 0
+    refinable = graph.is_relu_mlp and len(layers.pre_activation) > 1 and settings.milp_refine_layers > 0
     refined = refinable and min(clause_bounds) < -settings.milp_refine_gap  # later proofs rest on a solver
     if refined:
         refining = Deadline(settings.milp_refine_share * deadline.remaining())
@@ -162,14 +162,14 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
         open_clauses = _open(refined_bounds, settings)
         if not open_clauses:
             return SearchOutcome("proven", None, 1, solver_decided=True), "milp-bounds"
-    if chain.is_relu_mlp and settings.relu_split_share > 0:
+    if graph.is_relu_mlp and settings.relu_split_share > 0:
         found, open_clauses = search_clauses(relu_split_search, settings.relu_split_share, engine, rows, open_clauses,
                                              layers, lower, upper, settings, deadline, confirm)
         if found is not None:
             return found, "relu-split"
         if not open_clauses:
             return SearchOutcome("proven", None, 1, solver_decided=refined), "relu-split"
-    if chain.is_piecewise_linear:
+    if graph.is_piecewise_linear:
         return milp_search(engine, region, open_clauses, layers, settings, deadline, confirm, notes), "milp"
     # No exact search without piecewise linearity: longer bound optimisations first, then
     # splitting sigmoid/tanh neurons gets the rest of the time.

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from .. import progress
-from ..bounds import AffineLayer, BoundEngine, Chain, concretize
+from ..bounds import BoundEngine, BoundGraph, concretize
+from ..bounds.linear import Dense
 from ..bounds.adam import Adam
 from ..bounds.rounding import affine_error, lowered, magnitude, multiplier_error, relu_error
 from .deadline import Deadline, paced_batch
@@ -77,11 +78,12 @@ class SplitNetwork:
     abs_weights: list[Tensor]  # |W_0| .. |W_L|, for the rounding budgets
 
     @staticmethod
-    def of(chain: Chain, pre_bounds: list[tuple[Tensor, Tensor]]) -> "SplitNetwork":
-        affine = [layer for layer in chain.layers if isinstance(layer, AffineLayer)]
-        return SplitNetwork([a.weight for a in affine], [a.bias for a in affine],
+    def of(graph: BoundGraph, pre_bounds: list[tuple[Tensor, Tensor]]) -> "SplitNetwork":
+        affine = [node.op for node in graph.nodes if isinstance(node.op, Dense)]
+        biases = [a.bias if a.has_bias else a.weight.new_zeros(a.weight.shape[0]) for a in affine]
+        return SplitNetwork([a.weight for a in affine], biases,
                             [l.reshape(-1) for l, _ in pre_bounds], [u.reshape(-1) for _, u in pre_bounds],
-                            [a.abs_weight for a in affine])
+                            [a.weight.abs() for a in affine])
 
     @property
     def sizes(self) -> list[int]:
@@ -332,7 +334,7 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
     ``margin_of`` maps network outputs to the region's violation margin (<= 0: violation), used to
     rank candidate points before they are replayed in onnxruntime by ``confirm``.
     """
-    net = SplitNetwork.of(engine.chain, pre_bounds)
+    net = SplitNetwork.of(engine.graph, pre_bounds)
     lower, upper = box_lower.reshape(-1), box_upper.reshape(-1)
     sizes = net.sizes
     device = lower.device
@@ -344,7 +346,7 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
                    torch.zeros(1, dtype=torch.long, device=device))
     frontier, result = _bound_and_filter(net, objective, offset, lower, upper, root, settings)
     bounded_count, batch, stuck = 1, BATCH_START, False
-    found = replay_most_violating(engine.chain, result.vertex, margin_of, confirm, 4)
+    found = replay_most_violating(engine.graph, result.vertex, margin_of, confirm, 4)
     if found is not None:
         return SearchOutcome("sat", found, bounded_count)
     while frontier.size:
@@ -363,7 +365,7 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
             continue
         children, result = _bound_and_filter(net, objective, offset, lower, upper, _children(parents, sizes), settings)
         bounded_count += 2 * parents.size
-        found = replay_most_violating(engine.chain, result.vertex, margin_of, confirm, 4)
+        found = replay_most_violating(engine.graph, result.vertex, margin_of, confirm, 4)
         if found is not None:
             return SearchOutcome("sat", found, bounded_count)
         frontier = Domains.join([frontier, children])

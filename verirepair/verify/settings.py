@@ -81,7 +81,7 @@ class VerifySettings:
     # its own rounding error bounds.
     decision_margin: float = 1e-9
     # Violation rows are relaxed inside the MILP by this much relative to their magnitude
-    # (A_r·y <= b_r + margin·(1 + reach_r), `milp.encode_chain`), so a solver's tolerances, which
+    # (A_r·y <= b_r + margin·(1 + reach_r), `milp.encode_graph`), so a solver's tolerances, which
     # grow with the magnitudes in the model, cannot turn a reachable violation into "infeasible".
     milp_margin: float = 1e-6
     milp_solver: str = "auto"
