@@ -5,7 +5,7 @@ Every builder returns an ``onnx.ModelProto`` (float32, opset 13 unless the op ne
 do. Weights come from a fixed seed so every run builds the same files.
 
 `CONVERTER_MODELS` maps a name to a builder for each supported operator family (one op per
-model where possible); `CHAIN_MODELS` are the names `verirepair.bounds.lower_network` must lower.
+model where possible); `CHAIN_MODELS` are the names `verirepair.bounds.build_graph` must build.
 """
 
 from __future__ import annotations
@@ -259,7 +259,7 @@ CONVERTER_MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     "gemm_transA_no_bias": lambda: gemm(1, 0, alpha=2.0, beta=1.0, bias=False),
 }
 
-# Every converter model is a single chain of operations, so the bound engine must lower each.
+# Every converter model is a single chain of operations, so the bound engine must build each.
 CHAIN_MODELS = tuple(CONVERTER_MODELS)
 
 

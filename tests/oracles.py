@@ -15,8 +15,8 @@ import onnxruntime as ort
 import z3
 from random_nets import exact_weights, interval_pre_bounds
 
-from verirepair.bounds import Chain
-from verirepair.milp import HighsSolver, MilpSettings, encode_chain
+from dense_chain import Chain
+from verirepair.milp import HighsSolver, MilpSettings, encode_graph
 from verirepair.spec import Box, Spec
 
 ORACLE_TIME_LIMIT_S = 60.0
@@ -24,7 +24,7 @@ ORACLE_TIME_LIMIT_S = 60.0
 
 def milp_min_margin(chain: Chain, box: Box, A: np.ndarray, b: np.ndarray) -> float:
     """Exact ``min over the box of max_r (A_r·f(x) - b_r)`` for a ReLU chain (HiGHS, tight gaps)."""
-    model, _, outputs = encode_chain(chain, box, interval_pre_bounds(chain, box, slack=1e-6), None, 0.0)
+    model, _, outputs = encode_graph(chain.graph, box, interval_pre_bounds(chain, box, slack=1e-6), None, 0.0)
     (t,) = model.add_variables([-1e6], [1e6], name="t")
     coefficients = np.hstack([A, -np.ones((A.shape[0], 1))])
     model.add_rows(coefficients, np.concatenate([outputs, [t]]), -np.inf, b)

@@ -19,13 +19,8 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from verirepair.bounds import (
-    ActivationLayer,
-    AffineLayer,
-    Chain,
-    MaxPoolLayer,
-    lower_network,
-)
+from dense_chain import ActivationLayer, AffineLayer, Chain, MaxPoolLayer
+from verirepair.bounds import build_graph
 from verirepair.network import load_network
 
 ONNX_OPSET = 13
@@ -221,7 +216,7 @@ def conv_chain(seed: int, channels: int = 1, size: int = 4) -> Chain:
     with tempfile.TemporaryDirectory(prefix="verirepair_random_conv_") as folder:
         path = Path(folder) / f"conv_{seed}_{channels}_{size}.onnx"
         onnx.save(conv_onnx_model(seed, channels, size), str(path))
-        return lower_network(load_network(path))
+        return Chain.of_graph(build_graph(load_network(path)))
 
 def interval_pre_bounds(chain: Chain, box, loosen: float = 0.0, slack: float = 0.0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Sound input bounds of every non-affine layer by plain interval arithmetic, independent of

@@ -64,7 +64,7 @@ def _sampled_minimum(chain, lower, upper, objective, seed: int) -> tuple[float, 
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from(["sigmoid", "tanh"]))
 def test_domain_bounds_hold_on_sampled_points_inside_the_domain(seed: int, kind: str) -> None:
     chain, lower, upper, objective = _problem(seed, kind)
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     layers = engine.layer_bounds(lower, upper, "crown")
     splitter = ActivationSplitter(engine, objective, 0.0, lower, upper)
     domains, branch, _ = splitter.bound([l for l, _ in layers.pre_activation], [u for _, u in layers.pre_activation])
@@ -85,7 +85,7 @@ def test_domain_bounds_hold_on_sampled_points_inside_the_domain(seed: int, kind:
 
 
 def _search(chain, lower, upper, objective, offset: float, seconds: float):  # type: ignore[no-untyped-def]
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     layers = engine.layer_bounds(lower, upper, "alpha-crown")
     pre = [(l[0], u[0]) for l, u in layers.pre_activation]
 
@@ -107,7 +107,7 @@ def test_search_proves_what_alpha_crown_alone_cannot_and_finds_violations(kind: 
     for seed in range(4):
         chain, lower, upper, objective = _problem(seed, kind)
         minimum, _ = _sampled_minimum(chain, lower, upper, objective, seed)
-        engine = BoundEngine(chain)
+        engine = BoundEngine(chain.graph)
         alpha = float(engine.output_bounds(lower, upper, objective.reshape(1, -1), method="alpha-crown", alpha_steps=30).lower)
         assert alpha <= minimum + 1e-9
         # a threshold halfway between α-CROWN's bound and the sampled minimum
@@ -131,7 +131,7 @@ def test_out_of_memory_halves_the_batch_and_the_search_goes_on(monkeypatch: pyte
     frontier kept, so the proof still comes, bounded in batches below the failing size."""
     chain, lower, upper, objective = _problem(0, "sigmoid")
     minimum, _ = _sampled_minimum(chain, lower, upper, objective, 0)
-    alpha = float(BoundEngine(chain).output_bounds(lower, upper, objective.reshape(1, -1), method="alpha-crown", alpha_steps=30).lower)
+    alpha = float(BoundEngine(chain.graph).output_bounds(lower, upper, objective.reshape(1, -1), method="alpha-crown", alpha_steps=30).lower)
     real_bound = ActivationSplitter.bound
     sizes: list[int] = []
     refused: list[int] = []
@@ -164,7 +164,7 @@ def test_escalated_clause_bounds_hold_on_sampled_points(seed: int, kind: str) ->
     clauses = tuple(Clause(rng.normal(size=(2, 3)), rng.normal(size=2)) for _ in range(2))
     region = Region(Box(lower[0].numpy(), upper[0].numpy()), clauses)
     rows = RegionRows.of(region, 3, torch.device("cpu"))
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     # an infinite decision margin keeps every clause open, so both runs happen whatever the bounds
     quick = VerifySettings(alpha_steps=10, sshaped_alpha_escalation=(15, 30), decision_margin=float("inf"))
     layers = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=5)
@@ -180,7 +180,7 @@ def test_escalated_clause_bounds_hold_on_sampled_points(seed: int, kind: str) ->
 
 def test_longer_intermediate_runs_prove_what_the_first_run_leaves_open(tmp_path) -> None:  # type: ignore[no-untyped-def]
     chain, lower, upper = _deep_problem(7, "tanh")
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     verify_settings = VerifySettings(timeout=30)
     one = torch.ones(1, 1, dtype=torch.float64)
     layers = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=verify_settings.intermediate_alpha_steps)

@@ -26,19 +26,10 @@ from random_nets import (
     sample_box,
 )
 
-from verirepair.bounds import (
-    ActivationLayer,
-    AffineLayer,
-    BoundEngine,
-    Chain,
-    MaxPoolLayer,
-)
-from verirepair.bounds.operators import (
-    BoundAffine,
-    BoundMaxPool,
-    BoundRelu,
-    BoundSShaped,
-)
+from dense_chain import ActivationLayer, AffineLayer, Chain, MaxPoolLayer
+
+from verirepair.bounds import BoundEngine, BoundMaxPool, BoundRelu, BoundSShaped
+from verirepair.bounds.linear import dense
 
 # Outputs here are O(10); float64 evaluation of the network and of the bounds differs from exact
 # arithmetic by ~1e-14, so 1e-9 separates rounding from a real soundness failure.
@@ -78,7 +69,7 @@ def check_bounds_contain(engine: BoundEngine, lower: torch.Tensor, upper: torch.
                          C: torch.Tensor, d: torch.Tensor, points: torch.Tensor) -> None:
     """Every value ``C·f(x) + d`` at ``points`` [B, P, n] lies within each method's bounds."""
     batch, count, n = points.shape
-    y = engine.chain.forward(points.reshape(-1, n)).reshape(batch, count, -1)
+    y = engine.graph.forward(points.reshape(-1, n)).reshape(batch, count, -1)
     Cb = C if C.dim() == 3 else C.expand(batch, -1, -1)
     values = torch.einsum("bmo,bpo->bpm", Cb, y) + d  # [B, P, m]
     for method in METHODS:
@@ -98,7 +89,7 @@ def check_bounds_contain(engine: BoundEngine, lower: torch.Tensor, upper: torch.
 def test_output_bounds_contain_sampled_outputs(kind: str, seed: int, batch: int, width: float,
                                                degenerate: bool, per_box_C: bool) -> None:
     chain = make_chain(kind, seed)
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     rng = np.random.default_rng(seed + 1)
     lower, upper = random_box(rng, chain.n_inputs, batch, width, degenerate)
     C, d = spec_matrix(rng, chain.n_outputs, batch if per_box_C else None)
@@ -112,13 +103,13 @@ def test_output_bounds_sound_on_deep_wide_boxes(kind: str) -> None:
         chain = random_mlp(seed, 4, [8, 8, 8], 3, kind, scale=2.5)
         lower, upper = random_box(seed, 4, batch=3, width=6.0)
         C, d = spec_matrix(np.random.default_rng(seed), 3, None)
-        check_bounds_contain(BoundEngine(chain), lower, upper, C, d, sample_box(seed, lower, upper, 4000))
+        check_bounds_contain(BoundEngine(chain.graph), lower, upper, C, d, sample_box(seed, lower, upper, 4000))
 
 
 def test_output_bounds_without_offset_vector() -> None:
     chain = random_mlp(7, 3, [5, 5], 2)
     lower, upper = random_box(7, 3, batch=2)
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     C = torch.eye(2, dtype=F64)
     for method in METHODS:
         without = engine.output_bounds(lower, upper, C, method=method, alpha_steps=5).lower
@@ -132,7 +123,7 @@ def test_point_box_bounds_are_exact_for_crown() -> None:
     x = torch.tensor([[0.3, -0.2, 0.9]], dtype=F64)
     y = chain.forward(x)
     for method in METHODS:
-        low = BoundEngine(chain).output_bounds(x, x, torch.eye(2, dtype=F64), method=method).lower
+        low = BoundEngine(chain.graph).output_bounds(x, x, torch.eye(2, dtype=F64), method=method).lower
         torch.testing.assert_close(low, y, rtol=0, atol=1e-12)
 
 
@@ -248,7 +239,7 @@ def test_maxpool_backward_valid_on_samples(seed: int, dominant: bool, size: int)
         for window in layer.windows.tolist():
             lower[:, window[0]] += 5.0
             upper[:, window[0]] += 5.0
-    op = BoundMaxPool(layer)
+    op = BoundMaxPool(layer.windows, layer.n_in)
     check_backward_valid(op, lower, upper, sample_box(rng, lower, upper, 3000), seed)
     # the interval bounds contain the samples too
     points = sample_box(rng, lower, upper, 500)
@@ -264,13 +255,14 @@ def crown_with_zero_lower_slopes(chain: Chain, lower: torch.Tensor, upper: torch
     public operator steps (the pre-activation bounds are the engine's)."""
     first, relu, last = chain.layers
     assert isinstance(first, AffineLayer) and isinstance(relu, ActivationLayer) and isinstance(last, AffineLayer)
-    (pre,) = BoundEngine(chain).layer_bounds(lower, upper, "crown").pre_activation
+    (pre,) = BoundEngine(chain.graph).layer_bounds(lower, upper, "crown").pre_activation
     batch = lower.shape[0]
     hidden = BoundRelu().interval(*pre)
-    lam, bias, _ = BoundAffine(last).backward(C.expand(batch, -1, -1), torch.zeros(batch, C.shape[0], dtype=F64),
-                                              torch.maximum(hidden[0].abs(), hidden[1].abs()))
+    assert hidden[0].shape == pre[0].shape
+    (lam,), bias, _ = dense(last.weight, last.bias, (last.n_in,)).backward(
+        C.expand(batch, -1, -1), torch.zeros(batch, C.shape[0], dtype=F64), None)
     lam, bias, _ = BoundRelu().backward(lam, bias, *pre, torch.zeros(batch, C.shape[0], pre[0].shape[1], dtype=F64))
-    lam, bias, _ = BoundAffine(first).backward(lam, bias, torch.maximum(lower.abs(), upper.abs()))
+    (lam,), bias, _ = dense(first.weight, first.bias, (first.n_in,)).backward(lam, bias, None)
     center, radius = (upper + lower) / 2, (upper - lower) / 2
     return torch.einsum("bmi,bi->bm", lam, center) - torch.einsum("bmi,bi->bm", lam.abs(), radius) + bias
 
@@ -286,7 +278,7 @@ def test_one_hidden_layer_crown_dominates_ibp(seed: int, width: float) -> None:
     rng = np.random.default_rng(seed)
     n_in, n_out = int(rng.integers(1, 5)), int(rng.integers(1, 4))
     chain = random_mlp(rng, n_in, [int(rng.integers(2, 9))], n_out)
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     lower, upper = random_box(rng, n_in, 4, width)
     C = torch.tensor(rng.normal(size=(3, n_out)))
     ibp = engine.output_bounds(lower, upper, C, method="ibp").lower
@@ -304,7 +296,7 @@ def test_crown_keeps_ibp_where_the_adaptive_slope_loses() -> None:
     one = torch.ones(1, 1, dtype=F64)
     chain = Chain((AffineLayer(one, torch.zeros(1, dtype=F64)), ActivationLayer("relu", 1),
                    AffineLayer(one, torch.zeros(1, dtype=F64))))
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     lower, upper = torch.tensor([[-1.0]], dtype=F64), torch.tensor([[2.0]], dtype=F64)
     bound = {m: engine.output_bounds(lower, upper, one, method=m).lower.item() for m in METHODS}
     assert -1e-13 <= bound["ibp"] <= 0.0 and bound["crown"] == bound["ibp"]
@@ -315,7 +307,7 @@ def test_crown_keeps_ibp_where_the_adaptive_slope_loses() -> None:
 @given(kind=st.sampled_from(KINDS), seed=st.integers(0, 2**31), width=st.sampled_from([0.1, 1.0, 3.0]))
 def test_alpha_crown_never_looser_than_crown(kind: str, seed: int, width: float) -> None:
     chain = make_chain(kind, seed)
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     rng = np.random.default_rng(seed)
     lower, upper = random_box(rng, chain.n_inputs, 3, width)
     C, d = spec_matrix(rng, chain.n_outputs, None)
@@ -337,7 +329,7 @@ def test_alpha_crown_never_looser_than_crown(kind: str, seed: int, width: float)
        width=st.sampled_from([0.05, 0.5, 2.0]))
 def test_layer_bounds_contain_sampled_pre_activations(kind: str, seed: int, batch: int, width: float) -> None:
     chain = make_chain(kind, seed)
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     lower, upper = random_box(seed, chain.n_inputs, batch, width)
     points = sample_box(seed, lower, upper, SAMPLES)
     _, inputs = forward_layers(chain, points.reshape(-1, chain.n_inputs))
@@ -364,7 +356,7 @@ def test_bounds_inherited_from_a_parent_box_hold_and_never_widen(kind: str, seed
     """A sub-box bounded with its parent's bounds as prior: still sound on samples of the sub-box,
     within the prior and within its own bounds without the prior."""
     chain = make_chain(kind, seed)
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     lower, upper = random_box(seed, chain.n_inputs, 1, width)
     parent = engine.layer_bounds(lower, upper, "crown")
     rng = np.random.default_rng(seed)
@@ -385,7 +377,7 @@ def test_bounds_inherited_from_a_parent_box_hold_and_never_widen(kind: str, seed
 @pytest.mark.parametrize("kind", KINDS)
 def test_batched_boxes_match_one_at_a_time(kind: str) -> None:
     chain = make_chain(kind, 11)
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     lower, upper = random_box(11, chain.n_inputs, 4, 1.0)
     C, d = spec_matrix(np.random.default_rng(11), chain.n_outputs, None)
     for method in ("ibp", "crown"):
@@ -401,7 +393,7 @@ def test_bounds_on_cuda_match_cpu_and_are_sound(kind: str) -> None:
     chain = make_chain(kind, 5)
     lower, upper = random_box(5, chain.n_inputs, 3, 1.0)
     C, d = spec_matrix(np.random.default_rng(5), chain.n_outputs, None)
-    cpu, gpu = BoundEngine(chain), BoundEngine(chain.to("cuda"))
+    cpu, gpu = BoundEngine(chain.graph), BoundEngine(chain.graph.to("cuda"))
     for method in METHODS:
         expected = cpu.output_bounds(lower, upper, C, d, method=method, alpha_steps=10).lower
         got = gpu.output_bounds(lower.cuda(), upper.cuda(), C.cuda(), d.cuda(), method=method, alpha_steps=10).lower
@@ -418,7 +410,7 @@ def test_returned_linear_lower_bound_holds_at_sampled_points(kind: str, seed: in
     """Branch and bound combines the per-row linear functions (clause bounds, counterexample
     probes), so they must be valid pointwise, not only their minima: C·f(x) + d >= a·x + c."""
     chain = make_chain(kind, seed)
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     rng = np.random.default_rng(seed)
     lower, upper = random_box(rng, chain.n_inputs, 2, width)
     C, d = spec_matrix(rng, chain.n_outputs, None)
@@ -456,7 +448,7 @@ def test_alpha_crown_tightens_s_shaped_networks(kind: str) -> None:
     in total on deep nets over wide boxes, and still sound on samples."""
     for seed in range(3):
         chain = random_mlp(seed, 4, [8, 8, 8], 3, kind, scale=2.5)
-        engine = BoundEngine(chain)
+        engine = BoundEngine(chain.graph)
         lower, upper = random_box(seed, 4, batch=2, width=2.0)
         C, d = spec_matrix(np.random.default_rng(seed), 3, None)
         crown = engine.output_bounds(lower, upper, C, d, method="crown").lower

@@ -29,7 +29,7 @@ def _problem(seed: int, n_in: int, n_boxes: int) -> tuple[BoundEngine, RegionRow
     clauses = (Clause(A[:2], rng.normal(size=2)), Clause(A[2:], rng.normal(size=1)))
     lower, upper = random_box(rng, n_in, batch=n_boxes)
     rows = RegionRows.of(Region(Box(lower[0].numpy(), upper[0].numpy()), clauses), 3, torch.device("cpu"))
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     bounded = _bound(engine, rows, lower, upper, torch.ones(n_boxes, 2, dtype=torch.bool),
                      np.array([str(i) for i in range(n_boxes)], dtype=object), SETTINGS)
     # every box counts as open here, so each one is split
@@ -56,7 +56,7 @@ def test_halves_partition_the_box_and_their_bounds_hold(seed: int, n_in: int, ca
     if halves.size == 0:
         return
     points = sample_box(seed, halves.lower, halves.upper, 400)  # [B, P, n]
-    values = engine.chain.forward(points.reshape(-1, n_in)).reshape(halves.size, -1, 3) @ rows.A.T - rows.b
+    values = engine.graph.forward(points.reshape(-1, n_in)).reshape(halves.size, -1, 3) @ rows.A.T - rows.b
     assert bool((values >= halves.row_bounds.unsqueeze(1) - 1e-9).all())
 
 
@@ -125,7 +125,7 @@ def test_open_cover_holds_every_violating_sample_within_its_size(seed: int, n_in
     t = float(torch.quantile(y[:, 0] - y[:, 1], 0.1))
     region = Region(Box(lower[0].numpy(), upper[0].numpy()), (Clause(np.array([[1.0, -1.0]]), np.array([t])),))
     rows = RegionRows.of(region, 2, torch.device("cpu"))
-    cover = open_cover(BoundEngine(chain), rows, region, SETTINGS, Deadline(60), max_boxes)
+    cover = open_cover(BoundEngine(chain.graph), rows, region, SETTINGS, Deadline(60), max_boxes)
     assert 1 <= cover.size <= max_boxes
     violating = x[(y[:, 0] - y[:, 1]) <= t]
     inside = ((violating[:, None, :] >= cover.lower[None] - 1e-12) & (violating[:, None, :] <= cover.upper[None] + 1e-12)).all(-1)
@@ -141,7 +141,7 @@ def _near_boundary(seed: int, n_in: int):  # type: ignore[no-untyped-def]
     engine, rows, boxes = _problem(seed, n_in, 8)
     points = sample_box(np.random.default_rng(seed), boxes.lower, boxes.upper, 600)  # [B, P, n]
     with torch.no_grad():
-        outputs = engine.chain.forward(points.reshape(-1, n_in)).reshape(boxes.size, -1, 3)
+        outputs = engine.graph.forward(points.reshape(-1, n_in)).reshape(boxes.size, -1, 3)
     rows = dataclasses.replace(rows, b=torch.quantile((outputs @ rows.A.T).reshape(-1, 3), 0.05, dim=0).to(rows.b.dtype))
     crown = _bound(engine, rows, boxes.lower, boxes.upper, torch.ones(boxes.size, 2, dtype=torch.bool), boxes.paths, SETTINGS).boxes
     open_boxes = crown.open_clauses.any(dim=1)

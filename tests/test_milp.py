@@ -19,7 +19,7 @@ import torch
 import z3
 from random_nets import interval_pre_bounds
 
-from verirepair.bounds.layers import ActivationLayer, AffineLayer, Chain, MaxPoolLayer
+from dense_chain import ActivationLayer, AffineLayer, Chain, MaxPoolLayer
 from verirepair.errors import UnsupportedError
 from verirepair.milp import (
     GurobiSolver,
@@ -28,7 +28,7 @@ from verirepair.milp import (
     MilpSettings,
     choose_solver,
     clause_relaxation,
-    encode_chain,
+    encode_graph,
     licence_size_limit,
     solve_with_fallback,
 )
@@ -64,7 +64,7 @@ def forward(chain: Chain, x: np.ndarray) -> np.ndarray:
 
 
 def check_minimum_against_grid(chain: Chain, box: Box, c: np.ndarray, loosen: float = 0.0) -> None:
-    model, xs, ys = encode_chain(chain, box, interval_pre_bounds(chain, box, loosen), None, 0.0,
+    model, xs, ys = encode_graph(chain.graph, box, interval_pre_bounds(chain, box, loosen), None, 0.0,
                                  objective_rows=c)
     result = HighsSolver().solve(model, TIME_LIMIT_S)
     assert result.status == "optimal", result.note
@@ -107,7 +107,7 @@ def z3_clause_satisfiable(chain: Chain, box: Box, clause: Clause) -> bool:
 
 
 def milp_clause_feasible(chain: Chain, box: Box, clause: Clause, margin: float = 0.0) -> bool:
-    model, xs, ys = encode_chain(chain, box, interval_pre_bounds(chain, box), clause, margin)
+    model, xs, ys = encode_graph(chain.graph, box, interval_pre_bounds(chain, box), clause, margin)
     result = HighsSolver().solve(model, TIME_LIMIT_S)
     assert result.status in ("feasible", "infeasible"), result.note
     if result.status == "feasible":
@@ -159,7 +159,7 @@ def test_margin_relaxes_the_clause() -> None:
     rng = np.random.default_rng(7)
     chain = random_chain(rng, 2, [4], 1)
     box = random_box(rng, 2)
-    model, _, _ = encode_chain(chain, box, interval_pre_bounds(chain, box), None, 0.0,
+    model, _, _ = encode_graph(chain.graph, box, interval_pre_bounds(chain, box), None, 0.0,
                                objective_rows=np.ones(1))
     minimum = HighsSolver().solve(model, TIME_LIMIT_S).objective
     clause = Clause(np.ones((1, 1)), np.array([minimum - 1e-3]))
@@ -192,7 +192,7 @@ def test_maxpool_shortcut_when_one_input_dominates() -> None:
                        torch.tensor([0.0], dtype=torch.float64))
     chain = Chain((first, pool, last))
     box = Box(np.zeros(2), np.ones(2))
-    model, _, _ = encode_chain(chain, box, interval_pre_bounds(chain, box), None, 0.0,
+    model, _, _ = encode_graph(chain.graph, box, interval_pre_bounds(chain, box), None, 0.0,
                                objective_rows=np.ones(1))
     assert model.n_integer == 2  # only the undecided window [x0, x1] has binaries
     check_minimum_against_grid(chain, box, np.ones(1))
@@ -206,13 +206,13 @@ def test_smooth_activation_is_unsupported(kind: str) -> None:
     chain = Chain((relu_chain.layers[0], ActivationLayer(kind, 3), relu_chain.layers[2]))
     box = Box(np.zeros(2), np.ones(2))
     with pytest.raises(UnsupportedError, match=f"piecewise-linear network \\(found {kind}\\)"):
-        encode_chain(chain, box, interval_pre_bounds(chain, box), None, 0.0)
+        encode_graph(chain.graph, box, interval_pre_bounds(chain, box), None, 0.0)
 
 
 def test_pre_bounds_count_is_checked() -> None:
     chain = random_chain(np.random.default_rng(0), 2, [3, 3], 1)
     with pytest.raises(ValueError, match="pre_bounds has 1 entries"):
-        encode_chain(chain, Box(np.zeros(2), np.ones(2)), [(np.zeros(3), np.ones(3))], None, 0.0)
+        encode_graph(chain.graph, Box(np.zeros(2), np.ones(2)), [(np.zeros(3), np.ones(3))], None, 0.0)
 
 
 # ---- Gurobi ----------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ def test_gurobi_and_highs_agree_on_small_models(seed: int) -> None:
     rng = np.random.default_rng(400 + seed)
     chain = random_chain(rng, 3, [6, 5], 2)
     box = random_box(rng, 3)
-    model, _, _ = encode_chain(chain, box, interval_pre_bounds(chain, box), None, 0.0,
+    model, _, _ = encode_graph(chain.graph, box, interval_pre_bounds(chain, box), None, 0.0,
                                objective_rows=rng.normal(size=2))
     assert model.n_vars < 2000
     solver, note = choose_solver(model, "auto")

@@ -29,7 +29,7 @@ SETTINGS = VerifySettings(milp_refine_layers=3, milp_refine_neuron_seconds=30.0,
 
 
 def _refined(chain, lower: torch.Tensor, upper: torch.Tensor, refine_settings: VerifySettings = SETTINGS):
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     start = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=5)
     box = Box(lower[0].numpy(), upper[0].numpy())
     return start, milp_refined_layers(engine, box, start, refine_settings, Deadline(120.0))
@@ -82,7 +82,7 @@ def test_refined_neurons_reach_the_true_extremes_on_a_fine_grid(seed: int) -> No
 def test_refinement_stops_at_its_deadline_with_sound_bounds() -> None:
     chain = random_mlp(7, 6, [30, 30, 30], 3, scale=2.5)
     lower, upper = random_box(7, 6, width=2.0)
-    engine = BoundEngine(chain)
+    engine = BoundEngine(chain.graph)
     start = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=5)
     box = Box(lower[0].numpy(), upper[0].numpy())
     deadline = Deadline(0.3)

@@ -23,8 +23,8 @@ from oracles import milp_min_margin, violation_in_onnxruntime, z3_violation_exis
 from random_nets import float32_rounded, interval_pre_bounds, random_mlp, save_onnx
 
 from verirepair.bench import check_witness
-from verirepair.bounds import ActivationLayer, AffineLayer, Chain
-from verirepair.milp import HighsSolver, MilpModel, MilpSettings, encode_chain
+from dense_chain import ActivationLayer, AffineLayer, Chain
+from verirepair.milp import HighsSolver, MilpModel, MilpSettings, encode_graph
 from verirepair.network import load_network
 from verirepair.spec import Box, Clause, Region, Spec, parse_vnnlib
 from verirepair.verify import VerifySettings, format_witness, representable_bounds, verify, witness_point
@@ -205,7 +205,7 @@ def test_network_encoding_with_tiny_weights_on_a_zero_width_box_is_feasible() ->
         value = a + 0.4 * (c - a)
         box = Box(value, value.copy())
         y = float(exact.forward(torch.tensor(value)[None, :])[0, 0])
-        model, _, _ = encode_chain(exact, box, interval_pre_bounds(exact, box), Clause(np.ones((1, 1)), np.array([y + 1e-6])), 1e-7)
+        model, _, _ = encode_graph(exact.graph, box, interval_pre_bounds(exact, box), Clause(np.ones((1, 1)), np.array([y + 1e-6])), 1e-7)
         result = HighsSolver().solve(model, 30, MilpSettings())
         assert result.status == "feasible", (seed, result)
 

@@ -18,7 +18,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import verirepair.bounds.engine as engine_module
-from verirepair.bounds import ActivationLayer, AffineLayer, BoundEngine, Chain
+from dense_chain import ActivationLayer, AffineLayer, Chain
+from verirepair.bounds import BoundEngine
 from verirepair.bounds.rounding import gamma
 
 F64 = torch.float64
@@ -63,7 +64,7 @@ def case(seed: int) -> tuple[Chain, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def bound_of(chain: Chain, c: np.ndarray, lower: np.ndarray, upper: np.ndarray, method: str) -> float:
-    result = BoundEngine(chain).output_bounds(torch.tensor(lower[None, :]), torch.tensor(upper[None, :]),
+    result = BoundEngine(chain.graph).output_bounds(torch.tensor(lower[None, :]), torch.tensor(upper[None, :]),
                                              torch.tensor(c, dtype=F64), method=method, alpha_steps=5)
     return float(result.lower[0, 0])
 

@@ -36,8 +36,9 @@ from oracles import violation_in_onnxruntime
 from random_nets import exact_weights, float32_rounded, random_mlp, save_onnx
 
 import verirepair
-from verirepair.bounds import AffineLayer, BoundEngine, Chain
-from verirepair.milp import MilpSettings, encode_chain, solver_named
+from dense_chain import AffineLayer, Chain
+from verirepair.bounds import BoundEngine
+from verirepair.milp import MilpSettings, encode_graph, solver_named
 from verirepair.spec import Box, Clause, parse_vnnlib
 from verirepair.verify import VerifySettings
 
@@ -267,13 +268,13 @@ def test_a_leaf_milp_never_calls_a_model_with_a_real_violation_infeasible(
     if not all(Fraction(float(l)) <= v <= Fraction(float(u)) for v, l, u in zip(point, box.lower, box.upper)):
         pytest.fail("the exact minimiser is not in the box")
     t = threshold(minimum, 3e-7, True)
-    layers = BoundEngine(problem.chain).layer_bounds(torch.tensor(box.lower)[None], torch.tensor(box.upper)[None],
+    layers = BoundEngine(problem.chain.graph).layer_bounds(torch.tensor(box.lower)[None], torch.tensor(box.upper)[None],
                                                      "crown")
     pre_bounds = [(l[0].numpy(), u[0].numpy()) for l, u in layers.pre_activation]
     for (lower, upper), exact in zip(pre_bounds, exact_forward(problem.chain, point)[0]):
         if not all(Fraction(float(l)) <= v <= Fraction(float(u)) for v, l, u in zip(exact, lower, upper)):
             pytest.fail("the pre-activation bounds cut off the exact minimiser")
-    model, _, _ = encode_chain(problem.chain, box, pre_bounds, Clause(np.array([problem.c]), np.array([t])),
+    model, _, _ = encode_graph(problem.chain.graph, box, pre_bounds, Clause(np.array([problem.c]), np.array([t])),
                                margin=VerifySettings().milp_margin)
     result = solver_named(solver).solve(model, 30.0, MilpSettings())
     assert result.status != "infeasible", (

@@ -82,12 +82,25 @@ class _Builder:
         dynamic = tuple(i for i, o in enumerate(operands) if isinstance(o, str))
         constants = {i: o for i, o in enumerate(operands) if isinstance(o, Tensor)}
         roles = roles or {}
+        if not self._keeps_batch(operation, operands):
+            self.unsupported.append(f"{name} ({op_type} across the batch axis)")
+            self.probe[output] = operation(*[self.probe[o] if isinstance(o, str) else o for o in operands])
+            return output
         op = LinearOperator(op_type, operation, len(operands), dynamic, constants,
                             {i: roles.get(i, "keep") for i in constants},
                             tuple((signs or {}).get(i, 1) for i in dynamic),
                             tuple(self.shape(operands[i]) for i in dynamic),  # type: ignore[arg-type]
                             self._output_shape(operation, operands), copy=copy)
         return self.add(name, op, tuple(operands[i] for i in dynamic), output)  # type: ignore[misc]
+
+    def _keeps_batch(self, operation: Callable[..., Tensor], operands: list[str | Tensor | None]) -> bool:
+        """Whether the node maps each sample on its own: on two samples it gives two results."""
+        args = [torch.cat([self.probe[o], self.probe[o] + 1.0]) if isinstance(o, str) else o for o in operands]
+        try:
+            both = operation(*args)
+        except RuntimeError:
+            return False
+        return both.shape[0] == 2 and tuple(both.shape[1:]) == self._output_shape(operation, operands)
 
     def _output_shape(self, operation: Callable[..., Tensor], operands: list[str | Tensor | None]) -> tuple[int, ...]:
         args = [self.probe[o] if isinstance(o, str) else o for o in operands]

@@ -108,7 +108,7 @@ def clause_relaxation(A: np.ndarray, b: np.ndarray, y_lower: np.ndarray, y_upper
 def _check_arguments(graph: BoundGraph, box: Box, pre_bounds: list[BoundPair], n_bounds: int, clause: Clause | None,
                      margin: float, objective_rows: np.ndarray | None) -> None:
     if not graph.is_piecewise_linear:
-        kind = next(type(node.op).__name__ for node in graph.nodes
+        kind = next(getattr(node.op, "kind", type(node.op).__name__) for node in graph.nodes
                     if not isinstance(node.op, (LinearOperator, BoundRelu, BoundMaxPool)))
         raise UnsupportedError(None, None, f"MILP encoding needs a piecewise-linear network (found {kind})")
     if len(pre_bounds) != n_bounds:
