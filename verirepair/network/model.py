@@ -9,9 +9,10 @@ evaluates many points at once. Public entry points take and return *flat* vector
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
