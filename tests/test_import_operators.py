@@ -316,6 +316,10 @@ REFUSED: dict[str, tuple[Case, str]] = {
     "squeeze_no_axes": (Case("Squeeze", (1, 3, 1, 4)), "batch"),
     "slice_inside_batch": (Case("Slice", X4, [("starts", ints(1)), ("ends", ints(2)), ("axes", ints(0))]),
                            "batch axis"),
+    "cast_to_float16": (Case("Cast", X4, attrs={"to": int(TensorProto.FLOAT16)}, outputs=["half"],
+                             then=[helper.make_node("Cast", ["half"], ["y"], to=int(TensorProto.FLOAT))]), "FLOAT16"),
+    "dropout_training_mode": (Case("Dropout", X4, [("ratio", scalar(0.5)), ("training", np.array(True))]),
+                              "training mode"),
     "conv_transpose_output_shape": (conv_case(2, transpose=True, size=4, strides=[2, 2], output_shape=[9, 9]),
                                     "output_shape"),
 }

@@ -43,7 +43,7 @@ class Network:
     output_shape: tuple[int, ...]
     input_dtype: np.dtype
     nodes: list[Node]
-    constants: dict[str, torch.Tensor]  # initialisers and folded constants (float64 / int64)
+    constants: dict[str, torch.Tensor]  # what the nodes read: initialisers, folded values (float64 / int64)
     _cast_cache: dict[tuple[torch.dtype, str], dict[str, torch.Tensor]] = field(
         default_factory=dict, repr=False
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from onnx import TensorProto
 
 from .model import Operation
 
@@ -66,9 +67,6 @@ def _torch_padding(begins: Sequence[int], ends: Sequence[int]) -> list[int]:
 # ----- element-wise ----------------------------------------------------------------------------
 @converter("Identity", "Dropout")
 def _identity(attrs: dict[str, Any], opset: int) -> Operation:
-    if opset < 7 and int(attrs.get("is_test", 1)) == 0:
-        raise ValueError("Dropout in training mode (is_test=0) is not supported")
-
     def identity(x: torch.Tensor, ratio: torch.Tensor | None = None,
                  training_mode: torch.Tensor | None = None) -> torch.Tensor:
         if training_mode is not None and bool(training_mode):
@@ -143,13 +141,19 @@ def _neg(attrs: dict[str, Any], opset: int) -> Operation:
     return torch.neg
 
 
+# ONNX element types a Cast may target: floats keep the evaluation dtype (float64 bounds stay
+# float64), integers are exact; a narrower float (float16, bfloat16) would round and is refused.
+_CAST_FLOATS = {TensorProto.FLOAT, TensorProto.DOUBLE}
+_CAST_INTEGERS = {TensorProto.INT32: torch.int32, TensorProto.INT64: torch.int64}
+
+
 @converter("Cast")
 def _cast(attrs: dict[str, Any], opset: int) -> Operation:
-    # Floating casts keep the evaluation dtype (float64 bounds stay float64); integer casts are exact.
     to = int(attrs["to"])
-    integer = {6: torch.int32, 7: torch.int64}
-    if to in integer:
-        return lambda x: x.to(integer[to])
+    if to in _CAST_INTEGERS:
+        return lambda x: x.to(_CAST_INTEGERS[to])
+    if to not in _CAST_FLOATS:
+        raise ValueError(f"Cast to {TensorProto.DataType.Name(to)} is not supported")
     return lambda x: x
 
 
