@@ -7,6 +7,7 @@ random float32 weights. The oracle is onnxruntime running the saved file point b
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -352,10 +353,14 @@ def test_unsupported_operators_in_constant_subgraphs_fold(case_dir: Path) -> Non
 
 
 def test_unsupported_operators_are_listed_together(case_dir: Path) -> None:
-    case = Case("Erf", (1, 4), then=[helper.make_node("Softmax", ["y0"], ["y"], axis=1)], outputs=["y0"])
+    """Both unsupported operators, and nothing downstream of them that is supported (the Shape)."""
+    case = Case("Erf", (1, 4), outputs=["y0"], then=[
+        helper.make_node("Softmax", ["y0"], ["soft"], axis=1),
+        helper.make_node("Shape", ["soft"], ["shape"]),
+        helper.make_node("Reshape", ["soft", "shape"], ["y"])])
     path = case_dir / "two_unsupported.onnx"
     onnx.save(build(case), str(path))
-    with pytest.raises(UnsupportedError, match="unsupported operators: Erf, Softmax"):
+    with pytest.raises(UnsupportedError, match="unsupported operators: Erf, Softmax$"):
         load_network(path)
 
 
@@ -400,3 +405,12 @@ def test_benchmark_networks_match_onnxruntime(folder: str, benchmarks: Path) -> 
         network = load_network(path)
         x = np.random.default_rng(index).uniform(0.0, 1.0, (3, network.n_inputs)).astype(np.float32).astype(np.float64)
         assert_matches_onnxruntime(network, x, rtol=BENCH_RTOL, atol=BENCH_ATOL)
+
+
+def test_gzip_compressed_network_loads_by_content(case_dir: Path) -> None:
+    """A gzip-compressed file (as some benchmark folders ship) loads and runs like the plain one."""
+    path = case_dir / "conv_compressed.onnx.gz"
+    path.write_bytes(gzip.compress(build(CASES["conv2d_pads_strides"]).SerializeToString()))
+    network = load_network(path)
+    assert network.op_types == ["Conv"]
+    assert_matches_onnxruntime(network, float32_points(1, BATCH, network.n_inputs))

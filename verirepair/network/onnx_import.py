@@ -148,9 +148,10 @@ class _GraphFolder:
             present = [i for i in proto.input if i]
             if all(i in self.constants for i in present):
                 self._fold(proto, name, {i: self.constants[i] for i in present})
-            elif proto.op_type in SHAPE_ONLY and proto.input[0] in self.probe:
-                shape = tuple(self.probe[proto.input[0]].shape)
-                self._fold(proto, name, {proto.input[0]: np.zeros(shape, dtype=np.float32)})
+            elif proto.op_type in SHAPE_ONLY:
+                if proto.input[0] in self.probe:  # else downstream of a refused node, already reported
+                    shape = tuple(self.probe[proto.input[0]].shape)
+                    self._fold(proto, name, {proto.input[0]: np.zeros(shape, dtype=np.float32)})
             else:
                 self._convert(proto, name)
         if self.unsupported:
