@@ -175,6 +175,8 @@ CASES: dict[str, Case] = {
     "identity": Case("Identity", X4),
     "dropout_opset13": Case("Dropout", X4, [("ratio", scalar(0.5))]),
     "dropout_opset10": Case("Dropout", X4, opset=10, attrs={"ratio": 0.3}),
+    "dropout_unused_mask": Case("Dropout", X4, opset=10, outputs=["y", "mask"]),
+    "max_pool_unused_indices": Case("MaxPool", (1, 2, 4, 4), attrs={"kernel_shape": [2, 2]}, outputs=["y", "indices"]),
     "cast_to_float": Case("Cast", X4, attrs={"to": int(TensorProto.FLOAT)}),
     "constant": Case("Add", X4, ["c"], before=[helper.make_node(
         "Constant", [], ["c"], value=numpy_helper.from_array(weights(5, 3, 4), "c_value"))]),
@@ -321,6 +323,9 @@ REFUSED: dict[str, tuple[Case, str]] = {
                              then=[helper.make_node("Cast", ["half"], ["y"], to=int(TensorProto.FLOAT))]), "FLOAT16"),
     "dropout_training_mode": (Case("Dropout", X4, [("ratio", scalar(0.5)), ("training", np.array(True))]),
                               "training mode"),
+    "max_pool_indices_used": (Case("MaxPool", (1, 2, 4, 4), attrs={"kernel_shape": [2, 2]}, outputs=["pooled", "indices"],
+                                    then=[helper.make_node("Cast", ["indices"], ["cast"], to=int(TensorProto.FLOAT)),
+                                          helper.make_node("Add", ["pooled", "cast"], ["y"])]), "indices"),
     "conv_transpose_output_shape": (conv_case(2, transpose=True, size=4, strides=[2, 2], output_shape=[9, 9]),
                                     "output_shape"),
 }

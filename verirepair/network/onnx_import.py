@@ -141,6 +141,7 @@ class _GraphFolder:
         self.nodes: list[Node] = []
         self.unsupported: set[str] = set()
         self.refusal: InputError | None = None
+        self.consumed = {i for node in model.graph.node for i in node.input} | {o.name for o in model.graph.output}
 
     def run(self) -> tuple[list[Node], dict[str, np.ndarray]]:
         for index, proto in enumerate(self.model.graph.node):
@@ -192,8 +193,9 @@ class _GraphFolder:
         except Exception as exc:
             raise InputError(self.path, place, f"cannot run: {type(exc).__name__}: {exc}") from None  # torch's many types
         results = result if isinstance(result, tuple) else (result,)
-        if len(results) < len([o for o in proto.output if o]):
-            self.refusal = self.refusal or UnsupportedError(self.path, place, "an optional output is used")
+        unsupplied = [o for o in proto.output[len(results):] if o in self.consumed]
+        if unsupplied:
+            self.refusal = self.refusal or UnsupportedError(self.path, place, f"output '{unsupplied[0]}' is not supported")
             return
         self.probe.update((output, value) for output, value in zip(proto.output, results) if output)
         self.nodes.append(Node(proto.op_type, name, tuple(proto.input), tuple(proto.output), attributes, operation))
