@@ -8,6 +8,7 @@ random float32 weights. The oracle is onnxruntime running the saved file point b
 from __future__ import annotations
 
 import gzip
+import inspect
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -306,6 +307,42 @@ def test_shape_subgraphs_fold_away(case_dir: Path) -> None:
     path = case_dir / "constant_fold.onnx"
     onnx.save(build(CASES["constant"]), str(path))
     assert load_network(path).op_types == ["Add"]
+
+
+class ExportedNet(torch.nn.Module):
+    """A small CNN whose export holds torch's shape subgraph (``h.view(h.size(0), -1)``), Slice,
+    Concat, LeakyRelu and Clip; exported with a symbolic batch dimension."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(2, 3, 3, padding=1, stride=2)
+        self.norm = torch.nn.BatchNorm2d(3)
+        self.linear = torch.nn.Linear(27, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.leaky_relu(self.norm(self.conv(x)))
+        h = torch.cat([h[:, 1:], h[:, :1]], dim=1)
+        return self.linear(h.view(h.size(0), -1)).clamp(min=-0.5)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter announces its retirement
+@pytest.mark.parametrize("opset", [11, 13, 17])
+def test_torch_export_with_symbolic_batch(opset: int, case_dir: Path) -> None:
+    path = case_dir / f"exported_{opset}.onnx"
+    module = ExportedNet().eval()
+    options = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    torch.onnx.export(module, (torch.zeros(1, 2, 6, 6),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=opset, **options)
+    exported = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"Shape", "Gather", "Unsqueeze", "Slice"} <= exported, exported
+    network = load_network(path)
+    assert not {"Shape", "Gather", "Unsqueeze", "Constant"} & set(network.op_types), network.op_types
+    x = float32_points(opset, BATCH, network.n_inputs)
+    assert_matches_onnxruntime(network, x)
+    with torch.no_grad():
+        by_torch = module(torch.from_numpy(x).float().reshape(BATCH, 2, 6, 6)).double().numpy()
+        np.testing.assert_allclose(network.forward(torch.from_numpy(x)).numpy(), by_torch, rtol=0, atol=ATOL)
 
 
 # ----- refusals: one line naming the node and the reason ------------------------------------------
