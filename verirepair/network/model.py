@@ -9,9 +9,10 @@ evaluates many points at once. Public entry points take and return *flat* vector
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ class Network:
     output_shape: tuple[int, ...]
     input_dtype: np.dtype
     nodes: list[Node]
-    constants: dict[str, torch.Tensor]  # initialisers and folded constants (float64 / int64)
+    constants: dict[str, torch.Tensor]  # what the nodes read: initialisers, folded values (float64 / int64)
     _cast_cache: dict[tuple[torch.dtype, str], dict[str, torch.Tensor]] = field(
         default_factory=dict, repr=False
     )
