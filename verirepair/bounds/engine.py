@@ -198,7 +198,7 @@ class BoundEngine:
                 pre[index] = _flat(values[node.inputs[0]])
             current = self._with_known(node.output, self._node_interval(index, values, pre), known)
             readers = [graph.nodes[c].op for c in graph.consumers.get(node.output, ()) if not graph.nodes[c].is_linear]
-            if readers and method != "ibp" and node.output in graph.after_nonlinear:
+            if readers and method != "ibp" and node.is_linear and node.output in graph.after_nonlinear:
                 relu_only = all(isinstance(op, BoundRelu) for op in readers)
                 current = self._tightened(node.output, lower, upper, pre, values, current, relu_only, None, alpha_lr)
                 if method == "alpha-crown" and alpha_steps > 0 and any(isinstance(op, (BoundRelu, BoundSShaped)) for op in readers):
