@@ -14,7 +14,7 @@ from functools import cached_property
 
 import torch
 
-from .linear import Dense, LinearOperator
+from .linear import LinearOperator
 from .operators import BoundMaxPool, BoundRelu, BoundSShaped, NonlinearOperator
 
 Tensor = torch.Tensor
@@ -100,12 +100,11 @@ class BoundGraph:
 
     @property
     def is_relu_mlp(self) -> bool:
-        """Dense layers and ReLUs in a chain (reshapes allowed): what the independent certificate
-        checker reads."""
+        """Linear nodes and ReLUs in a chain (each node reads the one before): the networks the
+        independent certificate checker is meant for."""
         previous = self.input
         for node in self.nodes:
-            if node.inputs != (previous,) or not (isinstance(node.op, BoundRelu) or isinstance(node.op, Dense)
-                                                  or (isinstance(node.op, LinearOperator) and node.op.copy)):
+            if node.inputs != (previous,):
                 return False
             previous = node.output
         return self.is_relu_network
