@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -71,8 +71,9 @@ TEST_CONVERTERS: dict[str, Callable[[dict[str, Any], int], Callable[..., torch.T
 
 # ----- random DAG models ------------------------------------------------------------------------
 class ModelBuilder:
-    """Nodes of a float32 ONNX model with a symbolic batch dimension; every helper returns the
-    name and the shape (batch dimension excluded) of the value it makes."""
+    """Nodes of a float32 ONNX model (opset 13) whose input ``x`` has a symbolic batch dimension.
+    Helpers return the name of the value they make, and its shape (batch dimension excluded)
+    where it changes."""
 
     def __init__(self, rng: np.random.Generator, input_shape: tuple[int, ...]) -> None:
         self.rng = rng
@@ -170,7 +171,7 @@ class ModelBuilder:
             return self.op("Flatten", [x], axis=1), math.prod(shape)
         return self.op("Reshape", [x, self.const(np.array([-1, math.prod(shape)]))]), math.prod(shape)
 
-    def model(self, output: str, n_out: int, extra_outputs: list[str] = ()) -> onnx.ModelProto:  # type: ignore[assignment]
+    def model(self, output: str, n_out: int, extra_outputs: Sequence[str] = ()) -> onnx.ModelProto:
         """The model with output ``output`` [N, n_out] (and ``extra_outputs`` of any shape)."""
         outputs = [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", n_out])]
         outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in extra_outputs]
@@ -407,6 +408,14 @@ def test_bounds_contain_onnxruntime_samples(tmp_path_factory: pytest.TempPathFac
         margin = (bound.unsqueeze(1) - exact_objective - slack(exact_objective.abs(), FLOAT64_SLACK)).amax().item()
         assert margin <= 0, f"{method}: float64 output below the lower bound by {margin:.3g}"
 
+    # one specification matrix per box
+    per_box = torch.stack([C, spec_rows(rng, case.n_out)[0]])
+    bound = case.engine.output_bounds(lower, upper, per_box, d, "crown").lower
+    values = onnx_values[case.output] @ per_box.transpose(1, 2) + d
+    per_box_scale = onnx_values[case.output].abs() @ per_box.abs().transpose(1, 2) + d.abs()
+    margin = (bound.unsqueeze(1) - values - slack(per_box_scale, FLOAT32_SLACK)).amax().item()
+    assert margin <= 0, f"crown with one matrix per box: onnxruntime output below the lower bound by {margin:.3g}"
+
     # the linear lower bounds behind CROWN and α-CROWN hold at every point, not only their minima
     for method in ("crown", "alpha-crown"):
         coefficients, constant = results[method].coefficients, results[method].constant
@@ -437,6 +446,24 @@ def test_bounds_contain_onnxruntime_samples(tmp_path_factory: pytest.TempPathFac
         (ibp_low, ibp_up), (crown_low, crown_up) = layers["ibp"][position], layers["crown"][position]
         assert bool((crown_low >= ibp_low - slack(ibp_low.abs(), FLOAT64_SLACK)).all())
         assert bool((crown_up <= ibp_up + slack(ibp_up.abs(), FLOAT64_SLACK)).all())
+
+
+@given(family=st.sampled_from(sorted(FAMILIES)), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_point_boxes_give_the_value(tmp_path_factory: pytest.TempPathFactory, family: str, seed: int) -> None:
+    """On a box of zero width every method bounds the value itself: never above it (the value is
+    the graph's float64 evaluation, whose own rounding is ~1e-16 relative), and below it by no
+    more than the float64 rounding budgets (a looseness of 1e-8 would mean a wrong relaxation)."""
+    case = Case(family, seed, tmp_path_factory.mktemp("point"))
+    rng = np.random.default_rng(seed + 1)
+    x = torch.tensor(rng.normal(scale=2.0, size=(2, case.n_inputs)))
+    C, d = spec_rows(rng, case.n_out)
+    value = case.graph.forward(x) @ C.T + d
+    for method in METHODS:
+        bound = case.engine.output_bounds(x, x, C, d, method, alpha_steps=5).lower
+        looseness = (value - bound) / (1.0 + value.abs())
+        assert looseness.min().item() >= -1e-12, f"{method} above the value on a point box"
+        assert looseness.max().item() <= 1e-8, f"{method} loose by {looseness.max().item():.3g} on a point box"
 
 
 @given(family=st.sampled_from(["conv1d", "conv_residual", "residual_mlp", "reshaped", "two_branches"]),
