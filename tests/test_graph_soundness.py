@@ -22,14 +22,12 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -43,7 +41,6 @@ from verirepair.bounds import (
 )
 from verirepair.errors import UnsupportedError
 from verirepair.network import load_network
-from verirepair.network.operators import CONVERTERS
 from verirepair.spec import parse_vnnlib
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -59,15 +56,6 @@ FLOAT32_SLACK = 1e-4
 FLOAT64_SLACK = 1e-9
 UNIFORM_SAMPLES = 1500
 VERTEX_SAMPLES = 300
-
-# Converters for operators the importer does not list yet but the graph builder handles
-# (`build.py` rewrites LeakyRelu and Clip into ReLUs); registered only while a test loads a model.
-TEST_CONVERTERS: dict[str, Callable[[dict[str, Any], int], Callable[..., torch.Tensor]]] = {
-    "LeakyRelu": lambda attrs, opset: lambda x: F.leaky_relu(x, float(attrs.get("alpha", 0.01))),
-    "Clip": lambda attrs, opset: lambda x, low=None, high=None: torch.clamp(x, low, high),
-    "GlobalAveragePool": lambda attrs, opset: lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True),
-}
-
 
 # ----- random DAG models ------------------------------------------------------------------------
 class ModelBuilder:
@@ -303,8 +291,7 @@ class Case:
         self.output, self.n_out = build(self.builder)
         self.path = folder / f"{family}_{seed}.onnx"
         onnx.save(self.builder.model(self.output, self.n_out), str(self.path))
-        with mock.patch.dict(CONVERTERS, TEST_CONVERTERS):
-            network = load_network(self.path)
+        network = load_network(self.path)
         self.graph: BoundGraph = build_graph(network)
         self.engine = BoundEngine(self.graph)
         intermediates = [v for v in self.builder.values if v != self.output]
