@@ -12,7 +12,14 @@ from functools import cached_property
 
 import torch
 
-from verirepair.bounds import BoundGraph, BoundMaxPool, BoundRelu, BoundSShaped, GraphNode, LinearOperator
+from verirepair.bounds import (
+    BoundGraph,
+    BoundMaxPool,
+    BoundRelu,
+    BoundSShaped,
+    GraphNode,
+    LinearOperator,
+)
 from verirepair.bounds.linear import dense
 
 
@@ -90,7 +97,7 @@ class Chain:
         return BoundGraph("v0", f"v{len(self.layers)}", tuple(nodes), shapes)
 
     @staticmethod
-    def of_graph(graph: BoundGraph) -> "Chain":
+    def of_graph(graph: BoundGraph) -> Chain:
         """The dense layers of a graph whose every node reads the previous one's output: runs of
         linear nodes multiplied out (`LinearOperator.matrices`), as an oracle's view of ``graph``."""
         layers: list[Layer] = []

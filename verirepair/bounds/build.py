@@ -11,7 +11,8 @@ The built graph is checked against the imported network on random points before 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,14 @@ import torch.nn.functional as F
 from ..errors import UnsupportedError
 from ..network import Network, Node
 from .graph import BoundGraph, GraphNode, Operator
-from .linear import Convolution, Dense, LinearOperator, Role, convolution_operation, dense
+from .linear import (
+    Convolution,
+    Dense,
+    LinearOperator,
+    Role,
+    convolution_operation,
+    dense,
+)
 from .operators import BoundMaxPool, BoundRelu, BoundSShaped
 
 Tensor = torch.Tensor

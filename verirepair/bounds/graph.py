@@ -117,7 +117,7 @@ class BoundGraph:
     def has_sshaped(self) -> bool:
         return any(isinstance(node.op, BoundSShaped) for node in self.nodes)
 
-    def to(self, device: torch.device | str) -> "BoundGraph":
+    def to(self, device: torch.device | str) -> BoundGraph:
         return replace(self, nodes=tuple(replace(node, op=node.op.to(device)) for node in self.nodes))
 
     def values(self, x: Tensor, relu_negative_slope: float = 0.0) -> dict[str, Tensor]:

@@ -20,9 +20,10 @@ Shapes: values carry a batch dimension first, ``[B, *shape]``; linear functions 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -163,7 +164,7 @@ class LinearOperator:
             result.append(torch.cat(columns).T.contiguous())
         return result
 
-    def to(self, device: torch.device | str) -> "LinearOperator":
+    def to(self, device: torch.device | str) -> LinearOperator:
         assert self.bias is not None
         return replace(self, constants={p: c.to(device) for p, c in self.constants.items()}, bias=self.bias.to(device))
 

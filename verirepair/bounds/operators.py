@@ -39,7 +39,7 @@ class BoundRelu:
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(x)
 
-    def to(self, device: torch.device | str) -> "BoundRelu":
+    def to(self, device: torch.device | str) -> BoundRelu:
         return self
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
@@ -110,7 +110,7 @@ class BoundSShaped:
     def forward(self, x: Tensor) -> Tensor:
         return self.f(x)
 
-    def to(self, device: torch.device | str) -> "BoundSShaped":
+    def to(self, device: torch.device | str) -> BoundSShaped:
         return self
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
@@ -186,7 +186,7 @@ class BoundMaxPool:
     def n_out(self) -> int:
         return int(self.windows.shape[0])
 
-    def to(self, device: torch.device | str) -> "BoundMaxPool":
+    def to(self, device: torch.device | str) -> BoundMaxPool:
         return BoundMaxPool(self.windows.to(device), self.n_in)
 
     def forward(self, x: Tensor) -> Tensor:
