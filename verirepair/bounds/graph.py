@@ -117,6 +117,13 @@ class BoundGraph:
     def has_sshaped(self) -> bool:
         return any(isinstance(node.op, BoundSShaped) for node in self.nodes)
 
+    @cached_property
+    def dense_entries(self) -> int:
+        """How many entries the linear nodes' matrices have when written out (`LinearOperator.matrices`):
+        the size of an exact MILP encoding."""
+        return sum(math.prod(node.op.output_shape) * sum(math.prod(s) for s in node.op.input_shapes)
+                   for node in self.nodes if isinstance(node.op, LinearOperator))
+
     def to(self, device: torch.device | str) -> BoundGraph:
         return replace(self, nodes=tuple(replace(node, op=node.op.to(device)) for node in self.nodes))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bounds import BoundEngine, BoundGraph, LayerBounds, build_graph
+from ..bounds import BoundEngine, LayerBounds, build_graph
 from ..errors import InputError
 from ..milp import solver_named
 from ..network import Network, check_import_agrees, load_network
@@ -139,16 +139,24 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
 
     lower, upper = box_tensors(region.box, rows.A.device)
     low_dimensional = spec.n_inputs <= settings.input_split_max_dims
-    # Many inputs: the whole search rests on these bounds (the MILP's big-M constants), so every
-    # intermediate neuron's bound is optimised too; input split recomputes bounds per box instead.
     with torch.no_grad():
-        layers = engine.layer_bounds(lower, upper, "crown" if low_dimensional else "alpha-crown",
-                                     alpha_steps=settings.intermediate_alpha_steps)
+        layers = engine.layer_bounds(lower, upper, "crown")
     clause_bounds = _clause_bounds(engine, rows, lower, upper, layers, settings)
     open_clauses = _open(clause_bounds, settings)
+    graph = engine.graph
+    neurons = sum(pre[0].shape[-1] for pre in layers.pre_activation)
+    if open_clauses and not low_dimensional and settings.intermediate_alpha_steps > 0 \
+            and neurons <= settings.intermediate_alpha_max_neurons:
+        # Many inputs: the whole search rests on these bounds (the MILP's big-M constants), so every
+        # intermediate neuron's bound is optimised too; input split recomputes bounds per box instead.
+        with torch.no_grad():
+            layers = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=settings.intermediate_alpha_steps,
+                                         prior=layers)
+        clause_bounds = [max(old, new) for old, new in
+                         zip(clause_bounds, _clause_bounds(engine, rows, lower, upper, layers, settings))]
+        open_clauses = _open(clause_bounds, settings)
     if not open_clauses:
         return SearchOutcome("proven", None, 1), "alpha-crown"
-    graph: BoundGraph = engine.graph
     if low_dimensional:
         return input_split_search(engine, rows, region, settings, deadline, confirm), "input-split"
     refinable = graph.is_relu_mlp and len(layers.pre_activation) > 1 and settings.milp_refine_layers > 0
@@ -169,8 +177,12 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
             return found, "relu-split"
         if not open_clauses:
             return SearchOutcome("proven", None, 1, solver_decided=refined), "relu-split"
-    if graph.is_piecewise_linear:
+    if graph.is_piecewise_linear and graph.dense_entries <= settings.milp_max_dense_entries:
         return milp_search(engine, region, open_clauses, layers, settings, deadline, confirm, notes), "milp"
+    if graph.is_piecewise_linear:
+        notes.append(f"no exact MILP: its matrices would hold {graph.dense_entries:.3g} entries "
+                     f"(more than {settings.milp_max_dense_entries:.3g})")
+        return SearchOutcome("timeout" if deadline.expired() else "unknown", None, 1), "none"
     # No exact search without piecewise linearity: longer bound optimisations first, then
     # splitting sigmoid/tanh neurons gets the rest of the time.
     layers, clause_bounds = _escalated_bounds(engine, rows, lower, upper, layers, clause_bounds, settings, deadline,

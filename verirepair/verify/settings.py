@@ -23,8 +23,14 @@ class VerifySettings:
     pgd_steps: int = 60
     # Incomplete bounds before the complete search.
     alpha_steps: int = 30
-    # Many-input regions: α-CROWN steps for every intermediate layer's bounds (0: plain CROWN).
+    # Many-input regions: α-CROWN steps for every intermediate layer's bounds (0: plain CROWN),
+    # when CROWN's intermediate bounds leave a clause open and the network has at most
+    # `intermediate_alpha_max_neurons` neurons in non-linear nodes. Optimising every neuron of every
+    # layer costs about rows × neurons behind it per step: on sri_resnet_a (115k ReLUs, 2 CPU
+    # threads) 330 s against 11 s for CROWN, more than the instance's timeout; mnist_fc and eran
+    # (1.5k-1.8k neurons) gain from it at a few seconds' cost.
     intermediate_alpha_steps: int = 20
+    intermediate_alpha_max_neurons: int = 20_000
     # Networks with sigmoid/tanh have no exact search to fall back on, so while a clause is open
     # the intermediate bounds are re-optimised with these longer α-CROWN runs, one after the
     # other, before activation splitting. 20 steps leave them far from converged there: on eran's
@@ -84,6 +90,9 @@ class VerifySettings:
     # (A_r·y <= b_r + margin·(1 + reach_r), `milp.encode_graph`), so a solver's tolerances, which
     # grow with the magnitudes in the model, cannot turn a reachable violation into "infeasible".
     milp_margin: float = 1e-6
+    # The exact MILP writes every linear node out as sparse rows of its dense matrix: networks whose
+    # matrices would hold more entries than this (convolutional nets of CIFAR size: 10^9) get none.
+    milp_max_dense_entries: int = 50_000_000
     milp_solver: str = "auto"
     # Points of each input box on which the torch import is compared with onnxruntime.
     import_check_points: int = 16
