@@ -20,7 +20,7 @@ import torch
 
 from .adam import Adam
 from .graph import BoundGraph
-from .linear import LinearOperator
+from .linear import Dense, LinearOperator
 from .operators import BoundRelu, BoundSShaped
 from .rounding import concretization_error, gamma, lowered, magnitude, multiplier_error
 
@@ -139,6 +139,8 @@ class BoundEngine:
         graph = self.graph
         batch, rows = lam.shape[:2]
         reaches = values.reaches
+        if start == graph.input:
+            return lam.reshape(batch, rows, -1), bias
         pending = {start: lam}
         error = torch.zeros_like(bias).detach()
         for index in range(graph.producer[start], -1, -1):
@@ -227,20 +229,30 @@ class BoundEngine:
                      for v in (*self.graph.nodes[i].inputs, self.graph.nodes[i].output))
         chunk = max(1, int(self.chunk_bytes // (2 * batch * widest * lower.element_size() * (3 if alpha_steps else 1))))
         low_new, up_new = low_flat.clone(), up_flat.clone()
+        producer = self.graph.nodes[self.graph.producer[value]]
         for first in range(0, rows.numel(), chunk):
             part = rows[first:first + chunk]
             n = part.numel()
-            lam0 = lower.new_zeros((batch, 2 * n, math.prod(shape)))
-            lam0[:, torch.arange(n), part] = 1.0
-            lam0[:, n + torch.arange(n), part] = -1.0
-            lam0 = lam0.reshape((batch, 2 * n) + shape)
-            bias0 = lower.new_zeros((batch, 2 * n))
-            if alpha_steps:
-                start = torch.full((batch, 2 * n), -torch.inf, dtype=lower.dtype, device=lower.device)
-                bound = self._optimise_slopes(value, lower, upper, lam0, bias0, pre, values,
-                                              (start, None, None), alpha_steps, alpha_lr)[0]
+            start = value
+            if isinstance(producer.op, Dense) and len(producer.op.input_shapes[0]) == 1:
+                # the rows of a dense layer are its weight rows: start one step back, exactly
+                start = producer.inputs[0]
+                weight = producer.op.weight[part]
+                lam0 = torch.cat([weight, -weight]).unsqueeze(0).expand(batch, -1, -1)
+                offset = producer.op.bias[part] if producer.op.has_bias else weight.new_zeros(n)
+                bias0 = torch.cat([offset, -offset]).unsqueeze(0).expand(batch, -1)
             else:
-                bound = concretize(*self._backward(value, lam0, bias0, pre, values), lower, upper)
+                lam0 = lower.new_zeros((batch, 2 * n, math.prod(shape)))
+                lam0[:, torch.arange(n), part] = 1.0
+                lam0[:, n + torch.arange(n), part] = -1.0
+                lam0 = lam0.reshape((batch, 2 * n) + shape)
+                bias0 = lower.new_zeros((batch, 2 * n))
+            if alpha_steps:
+                unbounded = torch.full((batch, 2 * n), -torch.inf, dtype=lower.dtype, device=lower.device)
+                bound = self._optimise_slopes(start, lower, upper, lam0, bias0, pre, values,
+                                              (unbounded, None, None), alpha_steps, alpha_lr)[0]
+            else:
+                bound = concretize(*self._backward(start, lam0, bias0, pre, values), lower, upper)
             low_new[:, part] = torch.maximum(low_new[:, part], bound[:, :n])
             up_new[:, part] = torch.minimum(up_new[:, part], -bound[:, n:])
         return self._shaped(value, (low_new, up_new))
