@@ -86,12 +86,14 @@ def run_marabou(command: Path, network: Path, prop: Path, timeout: float) -> tup
 
 def repaired_files(strategies: list[str], network: Path, prop: Path, folder: Path, budget: float) -> list[tuple[Path, str, str]]:
     """(file, strategy, repair status) per strategy: ``verirepair check-and-fix`` of ``network`` /
-    ``prop``; the file is the proven one, else the last candidate (``--keep-unproven``)."""
+    ``prop``; the file is the proven one, else the last candidate (``--keep-unproven``); each
+    repair's report goes beside it."""
     out = []
     for name in strategies:
         proven, kept = folder / f"{network.stem}.{name}.onnx", folder / f"{network.stem}.{name}.unproven.onnx"
         done = subprocess.run([sys.executable, "-m", "verirepair", "check-and-fix", str(network), str(prop), "--strategy", name,
-                               "--budget", str(budget), "-o", str(proven), "--keep-unproven", str(kept), "--json"],
+                               "--budget", str(budget), "-o", str(proven), "--keep-unproven", str(kept), "--json",
+                               "--report", str(folder / f"{network.stem}.{name}.report.json")],
                               check=False, capture_output=True, text=True)
         try:
             status = str(json.loads(done.stdout)["status"])
