@@ -24,6 +24,8 @@ from verirepair.repair import (
     strategy_named,
 )
 from verirepair.repair.reassure.boxes import BoxPatchSettings, BoxPatchStrategy
+from verirepair.repair.reassure.export import mlp_to_onnx
+from verirepair.repair.reassure.regions import relu_mlp_of
 from verirepair.verify import VerifySettings, verify_files
 
 # Every registered strategy that writes ONNX files of its own ("auto" picks among these).
@@ -101,3 +103,20 @@ def test_reassure_export_of_a_float64_model_stays_float64(files, tmp_path):
     assert report.status == "repaired"
     _assert_like_the_original(out, original)
     assert verify_files(out, files["spec"], VerifySettings(timeout=60)).status == "unsat"
+
+
+def test_reassure_export_of_acas_xu_keeps_its_declarations_and_outputs(benchmarks: Path, tmp_path: Path) -> None:
+    """A [1, 1, 1, 5] input (flattened inside) and the original's own input/output declarations;
+    onnxruntime gives the original's outputs (the same float32 weights, unpatched)."""
+    path = benchmarks / "acasxu" / "onnx" / "ACASXU_run2a_2_1_batch_2000.onnx"
+    original = load_network(path)
+    written = tmp_path / "acas.onnx"
+    onnx.save(mlp_to_onnx(relu_mlp_of(original), original), str(written))
+    model, before = onnx.load(str(written)), onnx.load(str(path))
+    assert all(t == onnx.TensorProto.FLOAT for _, t in _floating_constants(model))
+    assert "Cast" not in {n.op_type for n in model.graph.node}
+    (declared,) = model.graph.input
+    assert declared == next(v for v in before.graph.input if v.name == original.input_name)
+    assert list(model.graph.output) == list(before.graph.output)
+    x = np.random.default_rng(9).uniform(-0.5, 0.5, size=(32, 5))
+    np.testing.assert_allclose(run_onnxruntime(load_network(written), x), run_onnxruntime(original, x), rtol=1e-5, atol=1e-6)
