@@ -252,6 +252,8 @@ def test_cli_repair_points_and_convert(files, tmp_path, capsys):
 
 
 def test_reassure_patches_are_exactly_zero_on_the_domain_outside_the_property_box(files, tmp_path):
+    import torch
+
     from verirepair.network import load_network, run_onnxruntime
     from verirepair.repair.reassure import ReassureSettings, ReassureStrategy
     from verirepair.spec import Box
@@ -263,8 +265,13 @@ def test_reassure_patches_are_exactly_zero_on_the_domain_outside_the_property_bo
     assert report.status == "repaired" and report.regions_patched >= 1
     x = np.random.default_rng(3).uniform(-3, 3, (20000, 2))
     far = x[np.abs(x).max(axis=1) > 1.1]  # outside the property's box [-1, 1]^2 and its support band
-    before, after = (run_onnxruntime(load_network(p), far) for p in (files["violated"], out))
-    assert np.abs(after - before).max() <= 1e-6
+    # Exactly zero in the files' float64 semantics (our import); onnxruntime's float32 arithmetic
+    # sums the wider layers in another order, so its outputs differ by float32 rounding only.
+    original, repaired = load_network(files["violated"]), load_network(out)
+    exact = [n.forward(torch.from_numpy(far)).detach().numpy() for n in (original, repaired)]
+    assert np.abs(exact[1] - exact[0]).max() <= 1e-9
+    before, after = (run_onnxruntime(n, far) for n in (original, repaired))
+    assert np.abs(after - before).max() <= 1e-5
 
 
 class _Recording(WithoutPolish):

@@ -1,66 +1,51 @@
 """Write a `ReluMlp` (the original layers widened with the patch units) as one ONNX model.
 
-Standard operators only (``Flatten``, ``Cast``, ``Gemm``, ``Relu``, ``Reshape``), opset 13. The
-input and output stay float32; inside, the layers run in float64 (``Cast`` in and out): the patch
-units multiply region distances by the sharpness ``γ`` and the bound ``K``, which would amplify
-float32 rounding of the weights and activations to visible output errors.
-Apart from that,
-the input and output keep the original model's names and shapes, so every tool that ran the
-original runs the repaired file unchanged. The original's layers appear as their exact dense
-matrices (verirepair's lowering), which for the usual MLP files are the file's own weights.
+Standard operators only (``Flatten`` when the input is not [batch, n], ``Gemm``, ``Relu``,
+``Reshape`` when the output is not [batch, m]), opset 13, every constant in the original's element
+type and no ``Cast`` (`export_io`): other verifiers read the file as they read the original. The
+weights are rounded to that type here; the loop verifies the file as written, so the proof covers
+the rounded weights. The input and output keep the original model's declarations, so every tool
+that ran the original runs the repaired file unchanged. The original's layers appear as their exact
+dense matrices (verirepair's lowering), which for the usual MLP files are the file's own weights.
 """
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from ...network import Network
+from ..export_io import (
+    constant,
+    flat_input,
+    flat_output,
+    io_declarations,
+    reshape_output,
+)
 from .regions import ReluMlp
 
 OPSET = 13
-
-
-def _dims(shape: tuple[int, ...]) -> list[int]:
-    return [int(d) for d in shape]
+PREFIX = "repair_"
 
 
 def mlp_to_onnx(mlp: ReluMlp, like: Network, metadata: dict[str, object] | None = None) -> onnx.ModelProto:
-    if like.input_dtype != np.float32:
-        # Only float32 models are produced; a float64 original would lose precision silently.
-        raise ValueError(f"repair export supports float32 models, the original uses {like.input_dtype}")
-    nodes, inits = [], []
-
-    def const(name: str, array: np.ndarray, dtype=np.float64) -> str:
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=dtype), name))
-        return name
-
-    current = like.input_name
-    if len(like.input_shape) != 2:
-        nodes.append(helper.make_node("Flatten", [current], ["repair_flat_input"], axis=1))
-        current = "repair_flat_input"
-    nodes.append(helper.make_node("Cast", [current], ["repair_input64"], to=TensorProto.DOUBLE))
-    current = "repair_input64"
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    current = flat_input(like, nodes, PREFIX)
     last = len(mlp.weights) - 1
     for i, (w, b) in enumerate(zip(mlp.weights, mlp.biases)):
-        out = "repair_flat_output" if i == last else f"repair_z{i}"
-        nodes.append(helper.make_node("Gemm", [current, const(f"repair_W{i}", w), const(f"repair_B{i}", b)], [out], transB=1))
+        out = flat_output(like, PREFIX) if i == last else f"{PREFIX}z{i}"
+        inits += [constant(f"{PREFIX}W{i}", w, like), constant(f"{PREFIX}B{i}", b, like)]
+        nodes.append(helper.make_node("Gemm", [current, f"{PREFIX}W{i}", f"{PREFIX}B{i}"], [out], transB=1))
         current = out
         if i < last:
-            nodes.append(helper.make_node("Relu", [out], [f"repair_h{i}"]))
-            current = f"repair_h{i}"
-    shape = const("repair_output_shape", np.array([-1] + _dims(like.output_shape[1:])), dtype=np.int64)
-    nodes.append(helper.make_node("Cast", [current], ["repair_output32"], to=TensorProto.FLOAT))
-    nodes.append(helper.make_node("Reshape", ["repair_output32", shape], [like.output_name]))
-    graph = helper.make_graph(
-        nodes, "verirepair_repaired",
-        [helper.make_tensor_value_info(like.input_name, TensorProto.FLOAT, _dims(like.input_shape))],
-        [helper.make_tensor_value_info(like.output_name, TensorProto.FLOAT, _dims(like.output_shape))],
-        initializer=inits,
-    )
+            nodes.append(helper.make_node("Relu", [out], [f"{PREFIX}h{i}"]))
+            current = f"{PREFIX}h{i}"
+    reshape_output(like, nodes, inits, PREFIX)
+    declared_input, declared_output = io_declarations(like)
+    graph = helper.make_graph(nodes, "verirepair_repaired", [declared_input], [declared_output], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="verirepair-repair")
     model.ir_version = 8
     if metadata:
