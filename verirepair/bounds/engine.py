@@ -87,8 +87,9 @@ class BoundEngine:
 
     def __init__(self, graph: BoundGraph, stop: Callable[[], bool] | None = None,
                  chunk_bytes: float = BACKWARD_CHUNK_BYTES) -> None:
-        """``stop``: asked before every α-CROWN step; once it answers True the optimisations end
-        with the best bounds so far (sound at any step), so a verifier's deadline is kept."""
+        """``stop``: asked before every α-CROWN step and every chunk of neurons re-bounded by CROWN;
+        once it answers True the optimisations end with the best bounds so far and the neurons left
+        keep their interval bounds (sound either way), so a verifier's deadline is kept."""
         self.graph = graph
         self.stop = stop or (lambda: False)
         self.chunk_bytes = chunk_bytes
@@ -231,6 +232,8 @@ class BoundEngine:
         low_new, up_new = low_flat.clone(), up_flat.clone()
         producer = self.graph.nodes[self.graph.producer[value]]
         for first in range(0, rows.numel(), chunk):
+            if self.stop():  # the rows left keep their interval bounds: looser, as sound
+                break
             part = rows[first:first + chunk]
             n = part.numel()
             start = value
