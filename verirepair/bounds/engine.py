@@ -283,9 +283,10 @@ class BoundEngine:
         if method != "alpha-crown" or alpha_steps <= 0:
             return OutputBound(best, lam, bias, layers, node_coefficients=record)
         with torch.enable_grad():  # callers may bound under no_grad; the slopes need gradients
-            optimised = self._optimise_slopes(self.graph.output, lower, upper, lam0, d, pre, values, (best, lam, bias),
-                                              alpha_steps, alpha_lr, interval_multipliers, start, keep_relaxation)
-        return OutputBound(*optimised, layers, node_coefficients=record)
+            best, lam, bias, kept = self._optimise_slopes(self.graph.output, lower, upper, lam0, d, pre, values,
+                                                          (best, lam, bias), alpha_steps, alpha_lr,
+                                                          interval_multipliers, start, keep_relaxation)
+        return OutputBound(best, lam, bias, layers, kept, node_coefficients=record)
 
     def _optimise_slopes(self, start_value: str, lower: Tensor, upper: Tensor, lam0: Tensor, bias0: Tensor,
                          pre: dict[int, tuple[Tensor, Tensor]], values: Intervals,
