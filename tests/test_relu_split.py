@@ -24,7 +24,12 @@ from verirepair.milp import HighsSolver, MilpSettings, encode_graph
 from verirepair.network import load_network
 from verirepair.spec import Box
 from verirepair.verify.deadline import Deadline
-from verirepair.verify.relu_split import Domains, ReluSplitter, _children, relu_split_search
+from verirepair.verify.relu_split import (
+    Domains,
+    ReluSplitter,
+    _children,
+    relu_split_search,
+)
 from verirepair.verify.result import Counterexample
 from verirepair.verify.settings import VerifySettings
 
@@ -130,7 +135,7 @@ def test_split_domain_bounds_hold_on_every_sampled_point_of_the_domain(seed: int
                                                                        rebound: bool) -> None:
     case = Case(seed, residual)
     domains, signs = case.random_domains(6, warm)
-    splitter = ReluSplitter(case.engine, case.objective, 0.25, case.lower[0], case.upper[0])
+    splitter = ReluSplitter(case.engine, case.objective, 0.25, case.lower[0], case.upper[0], case.root_bounds())
     if rebound:
         domains, _ = splitter.rebound(domains)
     result = splitter.bound(domains, start=warm)
@@ -154,7 +159,7 @@ def test_rebounded_intermediate_bounds_hold_on_the_domain_and_only_empty_domains
     sampled point of the domain; the bounds never widen; a domain flagged empty has no point."""
     case = Case(seed, residual)
     domains, signs = case.random_domains(8, warm=False)
-    splitter = ReluSplitter(case.engine, case.objective, 0.0, case.lower[0], case.upper[0])
+    splitter = ReluSplitter(case.engine, case.objective, 0.0, case.lower[0], case.upper[0], case.root_bounds())
     rebounded, empty = splitter.rebound(domains)
     for k in range(len(signs)):
         assert bool((rebounded.pre_lower[k] >= domains.pre_lower[k]).all())
@@ -173,7 +178,7 @@ def test_rebounded_intermediate_bounds_hold_on_the_domain_and_only_empty_domains
 def test_children_split_the_branching_neuron_at_zero_and_reset_its_multipliers() -> None:
     case = Case(5)
     domains, _ = case.random_domains(3, warm=True)
-    splitter = ReluSplitter(case.engine, case.objective, 0.0, case.lower[0], case.upper[0])
+    splitter = ReluSplitter(case.engine, case.objective, 0.0, case.lower[0], case.upper[0], case.root_bounds())
     parents = splitter.bound(domains).domains
     parents = parents.select((parents.branch >= 0).nonzero().flatten())
     assert parents.size > 0

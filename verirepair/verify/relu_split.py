@@ -84,10 +84,10 @@ class Domains:
     def _parts(self) -> list[list[Tensor]]:
         return [self.pre_lower, self.pre_upper, self.slopes, self.multipliers]
 
-    def select(self, index: Tensor) -> "Domains":
+    def select(self, index: Tensor) -> Domains:
         return Domains(*[[t[index] for t in part] for part in self._parts()], self.lower[index], self.branch[index])
 
-    def replace(self, index: Tensor, other: "Domains") -> "Domains":
+    def replace(self, index: Tensor, other: Domains) -> Domains:
         """These domains with rows ``index`` replaced by ``other``'s."""
         def put(mine: Tensor, theirs: Tensor) -> Tensor:
             mine = mine.clone()
@@ -98,12 +98,12 @@ class Domains:
         return Domains(*parts, put(self.lower, other.lower), put(self.branch, other.branch))
 
     @staticmethod
-    def join(parts: list["Domains"]) -> "Domains":
+    def join(parts: list[Domains]) -> Domains:
         fields = zip(*[p._parts() for p in parts])
         return Domains(*[[torch.cat(layer) for layer in zip(*field)] for field in fields],
                        torch.cat([p.lower for p in parts]), torch.cat([p.branch for p in parts]))
 
-    def with_layers(self, layers: LayerBounds) -> "Domains":
+    def with_layers(self, layers: LayerBounds) -> Domains:
         return Domains([l for l, _ in layers.pre_activation], [u for _, u in layers.pre_activation],
                        self.slopes, self.multipliers, self.lower, self.branch)
 
@@ -119,8 +119,10 @@ class ReluSplitter:
     """Bounds, branches and re-bounds domains of one objective ``c·f(x) + offset`` over one box."""
 
     def __init__(self, engine: BoundEngine, objective: Tensor, offset: float, box_lower: Tensor,
-                 box_upper: Tensor) -> None:
+                 box_upper: Tensor, pre_bounds: list[tuple[Tensor, Tensor]]) -> None:
+        """``pre_bounds``: bounds of every ReLU's input on the box (`BoundGraph.nonlinear` order)."""
         self.engine = engine
+        self.splittable = [((l < 0) & (u > 0)).reshape(1, -1) for l, u in pre_bounds]
         self.C = objective.reshape(1, -1)
         self.d = torch.tensor([offset], dtype=box_lower.dtype, device=box_lower.device)
         self.box_lower, self.box_upper = box_lower.reshape(1, -1), box_upper.reshape(1, -1)
@@ -139,7 +141,8 @@ class ReluSplitter:
         result = self.engine.output_bounds(box_lower, box_upper, self.C, self.d, method="alpha-crown",
                                            alpha_steps=OPTIMISE_STEPS, alpha_lr=ALPHA_LR,
                                            layers=LayerBounds(tuple(zip(domains.pre_lower, domains.pre_upper))),
-                                           interval_multipliers=True, start=initial, keep_relaxation=True,
+                                           interval_multipliers=self._multiplier_masks(domains),
+                                           start=initial, keep_relaxation=True,
                                            record_coefficients=True)
         assert result.coefficients is not None and result.relaxation is not None
         assert result.node_coefficients is not None
@@ -153,6 +156,15 @@ class ReluSplitter:
                           torch.maximum(own, domains.lower), branch)
         vertex = torch.where(result.coefficients[:, 0] > 0, box_lower, box_upper)
         return BatchBound(bounded, own, vertex)
+
+    def _multiplier_masks(self, domains: Domains) -> dict[int, Tensor]:
+        """[D, 1, n, 2] per ReLU node: multipliers on the bounds that splits put at 0 (an upper bound
+        <= 0 or a lower bound >= 0 of a neuron unstable on the whole box: a split, or a neuron its
+        re-bounding made stable). The other bounds keep no multiplier: they slow the optimisation
+        down more than they tighten it."""
+        return {i: (torch.stack([upper <= 0, lower >= 0], dim=-1) & splittable.unsqueeze(-1)).unsqueeze(1)
+                for i, lower, upper, splittable in zip(self.nodes, domains.pre_lower, domains.pre_upper,
+                                                       self.splittable)}
 
     def _branching(self, domains: Domains, lams: list[Tensor]) -> Tensor:
         """Per domain, the flat index of the unsplit unstable neuron with the largest score (-1: none).
@@ -217,7 +229,7 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
     ``margin_of`` maps network outputs to the region's violation margin (<= 0: violation), used to
     rank candidate points before they are replayed in onnxruntime by ``confirm``.
     """
-    splitter = ReluSplitter(engine, objective, offset, box_lower, box_upper)
+    splitter = ReluSplitter(engine, objective, offset, box_lower, box_upper, pre_bounds)
     lower = box_lower.reshape(-1)
     device, dtype = lower.device, lower.dtype
     sizes = [int(l.numel()) for l, _ in pre_bounds]
