@@ -147,8 +147,12 @@ def test_split_domain_bounds_hold_on_every_sampled_point_of_the_domain(seed: int
         if bool(inside.any()):
             assert float(result.own[d]) <= float(value[inside].min()) + 1e-9
     assert bool((result.domains.lower >= result.own).all())
-    for slope, multiplier in zip(result.domains.slopes, result.domains.multipliers):
+    for slope, multiplier, lower, upper, (root_lower, root_upper) in zip(
+            result.domains.slopes, result.domains.multipliers, domains.pre_lower, domains.pre_upper, case.root_bounds()):
         assert bool(((slope >= 0) & (slope <= 1)).all()) and bool((multiplier >= 0).all())
+        # only the bounds that splits (or re-bounding) moved to 0 carry a multiplier
+        split = torch.stack([upper <= 0, lower >= 0], dim=-1) & ((root_lower < 0) & (root_upper > 0)).unsqueeze(-1)
+        assert bool((multiplier[~split] == 0).all())
 
 
 @settings(max_examples=30, deadline=None)

@@ -10,9 +10,11 @@ bound comes from the graph engine (`bounds.engine`), which has no notion of a sp
   ``layers``, so a split neuron is relaxed exactly (identity or zero).
 * Its bound is the engine's α-CROWN bound with ``interval_multipliers``: a multiplier ``β >= 0`` on
   a neuron's bound at 0 adds ``-β·s_i·z_i(x)`` (never positive on the domain) to the objective,
-  which is β-CROWN's split term; the right side is bounded over the whole box. The multipliers on
-  unsplit neurons' bounds are sound the same way. Any slopes α in [0, 1] and any β >= 0 give a
-  sound bound, so both are optimised and the best bound seen is kept.
+  which is β-CROWN's split term; the right side is bounded over the whole box. Multipliers on the
+  other bounds would be sound the same way, but in a dozen steps they cost more than they gain, so
+  only the bounds of neurons unstable on the box and stable on the domain carry one (a mask). Any
+  slopes α in [0, 1] and any β >= 0 give a sound bound, so both are optimised and the best bound
+  seen is kept.
 * Warm starts: each domain keeps the slopes and multipliers of its best bound; both children
   start from them, with the multipliers of the neuron just split reset to zero.
 
