@@ -65,7 +65,7 @@ class OutputBound:
     constant: Tensor | None
     layers: LayerBounds
     relaxation: Relaxation | None = None  # the best parameters per (box, row), when asked for
-    node_coefficients: dict[int, Tensor] | None = None  # λ [B, m, n] at each non-linear node's output (first pass)
+    node_coefficients: dict[int, Tensor] | None = None  # λ [B, m, n] at each non-linear node's output (starting parameters)
 
 
 def concretize(lam: Tensor, bias: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
@@ -266,7 +266,7 @@ class BoundEngine:
     # ---- output bounds -------------------------------------------------------------------------
     def output_bounds(self, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor | None = None,
                       method: Method = "crown", alpha_steps: int = 20, alpha_lr: float = 0.1,
-                      layers: LayerBounds | None = None, interval_multipliers: bool = False,
+                      layers: LayerBounds | None = None, interval_multipliers: bool | dict[int, Tensor] = False,
                       start: Relaxation | None = None, keep_relaxation: bool = False,
                       record_coefficients: bool = False) -> OutputBound:
         """Lower bounds of ``C·f(x) + d`` on each box; ``C`` is [m, n_out] or [B, m, n_out].
@@ -275,9 +275,13 @@ class BoundEngine:
         non-linear node's input bounds (see `_backward`): then the result bounds ``C·f(x) + d`` on
         the points of the box where ``layers`` hold, which is all of it unless they were narrowed
         (as branch and bound narrows them: a ReLU split is a bound at zero, and its multiplier is
-        β-CROWN's). ``start``: α-CROWN's parameters to start from (a parent domain's), instead of
-        CROWN's slopes and zero multipliers; ``keep_relaxation`` returns the best ones;
-        ``record_coefficients`` returns the λ at every non-linear node's output from the first pass.
+        β-CROWN's). A dict of masks per node (bool, broadcastable to its [B, m, n, 2] multipliers)
+        optimises only those multipliers, the others staying 0: β-CROWN's, on split neurons only,
+        converge in fewer steps than all of them. ``start``: α-CROWN's parameters to start from (a
+        parent domain's), instead of CROWN's slopes and zero multipliers; ``keep_relaxation``
+        returns the best ones;
+        ``record_coefficients`` returns the λ at every non-linear node's output for the starting
+        parameters (``start``'s, else CROWN's: the first pass).
         """
         batch = lower.shape[0]
         C = C.to(lower.dtype).expand(batch, -1, -1) if C.dim() == 2 else C.to(lower.dtype)
@@ -298,15 +302,17 @@ class BoundEngine:
         if method != "alpha-crown" or alpha_steps <= 0:
             return OutputBound(best, lam, bias, layers, node_coefficients=record)
         with torch.enable_grad():  # callers may bound under no_grad; the slopes need gradients
-            optimised = self._optimise_slopes(self.graph.output, lower, upper, lam0, d, pre, values, (best, lam, bias),
-                                              alpha_steps, alpha_lr, interval_multipliers, start, keep_relaxation)
-        return OutputBound(*optimised, layers, node_coefficients=record)
+            best, lam, bias, kept = self._optimise_slopes(self.graph.output, lower, upper, lam0, d, pre, values,
+                                                          (best, lam, bias), alpha_steps, alpha_lr,
+                                                          interval_multipliers, start, keep_relaxation, record)
+        return OutputBound(best, lam, bias, layers, kept, node_coefficients=record)
 
     def _optimise_slopes(self, start_value: str, lower: Tensor, upper: Tensor, lam0: Tensor, bias0: Tensor,
                          pre: dict[int, tuple[Tensor, Tensor]], values: Intervals,
                          start: tuple[Tensor, Tensor | None, Tensor | None], steps: int, lr: float,
-                         interval_multipliers: bool = False, initial: Relaxation | None = None,
-                         keep_relaxation: bool = False) -> tuple[Tensor, Tensor, Tensor, Relaxation | None]:
+                         interval_multipliers: bool | dict[int, Tensor] = False, initial: Relaxation | None = None,
+                         keep_relaxation: bool = False, record: dict[int, Tensor] | None = None,
+                         ) -> tuple[Tensor, Tensor, Tensor, Relaxation | None]:
         """α-CROWN: Adam on the slopes of the activations behind ``start_value`` (one set per row of
         ``lam0``; ReLU lower slopes, S-shaped lower and upper slopes) for the bounds of
         ``lam0·v + bias0``; with ``interval_multipliers`` also on β (see `_backward`).
@@ -314,7 +320,8 @@ class BoundEngine:
         Any ReLU slope in [0, 1], any S-shaped slope and any β >= 0 give a sound bound, so every
         iterate is sound; per (box, row) the best bound seen is kept with its linear function (and,
         with ``keep_relaxation``, its parameters), starting from ``start`` (bound, λ, bias; λ and
-        bias may be None when the bound is -inf) and from the parameters ``initial``.
+        bias may be None when the bound is -inf) and from the parameters ``initial``; ``record`` gets
+        the λ of the first step (see `_backward`).
         """
         graph = self.graph
         batch, rows = lam0.shape[:2]
@@ -326,22 +333,27 @@ class BoundEngine:
                 given = initial.slopes.get(i) if initial is not None else None
                 first = op.default_alpha(*pre[i]).unsqueeze(1) if given is None else given.to(lam0.dtype)
                 alphas[i] = first.expand(batch, rows, *first.shape[2:]).clone().requires_grad_(True)
+        masks = ({i: m.to(lam0.dtype) for i, m in interval_multipliers.items()}
+                 if isinstance(interval_multipliers, dict) else None)
         multipliers = {}
-        if interval_multipliers:
-            for i in behind:
-                given = initial.multipliers.get(i) if initial is not None else None
-                first = lam0.new_zeros(batch, rows, pre[i][0].shape[-1], 2) if given is None else given.to(lam0.dtype)
-                multipliers[i] = first.expand(batch, rows, *first.shape[2:]).clone().requires_grad_(True)
+        for i in behind if interval_multipliers else ():
+            if masks is not None and i not in masks:
+                continue
+            given = initial.multipliers.get(i) if initial is not None else None
+            first = lam0.new_zeros(batch, rows, pre[i][0].shape[-1], 2) if given is None else given.to(lam0.dtype)
+            first = first.expand(batch, rows, *first.shape[2:])
+            multipliers[i] = (first if masks is None else first * masks[i]).clone().requires_grad_(True)
         best = start[0].detach().clone()
         best_lam = None if start[1] is None else start[1].detach().clone()
         best_bias = None if start[2] is None else start[2].detach().clone()
         kept = Relaxation({i: a.detach().clone() for i, a in alphas.items()},
                           {i: b.detach().clone() for i, b in multipliers.items()}) if keep_relaxation else None
         optimiser = Adam([(list(alphas.values()), lr), (list(multipliers.values()), lr / 2)])
-        for _ in range(steps if alphas or multipliers else 0):
+        for step in range(steps if alphas or multipliers else 0):
             if self.stop():
                 break
-            lam, bias = self._backward(start_value, lam0, bias0, pre, values, alphas, multipliers)
+            lam, bias = self._backward(start_value, lam0, bias0, pre, values, alphas, multipliers,
+                                       record if step == 0 else None)
             bound = concretize(lam, bias, lower, upper)
             with torch.no_grad():
                 better = bound > best
@@ -353,14 +365,18 @@ class BoundEngine:
                         for i, value in params.items():
                             mask = better.reshape(better.shape + (1,) * (value.dim() - 2))
                             found[i] = torch.where(mask, value, found[i])
+            if step == steps - 1:  # a last update would never be evaluated
+                break
             optimiser.zero_grad()
             (-bound.sum()).backward()
             optimiser.step()
             with torch.no_grad():
                 for alpha in alphas.values():
                     alpha.clamp_(0.0, 1.0)
-                for multiplier in multipliers.values():
+                for i, multiplier in multipliers.items():
                     multiplier.clamp_(min=0.0)
+                    if masks is not None:
+                        multiplier.mul_(masks[i])
         if best_lam is None or best_bias is None:  # no step was taken
             lam, bias = self._backward(start_value, lam0, bias0, pre, values)
             return torch.maximum(best, concretize(lam, bias, lower, upper)).detach(), lam.detach(), bias.detach(), kept

@@ -170,7 +170,7 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
         open_clauses = _open(refined_bounds, settings)
         if not open_clauses:
             return SearchOutcome("proven", None, 1, solver_decided=True), "milp-bounds"
-    if graph.is_relu_mlp and settings.relu_split_share > 0:
+    if graph.is_relu_network and settings.relu_split_share > 0:
         found, open_clauses = search_clauses(relu_split_search, settings.relu_split_share, engine, rows, open_clauses,
                                              layers, lower, upper, settings, deadline, confirm)
         if found is not None:
