@@ -32,6 +32,8 @@ from .operators import BoundMaxPool, BoundRelu, BoundSShaped
 
 Tensor = torch.Tensor
 
+SHAPE_OPS = {"Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+"""Operators whose output is their operand's values in the same order."""
 COPY_OPS = {"Identity", "Dropout", "Cast", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice",
             "Split", "Concat", "Pad", "Gather"}
 """Operators whose every output element is one input element or a constant."""
@@ -85,7 +87,7 @@ class _Builder:
 
     def linear(self, name: str, op_type: str, operation: Callable[..., Tensor], operands: list[str | Tensor | None],
                output: str, roles: dict[int, Role] | None = None, copy: bool = False,
-               signs: dict[int, int] | None = None) -> str:
+               signs: dict[int, int] | None = None, shape_only: bool = False) -> str:
         """A `LinearOperator` over ``operands``: value names (dynamic) or constant tensors."""
         dynamic = tuple(i for i, o in enumerate(operands) if isinstance(o, str))
         constants = {i: o for i, o in enumerate(operands) if isinstance(o, Tensor)}
@@ -98,7 +100,8 @@ class _Builder:
                             {i: roles.get(i, "keep") for i in constants},
                             tuple((signs or {}).get(i, 1) for i in dynamic),
                             tuple(self.shape(operands[i]) for i in dynamic),  # type: ignore[arg-type]
-                            self._output_shape(operation, operands), copy=copy)
+                            self._output_shape(operation, operands), copy=copy,
+                            shape_only=shape_only and len(dynamic) == 1)
         return self.add(name, op, tuple(operands[i] for i in dynamic), output)  # type: ignore[misc]
 
     def _keeps_batch(self, operation: Callable[..., Tensor], operands: list[str | Tensor | None]) -> bool:
@@ -157,7 +160,8 @@ class _Builder:
                 if name in self.used:
                     operation = node.operation if len(node.outputs) == 1 else _output_of(node.operation, index)
                     self.linear(node.name, op_type, operation, operands, name, ROLES.get(op_type),
-                                copy=op_type in COPY_OPS, signs=_signs(op_type, dynamic))
+                                copy=op_type in COPY_OPS, signs=_signs(op_type, dynamic),
+                                shape_only=op_type in SHAPE_OPS)
 
     def _folds_into_dense(self, node: Node, operands: list[str | Tensor | None]) -> bool:
         """A MatMul's output read only by this Add of a constant row becomes that MatMul's bias

@@ -59,6 +59,7 @@ class LinearOperator:
     output_shape: tuple[int, ...]
     copy: bool = False
     bias: Tensor | None = field(default=None)
+    shape_only: bool = False  # the output is the operand's values in the same order (Flatten, Reshape, ...)
 
     def __post_init__(self) -> None:
         if self.bias is None:
@@ -107,8 +108,28 @@ class LinearOperator:
     def abs_apply(self, *magnitudes: Tensor) -> Tensor:
         return self._call([s * m for s, m in zip(self.signs, magnitudes)], self._abs_constants)
 
+    @cached_property
+    def diagonal(self) -> Tensor | None:
+        """The coefficients of an element-wise map of one operand (Sub/Add/Mul/Div by constants,
+        Neg, BatchNormalization): ``apply`` of ones, if the output has the operand's shape and the
+        map is element-wise (checked on a random point); else None."""
+        if len(self.input_shapes) != 1 or self.input_shapes[0] != self.output_shape or self.copy:
+            return None
+        ones = torch.ones((1,) + self.output_shape, dtype=torch.float64, device=self._device)
+        coefficients = self.apply(ones)
+        probe = torch.randn((1,) + self.output_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        probe = probe.to(self._device)
+        expected = self.apply(probe)
+        if not torch.allclose(coefficients * probe, expected, rtol=1e-12, atol=1e-12 * float(expected.abs().max())):
+            return None
+        return coefficients[0]
+
     def transpose(self, lam: Tensor) -> list[Tensor]:
         """``Λ·A`` per dynamic operand, for ``lam`` [N, *output_shape] (N rows of any origin)."""
+        if self.shape_only:
+            return [lam.reshape((lam.shape[0],) + self.input_shapes[0])]
+        if self.diagonal is not None:
+            return [lam * self.diagonal]
         zeros = [lam.new_zeros((lam.shape[0],) + shape) for shape in self.input_shapes]
         _, pullback = torch.func.vjp(self.apply, *zeros)
         return list(pullback(lam))

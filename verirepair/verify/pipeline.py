@@ -159,7 +159,8 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
         return SearchOutcome("proven", None, 1), "alpha-crown"
     if low_dimensional:
         return input_split_search(engine, rows, region, settings, deadline, confirm), "input-split"
-    refinable = graph.is_relu_mlp and len(layers.pre_activation) > 1 and settings.milp_refine_layers > 0
+    refinable = (graph.is_relu_network and graph.dense_entries <= settings.milp_max_dense_entries
+                 and len(layers.pre_activation) > 1 and settings.milp_refine_layers > 0)
     refined = refinable and min(clause_bounds) < -settings.milp_refine_gap  # later proofs rest on a solver
     if refined:
         refining = Deadline(settings.milp_refine_share * deadline.remaining())
