@@ -23,7 +23,7 @@ from .domain import (
     near,
     uniform_in,
 )
-from .mlp import ChainModule
+from ..parameters import TrainableNetwork
 from .settings import BirdnnSettings
 
 
@@ -70,7 +70,7 @@ class RepairData:
     settings name none) outside the boxes,
     plus up to as many of ``keep_inputs`` (e.g. the user's data set) outside the boxes."""
 
-    def __init__(self, spec: Spec, original: ChainModule, settings: BirdnnSettings, dtype: torch.dtype = torch.float32,
+    def __init__(self, spec: Spec, original: TrainableNetwork, settings: BirdnnSettings, dtype: torch.dtype = torch.float32,
                  keep_inputs: np.ndarray | None = None, decision: str = "argmax", domain: Box | None = None) -> None:
         self.spec = spec
         self.decision = decision  # "argmax", "argmin" or "ranking": which order of the outputs to keep

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ...bounds import BoundEngine, lower_network
+from ...bounds import BoundEngine, build_graph
 from ...spec import Box, Spec
 from ...verify import Deadline, VerifySettings
 from ...verify.falsify import descend
@@ -134,7 +134,7 @@ class BoxPatchStrategy(WithoutPolish):
         if self._state is None or self._state.original_id != id(problem.original):
             device = torch.device(problem.device)
             self._state = _State(id(problem.original), relu_mlp_of(problem.original),
-                                 BoundEngine(lower_network(problem.original).to(device)), device)
+                                 BoundEngine(build_graph(problem.original).to(device)), device)
         state = self._state
         spec = problem.spec
         region_rows = [RegionRows.of(region, spec.n_outputs, state.device) for region in spec.regions]
@@ -237,8 +237,8 @@ class BoxPatchStrategy(WithoutPolish):
         # plus the most violating samples pushed further by projected descent on the violation margin
         with torch.no_grad():
             samples = torch.as_tensor(x, device=state.device)
-            worst = samples[rows.margin(state.engine.chain.forward(samples)).argsort()[:self.settings.descents]]
-        refined = descend(state.engine.chain, rows, worst, lo, hi, self.settings.descent_steps, Deadline(DESCENT_SECONDS))
+            worst = samples[rows.margin(state.engine.graph.forward(samples)).argsort()[:self.settings.descents]]
+        refined = descend(state.engine.graph, rows, worst, lo, hi, self.settings.descent_steps, Deadline(DESCENT_SECONDS))
         x = np.vstack([x, refined.cpu().numpy()])
         y = state.mlp.forward(x)
         sampled = (y @ A.T - b).min(axis=0)  # per row, its smallest value on the samples

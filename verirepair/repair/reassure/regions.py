@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...bounds import ActivationLayer, AffineLayer, lower_network
+from ...bounds import BoundRelu, build_graph
 from ...errors import UnsupportedError
 from ...network import Network
 from ...network.nnet import relu_mlp_forward
@@ -75,15 +75,30 @@ class ReluMlp:
 
 
 def relu_mlp_of(network: Network) -> ReluMlp:
-    """The network as a `ReluMlp` (via the bound engine's exact lowering); other layers refused."""
-    chain = lower_network(network)
-    weights, biases = [], []
-    for layer in chain.layers:
-        if isinstance(layer, AffineLayer):
-            weights.append(layer.weight.detach().to(torch.float64).cpu().numpy())
-            biases.append(layer.bias.detach().to(torch.float64).cpu().numpy())
-        elif not (isinstance(layer, ActivationLayer) and layer.kind == "relu"):
-            raise UnsupportedError(network.path, "repair", "REASSURE needs a network of dense/affine layers and ReLUs only")
+    """The network as a `ReluMlp`: its bound graph must be a chain of linear nodes (dense,
+    convolution, reshapes, normalisation, ...) and ReLUs; the linear nodes between two ReLUs are
+    composed into one exact dense map (`LinearOperator.matrices`, float64). Other graphs refused."""
+    graph = build_graph(network)
+    previous = graph.input
+    weights: list[np.ndarray] = []
+    biases: list[np.ndarray] = []
+    weight, bias = np.eye(graph.n_inputs), np.zeros(graph.n_inputs)
+    for node in graph.nodes:
+        if node.inputs != (previous,) or not (node.is_linear or isinstance(node.op, BoundRelu)):
+            raise UnsupportedError(network.path, "repair", "REASSURE needs a chain of linear layers and ReLUs "
+                                   f"(node {node.name} is {'a branch' if node.inputs != (previous,) else 'not one'})")
+        previous = node.output
+        if isinstance(node.op, BoundRelu):
+            weights.append(weight)
+            biases.append(bias)
+            weight, bias = np.eye(len(bias)), np.zeros(len(bias))
+            continue
+        (matrix,) = node.op.matrices()
+        matrix = matrix.detach().to(torch.float64).cpu().numpy()
+        offset = node.op.bias.detach().to(torch.float64).cpu().numpy().reshape(-1) if node.op.has_bias else 0.0
+        weight, bias = matrix @ weight, matrix @ bias + offset
+    weights.append(weight)
+    biases.append(bias)
     return ReluMlp(tuple(weights), tuple(biases))
 
 
