@@ -13,13 +13,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import onnx_factory as F  # noqa: E402
 
-from verirepair.network import load_network, run_onnxruntime  # noqa: E402
+from verirepair.network import load_network, read_onnx_model, run_onnxruntime  # noqa: E402
 from verirepair.network.nnet import nnet_to_onnx, read_nnet  # noqa: E402
 from verirepair.repair.reassure.enumerate import enumerate_regions, region_violation  # noqa: E402
-from verirepair.repair.reassure.export import mlp_to_onnx  # noqa: E402
-from verirepair.repair.reassure.patch import RegionPatch, patched_mlp, patched_reference  # noqa: E402
+from verirepair.repair.reassure.beside import patched_model  # noqa: E402
+from verirepair.repair.reassure.patch import RegionPatch, patch_mlp, patched_reference  # noqa: E402
 from verirepair.repair.reassure.patch_lp import minimal_patch, patch_margin_on_region  # noqa: E402
-from verirepair.repair.reassure.regions import ReluMlp, chebyshev_centre, linear_region_of, pattern_key, relu_mlp_of  # noqa: E402
+from verirepair.repair.reassure.regions import (  # noqa: E402
+    ReluNetwork,
+    chebyshev_centre,
+    linear_region_of,
+    pattern_key,
+    relu_network_of,
+)
 from verirepair.repair.reassure.support import support_value  # noqa: E402
 from verirepair.verify import Deadline  # noqa: E402
 
@@ -39,13 +45,13 @@ def _label_clauses(m: int, label: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 @pytest.fixture(scope="module")
-def net(tmp_path_factory) -> tuple[ReluMlp, object, Path]:
+def net(tmp_path_factory) -> tuple[ReluNetwork, object, Path]:
     path = F.save(F.mlp(2, 8, 3, seed=5), tmp_path_factory.mktemp("nets") / "mlp.onnx")
     network = load_network(path)
-    return relu_mlp_of(network), network, path
+    return relu_network_of(network), network, path
 
 
-def _buggy_region(mlp: ReluMlp, prune=True):
+def _buggy_region(mlp: ReluNetwork, prune=True):
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (4000, 2))
     bad = x[mlp.forward(x).argmax(1) != LABEL]
@@ -129,12 +135,18 @@ def test_patched_chain_torch_and_onnxruntime_agree(net, tmp_path, forms):
                                    patch.C, patch.d, K, region.key, patch.norm))
         if len(patches) == 4:
             break
-    chain = patched_mlp(mlp, patches)
+    chain = patch_mlp(patches, 2, 3)
     probe = np.vstack([rng.uniform(-1, 1, (300, 2)), bad[:50]])
     reference = patched_reference(mlp, patches, probe)
-    np.testing.assert_allclose(chain.forward(probe), reference, atol=1e-9)
+    np.testing.assert_allclose(mlp.forward(probe) + chain.forward(probe), reference, atol=1e-9)
     path = tmp_path / "patched.onnx"
-    onnx.save(mlp_to_onnx(chain, network), path)
+    original = read_onnx_model(net[2])
+    onnx.save(patched_model(original, chain, network), path)
+    written = read_onnx_model(path)
+    # The original graph is kept, its output renamed; the patch network is added beside it.
+    assert [n.op_type for n in written.graph.node][:len(original.graph.node)] == [n.op_type for n in original.graph.node]
+    assert {i.name for i in original.graph.initializer} <= {i.name for i in written.graph.initializer}
+    assert written.graph.node[-1].op_type == "Add" and written.graph.node[-1].output[0] == network.output_name
     loaded = load_network(path)
     ours = loaded.forward(torch.from_numpy(probe)).numpy()
     ort = run_onnxruntime(loaded, probe)
