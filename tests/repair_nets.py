@@ -8,7 +8,6 @@ from collections import Counter
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-
 from onnx_factory import build_model
 
 ONNX_ACTIVATION = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}

@@ -71,8 +71,9 @@ def test_birdnn_repair_of_a_cnn_keeps_its_graph_and_is_proven_on_the_written_fil
     torch.set_num_threads(1)
     model_path, spec_path = cnn_problem
     output, unproven = tmp_path / "repaired.onnx", tmp_path / "repaired_unproven.onnx"
-    report = check_and_fix(model_path, spec_path, BirdnnRetrain(),
-                           RepairSettings(budget=120, verify_timeout=30, output=output, keep_unproven=unproven,
+    strategy = BirdnnFinetune(BirdnnSettings(domain_samples=5000, outside_samples=2000))
+    report = check_and_fix(model_path, spec_path, strategy,
+                           RepairSettings(budget=150, verify_timeout=30, output=output, keep_unproven=unproven,
                                           side_effect_samples=500))
     written = [path for path in (output, unproven) if path.exists()]
     assert written

@@ -17,7 +17,11 @@ from repair_nets import architecture, dense_chain, small_cnn
 from verirepair.network import load_network, read_onnx_model, run_onnxruntime
 from verirepair.repair.birdnn.domain import RegionTensors
 from verirepair.repair.birdnn.imitation import imitation_targets, nearest_indices
-from verirepair.repair.birdnn.localise import Neuron, scaled_outputs, with_scaled_neurons
+from verirepair.repair.birdnn.localise import (
+    Neuron,
+    scaled_outputs,
+    with_scaled_neurons,
+)
 from verirepair.repair.birdnn.pso import SwarmSettings, particle_swarm
 from verirepair.repair.parameters import TrainableNetwork, exported_model
 from verirepair.spec import parse_vnnlib

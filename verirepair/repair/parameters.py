@@ -88,7 +88,7 @@ class TrainableNetwork(torch.nn.Module):
         self.weights = torch.nn.ParameterList([torch.nn.Parameter(constants[name].clone()) for name in self.names])
         self.fixed = {name: value for name, value in constants.items() if name not in set(self.names)}
 
-    def __deepcopy__(self, memo: dict[int, object]) -> "TrainableNetwork":
+    def __deepcopy__(self, memo: dict[int, object]) -> TrainableNetwork:
         """A copy with its own parameters; the network and model (never changed) are shared."""
         twin = TrainableNetwork(self.network, self.dtype, self.model)
         twin.load(self.state())

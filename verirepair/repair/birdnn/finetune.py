@@ -22,7 +22,13 @@ from .common import (
     Phases,
     Session,
 )
-from .localise import Neuron, most_deviant, require_hidden_layers, scaled_outputs, with_scaled_neurons
+from .localise import (
+    Neuron,
+    most_deviant,
+    require_hidden_layers,
+    scaled_outputs,
+    with_scaled_neurons,
+)
 from .pso import particle_swarm
 from .samples import RepairData
 from .settings import BirdnnSettings

@@ -33,15 +33,15 @@ import numpy as np
 import torch
 
 from ...verify import Deadline
+from ..parameters import TrainableNetwork
 from ..report import decisions_changed
 from .attack import search_from_weakest
 from .certified import Partition, certified_shortfall
-from .domain import RegionTensors
 from .common import (
     Phases,
     Session,
 )
-from ..parameters import TrainableNetwork
+from .domain import RegionTensors
 from .samples import RepairData
 from .settings import BirdnnSettings
 from .strategy import BirdnnStrategy

@@ -16,6 +16,7 @@ import torch
 
 from ...spec import Box, Spec
 from ..input_domain import outside_boxes
+from ..parameters import TrainableNetwork
 from .domain import (
     RegionTensors,
     contained,
@@ -23,7 +24,6 @@ from .domain import (
     near,
     uniform_in,
 )
-from ..parameters import TrainableNetwork
 from .settings import BirdnnSettings
 
 
@@ -54,11 +54,11 @@ class SampleSet:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def take(self, index: torch.Tensor) -> "SampleSet":
+    def take(self, index: torch.Tensor) -> SampleSet:
         return SampleSet(self.x[index], self.member[index], self.y0[index], self.margin0[index])
 
     @staticmethod
-    def concat(first: "SampleSet", second: "SampleSet") -> "SampleSet":
+    def concat(first: SampleSet, second: SampleSet) -> SampleSet:
         return SampleSet(torch.cat([first.x, second.x]), torch.cat([first.member, second.member]),
                          torch.cat([first.y0, second.y0]), torch.cat([first.margin0, second.margin0]))
 

@@ -35,16 +35,15 @@ from ...verify import Deadline, VerifySettings
 from ...verify.falsify import descend
 from ...verify.input_split import open_cover
 from ...verify.objective import RegionRows, box_tensors
-from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
 from ..parameters import original_model
+from ..report import decisions_changed
+from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
 from .beside import patched_model
 from .patch import RegionPatch, patch_mlp
-from ..report import decisions_changed
 from .patch_lp import MAX_ROW_COMBINATIONS, AffinePatch, PatchInfeasible, constant_patch
 from .regions import ReluNetwork, implied_by_box, relu_network_of
 from .strategy import cone_rows, patch_domain
 from .support import automatic_gamma
-
 
 # The descent of one box's samples stops after this long, whatever its steps.
 DESCENT_SECONDS = 5.0

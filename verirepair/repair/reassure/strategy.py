@@ -25,13 +25,26 @@ import onnx
 from ...errors import SettingsError
 from ...spec import Box, Spec
 from ...verify import Deadline
-from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
-from .enumerate import enumerate_regions, region_violation, violating_points
 from ..parameters import original_model
+from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
 from .beside import patched_model
+from .enumerate import enumerate_regions, region_violation, violating_points
 from .patch import RegionPatch, patch_mlp
-from .patch_lp import AffinePatch, PatchInfeasible, minimal_patch, patch_margin_on_region
-from .regions import LinearRegion, ReluNetwork, chebyshev_centre, implied_by_box, linear_region_of, pattern_key, relu_network_of
+from .patch_lp import (
+    AffinePatch,
+    PatchInfeasible,
+    minimal_patch,
+    patch_margin_on_region,
+)
+from .regions import (
+    LinearRegion,
+    ReluNetwork,
+    chebyshev_centre,
+    implied_by_box,
+    linear_region_of,
+    pattern_key,
+    relu_network_of,
+)
 from .support import automatic_gamma
 
 LOCALISERS = ("auto", "counterexamples", "enumerate", "flood", "sample")
