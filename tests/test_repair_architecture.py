@@ -71,7 +71,7 @@ def test_birdnn_repair_of_a_cnn_keeps_its_graph_and_is_proven_on_the_written_fil
     torch.set_num_threads(1)
     model_path, spec_path = cnn_problem
     output, unproven = tmp_path / "repaired.onnx", tmp_path / "repaired_unproven.onnx"
-    strategy = BirdnnFinetune(BirdnnSettings(domain_samples=5000, outside_samples=2000))
+    strategy = BirdnnFinetune(BirdnnSettings(domain_samples=5000, outside_samples=2000, target_margin=3.0))
     report = check_and_fix(model_path, spec_path, strategy,
                            RepairSettings(budget=150, verify_timeout=30, output=output, keep_unproven=unproven,
                                           side_effect_samples=500))

@@ -263,3 +263,57 @@ def test_malformed_nnet_names_the_line(tmp_path):
     path.write_text(NNET.replace("1.0,-1.0,\n", "1.0,oops,\n"))
     with pytest.raises(InputError, match="line"):
         read_nnet(path)
+
+
+def _residual_cnn() -> onnx.ModelProto:
+    """[1, 1, 3, 3] → Conv(2, 3×3, pad 1) → ReLU → Flatten → Gemm(6) → ReLU → Gemm(3), plus a
+    Gemm of the flattened input added at the output: a ReLU DAG that is no chain."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(21)
+
+    def tensor(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+
+    inits = [tensor("cw", 2, 1, 3, 3), tensor("cb", 2), tensor("w1", 6, 18), tensor("b1", 6), tensor("w2", 3, 6),
+             tensor("b2", 3), tensor("ws", 9, 3)]
+    nodes = [helper.make_node("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Gemm", ["f", "w1", "b1"], ["d"], transB=1), helper.make_node("Relu", ["d"], ["h"]),
+             helper.make_node("Gemm", ["h", "w2", "b2"], ["main"], transB=1),
+             helper.make_node("Flatten", ["x"], ["xf"]), helper.make_node("MatMul", ["xf", "ws"], ["skip"]),
+             helper.make_node("Add", ["main", "skip"], ["y"])]
+    return F.build_model(nodes, [("x", [1, 1, 3, 3])], [("y", [1, 3])], inits)
+
+
+def test_regions_and_patches_of_a_relu_dag_keep_its_graph(tmp_path):
+    path = F.save(_residual_cnn(), tmp_path / "residual.onnx")
+    network = load_network(path)
+    relu = relu_network_of(network)
+    assert relu.patterns(np.zeros((1, 9))).shape == (1, 18 + 6)
+    rng = np.random.default_rng(22)
+    centre = rng.uniform(-1, 1, 9)
+    lower, upper = centre - 0.1, centre + 0.1
+    x = rng.uniform(lower, upper, (20000, 9))
+    keys = np.array([pattern_key(p) for p in relu.patterns(x)])
+    region = linear_region_of(relu, x[0], lower, upper, prune=False)
+    same = keys == keys[0]
+    assert same.sum() > 1
+    np.testing.assert_array_equal(region.contains(x), same)
+    np.testing.assert_allclose(x[same] @ region.W.T + region.c, relu.forward(x[same]), atol=1e-10)
+    # A patch making the smallest output at x[0] the largest on its region, written beside the original graph.
+    label = int(np.argmin(relu.forward(x[:1])[0]))
+    clauses = _label_clauses(3, label)
+    patch = minimal_patch(region, clauses, np.vstack([A for A, _ in clauses]), (lower, upper), 1e-3)
+    K = patch.bound_on_box(lower, upper) * 1.01 + 1e-6
+    patches = [RegionPatch(region.A, region.b, 1.0 / max(1e-3, chebyshev_centre(region)[1] * 0.05),
+                           patch.C, patch.d, K, region.key, patch.norm)]
+    out = tmp_path / "patched.onnx"
+    original = read_onnx_model(path)
+    onnx.save(patched_model(original, patch_mlp(patches, 9, 3), network), out)
+    written = read_onnx_model(out)
+    assert [n.op_type for n in written.graph.node][:len(original.graph.node)] == [n.op_type for n in original.graph.node]
+    probe = np.vstack([x[:300], x[same][:50]])
+    ort = run_onnxruntime(load_network(out), probe)
+    np.testing.assert_allclose(ort, patched_reference(relu, patches, probe), atol=1e-4, rtol=1e-5)
+    assert np.all(ort[:300][same[:300]].argmax(1) == label)
