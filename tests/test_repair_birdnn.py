@@ -318,3 +318,10 @@ def test_decision_shortfall_matches_a_per_sample_gap_computation(seed: int, rule
         assert got[row] == pytest.approx(max(0.0, keep * gap0 - gap), abs=1e-12)
         if got[row] == 0 and keep > 0 and gap0 > 0:  # no shortfall: the decision is kept
             assert int(pick(now)) == decision
+
+
+def test_an_empty_batch_gives_empty_values_of_every_shape(tmp_path: Path) -> None:
+    module = _trainable(small_cnn(3), tmp_path, "cnn")
+    values = module.values(torch.zeros(0, 36))
+    assert values["f"].shape == (0, 18) and module(torch.zeros(0, 36)).shape == (0, 2)
+    assert [h.shape for h in module.forward_with_hidden(torch.zeros(0, 36))[1]] == [(0, 8)]

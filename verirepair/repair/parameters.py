@@ -108,6 +108,9 @@ class TrainableNetwork(torch.nn.Module):
         network = self.network
         batch = x.shape[0]
         values = self.constants()
+        if batch == 0:  # a reshape to an inferred size cannot run on an empty batch: one row, cut
+            probe = self.values(x.new_zeros((1,) + tuple(x.shape[1:])))
+            return {name: value if name in values else value[:0] for name, value in probe.items()}
         values[network.input_name] = x.reshape((batch,) + tuple(network.input_shape[1:]))
         if not scale:
             return network.run_nodes(network.nodes, values)

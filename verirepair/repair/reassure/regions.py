@@ -45,7 +45,8 @@ INTERIOR_POINT_MIN_INPUTS = 100
 
 @dataclass(frozen=True)
 class ReluMlp:
-    """A chain of dense layers with ReLU between them, in float64: ``weights[i]`` is [out, in]."""
+    """A chain of dense layers with ReLU between them, in float64: ``weights[i]`` is [out, in]
+    (the patch network, `patch.patch_mlp`)."""
 
     weights: tuple[np.ndarray, ...]
     biases: tuple[np.ndarray, ...]
