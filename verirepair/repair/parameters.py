@@ -46,11 +46,20 @@ def original_model(network: Network) -> onnx.ModelProto:
     return read_onnx_model(network.path)
 
 
+def _imported_as_is(network: Network, initializer: onnx.TensorProto) -> bool:
+    """Whether the network holds the initializer unchanged under its name (so the trained tensor
+    is written back in the initializer's own layout)."""
+    value = network.constants.get(initializer.name)
+    array = numpy_helper.to_array(initializer)
+    return value is not None and tuple(value.shape) == array.shape and np.array_equal(value.numpy(), array.astype(np.float64))
+
+
 def trainable_initializers(network: Network, model: onnx.ModelProto) -> tuple[str, ...]:
     """The float initializers of ``model`` used only as `TRAINABLE_OPERANDS` of ``network``'s
-    (input-dependent) nodes, in the model's order."""
+    (input-dependent) nodes and imported unchanged, in the model's order."""
     floats = [init.name for init in model.graph.initializer
-              if np.issubdtype(helper.tensor_dtype_to_np_dtype(init.data_type), np.floating)]
+              if np.issubdtype(helper.tensor_dtype_to_np_dtype(init.data_type), np.floating)
+              and _imported_as_is(network, init)]
     remaining = {node.outputs for node in network.nodes}
     allowed: set[str] = set()
     refused: set[str] = set()
