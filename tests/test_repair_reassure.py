@@ -317,3 +317,21 @@ def test_regions_and_patches_of_a_relu_dag_keep_its_graph(tmp_path):
     ort = run_onnxruntime(load_network(out), probe)
     np.testing.assert_allclose(ort, patched_reference(relu, patches, probe), atol=1e-4, rtol=1e-5)
     assert np.all(ort[:300][same[:300]].argmax(1) == label)
+
+
+def test_a_patch_beside_an_ir3_opset8_model_runs_in_onnxruntime(benchmarks, tmp_path):
+    """ACAS Xu files are IR 3 (initializers declared as inputs), opset 8: the patched file keeps both."""
+    path = benchmarks / "acasxu" / "onnx" / "ACASXU_run2a_2_9_batch_2000.onnx"
+    network = load_network(path)
+    original = read_onnx_model(path)
+    rows = np.vstack([np.eye(5), -np.eye(5)])
+    d = np.array([0.5, -0.25, 0.0, 0.0, 0.125])
+    patches = [RegionPatch(rows, np.full(10, 0.3), 10.0, np.zeros((5, 5)), d, 1.0, "box", 0.5)]
+    out = tmp_path / "patched.onnx"
+    onnx.save(patched_model(original, patch_mlp(patches, 5, 5), network), out)
+    written = read_onnx_model(out)
+    assert written.ir_version == original.ir_version and written.opset_import == original.opset_import
+    x = np.random.default_rng(23).uniform(-0.5, 0.5, (200, 5))
+    expected = run_onnxruntime(network, x) + patches[0].value(x)
+    np.testing.assert_allclose(run_onnxruntime(load_network(out), x), expected, atol=1e-5, rtol=1e-5)
+    assert np.any(patches[0].value(x) != 0) and np.any(patches[0].value(x) == 0)

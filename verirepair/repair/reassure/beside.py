@@ -18,9 +18,11 @@ from .regions import ReluMlp
 
 ORIGINAL_OUTPUT = "repair_original_output"
 PATCH_OUTPUT = "repair_patch_output"
-# The patch chain's operators (Flatten, Cast, Gemm, Relu, Reshape, Add) mean the same from this
-# opset on, so the original model keeps its own opset.
-MIN_OPSET = 9
+# The patch chain's operators (Flatten, Cast, Gemm with its bias, Relu, Reshape, Add) mean the same
+# from this opset on, so the original model keeps its own opset.
+MIN_OPSET = 7
+# Before this IR version every initializer is also declared as a graph input.
+INITIALIZERS_AS_INPUTS_BELOW_IR = 4
 
 
 def _renamed(names: list[str], old: str, new: str) -> list[str]:
@@ -59,6 +61,9 @@ def patched_model(original: onnx.ModelProto, patch: ReluMlp, like: Network,
         del added_node.output[:]
         added_node.output.extend(outputs)
     graph.initializer.extend(patches.graph.initializer)
+    if model.ir_version < INITIALIZERS_AS_INPUTS_BELOW_IR:
+        graph.input.extend(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+                           for init in patches.graph.initializer)
     graph.node.append(onnx.helper.make_node("Add", [ORIGINAL_OUTPUT, PATCH_OUTPUT], [output], name="repair_sum"))
     kept = [entry for entry in model.metadata_props if entry.key not in {e.key for e in patches.metadata_props}]
     del model.metadata_props[:]
