@@ -15,8 +15,8 @@ import onnx_factory as F  # noqa: E402
 
 from verirepair.network import load_network, read_onnx_model, run_onnxruntime  # noqa: E402
 from verirepair.network.nnet import nnet_to_onnx, read_nnet  # noqa: E402
-from verirepair.repair.reassure.enumerate import enumerate_regions, region_violation  # noqa: E402
 from verirepair.repair.reassure.beside import patched_model  # noqa: E402
+from verirepair.repair.reassure.enumerate import enumerate_regions, region_violation  # noqa: E402
 from verirepair.repair.reassure.patch import RegionPatch, patch_mlp, patched_reference  # noqa: E402
 from verirepair.repair.reassure.patch_lp import minimal_patch, patch_margin_on_region  # noqa: E402
 from verirepair.repair.reassure.regions import (  # noqa: E402
