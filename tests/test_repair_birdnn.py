@@ -11,16 +11,19 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from random_nets import random_box, random_mlp, sample_box
+from onnx_factory import save
+from repair_nets import architecture, dense_chain, small_cnn
 
-from verirepair.bounds import ActivationLayer, AffineLayer, Chain, lower_network
-from verirepair.network import load_network, run_onnxruntime
+from verirepair.network import load_network, read_onnx_model, run_onnxruntime
 from verirepair.repair.birdnn.domain import RegionTensors
-from verirepair.repair.birdnn.export import chain_onnx
 from verirepair.repair.birdnn.imitation import imitation_targets, nearest_indices
-from verirepair.repair.birdnn.localise import Neuron, scaled_outputs, with_scaled_neurons
-from verirepair.repair.birdnn.mlp import ChainModule, chain_of
+from verirepair.repair.birdnn.localise import (
+    Neuron,
+    scaled_outputs,
+    with_scaled_neurons,
+)
 from verirepair.repair.birdnn.pso import SwarmSettings, particle_swarm
+from verirepair.repair.parameters import TrainableNetwork, exported_model
 from verirepair.spec import parse_vnnlib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,54 +86,82 @@ def test_clause_margins_agree_with_the_spec() -> None:
     assert np.allclose(margins, 0.95 - np.abs(y[:, 0]))
 
 
-# ---- export ------------------------------------------------------------------------------------------
+# ---- trainable graph and export ------------------------------------------------------------------------
 def _onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
     network = load_network(path)
     return run_onnxruntime(network, x)
 
 
-def _random_chain(kind: str, sizes: list[int], seed: int) -> Chain:
+def _trainable(model, tmp_path: Path, name: str, dtype: torch.dtype = torch.float32) -> TrainableNetwork:
+    return TrainableNetwork(load_network(save(model, tmp_path / f"{name}.onnx")), dtype)
+
+
+def _perturbed(module: TrainableNetwork, seed: int) -> TrainableNetwork:
     generator = torch.Generator().manual_seed(seed)
-    layers: list[AffineLayer | ActivationLayer] = []
-    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        if k:
-            layers.append(ActivationLayer(kind, a))
-        layers.append(AffineLayer(torch.randn(b, a, generator=generator, dtype=torch.float64) / a ** 0.5,
-                                  torch.randn(b, generator=generator, dtype=torch.float64) * 0.1))
-    return Chain(tuple(layers))
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+    return module
 
 
-@pytest.mark.parametrize("kind", ["relu", "sigmoid", "tanh"])
-def test_export_equals_the_torch_forward_in_onnxruntime(kind: str, tmp_path: Path) -> None:
-    like = load_network(TANH)
-    chain = _random_chain(kind, [3, 7, 6, 2], seed=7)
-    module = ChainModule(chain)
-    path = tmp_path / f"{kind}.onnx"
-    path.write_bytes(chain_onnx(chain_of(module), like).SerializeToString())
-    exported = load_network(path)
-    assert (exported.input_name, exported.input_shape) == (like.input_name, like.input_shape)
-    assert (exported.output_name, exported.output_shape) == (like.output_name, like.output_shape)
-    x = np.random.default_rng(8).uniform(-2, 2, size=(64, 3)).astype(np.float32)
+def _random_chain_network(tmp_path: Path, kind: str, sizes: list[int], seed: int) -> TrainableNetwork:
+    return _trainable(dense_chain(sizes, kind, seed), tmp_path, f"{kind}{seed}", torch.float64)
+
+
+@pytest.mark.parametrize("kind", ["relu", "sigmoid", "tanh", "cnn"])
+def test_export_writes_the_trained_weights_into_the_original_graph(kind: str, tmp_path: Path) -> None:
+    model = small_cnn(3) if kind == "cnn" else dense_chain([3, 7, 6, 2], kind, seed=7)
+    module = _perturbed(_trainable(model, tmp_path, kind), seed=8)
+    assert set(module.names) == {i.name for i in model.graph.initializer}
+    path = tmp_path / f"{kind}_repaired.onnx"
+    path.write_bytes(exported_model(module).SerializeToString())
+    assert architecture(read_onnx_model(path)) == architecture(model)
+    n = module.network.n_inputs
+    x = np.random.default_rng(8).uniform(-2, 2, size=(64, n)).astype(np.float32)
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).double().numpy()
-    assert np.allclose(_onnxruntime(path, x), expected, rtol=1e-5, atol=1e-6)
+        unchanged = TrainableNetwork(module.network)(torch.from_numpy(x)).double().numpy()
+    assert not np.allclose(expected, unchanged, atol=1e-3)  # the export is not the original
+    assert np.allclose(_onnxruntime(path, x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_export_keeps_the_acas_input_and_output_declarations(benchmarks: Path, tmp_path: Path) -> None:
-    original = load_network(benchmarks / "acasxu" / "onnx" / "ACASXU_run2a_2_9_batch_2000.onnx")
-    path = tmp_path / "acas.onnx"
-    path.write_bytes(chain_onnx(lower_network(original), original).SerializeToString())
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def test_export_keeps_the_acas_graph_and_declarations(benchmarks: Path, tmp_path: Path) -> None:
+    path = benchmarks / "acasxu" / "onnx" / "ACASXU_run2a_2_9_batch_2000.onnx"
+    module = _perturbed(TrainableNetwork(load_network(path)), seed=9)
+    out = tmp_path / "acas.onnx"
+    out.write_bytes(exported_model(module).SerializeToString())
+    assert architecture(read_onnx_model(out)) == architecture(read_onnx_model(path))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (declared,) = session.get_inputs()
     assert declared.name == "input" and declared.shape == [1, 1, 1, 5]
-    assert [o.name for o in session.get_outputs()] == [original.output_name]
     x = np.random.default_rng(9).uniform(-0.5, 0.5, size=(32, 5))
-    assert np.allclose(_onnxruntime(path, x), run_onnxruntime(original, x), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x).float()).double().numpy()
+    assert np.allclose(_onnxruntime(out, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_initializers_also_feeding_folded_nodes_are_not_trained(tmp_path: Path) -> None:
+    """``W`` feeds the MatMul and, through a constant Transpose folded at import, the other
+    branch: training it would leave the folded transpose stale."""
+    from onnx import helper, numpy_helper
+    from onnx_factory import build_model
+
+    rng = np.random.default_rng(10)
+    inits = [numpy_helper.from_array(rng.normal(size=(3, 3)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b")]
+    nodes = [helper.make_node("Transpose", ["W"], ["Wt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "W"], ["a"]),
+             helper.make_node("MatMul", ["x", "Wt"], ["c"]),
+             helper.make_node("Add", ["a", "c"], ["s"]),
+             helper.make_node("Add", ["s", "b"], ["y"])]
+    module = _trainable(build_model(nodes, [("x", [1, 3])], [("y", [1, 3])], inits), tmp_path, "folded")
+    assert module.names == ("b",)
 
 
 # ---- fault localisation ---------------------------------------------------------------------------------
-def test_vectorised_scaling_equals_folding_the_scales_into_the_weights() -> None:
-    module = ChainModule(_random_chain("tanh", [3, 8, 8, 8, 2], seed=10), dtype=torch.float64)
+def test_vectorised_scaling_equals_folding_the_scales_into_the_weights(tmp_path: Path) -> None:
+    module = _random_chain_network(tmp_path, "tanh", [3, 8, 8, 8, 2], seed=10)
+    assert [layer.size for layer in module.hidden_layers] == [8, 8, 8]
     neurons = [Neuron(1, 3, 0.0), Neuron(0, 5, 0.0), Neuron(2, 0, 0.0)]
     ratios = torch.tensor([[0.0, 0.0, 0.0], [0.5, -0.3, 0.9], [-1.0, 0.2, 0.0]], dtype=torch.float64)
     x = torch.randn(50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
@@ -141,12 +172,28 @@ def test_vectorised_scaling_equals_folding_the_scales_into_the_weights() -> None
         assert torch.allclose(batched[0], module(x), atol=1e-12)
 
 
+def test_only_dense_hidden_layers_of_a_cnn_are_scaled(tmp_path: Path) -> None:
+    module = _trainable(small_cnn(3), tmp_path, "cnn", torch.float64)
+    assert [(layer.value, layer.size, layer.weight, layer.axis) for layer in module.hidden_layers] == [("r3", 8, "fc2.weight", 1)]
+    x = torch.rand(20, 36, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    ratios = torch.tensor([[0.4, -0.5]], dtype=torch.float64)
+    neurons = [Neuron(0, 2, 0.0), Neuron(0, 7, 0.0)]
+    with torch.no_grad():
+        values = module.values(x)
+        expected = values["r3"].clone()
+        expected[:, 2] *= 1.4
+        expected[:, 7] *= 0.5
+        direct = expected @ module.parameter("fc2.weight").T + module.parameter("fc2.bias")
+        assert torch.allclose(scaled_outputs(module, neurons, ratios, x)[0], direct, atol=1e-12)
+        assert torch.allclose(with_scaled_neurons(module, neurons, ratios[0])(x), direct, atol=1e-12)
+
+
 # ---- domain characterisation ------------------------------------------------------------------------------
 def test_negatives_imitate_the_nearest_safe_positive_and_counterexample_clouds_are_capped() -> None:
     from verirepair.repair.birdnn.samples import RepairData
     from verirepair.repair.birdnn.settings import BirdnnSettings
 
-    original = ChainModule(lower_network(load_network(TANH)))
+    original = TrainableNetwork(load_network(TANH))
     spec = parse_vnnlib(STEERING_LIMIT, n_inputs=3, n_outputs=2)
     settings = BirdnnSettings(domain_samples=600, validation_samples=100, outside_samples=100, max_added_points=300)
     data = RepairData(spec, original, settings)
@@ -163,34 +210,62 @@ def test_negatives_imitate_the_nearest_safe_positive_and_counterexample_clouds_a
 
 
 # ---- certified margin -----------------------------------------------------------------------------------
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), kind=st.sampled_from(["relu", "tanh", "sigmoid"]))
-def test_certified_margin_is_below_the_margin_at_every_sampled_point_and_has_gradients(seed: int, kind: str) -> None:
+def _boxes(seed: int, n: int, batch: int, width: float) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    centre, radius = rng.normal(size=(batch, n)), rng.uniform(0.01, width, size=(batch, n))
+    return torch.tensor(centre - radius), torch.tensor(centre + radius)
+
+
+def _points_of(seed: int, lower: torch.Tensor, upper: torch.Tensor, count: int) -> torch.Tensor:
+    """[B, count, n]: uniform points of each box, a third of them moved onto faces."""
+    rng = np.random.default_rng(seed)
+    u = rng.random((lower.shape[0], count, lower.shape[1]))
+    u = np.where(rng.random(u.shape) < 0.3, u.round(), u)
+    return lower.unsqueeze(1) + torch.tensor(u) * (upper - lower).unsqueeze(1)
+
+
+def _check_certified_margin(module: TrainableNetwork, region: RegionTensors, lower: torch.Tensor, upper: torch.Tensor,
+                            seed: int) -> None:
     from verirepair.repair.birdnn.certified import certified_margins
 
-    chain = random_mlp(seed, 3, [6, 5], 2, activation=kind)
-    module = ChainModule(chain, dtype=torch.float64)
-    spec = parse_vnnlib(STEERING_LIMIT, n_inputs=3, n_outputs=2)  # margin 0.95 - |y0| on its box
-    region = RegionTensors.of(spec.regions[0], torch.float64)
-    lower, upper = random_box(seed, 3, batch=4, width=0.5)
     bound = certified_margins(module, region, lower, upper)
-    points = sample_box(seed + 1, lower, upper, 300)
     with torch.no_grad():
-        sampled = torch.stack([region.margin(module(p)).min() for p in points])
+        sampled = torch.stack([region.margin(module(p)).min() for p in _points_of(seed, lower, upper, 300)])
     assert torch.all(bound.detach() <= sampled + 1e-9)
     bound.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
-    assert any(float(p.grad.abs().sum()) > 0 for p in module.parameters())
+    assert all(float(module.parameter(name).grad.abs().sum()) > 0 for name in module.names if "weight" in name or "W" in name)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from(["relu", "tanh", "sigmoid"]))
+def test_certified_margin_is_below_the_margin_at_every_sampled_point_and_has_gradients(seed: int, kind: str,
+                                                                                      tmp_path_factory) -> None:
+    module = _random_chain_network(tmp_path_factory.mktemp("nets"), kind, [3, 6, 5, 2], seed)
+    spec = parse_vnnlib(STEERING_LIMIT, n_inputs=3, n_outputs=2)  # margin 0.95 - |y0| on its box
+    region = RegionTensors.of(spec.regions[0], torch.float64)
+    lower, upper = _boxes(seed, 3, batch=4, width=0.5)
+    _check_certified_margin(module, region, lower, upper, seed + 1)
+
+
+def test_certified_margin_of_a_cnn_is_sound_and_reaches_the_convolutions(tmp_path: Path) -> None:
+    from verirepair.spec import Box, Clause, Region
+
+    module = _trainable(small_cnn(4), tmp_path, "cnn", torch.float64)
+    box = Box(np.zeros(36), np.ones(36))
+    region = RegionTensors.of(Region(box, (Clause(np.array([[-1.0, 1.0]]), np.array([0.0])),)), torch.float64)
+    lower = torch.rand(3, 36, dtype=torch.float64, generator=torch.Generator().manual_seed(13)) * 0.9
+    _check_certified_margin(module, region, lower, lower + 0.05, seed=14)
 
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), threshold=st.floats(0.3, 3.0))
-def test_partition_leaves_tile_the_box_and_positive_leaves_hold_on_dense_samples(seed: int, threshold: float) -> None:
+def test_partition_leaves_tile_the_box_and_positive_leaves_hold_on_dense_samples(seed: int, threshold: float,
+                                                                                tmp_path_factory) -> None:
     from verirepair.repair.birdnn.certified import Partition
     from verirepair.spec import Box, Clause, Region
 
-    chain = random_mlp(seed, 2, [8, 8], 2)
-    module = ChainModule(chain, dtype=torch.float64)
+    module = _random_chain_network(tmp_path_factory.mktemp("nets"), "relu", [2, 8, 8, 2], seed)
     box = Box(np.array([-1.0, -0.5]), np.array([1.0, 1.5]))
     # violated where y0 >= threshold (one clause, one row): margin = threshold - y0
     region = Region(box, (Clause(np.array([[-1.0, 0.0]]), np.array([-threshold])),))
@@ -208,11 +283,11 @@ def test_partition_leaves_tile_the_box_and_positive_leaves_hold_on_dense_samples
     assert np.all(margins[inside[:, positive].any(axis=1)] > 0)
 
 
-def test_partition_certifies_the_whole_box_when_the_property_holds_with_room() -> None:
+def test_partition_certifies_the_whole_box_when_the_property_holds_with_room(tmp_path: Path) -> None:
     from verirepair.repair.birdnn.certified import Partition
     from verirepair.spec import Box, Clause, Region
 
-    module = ChainModule(random_mlp(3, 2, [8, 8], 2), dtype=torch.float64)
+    module = _random_chain_network(tmp_path, "relu", [2, 8, 8, 2], seed=3)
     box = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
     grid = torch.from_numpy(np.stack(np.meshgrid(*[np.linspace(-1, 1, 201)] * 2), -1).reshape(-1, 2))
     with torch.no_grad():
@@ -243,3 +318,10 @@ def test_decision_shortfall_matches_a_per_sample_gap_computation(seed: int, rule
         assert got[row] == pytest.approx(max(0.0, keep * gap0 - gap), abs=1e-12)
         if got[row] == 0 and keep > 0 and gap0 > 0:  # no shortfall: the decision is kept
             assert int(pick(now)) == decision
+
+
+def test_an_empty_batch_gives_empty_values_of_every_shape(tmp_path: Path) -> None:
+    module = _trainable(small_cnn(3), tmp_path, "cnn")
+    values = module.values(torch.zeros(0, 36))
+    assert values["f"].shape == (0, 18) and module(torch.zeros(0, 36)).shape == (0, 2)
+    assert [h.shape for h in module.forward_with_hidden(torch.zeros(0, 36))[1]] == [(0, 8)]

@@ -181,12 +181,12 @@ def test_cli_check_and_fix_and_report(files, tmp_path, capsys):
 def _points_with_wrong_labels(onnx_path):
     """One point in each of six linear regions, each with a label it does not get (two labels in use)."""
     from verirepair.network import load_network, run_onnxruntime
-    from verirepair.repair.reassure.regions import relu_mlp_of
+    from verirepair.repair.reassure.regions import relu_network_of
 
     network = load_network(onnx_path)
     x = np.random.default_rng(1).uniform(-1, 1, (3000, 2))
     first = {}
-    for i, key in enumerate(map(bytes, relu_mlp_of(network).patterns(x))):
+    for i, key in enumerate(map(bytes, relu_network_of(network).patterns(x))):
         first.setdefault(key, i)  # one point per linear region
     points = x[sorted(first.values())][:6]
     before = run_onnxruntime(network, points).argmax(1)

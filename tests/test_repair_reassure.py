@@ -13,13 +13,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import onnx_factory as F  # noqa: E402
 
-from verirepair.network import load_network, run_onnxruntime  # noqa: E402
+from verirepair.network import load_network, read_onnx_model, run_onnxruntime  # noqa: E402
 from verirepair.network.nnet import nnet_to_onnx, read_nnet  # noqa: E402
+from verirepair.repair.reassure.beside import patched_model  # noqa: E402
 from verirepair.repair.reassure.enumerate import enumerate_regions, region_violation  # noqa: E402
-from verirepair.repair.reassure.export import mlp_to_onnx  # noqa: E402
-from verirepair.repair.reassure.patch import RegionPatch, patched_mlp, patched_reference  # noqa: E402
+from verirepair.repair.reassure.patch import RegionPatch, patch_mlp, patched_reference  # noqa: E402
 from verirepair.repair.reassure.patch_lp import minimal_patch, patch_margin_on_region  # noqa: E402
-from verirepair.repair.reassure.regions import ReluMlp, chebyshev_centre, linear_region_of, pattern_key, relu_mlp_of  # noqa: E402
+from verirepair.repair.reassure.regions import (  # noqa: E402
+    ReluNetwork,
+    chebyshev_centre,
+    linear_region_of,
+    pattern_key,
+    relu_network_of,
+)
 from verirepair.repair.reassure.support import support_value  # noqa: E402
 from verirepair.verify import Deadline  # noqa: E402
 
@@ -39,13 +45,13 @@ def _label_clauses(m: int, label: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 @pytest.fixture(scope="module")
-def net(tmp_path_factory) -> tuple[ReluMlp, object, Path]:
+def net(tmp_path_factory) -> tuple[ReluNetwork, object, Path]:
     path = F.save(F.mlp(2, 8, 3, seed=5), tmp_path_factory.mktemp("nets") / "mlp.onnx")
     network = load_network(path)
-    return relu_mlp_of(network), network, path
+    return relu_network_of(network), network, path
 
 
-def _buggy_region(mlp: ReluMlp, prune=True):
+def _buggy_region(mlp: ReluNetwork, prune=True):
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (4000, 2))
     bad = x[mlp.forward(x).argmax(1) != LABEL]
@@ -129,12 +135,18 @@ def test_patched_chain_torch_and_onnxruntime_agree(net, tmp_path, forms):
                                    patch.C, patch.d, K, region.key, patch.norm))
         if len(patches) == 4:
             break
-    chain = patched_mlp(mlp, patches)
+    chain = patch_mlp(patches, 2, 3)
     probe = np.vstack([rng.uniform(-1, 1, (300, 2)), bad[:50]])
     reference = patched_reference(mlp, patches, probe)
-    np.testing.assert_allclose(chain.forward(probe), reference, atol=1e-9)
+    np.testing.assert_allclose(mlp.forward(probe) + chain.forward(probe), reference, atol=1e-9)
     path = tmp_path / "patched.onnx"
-    onnx.save(mlp_to_onnx(chain, network), path)
+    original = read_onnx_model(net[2])
+    onnx.save(patched_model(original, chain, network), path)
+    written = read_onnx_model(path)
+    # The original graph is kept, its output renamed; the patch network is added beside it.
+    assert [n.op_type for n in written.graph.node][:len(original.graph.node)] == [n.op_type for n in original.graph.node]
+    assert {i.name for i in original.graph.initializer} <= {i.name for i in written.graph.initializer}
+    assert written.graph.node[-1].op_type == "Add" and written.graph.node[-1].output[0] == network.output_name
     loaded = load_network(path)
     ours = loaded.forward(torch.from_numpy(probe)).numpy()
     ort = run_onnxruntime(loaded, probe)
@@ -251,3 +263,75 @@ def test_malformed_nnet_names_the_line(tmp_path):
     path.write_text(NNET.replace("1.0,-1.0,\n", "1.0,oops,\n"))
     with pytest.raises(InputError, match="line"):
         read_nnet(path)
+
+
+def _residual_cnn() -> onnx.ModelProto:
+    """[1, 1, 3, 3] → Conv(2, 3×3, pad 1) → ReLU → Flatten → Gemm(6) → ReLU → Gemm(3), plus a
+    Gemm of the flattened input added at the output: a ReLU DAG that is no chain."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(21)
+
+    def tensor(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+
+    inits = [tensor("cw", 2, 1, 3, 3), tensor("cb", 2), tensor("w1", 6, 18), tensor("b1", 6), tensor("w2", 3, 6),
+             tensor("b2", 3), tensor("ws", 9, 3)]
+    nodes = [helper.make_node("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Gemm", ["f", "w1", "b1"], ["d"], transB=1), helper.make_node("Relu", ["d"], ["h"]),
+             helper.make_node("Gemm", ["h", "w2", "b2"], ["main"], transB=1),
+             helper.make_node("Flatten", ["x"], ["xf"]), helper.make_node("MatMul", ["xf", "ws"], ["skip"]),
+             helper.make_node("Add", ["main", "skip"], ["y"])]
+    return F.build_model(nodes, [("x", [1, 1, 3, 3])], [("y", [1, 3])], inits)
+
+
+def test_regions_and_patches_of_a_relu_dag_keep_its_graph(tmp_path):
+    path = F.save(_residual_cnn(), tmp_path / "residual.onnx")
+    network = load_network(path)
+    relu = relu_network_of(network)
+    assert relu.patterns(np.zeros((1, 9))).shape == (1, 18 + 6)
+    rng = np.random.default_rng(22)
+    centre = rng.uniform(-1, 1, 9)
+    lower, upper = centre - 0.1, centre + 0.1
+    x = rng.uniform(lower, upper, (20000, 9))
+    keys = np.array([pattern_key(p) for p in relu.patterns(x)])
+    region = linear_region_of(relu, x[0], lower, upper, prune=False)
+    same = keys == keys[0]
+    assert same.sum() > 1
+    np.testing.assert_array_equal(region.contains(x), same)
+    np.testing.assert_allclose(x[same] @ region.W.T + region.c, relu.forward(x[same]), atol=1e-10)
+    # A patch making the smallest output at x[0] the largest on its region, written beside the original graph.
+    label = int(np.argmin(relu.forward(x[:1])[0]))
+    clauses = _label_clauses(3, label)
+    patch = minimal_patch(region, clauses, np.vstack([A for A, _ in clauses]), (lower, upper), 1e-3)
+    K = patch.bound_on_box(lower, upper) * 1.01 + 1e-6
+    patches = [RegionPatch(region.A, region.b, 1.0 / max(1e-3, chebyshev_centre(region)[1] * 0.05),
+                           patch.C, patch.d, K, region.key, patch.norm)]
+    out = tmp_path / "patched.onnx"
+    original = read_onnx_model(path)
+    onnx.save(patched_model(original, patch_mlp(patches, 9, 3), network), out)
+    written = read_onnx_model(out)
+    assert [n.op_type for n in written.graph.node][:len(original.graph.node)] == [n.op_type for n in original.graph.node]
+    probe = np.vstack([x[:300], x[same][:50]])
+    ort = run_onnxruntime(load_network(out), probe)
+    np.testing.assert_allclose(ort, patched_reference(relu, patches, probe), atol=1e-4, rtol=1e-5)
+    assert np.all(ort[:300][same[:300]].argmax(1) == label)
+
+
+def test_a_patch_beside_an_ir3_opset8_model_runs_in_onnxruntime(benchmarks, tmp_path):
+    """ACAS Xu files are IR 3 (initializers declared as inputs), opset 8: the patched file keeps both."""
+    path = benchmarks / "acasxu" / "onnx" / "ACASXU_run2a_2_9_batch_2000.onnx"
+    network = load_network(path)
+    original = read_onnx_model(path)
+    rows = np.vstack([np.eye(5), -np.eye(5)])
+    d = np.array([0.5, -0.25, 0.0, 0.0, 0.125])
+    patches = [RegionPatch(rows, np.full(10, 0.3), 10.0, np.zeros((5, 5)), d, 1.0, "box", 0.5)]
+    out = tmp_path / "patched.onnx"
+    onnx.save(patched_model(original, patch_mlp(patches, 5, 5), network), out)
+    written = read_onnx_model(out)
+    assert written.ir_version == original.ir_version and written.opset_import == original.opset_import
+    x = np.random.default_rng(23).uniform(-0.5, 0.5, (200, 5))
+    expected = run_onnxruntime(network, x) + patches[0].value(x)
+    np.testing.assert_allclose(run_onnxruntime(load_network(out), x), expected, atol=1e-5, rtol=1e-5)
+    assert np.any(patches[0].value(x) != 0) and np.any(patches[0].value(x) == 0)

@@ -29,7 +29,7 @@ from verirepair.repair.data import load_data
 from verirepair.repair.reassure import ReassureSettings, ReassureStrategy
 from verirepair.repair.reassure.boxes import BoxPatchSettings, BoxPatchStrategy
 from verirepair.repair.reassure.enumerate import enumerate_regions, region_violation
-from verirepair.repair.reassure.regions import pattern_key, relu_mlp_of
+from verirepair.repair.reassure.regions import pattern_key, relu_network_of
 from verirepair.spec import write_vnnlib
 from verirepair.verify import Deadline
 
@@ -59,9 +59,9 @@ def points(args: argparse.Namespace, out: Path) -> None:
 def area(args: argparse.Namespace, out: Path) -> None:
     network = _network("20", out)
     lower, upper = np.array([0.0, 0.0, -math.pi]), np.array([5000.0, 5000.0, -math.pi / 2])
-    mlp = relu_mlp_of(load_network(network))
+    relu = relu_network_of(load_network(network))
     started = time.monotonic()
-    regions, complete = enumerate_regions(mlp, lower, upper, Deadline(args.enumerate_budget))
+    regions, complete = enumerate_regions(relu, lower, upper, Deadline(args.enumerate_budget))
     spec = label_spec(3, 5, LABEL, lower, upper)
     clauses = [(c.A, c.b) for c in spec.regions[0].clauses]
     buggy = [r for r in regions if any(region_violation(r, A, b, 0.0) is not None for A, b in clauses)]

@@ -70,6 +70,11 @@ class Network:
             }
         return self._cast_cache[key]
 
+    def with_constants(self, constants: dict[str, torch.Tensor]) -> "Network":
+        """The same graph over other constant tensors (e.g. trainable copies of the weights)."""
+        return Network(self.path, self.input_name, self.input_shape, self.output_name, self.output_shape,
+                       self.input_dtype, self.nodes, constants)
+
     def run_nodes(self, nodes: list[Node], values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Evaluate ``nodes`` in order; ``values`` maps value names to tensors (updated copy returned)."""
         values = dict(values)

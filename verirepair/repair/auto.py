@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..errors import InputError
 from ..network import Network
 from ..verify import Deadline
-from .reassure.regions import relu_mlp_of
+from .reassure.regions import relu_network_of
 from .registry import strategy_named
 from .sequence import StrategySequence
 from .strategy import RepairCandidate, RepairProblem
@@ -52,9 +52,9 @@ def portfolio_for(n_inputs: int, piecewise_linear: bool, suite: bool) -> tuple[t
 
 
 def is_relu_network(network: Network) -> bool:
-    """Whether REASSURE's patches apply: dense (affine) layers and ReLUs only."""
+    """Whether REASSURE's patches apply: linear nodes and ReLUs only."""
     try:
-        relu_mlp_of(network)
+        relu_network_of(network)
     except InputError:
         return False
     return True

@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .mlp import ChainModule
+from ..parameters import TrainableNetwork
 from .samples import PropertyMargin, RepairData
 from .settings import BirdnnSettings
 
 
-def low_margin_points(module: ChainModule, prop: PropertyMargin, seeds: torch.Tensor, starts: int, steps: int,
+def low_margin_points(module: TrainableNetwork, prop: PropertyMargin, seeds: torch.Tensor, starts: int, steps: int,
                       threshold: float, rng: np.random.Generator) -> np.ndarray:
     """Points of the property's boxes where ``module``'s margin is below ``threshold``."""
     found = []
@@ -40,7 +40,7 @@ def low_margin_points(module: ChainModule, prop: PropertyMargin, seeds: torch.Te
     return np.vstack(found) if found else np.zeros((0, seeds.shape[1]))
 
 
-def search_from_weakest(module: ChainModule, data: RepairData, settings: BirdnnSettings, rng: np.random.Generator,
+def search_from_weakest(module: TrainableNetwork, data: RepairData, settings: BirdnnSettings, rng: np.random.Generator,
                         margins: torch.Tensor | None = None) -> np.ndarray:
     """`low_margin_points` started from the domain samples with the smallest margins (computed
     here unless given): the check both BIRDNN methods run before handing a candidate over."""

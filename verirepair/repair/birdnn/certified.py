@@ -7,8 +7,9 @@ prove it. `Partition` covers every region box with sub-boxes, bisecting those wh
 yet positive (as branch and bound does); training lifts the bound of the leaves just short of
 the target where the property holds (the idea of certified training). Once every leaf's bound is positive, the partition itself is an argument that
 the property holds, and the verifier, which decides, has a cover of modest size to find. The bound
-is the same CROWN the verifier uses (`verirepair.bounds.BoundEngine`), run on the module's live
-weights so that gradients flow.
+is the same CROWN the verifier uses (`verirepair.bounds.BoundEngine`), run on the bound graph of
+the module's current weights (`TrainableNetwork.bound_graph`: rebuilt for each bound, its
+operators hold the parameters themselves), so that gradients flow.
 """
 
 from __future__ import annotations
@@ -18,21 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...bounds import ActivationLayer, AffineLayer, BoundEngine, Chain, concretize
+from ...bounds import BoundEngine, concretize
 from ...verify.input_split import candidate_halves
 from ...verify.objective import RegionRows, clause_lower_bounds
+from ..parameters import TrainableNetwork
 from .domain import RegionTensors
-from .mlp import ChainModule
-
-
-def live_chain(module: ChainModule) -> Chain:
-    """The module as a `Chain` whose tensors are its parameters (not copies): bounds stay differentiable."""
-    layers: list[AffineLayer | ActivationLayer] = []
-    for linear, kind in zip(module.linears, module.activations):
-        layers.append(AffineLayer(linear.weight, linear.bias))
-        if kind is not None:
-            layers.append(ActivationLayer(kind, linear.out_features))
-    return Chain(tuple(layers))
 
 
 @dataclass(frozen=True)
@@ -50,7 +41,7 @@ class ClauseBounds:
         return self.bounds.amin(dim=1)
 
 
-def clause_bounds(module: ChainModule, region: RegionTensors, lower: torch.Tensor, upper: torch.Tensor) -> ClauseBounds:
+def clause_bounds(module: TrainableNetwork, region: RegionTensors, lower: torch.Tensor, upper: torch.Tensor) -> ClauseBounds:
     """CROWN bounds of every clause margin of ``region`` on each box, differentiable in the
     module's weights.
 
@@ -59,8 +50,10 @@ def clause_bounds(module: ChainModule, region: RegionTensors, lower: torch.Tenso
     verifier's (`clause_lower_bounds`, found without gradients), the bound of the combination is
     recomputed from the rows' linear bounds with gradients. The split weight is what the
     verifier's input split chooses a dimension from."""
-    engine = BoundEngine(live_chain(module))
-    rows = RegionRows(region.rows.to(lower.dtype), region.b.to(lower.dtype), region.clause_of_row, region.n_clauses, False)
+    dtype = lower.dtype
+    lower, upper = lower.to(torch.float64), upper.to(torch.float64)
+    engine = BoundEngine(module.bound_graph())
+    rows = RegionRows(region.rows.to(torch.float64), region.b.to(torch.float64), region.clause_of_row, region.n_clauses, False)
     result = engine.output_bounds(lower, upper, rows.A, -rows.b)
     assert result.coefficients is not None and result.constant is not None
     with torch.no_grad():
@@ -71,10 +64,10 @@ def clause_bounds(module: ChainModule, region: RegionTensors, lower: torch.Tenso
     weakest = bounds.argmin(dim=1)
     open_rows = (rows.owner.unsqueeze(0) == weakest.unsqueeze(1)) & (result.lower <= 0)  # [B, R]
     split_weight = (result.coefficients.abs() * open_rows.unsqueeze(-1)).sum(dim=1)
-    return ClauseBounds(bounds, linear, constant, split_weight)
+    return ClauseBounds(bounds.to(dtype), linear.to(dtype), constant.to(dtype), split_weight.to(dtype))
 
 
-def certified_margins(module: ChainModule, region: RegionTensors, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+def certified_margins(module: TrainableNetwork, region: RegionTensors, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
     """[B]: a lower bound of the property margin of ``region`` on each box: the smallest clause
     bound of `clause_bounds`, differentiable in the module's weights."""
     return clause_bounds(module, region, lower, upper).margin
@@ -114,7 +107,7 @@ class Partition:
     def open(self) -> int:
         return sum(int((b <= 0).sum()) for b in self.bound)
 
-    def _bounds(self, module: ChainModule, k: int, lower: torch.Tensor, upper: torch.Tensor,
+    def _bounds(self, module: TrainableNetwork, k: int, lower: torch.Tensor, upper: torch.Tensor,
                 chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(margin bounds, split scores, clause linear functions, constants) of boxes of region ``k``."""
         parts = []
@@ -128,11 +121,11 @@ class Partition:
             return lower.new_zeros(0), lower.new_zeros((0, n)), lower.new_zeros((0, clauses, n)), lower.new_zeros((0, clauses))
         return tuple(torch.cat(column) for column in zip(*parts))  # type: ignore[return-value]
 
-    def _rebound(self, module: ChainModule, k: int, index: torch.Tensor) -> None:
+    def _rebound(self, module: TrainableNetwork, k: int, index: torch.Tensor) -> None:
         bound, score, linear, constant = self._bounds(module, k, self.lower[k][index], self.upper[k][index])
         self.bound[k][index], self.score[k][index], self.linear[k][index], self.constant[k][index] = bound, score, linear, constant
 
-    def _holds_at_probes(self, module: ChainModule, k: int, index: torch.Tensor) -> torch.Tensor:
+    def _holds_at_probes(self, module: TrainableNetwork, k: int, index: torch.Tensor) -> torch.Tensor:
         """Whether the property holds at each leaf's centre and at the vertex minimising its
         weakest clause's linear bound: a leaf that violates there needs training, not finer leaves."""
         lower, upper = self.lower[k][index], self.upper[k][index]
@@ -145,7 +138,7 @@ class Partition:
             margins = self.regions[k].margin(module(torch.cat([(lower + upper) / 2, vertex])))
         return (margins[:len(index)] > 0) & (margins[len(index):] > 0)
 
-    def _bisect(self, module: ChainModule, k: int) -> bool:
+    def _bisect(self, module: TrainableNetwork, k: int) -> bool:
         """Bisect the open leaves of region ``k`` that are still wide enough; False if none was."""
         box = self.regions[k].box
         span = torch.tensor(box.upper - box.lower, dtype=self.dtype).clamp(min=1e-30)
@@ -184,7 +177,7 @@ class Partition:
         self.constant[k] = torch.cat([self.constant[k][keep], constant[halves]])
         return True
 
-    def refine(self, module: ChainModule, target: float, fragile: float = 3.0, passes: int = 3, everything: bool = False) -> None:
+    def refine(self, module: TrainableNetwork, target: float, fragile: float = 3.0, passes: int = 3, everything: bool = False) -> None:
         for k in range(len(self.regions)):
             stale = torch.ones_like(self.bound[k], dtype=torch.bool) if everything else self.bound[k] < fragile * target
             self._rebound(module, k, torch.nonzero(stale).flatten())
@@ -192,7 +185,7 @@ class Partition:
             if not any([self._bisect(module, k) for k in range(len(self.regions))]):
                 return
 
-    def draw(self, count: int, target: float, module: ChainModule,
+    def draw(self, count: int, target: float, module: TrainableNetwork,
              rng: np.random.Generator) -> list[tuple[RegionTensors, torch.Tensor, torch.Tensor]]:
         """Up to ``count`` leaves whose bound is below ``target`` but where the property holds at
         the probes (centre, weakest vertex), sampled among the 4·count nearest to the target.
@@ -211,7 +204,7 @@ class Partition:
         return drawn
 
 
-def certified_shortfall(module: ChainModule, boxes: list[tuple[RegionTensors, torch.Tensor, torch.Tensor]],
+def certified_shortfall(module: TrainableNetwork, boxes: list[tuple[RegionTensors, torch.Tensor, torch.Tensor]],
                         target: float, scale: float, squared: bool = True) -> torch.Tensor:
     """Mean hinge (in margin scales, squared or not) of the certified margin below ``target``
     over the boxes."""

@@ -1,5 +1,6 @@
-"""What both BIRDNN strategies share: the per-problem session (original network as a trainable
-chain, the domain samples, the current candidate) and turning a module into a `RepairCandidate`."""
+"""What both BIRDNN strategies share: the per-problem session (the original network's own graph
+with trainable weights, the domain samples, the current candidate) and turning a module into a
+`RepairCandidate` (the original ONNX model with the module's weights)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ...bounds import lower_network
 from ...verify import Deadline
+from ..parameters import TrainableNetwork, exported_model
 from ..strategy import RepairCandidate, RepairProblem
 from .certified import Partition
-from .export import chain_onnx
-from .mlp import ChainModule, chain_of
 from .samples import RepairData
 from .settings import BirdnnSettings
 
@@ -25,8 +24,8 @@ from .settings import BirdnnSettings
 @dataclass
 class Session:
     key: tuple[object, ...]
-    original: ChainModule
-    current: ChainModule
+    original: TrainableNetwork
+    current: TrainableNetwork
     data: RepairData
     rounds: int = 0
     partition: Partition | None = None  # of the property's boxes, for the certified-margin loss
@@ -53,7 +52,7 @@ def open_session(problem: RepairProblem, previous: RepairCandidate | None, sessi
     if session is not None and session.key == key and previous is not None:
         return session
     torch.manual_seed(settings.seed + problem.seed)
-    original = ChainModule(lower_network(problem.original))
+    original = TrainableNetwork(problem.original)
     original.requires_grad_(False)
     data = RepairData(problem.spec, original, _with_seed(settings, settings.seed + problem.seed),
                       keep_inputs=problem.keep_inputs, decision=problem.decision, domain=problem.domain)
@@ -71,10 +70,10 @@ def repair_budget(settings: BirdnnSettings, deadline: Deadline) -> Deadline:
     return Deadline(max(1.0, min(settings.max_seconds, settings.deadline_share * deadline.remaining())))
 
 
-def candidate_of(module: ChainModule, problem: RepairProblem, details: dict[str, object],
+def candidate_of(module: TrainableNetwork, problem: RepairProblem, details: dict[str, object],
                  phases: dict[str, float]) -> RepairCandidate:
     start = time.monotonic()
-    model = chain_onnx(chain_of(module), problem.original)
+    model = exported_model(module, {"strategy": details.get("strategy", "birdnn")})
     phases = dict(phases)
     phases["export"] = phases.get("export", 0.0) + time.monotonic() - start
     return RepairCandidate(model, details, phases)

@@ -22,7 +22,13 @@ from .common import (
     Phases,
     Session,
 )
-from .localise import Neuron, most_deviant, scaled_outputs, with_scaled_neurons
+from .localise import (
+    Neuron,
+    most_deviant,
+    require_hidden_layers,
+    scaled_outputs,
+    with_scaled_neurons,
+)
 from .pso import particle_swarm
 from .samples import RepairData
 from .settings import BirdnnSettings
@@ -70,6 +76,7 @@ def finetune(session: Session, settings: BirdnnSettings, budget: Deadline, phase
     data = session.data
     rng = np.random.default_rng(settings.seed + session.rounds)
     module = session.current
+    require_hidden_layers(module)
     rounds: list[dict[str, object]] = []
     satisfied = False
     for round_index in range(MAX_ROUNDS):

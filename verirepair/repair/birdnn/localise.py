@@ -3,9 +3,10 @@ negative samples, and the network with those neurons' outputs scaled.
 
 The *behaviour deviation* of a neuron is the gap between its mean output on negative samples and
 on positive samples, divided by its standard deviation over all samples (so neurons of different
-layers and activation ranges compare). Scaling neuron ``j`` of hidden layer ``l`` by ``(1 + r)`` is
-the same as scaling column ``j`` of the next affine layer's weight, so the repaired network keeps
-the original architecture.
+layers and activation ranges compare). The hidden layers are the network's activations read only
+by one dense node (`TrainableNetwork.hidden_layers`): scaling neuron ``j`` of such a layer by
+``(1 + r)`` is the same as scaling entry ``j`` of that node's weight along its input axis, so the
+repaired network keeps the original graph.
 """
 
 from __future__ import annotations
@@ -15,19 +16,20 @@ from dataclasses import dataclass
 
 import torch
 
-from .mlp import ACTIVATIONS, ChainModule
+from ...errors import UnsupportedError
+from ..parameters import TrainableNetwork
 
 SPREAD_FLOOR = 1e-9  # neurons that are constant over the samples have no deviation to rank
 
 
 @dataclass(frozen=True)
 class Neuron:
-    layer: int  # hidden layer index (0 = after the first affine layer)
+    layer: int  # index into `TrainableNetwork.hidden_layers`
     index: int
     deviation: float
 
 
-def behaviour_deviation(module: ChainModule, positives: torch.Tensor, negatives: torch.Tensor) -> list[torch.Tensor]:
+def behaviour_deviation(module: TrainableNetwork, positives: torch.Tensor, negatives: torch.Tensor) -> list[torch.Tensor]:
     """Per hidden layer, [n_l]: |mean on negatives − mean on positives| / std over both."""
     with torch.no_grad():
         _, hidden_pos = module.forward_with_hidden(positives)
@@ -40,7 +42,7 @@ def behaviour_deviation(module: ChainModule, positives: torch.Tensor, negatives:
     return deviations
 
 
-def most_deviant(module: ChainModule, positives: torch.Tensor, negatives: torch.Tensor, k: int) -> list[Neuron]:
+def most_deviant(module: TrainableNetwork, positives: torch.Tensor, negatives: torch.Tensor, k: int) -> list[Neuron]:
     """The ``k`` neurons of largest behaviour deviation, largest first."""
     deviations = behaviour_deviation(module, positives, negatives)
     flat = torch.cat(deviations)
@@ -50,33 +52,29 @@ def most_deviant(module: ChainModule, positives: torch.Tensor, negatives: torch.
     return [Neuron(int(layer_of[i]), int(i - start[layer_of[i]]), float(flat[i])) for i in order]
 
 
-def scaled_outputs(module: ChainModule, neurons: list[Neuron], ratios: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """[P, N, m]: outputs on ``x`` with each neuron's output scaled by ``1 + ratios[p, i]``.
-
-    The layers before the first scaled neuron are evaluated once for all particles.
-    """
-    n_hidden = len(module.hidden_sizes)
-    factors = [torch.ones(ratios.shape[0], size, dtype=x.dtype) for size in module.hidden_sizes]
+def scaled_outputs(module: TrainableNetwork, neurons: list[Neuron], ratios: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[P, N, m]: outputs on ``x`` with each neuron's output scaled by ``1 + ratios[p, i]`` (all
+    particles in one batch)."""
+    particles, count = ratios.shape[0], x.shape[0]
+    layers = module.hidden_layers
+    factors = [torch.ones(particles, layer.size, dtype=x.dtype) for layer in layers]
     for i, neuron in enumerate(neurons):
         factors[neuron.layer][:, neuron.index] = 1.0 + ratios[:, i].to(x.dtype)
-    first = min((n.layer for n in neurons), default=n_hidden)
-    h = x
-    for l in range(first + 1):
-        h = ACTIVATIONS[module.activations[l]](module.linears[l](h)) if l < n_hidden else module.linears[l](h)
-    if first >= n_hidden:
-        return h.unsqueeze(0).expand(ratios.shape[0], -1, -1)
-    h = h.unsqueeze(0) * factors[first].unsqueeze(1)
-    for l in range(first + 1, len(module.linears)):
-        h = module.linears[l](h)
-        if l < n_hidden:
-            h = ACTIVATIONS[module.activations[l]](h) * factors[l].unsqueeze(1)
-    return h
+    scale = {layer.value: f.repeat_interleave(count, dim=0) for layer, f in zip(layers, factors)}
+    return module(x.repeat(particles, 1), scale).reshape(particles, count, -1)
 
 
-def with_scaled_neurons(module: ChainModule, neurons: list[Neuron], ratios: torch.Tensor) -> ChainModule:
-    """A copy of ``module`` whose next-layer weight columns carry the scalings (same architecture)."""
+def with_scaled_neurons(module: TrainableNetwork, neurons: list[Neuron], ratios: torch.Tensor) -> TrainableNetwork:
+    """A copy of ``module`` whose next-node weights carry the scalings (same graph)."""
     scaled = copy.deepcopy(module)
     with torch.no_grad():
         for neuron, ratio in zip(neurons, ratios.tolist()):
-            scaled.linears[neuron.layer + 1].weight[:, neuron.index] *= 1.0 + ratio
+            layer = module.hidden_layers[neuron.layer]
+            scaled.parameter(layer.weight).select(layer.axis, neuron.index).mul_(1.0 + ratio)
     return scaled
+
+
+def require_hidden_layers(module: TrainableNetwork) -> None:
+    if not module.hidden_layers:
+        raise UnsupportedError(module.network.path, "network", "BIRDNN fine-tuning needs an activation read only by "
+                               "a dense node (Gemm or MatMul with its own weight); this network has none")

@@ -33,21 +33,21 @@ import numpy as np
 import torch
 
 from ...verify import Deadline
+from ..parameters import TrainableNetwork
 from ..report import decisions_changed
 from .attack import search_from_weakest
 from .certified import Partition, certified_shortfall
-from .domain import RegionTensors
 from .common import (
     Phases,
     Session,
 )
-from .mlp import ChainModule
+from .domain import RegionTensors
 from .samples import RepairData
 from .settings import BirdnnSettings
 from .strategy import BirdnnStrategy
 
 
-def property_accuracy(module: ChainModule, data: RepairData) -> tuple[float, float, torch.Tensor]:
+def property_accuracy(module: TrainableNetwork, data: RepairData) -> tuple[float, float, torch.Tensor]:
     """(fraction of validation samples where the property holds, fraction of the validation
     samples safe in the original whose decision changed, the margins of the domain samples)."""
     with torch.no_grad():
@@ -59,7 +59,7 @@ def property_accuracy(module: ChainModule, data: RepairData) -> tuple[float, flo
     return float((held_out > 0).double().mean()), float(changed), domain
 
 
-def outside_decisions_changed(module: ChainModule, data: RepairData) -> float:
+def outside_decisions_changed(module: TrainableNetwork, data: RepairData) -> float:
     """The fraction of the held-out outside samples whose decision changed."""
     samples = data.outside_held_out
     with torch.no_grad():
@@ -73,7 +73,7 @@ def changed_share(y0: torch.Tensor, y: torch.Tensor, rule: str) -> float:
     return float(decisions_changed(*(t.detach().cpu().numpy() for t in (y0, y)), rule).mean())
 
 
-def calibrated_learning_rate(module: ChainModule, data: RepairData, step_change: float, probe: float = 1e-3) -> float:
+def calibrated_learning_rate(module: TrainableNetwork, data: RepairData, step_change: float, probe: float = 1e-3) -> float:
     """The Adam step size whose sign step on every weight moves the domain outputs (RMS) by
     ``step_change`` margin scales: output change is close to linear in so small a step."""
     generator = torch.Generator().manual_seed(0)
@@ -112,7 +112,7 @@ def decision_shortfall(y: torch.Tensor, y0: torch.Tensor, rule: str, keep: float
     return torch.relu(keep * gap0 - gap)
 
 
-def repair_loss(module: ChainModule, data: RepairData, settings: BirdnnSettings, generator: torch.Generator,
+def repair_loss(module: TrainableNetwork, data: RepairData, settings: BirdnnSettings, generator: torch.Generator,
                 boxes: list[tuple[RegionTensors, torch.Tensor, torch.Tensor]] = (), keep_decisions: bool = True) -> torch.Tensor:
     domain, outside = data.domain, data.outside
     batch = settings.batch_size
@@ -160,7 +160,7 @@ def certified_partition(session: Session, settings: BirdnnSettings) -> Partition
     return session.partition
 
 
-def certified(partition: Partition | None, module: ChainModule, data: RepairData) -> bool:
+def certified(partition: Partition | None, module: TrainableNetwork, data: RepairData) -> bool:
     """Every leaf's margin bound is positive, all re-bounded now (True without a partition)."""
     if partition is None:
         return True

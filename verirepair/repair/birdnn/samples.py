@@ -16,6 +16,7 @@ import torch
 
 from ...spec import Box, Spec
 from ..input_domain import outside_boxes
+from ..parameters import TrainableNetwork
 from .domain import (
     RegionTensors,
     contained,
@@ -23,7 +24,6 @@ from .domain import (
     near,
     uniform_in,
 )
-from .mlp import ChainModule
 from .settings import BirdnnSettings
 
 
@@ -54,11 +54,11 @@ class SampleSet:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def take(self, index: torch.Tensor) -> "SampleSet":
+    def take(self, index: torch.Tensor) -> SampleSet:
         return SampleSet(self.x[index], self.member[index], self.y0[index], self.margin0[index])
 
     @staticmethod
-    def concat(first: "SampleSet", second: "SampleSet") -> "SampleSet":
+    def concat(first: SampleSet, second: SampleSet) -> SampleSet:
         return SampleSet(torch.cat([first.x, second.x]), torch.cat([first.member, second.member]),
                          torch.cat([first.y0, second.y0]), torch.cat([first.margin0, second.margin0]))
 
@@ -70,7 +70,7 @@ class RepairData:
     settings name none) outside the boxes,
     plus up to as many of ``keep_inputs`` (e.g. the user's data set) outside the boxes."""
 
-    def __init__(self, spec: Spec, original: ChainModule, settings: BirdnnSettings, dtype: torch.dtype = torch.float32,
+    def __init__(self, spec: Spec, original: TrainableNetwork, settings: BirdnnSettings, dtype: torch.dtype = torch.float32,
                  keep_inputs: np.ndarray | None = None, decision: str = "argmax", domain: Box | None = None) -> None:
         self.spec = spec
         self.decision = decision  # "argmax", "argmin" or "ranking": which order of the outputs to keep

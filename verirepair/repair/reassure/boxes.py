@@ -26,23 +26,24 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 import torch
 
-from ...bounds import BoundEngine, lower_network
+from ...bounds import BoundEngine
 from ...spec import Box, Spec
 from ...verify import Deadline, VerifySettings
 from ...verify.falsify import descend
 from ...verify.input_split import open_cover
 from ...verify.objective import RegionRows, box_tensors
-from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
-from .export import mlp_to_onnx
-from .patch import RegionPatch, patched_mlp
+from ..parameters import original_model
 from ..report import decisions_changed
+from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
+from .beside import patched_model
+from .patch import RegionPatch, patch_mlp
 from .patch_lp import MAX_ROW_COMBINATIONS, AffinePatch, PatchInfeasible, constant_patch
-from .regions import ReluMlp, implied_by_box, relu_mlp_of
+from .regions import ReluNetwork, implied_by_box, relu_network_of
 from .strategy import cone_rows, patch_domain
 from .support import automatic_gamma
-
 
 # The descent of one box's samples stops after this long, whatever its steps.
 DESCENT_SECONDS = 5.0
@@ -80,7 +81,8 @@ class _BoxPatch:
 @dataclass
 class _State:
     original_id: int
-    mlp: ReluMlp
+    relu: ReluNetwork
+    model: onnx.ModelProto  # the original's
     engine: BoundEngine
     device: torch.device
     boxes: list[_BoxPatch] = field(default_factory=list)
@@ -133,8 +135,9 @@ class BoxPatchStrategy(WithoutPolish):
             raise ValueError("reassure-boxes repairs whole properties; use reassure for point-wise repair")
         if self._state is None or self._state.original_id != id(problem.original):
             device = torch.device(problem.device)
-            self._state = _State(id(problem.original), relu_mlp_of(problem.original),
-                                 BoundEngine(lower_network(problem.original).to(device)), device)
+            relu = relu_network_of(problem.original)
+            self._state = _State(id(problem.original), relu, original_model(problem.original),
+                                 BoundEngine(relu.graph.to(device)), device)
         state = self._state
         spec = problem.spec
         region_rows = [RegionRows.of(region, spec.n_outputs, state.device) for region in spec.regions]
@@ -171,7 +174,8 @@ class BoxPatchStrategy(WithoutPolish):
 
         started = time.monotonic()
         patches = [e.patch for e in state.boxes]
-        model = mlp_to_onnx(patched_mlp(state.mlp, patches), problem.original, {"strategy": self.name, "patches": len(patches)})
+        model = patched_model(state.model, patch_mlp(patches, spec.n_inputs, spec.n_outputs), problem.original,
+                              {"strategy": self.name, "patches": len(patches)})
         times["export"] = time.monotonic() - started
         details: dict[str, object] = {
             "regions_patched": len(patches),
@@ -237,10 +241,10 @@ class BoxPatchStrategy(WithoutPolish):
         # plus the most violating samples pushed further by projected descent on the violation margin
         with torch.no_grad():
             samples = torch.as_tensor(x, device=state.device)
-            worst = samples[rows.margin(state.engine.chain.forward(samples)).argsort()[:self.settings.descents]]
-        refined = descend(state.engine.chain, rows, worst, lo, hi, self.settings.descent_steps, Deadline(DESCENT_SECONDS))
+            worst = samples[rows.margin(state.engine.graph.forward(samples)).argsort()[:self.settings.descents]]
+        refined = descend(state.engine.graph, rows, worst, lo, hi, self.settings.descent_steps, Deadline(DESCENT_SECONDS))
         x = np.vstack([x, refined.cpu().numpy()])
-        y = state.mlp.forward(x)
+        y = state.relu.forward(x)
         sampled = (y @ A.T - b).min(axis=0)  # per row, its smallest value on the samples
         needs = []
         for k in range(rows.n_clauses):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ...verify import Deadline
 from .lp import solve_lp
-from .regions import LinearRegion, ReluMlp, pattern_key, region_of_pattern
+from .regions import LinearRegion, ReluNetwork, pattern_key, region_of_pattern
 
 # Facets whose inscribed radius (normalised units) is below this are lower-dimensional slivers.
 MIN_FACET_RADIUS = 1e-9
@@ -40,7 +40,7 @@ def _facet_point(region: LinearRegion, i: int) -> tuple[np.ndarray, float] | Non
     return result.x[:n], float(result.x[-1])
 
 
-def enumerate_regions(mlp: ReluMlp, lower: np.ndarray, upper: np.ndarray, deadline: Deadline,
+def enumerate_regions(relu: ReluNetwork, lower: np.ndarray, upper: np.ndarray, deadline: Deadline,
                       max_regions: int = 100_000, seeds: np.ndarray | None = None,
                       accept: Callable[[LinearRegion], bool] | None = None) -> tuple[list[LinearRegion], bool]:
     """All linear regions met by the facet walk inside the box; second value False if cut short.
@@ -54,7 +54,7 @@ def enumerate_regions(mlp: ReluMlp, lower: np.ndarray, upper: np.ndarray, deadli
     seen: set[str] = set()
     regions: list[LinearRegion] = []
     for point in start:
-        pattern = mlp.patterns(point[None, :])[0]
+        pattern = relu.patterns(point[None, :])[0]
         if pattern_key(pattern) not in seen:
             seen.add(pattern_key(pattern))
             queue.append(pattern)
@@ -63,7 +63,7 @@ def enumerate_regions(mlp: ReluMlp, lower: np.ndarray, upper: np.ndarray, deadli
             return regions, False
         # Unpruned rows (after the cheap box filter): a row without a facet is redundant, so the
         # facet LPs prune the region too.
-        region = region_of_pattern(mlp, queue.popleft(), lower, upper, prune="box")
+        region = region_of_pattern(relu, queue.popleft(), lower, upper, prune="box")
         if accept is not None and not accept(region):
             continue
         facet_rows = []
@@ -78,7 +78,7 @@ def enumerate_regions(mlp: ReluMlp, lower: np.ndarray, upper: np.ndarray, deadli
             across = point + step * direction / float(np.dot(region.A[i] * width, region.A[i] * width))
             if np.any(across < lower) or np.any(across > upper):
                 continue  # a face of the box
-            pattern = mlp.patterns(across[None, :])[0]
+            pattern = relu.patterns(across[None, :])[0]
             key = pattern_key(pattern)
             if key not in seen:
                 seen.add(key)
@@ -95,11 +95,11 @@ def region_violation(region: LinearRegion, clause_A: np.ndarray, clause_b: np.nd
     return result.x if result.status == "optimal" else None
 
 
-def violating_points(mlp: ReluMlp, clauses: list[tuple[np.ndarray, np.ndarray]], lower: np.ndarray,
+def violating_points(relu: ReluNetwork, clauses: list[tuple[np.ndarray, np.ndarray]], lower: np.ndarray,
                      upper: np.ndarray, samples: int, rng: np.random.Generator, tolerance: float) -> np.ndarray:
     """Uniform samples of the box whose original output violates (or nearly violates) a clause."""
     x = lower + rng.random((samples, lower.size)) * (upper - lower)
-    y = mlp.forward(x)
+    y = relu.forward(x)
     bad = np.zeros(samples, dtype=bool)
     for A, b in clauses:
         bad |= np.all(y @ A.T <= b + tolerance, axis=1)

@@ -20,22 +20,20 @@ whole domain: for every property row ``a`` (a difference of two outputs, or one 
 buggy in the original and not yet patched — which is what the check-and-fix loop feeds back.
 (For other row shapes the argument does not apply; the verifier still decides.)
 
-**As one ReLU chain.** The verifier's bound engine takes chains of dense layers, so the patches
-run *alongside* the original layers in widened layers (block-diagonal weights), never as a
-separate branch:
+**Beside the original graph.** The patches form one ReLU chain of their own (`patch_mlp`), run on
+the flattened input beside the original network's unchanged graph; an Add node sums the two
+(`beside.patched_model`):
 
-    layer 1: original units | per patch: 2k support units, m units ``u = p(x) + K`` (>= 0 on D)
-    layer 2: original units | per patch: 1 unit ``g``, m units carrying ``u``
-    layer 3: original units | per patch: ``h⁺ = relu(u + K g - 2K)``, ``h⁻ = relu(-u + K g)``
-    layer 4+: original units | 2m units carrying ``Σ h⁺`` and ``Σ h⁻`` (non-negative, so exact)
-    output: original output layer + ``Σ h⁺ - Σ h⁻``
+    layer 1: per patch: 2k support units, m units ``u = p(x) + K`` (>= 0 on D)
+    layer 2: per patch: 1 unit ``g``, m units carrying ``u``
+    layer 3: per patch: ``h⁺ = relu(u + K g - 2K)``, ``h⁻ = relu(-u + K g)``
+    output: ``Σ h⁺ - Σ h⁻``
 
 Constant patches have no ``u`` units, and in layer 3 they all feed one shared pair of ``m``-unit
 blocks, ``Σ g·max(d, 0)`` and ``Σ g·max(-d, 0)`` (non-negative, so the ReLU is exact).
 
-``u = relu(p + K)`` equals ``p + K`` on ``D`` (so the chain equals ``f + Σ h_A`` there exactly); outside
-``D`` it clips ``p`` at ``-K``. When the original has fewer than 3 hidden layers its output is
-carried as ``relu(y)``, ``relu(-y)`` until the patches' last layer.
+``u = relu(p + K)`` equals ``p + K`` on ``D`` (so the chain equals ``Σ h_A`` there exactly); outside
+``D`` it clips ``p`` at ``-K``.
 """
 
 from __future__ import annotations
@@ -45,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from .regions import ReluMlp
+from .regions import ReluMlp, ReluNetwork
 from .support import support_first_layer, support_second_layer, support_value
 
 
@@ -85,7 +83,7 @@ class RegionPatch:
         return np.maximum(p + K * g - K, 0.0) - np.maximum(-p + K * g - K, 0.0)
 
 
-def patched_reference(base: ReluMlp, patches: list[RegionPatch], x: np.ndarray) -> np.ndarray:
+def patched_reference(base: ReluNetwork, patches: list[RegionPatch], x: np.ndarray) -> np.ndarray:
     """``f(x) + Σ h_A(x)`` straight from the formulas (for tests and fidelity checks)."""
     y = base.forward(x)
     for patch in patches:
@@ -97,36 +95,10 @@ def _block(*blocks: np.ndarray) -> np.ndarray:
     return scipy.linalg.block_diag(*blocks) if blocks else np.zeros((0, 0))
 
 
-def patched_mlp(base: ReluMlp, patches: list[RegionPatch]) -> ReluMlp:
-    """One ReLU chain computing ``f + Σ h_A`` on the domain (see the module docstring)."""
-    if not patches:
-        return base
-    m = base.n_outputs
-    D = base.n_hidden_layers
-    T = max(D, 3)
-    weights: list[np.ndarray] = []
-    biases: list[np.ndarray] = []
-    # Original track, per hidden layer: (weight from the previous original-track units, bias).
-    orig_w: list[np.ndarray] = []
-    orig_b: list[np.ndarray] = []
-    for l in range(T):
-        if l < D:
-            orig_w.append(base.weights[l])
-            orig_b.append(base.biases[l])
-        elif l == D:
-            orig_w.append(np.vstack([base.weights[D], -base.weights[D]]))
-            orig_b.append(np.concatenate([base.biases[D], -base.biases[D]]))
-        else:
-            orig_w.append(np.eye(2 * m))
-            orig_b.append(np.zeros(2 * m))
-    if D == T:
-        final_orig_w, final_orig_b = base.weights[D], base.biases[D]
-    else:
-        final_orig_w, final_orig_b = np.hstack([np.eye(m), -np.eye(m)]), np.zeros(m)
-
-    # Patch track: per patch its units in layers 1 and 2, then layer-3 blocks of 2m units (one per
-    # affine patch, one shared by all constant patches), summed from layer 4 on.
-    p1_w, p1_b, p2_w, p2_b, p3_w, p3_b = [], [], [], [], [], []
+def patch_mlp(patches: list[RegionPatch], n_inputs: int, n_outputs: int) -> ReluMlp:
+    """One ReLU chain computing ``Σ h_A`` on the domain (see the module docstring)."""
+    m = n_outputs
+    first_w, first_b, second_w, second_b, third_w, third_b = [], [], [], [], [], []
     shared: list[tuple[int, np.ndarray]] = []  # constant patches: (their g unit in layer 2, weights d⁺ / d⁻)
     column = 0  # layer-2 units so far
     for patch in patches:
@@ -134,55 +106,40 @@ def patched_mlp(base: ReluMlp, patches: list[RegionPatch]) -> ReluMlp:
         sw, sb = support_first_layer(patch.A, patch.b, patch.gamma)
         g_row, g_bias = support_second_layer(k)
         if patch.constant:
-            p1_w.append(sw)
-            p1_b.append(sb)
-            p2_w.append(g_row[None, :])
-            p2_b.append(np.array([g_bias]))
+            first_w.append(sw)
+            first_b.append(sb)
+            second_w.append(g_row[None, :])
+            second_b.append(np.array([g_bias]))
             shared.append((column, np.concatenate([np.maximum(patch.d, 0.0), np.maximum(-patch.d, 0.0)])))
-            p3_w.append(np.zeros((0, 1)))  # no units of its own in layer 3
+            third_w.append(np.zeros((0, 1)))  # no units of its own in layer 3
             column += 1
             continue
-        p1_w.append(np.vstack([sw, patch.C]))
-        p1_b.append(np.concatenate([sb, patch.d + patch.K]))
+        first_w.append(np.vstack([sw, patch.C]))
+        first_b.append(np.concatenate([sb, patch.d + patch.K]))
         w2 = np.zeros((1 + m, 2 * k + m))
         w2[0, :2 * k] = g_row
         w2[1:, 2 * k:] = np.eye(m)
-        p2_w.append(w2)
-        p2_b.append(np.concatenate([[g_bias], np.zeros(m)]))
+        second_w.append(w2)
+        second_b.append(np.concatenate([[g_bias], np.zeros(m)]))
         K = patch.K
         w3 = np.zeros((2 * m, 1 + m))
         w3[:m, 0] = K
         w3[:m, 1:] = np.eye(m)
         w3[m:, 0] = K
         w3[m:, 1:] = -np.eye(m)
-        p3_w.append(w3)
-        p3_b.append(np.concatenate([np.full(m, -2.0 * K), np.zeros(m)]))
+        third_w.append(w3)
+        third_b.append(np.concatenate([np.full(m, -2.0 * K), np.zeros(m)]))
         column += 1 + m
-    third_w = _block(*p3_w)
+    third = _block(*third_w)
     if shared:  # the block shared by the constant patches: Σ g·d⁺ and Σ g·d⁻
         block = np.zeros((2 * m, column))
         for unit, signed_parts in shared:
             block[:, unit] = signed_parts
-        third_w = np.vstack([third_w, block])
-        p3_b.append(np.zeros(2 * m))
-    blocks = third_w.shape[0] // (2 * m)
-    sum_rows = np.hstack([np.eye(2 * m)] * blocks)  # Σ over the blocks of (h⁺, h⁻)
-    patch_w = [np.vstack(p1_w), _block(*p2_w), third_w]
-    patch_b = [np.concatenate(p1_b), np.concatenate(p2_b), np.concatenate(p3_b)]
-    for l in range(3, T):
-        patch_w.append(sum_rows if l == 3 else np.eye(2 * m))
-        patch_b.append(np.zeros(2 * m))
-    if T == 3:
-        final_patch_w = np.hstack([np.hstack([np.eye(m), -np.eye(m)])] * blocks)
-    else:
-        final_patch_w = np.hstack([np.eye(m), -np.eye(m)])
-
-    for l in range(T):
-        if l == 0:
-            weights.append(np.vstack([orig_w[0], patch_w[0]]))
-        else:
-            weights.append(_block(orig_w[l], patch_w[l]))
-        biases.append(np.concatenate([orig_b[l], patch_b[l]]))
-    weights.append(np.hstack([final_orig_w, final_patch_w]))
-    biases.append(final_orig_b.copy())
-    return ReluMlp(tuple(weights), tuple(biases))
+        third = np.vstack([third, block])
+        third_b.append(np.zeros(2 * m))
+    if not patches:
+        return ReluMlp((np.zeros((m, n_inputs)),), (np.zeros(m),))
+    blocks = third.shape[0] // (2 * m)
+    output = np.hstack([np.hstack([np.eye(m), -np.eye(m)])] * blocks)
+    return ReluMlp((np.vstack(first_w), _block(*second_w), third, output),
+                   (np.concatenate(first_b), np.concatenate(second_b), np.concatenate(third_b), np.zeros(m)))

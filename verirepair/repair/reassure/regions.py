@@ -1,17 +1,19 @@
 """Linear regions of a ReLU network: activation pattern → H-representation and local affine map.
 
-On the set of inputs that share an activation pattern, a ReLU network is one affine map. Writing
-``D_l`` for the 0/1 diagonal mask of layer ``l``, the pre-activation of layer ``l`` is the affine map
-``M_l x + c_l`` with ``M_0 = W_0``, ``M_l = W_l D_l M_{l-1}``, ``c_l = W_l D_l c_{l-1} + b_l``: masked
-weight products, computed exactly in float64 (no autograd). The region is
+On the set of inputs that share an activation pattern, a ReLU network is one affine map. The
+network is its own bound graph (`verirepair.bounds.BoundGraph`: linear nodes — dense, convolution,
+reshapes, additions of branches — and ReLUs, any DAG): with every ReLU fixed to the 0/1 mask of
+the pattern, each value of the graph is an affine map ``J x + c`` of the input, obtained by pushing
+the identity through the linear nodes (`LinearOperator.apply`, the node's own operation without its
+offsets) and masking at the ReLUs, exactly in float64 (no autograd). The region is
 
-    { x in box :  M_l[i] x + c_l[i] >= 0 for active i,   <= 0 for inactive i }
+    { x in box :  J_l[i] x + c_l[i] >= 0 for active i,   <= 0 for inactive i }
 
-which we return as ``A x <= b`` with the box faces appended. Rows are scaled so that
-``b_i - A_i x`` is a distance in *box-normalised* coordinates (each input divided by the box
-width), which gives the support network's sharpness a meaning independent of input units.
-Redundant rows are removed by one LP each (for inputs of low dimension, where it is cheap and
-keeps the patch small).
+(``J_l x + c_l`` the input of ReLU node ``l``), which we return as ``A x <= b`` with the box faces
+appended. Rows are scaled so that ``b_i - A_i x`` is a distance in *box-normalised* coordinates
+(each input divided by the box width), which gives the support network's sharpness a meaning
+independent of input units. Redundant rows are removed by one LP each (for inputs of low
+dimension, where it is cheap and keeps the patch small).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...bounds import ActivationLayer, AffineLayer, lower_network
+from ...bounds import BoundGraph, BoundRelu, build_graph
 from ...errors import UnsupportedError
 from ...network import Network
 from ...network.nnet import relu_mlp_forward
@@ -43,7 +45,8 @@ INTERIOR_POINT_MIN_INPUTS = 100
 
 @dataclass(frozen=True)
 class ReluMlp:
-    """A chain of dense layers with ReLU between them, in float64: ``weights[i]`` is [out, in]."""
+    """A chain of dense layers with ReLU between them, in float64: ``weights[i]`` is [out, in]
+    (the patch network, `patch.patch_mlp`)."""
 
     weights: tuple[np.ndarray, ...]
     biases: tuple[np.ndarray, ...]
@@ -63,28 +66,43 @@ class ReluMlp:
     def forward(self, x: np.ndarray) -> np.ndarray:
         return relu_mlp_forward(self.weights, self.biases, x)
 
+
+class ReluNetwork:
+    """A network whose bound graph has only linear nodes and ReLUs, evaluated in float64."""
+
+    def __init__(self, graph: BoundGraph) -> None:
+        self.graph = graph
+        self.relus = tuple(node for node in graph.nodes if isinstance(node.op, BoundRelu))
+
+    @property
+    def n_inputs(self) -> int:
+        return self.graph.n_inputs
+
+    @property
+    def n_outputs(self) -> int:
+        return self.graph.n_outputs
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.graph.forward(torch.as_tensor(np.atleast_2d(x), dtype=torch.float64)).numpy()
+
     def patterns(self, x: np.ndarray) -> np.ndarray:
-        """Activation patterns [B, hidden neurons] (True = strictly positive pre-activation)."""
-        h = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        masks = []
-        for w, b in zip(self.weights[:-1], self.biases[:-1]):
-            z = h @ w.T + b
-            masks.append(z > 0)
-            h = np.maximum(z, 0.0)
-        return np.concatenate(masks, axis=1) if masks else np.zeros((h.shape[0], 0), dtype=bool)
+        """Activation patterns [B, ReLU neurons] (True = strictly positive ReLU input), the ReLU
+        nodes in graph order."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        if not self.relus:
+            return np.zeros((x.shape[0], 0), dtype=bool)
+        with torch.no_grad():
+            values = self.graph.values(torch.as_tensor(x))
+        return np.concatenate([values[node.inputs[0]].reshape(x.shape[0], -1).numpy() > 0 for node in self.relus], axis=1)
 
 
-def relu_mlp_of(network: Network) -> ReluMlp:
-    """The network as a `ReluMlp` (via the bound engine's exact lowering); other layers refused."""
-    chain = lower_network(network)
-    weights, biases = [], []
-    for layer in chain.layers:
-        if isinstance(layer, AffineLayer):
-            weights.append(layer.weight.detach().to(torch.float64).cpu().numpy())
-            biases.append(layer.bias.detach().to(torch.float64).cpu().numpy())
-        elif not (isinstance(layer, ActivationLayer) and layer.kind == "relu"):
-            raise UnsupportedError(network.path, "repair", "REASSURE needs a network of dense/affine layers and ReLUs only")
-    return ReluMlp(tuple(weights), tuple(biases))
+def relu_network_of(network: Network) -> ReluNetwork:
+    """The network's bound graph, refused unless it has only linear nodes and ReLUs."""
+    graph = build_graph(network)
+    if not graph.is_relu_network:
+        raise UnsupportedError(network.path, "repair", "REASSURE needs a network of linear nodes and ReLUs only")
+    return ReluNetwork(graph)
 
 
 def pattern_key(pattern: np.ndarray) -> str:
@@ -112,39 +130,52 @@ class LinearRegion:
         return np.all(x @ self.A.T <= self.b + tolerance, axis=1)
 
 
-def local_affine_map(mlp: ReluMlp, pattern: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
-    """Per hidden layer the pre-activation maps (M_l, c_l), and the output map (W, c)."""
-    M, c = mlp.weights[0].copy(), mlp.biases[0].copy()
+def local_affine_map(relu: ReluNetwork, pattern: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+    """Per ReLU node the affine map (M_l, c_l) of its input, and the output map (W, c), on the
+    inputs whose activation pattern is ``pattern``."""
+    graph = relu.graph
+    n = graph.n_inputs
+    shape = graph.shapes[graph.input]
+    jacobian = {graph.input: torch.eye(n, dtype=torch.float64).reshape((n,) + shape)}
+    offset = {graph.input: torch.zeros((1,) + shape, dtype=torch.float64)}
     maps_M, maps_c = [], []
-    offset = 0
-    for w, b in zip(mlp.weights[1:], mlp.biases[1:]):
-        maps_M.append(M)
-        maps_c.append(c)
-        mask = pattern[offset:offset + M.shape[0]].astype(np.float64)
-        offset += M.shape[0]
-        M, c = w @ (mask[:, None] * M), w @ (mask * c) + b
-    return maps_M, maps_c, M, c
+    start = 0
+    with torch.no_grad():
+        for node in graph.nodes:
+            if isinstance(node.op, BoundRelu):
+                J, c = jacobian[node.inputs[0]], offset[node.inputs[0]]
+                maps_M.append(J.reshape(n, -1).T.numpy())
+                maps_c.append(c.reshape(-1).numpy())
+                size = maps_c[-1].size
+                mask = torch.as_tensor(pattern[start:start + size], dtype=torch.float64).reshape(J.shape[1:])
+                start += size
+                jacobian[node.output], offset[node.output] = J * mask, c * mask
+            else:
+                jacobian[node.output] = node.op.apply(*[jacobian[v] for v in node.inputs])
+                offset[node.output] = node.op.forward(*[offset[v] for v in node.inputs])
+    W = jacobian[graph.output].reshape(n, -1).T.numpy()
+    return maps_M, maps_c, W, offset[graph.output].reshape(-1).numpy()
 
 
-def linear_region_of(mlp: ReluMlp, x: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+def linear_region_of(relu: ReluNetwork, x: np.ndarray, lower: np.ndarray, upper: np.ndarray,
                      prune: bool | str = True) -> LinearRegion:
-    """The linear region of ``mlp`` containing ``x``, cut to the box ``[lower, upper]``."""
+    """The linear region of ``relu`` containing ``x``, cut to the box ``[lower, upper]``."""
     x = np.asarray(x, dtype=np.float64).reshape(-1)
-    pattern = mlp.patterns(x[None, :])[0]
-    return region_of_pattern(mlp, pattern, lower, upper, prune)
+    pattern = relu.patterns(x[None, :])[0]
+    return region_of_pattern(relu, pattern, lower, upper, prune)
 
 
-def region_of_pattern(mlp: ReluMlp, pattern: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+def region_of_pattern(relu: ReluNetwork, pattern: np.ndarray, lower: np.ndarray, upper: np.ndarray,
                       prune: bool | str = True) -> LinearRegion:
     """The region of an activation pattern; ``prune``: True (LP per row), "box" (only rows the
     box alone implies are dropped) or False."""
-    maps_M, maps_c, W, c = local_affine_map(mlp, pattern)
-    M = np.vstack(maps_M) if maps_M else np.zeros((0, mlp.n_inputs))
+    maps_M, maps_c, W, c = local_affine_map(relu, pattern)
+    M = np.vstack(maps_M) if maps_M else np.zeros((0, relu.n_inputs))
     cc = np.concatenate(maps_c) if maps_c else np.zeros(0)
     sign = np.where(pattern, -1.0, 1.0)  # active: -z <= 0; inactive: z <= 0
     A = sign[:, None] * M
     b = -sign * cc
-    n = mlp.n_inputs
+    n = relu.n_inputs
     eye = np.eye(n)
     A = np.vstack([A, eye, -eye])
     b = np.concatenate([b, upper, -lower])

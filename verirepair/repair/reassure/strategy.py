@@ -4,8 +4,8 @@ Each call patches every linear region (of the *original* network) that holds a k
 counterexample and, in area mode, every other region the localiser finds violating: by exact
 enumeration for inputs of at most ``enumerate_max_dims`` dimensions, by sampling otherwise. A patch
 is the minimal affine correction of its region (`patch_lp`), wrapped in a support network
-(`support`) and summed with the others (`patch`); the result is exported as one ONNX chain
-(`export`). Patches are kept between calls of one check-and-fix run, so every iteration only adds
+(`support`) and summed with the others (`patch`); the result is exported as the original ONNX
+graph with the patch network beside it (`beside`). Patches are kept between calls of one check-and-fix run, so every iteration only adds
 the regions the verifier's new counterexample (and the localiser) point at.
 
 Why the loop converges: a violation of ``f + Σ h_A`` can only lie in a region that violates in the
@@ -20,16 +20,31 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 
 from ...errors import SettingsError
 from ...spec import Box, Spec
 from ...verify import Deadline
+from ..parameters import original_model
 from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
+from .beside import patched_model
 from .enumerate import enumerate_regions, region_violation, violating_points
-from .export import mlp_to_onnx
-from .patch import RegionPatch, patched_mlp
-from .patch_lp import AffinePatch, PatchInfeasible, minimal_patch, patch_margin_on_region
-from .regions import LinearRegion, ReluMlp, chebyshev_centre, implied_by_box, linear_region_of, pattern_key, relu_mlp_of
+from .patch import RegionPatch, patch_mlp
+from .patch_lp import (
+    AffinePatch,
+    PatchInfeasible,
+    minimal_patch,
+    patch_margin_on_region,
+)
+from .regions import (
+    LinearRegion,
+    ReluNetwork,
+    chebyshev_centre,
+    implied_by_box,
+    linear_region_of,
+    pattern_key,
+    relu_network_of,
+)
 from .support import automatic_gamma
 
 LOCALISERS = ("auto", "counterexamples", "enumerate", "flood", "sample")
@@ -89,7 +104,8 @@ class _Entry:
 @dataclass
 class _State:
     original_id: int
-    mlp: ReluMlp
+    relu: ReluNetwork
+    model: onnx.ModelProto  # the original's
     entries: dict[tuple[int, str], _Entry] = field(default_factory=dict)
     localised: set[int] = field(default_factory=set)  # spec regions already enumerated
     counts: dict[str, int] = field(default_factory=dict)
@@ -137,7 +153,7 @@ class ReassureStrategy(WithoutPolish):
     # -- the interface ---------------------------------------------------------------------------
     def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
         if self._state is None or self._state.original_id != id(problem.original):
-            self._state = _State(id(problem.original), relu_mlp_of(problem.original))
+            self._state = _State(id(problem.original), relu_network_of(problem.original), original_model(problem.original))
         state = self._state
         spec = problem.spec
         times = {"localise": 0.0, "synthesise": 0.0, "export": 0.0}
@@ -153,7 +169,7 @@ class ReassureStrategy(WithoutPolish):
             if deadline.expired():
                 break
             box = spec.regions[index].box
-            region = known or linear_region_of(state.mlp, point, box.lower, box.upper, prune=self._prune(spec))
+            region = known or linear_region_of(state.relu, point, box.lower, box.upper, prune=self._prune(spec))
             key = (index, region.key)
             old = state.entries.get(key)
             if old is not None and not grow:
@@ -176,8 +192,8 @@ class ReassureStrategy(WithoutPolish):
 
         started = time.monotonic()
         patches = [e.patch for e in state.entries.values()]
-        mlp = patched_mlp(state.mlp, patches)
-        model = mlp_to_onnx(mlp, problem.original, {"strategy": self.name, "patches": len(patches)})
+        model = patched_model(state.model, patch_mlp(patches, spec.n_inputs, spec.n_outputs), problem.original,
+                              {"strategy": self.name, "patches": len(patches)})
         times["export"] = time.monotonic() - started
         details: dict[str, object] = {
             "regions_patched": len(patches),
@@ -241,7 +257,7 @@ class ReassureStrategy(WithoutPolish):
             # Point-wise repair with several labels: each point names its own spec region.
             return [(target, np.asarray(x, dtype=np.float64), x is problem.counterexamples[-1], None)
                     for x, target in zip(problem.counterexamples, problem.targets)]
-        y = state.mlp.forward(np.array(problem.counterexamples)) if problem.counterexamples else np.zeros((0, spec.n_outputs))
+        y = state.relu.forward(np.array(problem.counterexamples)) if problem.counterexamples else np.zeros((0, spec.n_outputs))
         for x, yx in zip(problem.counterexamples, y):
             for index, region in enumerate(spec.regions):
                 if region.box.contains(x) and any(c.violated_by(yx) for c in region.clauses):
@@ -269,7 +285,7 @@ class ReassureStrategy(WithoutPolish):
                 if index in state.localised:
                     continue
                 state.localised.add(index)
-                regions, complete = enumerate_regions(state.mlp, region.box.lower, region.box.upper, deadline,
+                regions, complete = enumerate_regions(state.relu, region.box.lower, region.box.upper, deadline,
                                                       self.settings.enumerate_max_regions)
                 state.counts["regions_enumerated"] = state.counts.get("regions_enumerated", 0) + len(regions)
                 state.counts["enumeration_complete"] = int(complete)
@@ -281,10 +297,10 @@ class ReassureStrategy(WithoutPolish):
                         todo.append((index, hit, False, r))
                 state.counts["regions_needing_patch"] = state.counts.get("regions_needing_patch", 0) + buggy
             if mode in ("flood", "sample"):
-                points = violating_points(state.mlp, clauses, region.box.lower, region.box.upper,
+                points = violating_points(state.relu, clauses, region.box.lower, region.box.upper,
                                           self.settings.samples_per_box, rng, 0.0)
                 seen = {k for (i, k) in state.entries if i == index}
-                for p, pattern in zip(points, state.mlp.patterns(points)):
+                for p, pattern in zip(points, state.relu.patterns(points)):
                     key = pattern_key(pattern)
                     if key not in seen:
                         seen.add(key)
@@ -316,7 +332,7 @@ class ReassureStrategy(WithoutPolish):
             return hit is not None
 
         budget = Deadline(max(0.0, self.settings.flood_share * deadline.remaining()))
-        regions, complete = enumerate_regions(state.mlp, box.lower, box.upper, budget,
+        regions, complete = enumerate_regions(state.relu, box.lower, box.upper, budget,
                                               self.settings.max_new_regions_per_call, np.vstack(seeds), violating)
         state.counts["regions_flooded"] = state.counts.get("regions_flooded", 0) + len(regions)
         state.counts["flood_complete"] = int(complete)
