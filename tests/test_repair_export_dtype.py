@@ -24,8 +24,8 @@ from verirepair.repair import (
     strategy_named,
 )
 from verirepair.repair.reassure.boxes import BoxPatchSettings, BoxPatchStrategy
-from verirepair.repair.reassure.export import mlp_to_onnx
-from verirepair.repair.reassure.regions import relu_mlp_of
+from verirepair.repair.reassure.beside import patched_model
+from verirepair.repair.reassure.regions import ReluMlp
 from verirepair.verify import VerifySettings, verify_files
 
 # Every registered strategy that writes ONNX files of its own ("auto" picks among these).
@@ -107,15 +107,16 @@ def test_reassure_export_of_a_float64_model_stays_float64(files, tmp_path):
 
 def test_reassure_export_of_acas_xu_keeps_its_declarations_and_outputs(benchmarks: Path, tmp_path: Path) -> None:
     """A [1, 1, 1, 5] input (flattened inside) and the original's own input/output declarations;
-    onnxruntime gives the original's outputs (the same float32 weights, unpatched)."""
+    onnxruntime gives the original's outputs (the original graph beside a zero patch)."""
     path = benchmarks / "acasxu" / "onnx" / "ACASXU_run2a_2_1_batch_2000.onnx"
     original = load_network(path)
     written = tmp_path / "acas.onnx"
-    onnx.save(mlp_to_onnx(relu_mlp_of(original), original), str(written))
+    zero_patch = ReluMlp((np.zeros((3, 5)), np.zeros((5, 3))), (np.zeros(3), np.zeros(5)))
+    onnx.save(patched_model(onnx.load(str(path)), zero_patch, original), str(written))
     model, before = onnx.load(str(written)), onnx.load(str(path))
     assert all(t == onnx.TensorProto.FLOAT for _, t in _floating_constants(model))
     assert "Cast" not in {n.op_type for n in model.graph.node}
-    (declared,) = model.graph.input
+    declared = next(v for v in model.graph.input if v.name == original.input_name)  # IR 3: initializers are inputs too
     assert declared == next(v for v in before.graph.input if v.name == original.input_name)
     assert list(model.graph.output) == list(before.graph.output)
     x = np.random.default_rng(9).uniform(-0.5, 0.5, size=(32, 5))
