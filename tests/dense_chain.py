@@ -105,7 +105,7 @@ class Chain:
         bias = torch.zeros(graph.n_inputs, dtype=torch.float64)
         for node in graph.nodes:
             if isinstance(node.op, LinearOperator):
-                (matrix,) = node.op.matrices()
+                matrix = node.op.matrices()[0].to_dense()
                 offset = node.op.bias.reshape(-1) if node.op.has_bias else torch.zeros(matrix.shape[0], dtype=torch.float64)
                 weight, bias = matrix @ weight, matrix @ bias + offset
                 continue

@@ -533,7 +533,7 @@ def dense_layers(graph: BoundGraph) -> list[tuple[torch.Tensor, torch.Tensor] | 
         if isinstance(node.op, BoundRelu):
             layers.append(None)
         elif node.is_linear:
-            (weight,) = node.op.matrices()
+            weight = node.op.matrices()[0].to_dense()
             bias = node.op.bias.reshape(-1) if node.op.has_bias else torch.zeros(weight.shape[0], dtype=F64)
             layers.append((weight, bias))
         else:

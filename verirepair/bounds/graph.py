@@ -118,11 +118,10 @@ class BoundGraph:
         return any(isinstance(node.op, BoundSShaped) for node in self.nodes)
 
     @cached_property
-    def dense_entries(self) -> int:
-        """How many entries the linear nodes' matrices have when written out (`LinearOperator.matrices`):
-        the size of an exact MILP encoding."""
-        return sum(math.prod(node.op.output_shape) * sum(math.prod(s) for s in node.op.input_shapes)
-                   for node in self.nodes if isinstance(node.op, LinearOperator))
+    def activations(self) -> int:
+        """How many numbers one evaluation computes (every value's size, the input's included):
+        the number of variables of an exact MILP encoding."""
+        return sum(math.prod(shape) for shape in self.shapes.values())
 
     def to(self, device: torch.device | str) -> BoundGraph:
         return replace(self, nodes=tuple(replace(node, op=node.op.to(device)) for node in self.nodes))

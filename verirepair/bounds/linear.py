@@ -168,21 +168,27 @@ class LinearOperator:
             error = gamma(self.terms) * ((lam.abs().flatten(2) @ reach.flatten(1).unsqueeze(-1)).squeeze(-1) + bias.abs())
         return parts, new_bias, error
 
-    def matrices(self, chunk: int = 1024) -> list[Tensor]:
-        """The dense matrix [n_out, n_in] of the map from each dynamic operand (flattened) to the
-        output, by applying the linear part to basis vectors (for exact encodings of small networks)."""
+    def matrices(self, chunk_entries: int = 2**24) -> list[Tensor]:
+        """The matrix [n_out, n_in] (sparse COO, float64) of the map from each dynamic operand
+        (flattened) to the output, by applying the linear part to basis vectors in chunks of about
+        ``chunk_entries`` dense entries (for exact encodings: a convolution keeps only its kernel's
+        non-zeros)."""
         n_out = math.prod(self.output_shape)
+        chunk = max(1, chunk_entries // max(1, n_out))
         result = []
         for position, shape in enumerate(self.input_shapes):
             n_in = math.prod(shape)
-            columns = []
+            indices, values = [], []
             for first in range(0, n_in, chunk):
                 count = min(chunk, n_in - first)
                 operands = [torch.zeros((count,) + s, dtype=torch.float64, device=self._device) for s in self.input_shapes]
                 basis = operands[position].reshape(count, n_in)
                 basis[torch.arange(count), first + torch.arange(count)] = 1.0
-                columns.append(self.apply(*operands).reshape(count, n_out))
-            result.append(torch.cat(columns).T.contiguous())
+                columns = self.apply(*operands).reshape(count, n_out).T.to_sparse()
+                indices.append(columns.indices() + torch.tensor([[0], [first]], device=columns.device))
+                values.append(columns.values())
+            result.append(torch.sparse_coo_tensor(torch.cat(indices, dim=1), torch.cat(values), (n_out, n_in),
+                                                  check_invariants=True).coalesce())
         return result
 
     def to(self, device: torch.device | str) -> LinearOperator:
@@ -217,8 +223,10 @@ class Dense(LinearOperator):
     def transpose(self, lam: Tensor) -> list[Tensor]:
         return [lam @ self.weight]
 
-    def matrices(self, chunk: int = 1024) -> list[Tensor]:
-        return [self.weight] if len(self.input_shapes[0]) == 1 else super().matrices(chunk)
+    def matrices(self, chunk_entries: int = 2**24) -> list[Tensor]:
+        if len(self.input_shapes[0]) == 1:
+            return [self.weight.to_sparse()]
+        return super().matrices(chunk_entries)
 
 
 @dataclass(frozen=True, eq=False)

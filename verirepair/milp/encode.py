@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
+import torch
 
 from verirepair.bounds import BoundGraph, BoundMaxPool, BoundRelu, LinearOperator
 from verirepair.errors import UnsupportedError
@@ -148,7 +150,7 @@ def _tightened(model: MilpModel, current: _Vector, bounds: BoundPair) -> _Vector
 def _encode_linear(model: MilpModel, op: LinearOperator, operands: list[_Vector], k: int) -> _Vector:
     """``z = Σ_i A_i x_i + b`` as equalities; z bounded by interval arithmetic. A node that only
     selects operand entries (reshape, slice, flatten) reuses their variables."""
-    matrices = [m.detach().cpu().double().numpy() for m in op.matrices()]
+    matrices = [_scipy(m) for m in op.matrices()]
     n_out = matrices[0].shape[0]
     b = op.bias.detach().cpu().double().numpy().reshape(-1) if op.has_bias else np.zeros(n_out)
     if len(operands) == 1:
@@ -159,27 +161,36 @@ def _encode_linear(model: MilpModel, op: LinearOperator, operands: list[_Vector]
     mid, spread = b.copy(), np.zeros(n_out)
     for W, x in zip(matrices, operands):
         mid += W @ ((x.lower + x.upper) / 2.0)
-        spread += np.abs(W) @ ((x.upper - x.lower) / 2.0)
+        spread += abs(W) @ ((x.upper - x.lower) / 2.0)
     slack = INTERVAL_WIDENING * (1.0 + np.abs(mid) + spread)
     lower, upper = mid - spread - slack, mid + spread + slack
     z = model.add_variables(lower, upper, name=f"z{k}")
     rows, cols, vals = [np.arange(n_out)], [z], [-np.ones(n_out)]
     for W, x in zip(matrices, operands):
-        nz_rows, nz_cols = np.nonzero(W)
-        rows.append(nz_rows)
-        cols.append(x.indices[nz_cols])
-        vals.append(W[nz_rows, nz_cols])
+        rows.append(W.row)
+        cols.append(x.indices[W.col])
+        vals.append(W.data)
     model.add_rows_coo(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), -b, -b)
     return _Vector(z, lower, upper)
 
 
-def _selection(W: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+def _scipy(matrix: torch.Tensor) -> scipy.sparse.coo_matrix:
+    matrix = matrix.detach().cpu().double().coalesce()
+    rows, cols = matrix.indices().numpy()
+    values = matrix.values().numpy()
+    keep = values != 0
+    return scipy.sparse.coo_matrix((values[keep], (rows[keep], cols[keep])), shape=tuple(matrix.shape))
+
+
+def _selection(W: scipy.sparse.coo_matrix, b: np.ndarray) -> np.ndarray | None:
     """The operand index each output copies, if every row of ``W`` is one 1 and ``b`` is zero."""
-    if np.any(b != 0) or np.any((W != 0) & (W != 1)):
+    if np.any(b != 0) or np.any(W.data != 1):
         return None
-    if not np.all((W != 0).sum(axis=1) == 1):
+    if not np.array_equal(np.sort(W.row), np.arange(W.shape[0])):
         return None
-    return np.argmax(W, axis=1)
+    selected = np.empty(W.shape[0], dtype=np.int64)
+    selected[W.row] = W.col
+    return selected
 
 
 def _encode_relu(model: MilpModel, current: _Vector, k: int) -> _Vector:

@@ -218,7 +218,7 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
     device = rows.A.device
     lower, upper = box_tensors(region.box, device)
     use_leaf_milp = certificate is None and engine.graph.is_piecewise_linear and settings.leaf_milp_max_unstable > 0 \
-        and engine.graph.dense_entries <= settings.milp_max_dense_entries
+        and engine.graph.activations <= settings.milp_max_activations
     leaf_milp = _LeafMilp(engine, region, settings)
     root = _root(engine, rows, lower, upper, settings, certificate)
     frontier = _Frontier()

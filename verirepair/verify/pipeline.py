@@ -159,7 +159,7 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
         return SearchOutcome("proven", None, 1), "alpha-crown"
     if low_dimensional:
         return input_split_search(engine, rows, region, settings, deadline, confirm), "input-split"
-    refinable = (graph.is_relu_network and graph.dense_entries <= settings.milp_max_dense_entries
+    refinable = (graph.is_relu_network and graph.activations <= settings.milp_max_activations
                  and len(layers.pre_activation) > 1 and settings.milp_refine_layers > 0)
     refined = refinable and min(clause_bounds) < -settings.milp_refine_gap  # later proofs rest on a solver
     if refined:
@@ -178,11 +178,11 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
             return found, "relu-split"
         if not open_clauses:
             return SearchOutcome("proven", None, 1, solver_decided=refined), "relu-split"
-    if graph.is_piecewise_linear and graph.dense_entries <= settings.milp_max_dense_entries:
+    if graph.is_piecewise_linear and graph.activations <= settings.milp_max_activations:
         return milp_search(engine, region, open_clauses, layers, settings, deadline, confirm, notes), "milp"
     if graph.is_piecewise_linear:
-        notes.append(f"no exact MILP: its matrices would hold {graph.dense_entries:.3g} entries "
-                     f"(more than {settings.milp_max_dense_entries:.3g})")
+        notes.append(f"no exact MILP: the network computes {graph.activations} values "
+                     f"(more than milp_max_activations = {settings.milp_max_activations})")
         return SearchOutcome("timeout" if deadline.expired() else "unknown", None, 1), "none"
     # No exact search without piecewise linearity: longer bound optimisations first, then
     # splitting sigmoid/tanh neurons gets the rest of the time.

@@ -90,9 +90,10 @@ class VerifySettings:
     # (A_r·y <= b_r + margin·(1 + reach_r), `milp.encode_graph`), so a solver's tolerances, which
     # grow with the magnitudes in the model, cannot turn a reachable violation into "infeasible".
     milp_margin: float = 1e-6
-    # The exact MILP writes every linear node out as sparse rows of its dense matrix: networks whose
-    # matrices would hold more entries than this (convolutional nets of CIFAR size: 10^9) get none.
-    milp_max_dense_entries: int = 50_000_000
+    # The exact MILP has a variable per value the network computes: networks that compute more
+    # (CIFAR ResNets: ~10^5 and more) get none, since building it would take the time and memory
+    # the other searches need, and no solver decides it within a timeout.
+    milp_max_activations: int = 100_000
     milp_solver: str = "auto"
     # Points of each input box on which the torch import is compared with onnxruntime.
     import_check_points: int = 16
