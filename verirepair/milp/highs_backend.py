@@ -82,7 +82,7 @@ class HighsSolver:
         return _result_of(h, model)
 
 
-def _pass_model(h: "highspy.Highs", model: MilpModel) -> "highspy.HighsStatus":
+def _pass_model(h: highspy.Highs, model: MilpModel) -> highspy.HighsStatus:
     """Hand the model to HiGHS as one row-wise (CSR) matrix plus flat numpy arrays."""
     rows = model.solver_rows()
     csr = rows.matrix
@@ -95,7 +95,7 @@ def _pass_model(h: "highspy.Highs", model: MilpModel) -> "highspy.HighsStatus":
         model.is_integer.astype(np.int32))  # 1 = HighsVarType.kInteger, 0 = kContinuous
 
 
-def _result_of(h: "highspy.Highs", model: MilpModel) -> MilpResult:
+def _result_of(h: highspy.Highs, model: MilpModel) -> MilpResult:
     statuses = highspy.HighsModelStatus
     status = h.getModelStatus()
     info = h.getInfo()

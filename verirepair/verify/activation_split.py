@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from .. import progress
-from ..bounds import BoundEngine, LayerBounds
-from ..bounds import BoundSShaped
+from ..bounds import BoundEngine, BoundSShaped, LayerBounds
 from .deadline import Deadline, paced_batch
 from .falsify import replay_most_violating
 from .objective import still_open
@@ -58,11 +57,11 @@ class Domains:
     def size(self) -> int:
         return int(self.bound.shape[0])
 
-    def select(self, index: Tensor) -> "Domains":
+    def select(self, index: Tensor) -> Domains:
         return Domains([l[index] for l in self.lower], [u[index] for u in self.upper], self.bound[index])
 
     @staticmethod
-    def join(parts: list["Domains"]) -> "Domains":
+    def join(parts: list[Domains]) -> Domains:
         layers = range(len(parts[0].lower))
         return Domains([torch.cat([p.lower[k] for p in parts]) for k in layers],
                        [torch.cat([p.upper[k] for p in parts]) for k in layers], torch.cat([p.bound for p in parts]))

@@ -19,9 +19,9 @@ from __future__ import annotations
 import functools
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -32,8 +32,8 @@ from ..spec import Box, Region
 from .certificate import Closing, RegionCertificate, child_path
 from .deadline import Deadline, paced_batch
 from .falsify import descend, replay_most_violating
-from .objective import RegionRows, box_tensors, clause_lower_bounds, still_open
 from .milp_search import milp_search
+from .objective import RegionRows, box_tensors, clause_lower_bounds, still_open
 from .result import Counterexample, SearchOutcome
 from .settings import VerifySettings
 
@@ -89,7 +89,7 @@ class OpenBoxes:
         masked = torch.where(self.rows_open(rows, settings), self.row_bounds, torch.full_like(self.row_bounds, float("inf")))
         return masked.min(dim=1)
 
-    def select(self, keep: torch.Tensor) -> "OpenBoxes":
+    def select(self, keep: torch.Tensor) -> OpenBoxes:
         index = keep.nonzero().flatten() if keep.dtype == torch.bool else keep
         layers = None if self.layers is None else _layers_at(self.layers, index)
         return OpenBoxes(self.lower[index], self.upper[index], self.row_bounds[index], self.coefficients[index],
@@ -97,7 +97,7 @@ class OpenBoxes:
                          self.paths[index.cpu().numpy()], layers)
 
     @staticmethod
-    def concat(parts: list["OpenBoxes"]) -> "OpenBoxes":
+    def concat(parts: list[OpenBoxes]) -> OpenBoxes:
         kept = [p.layers for p in parts]
         layers = None if any(k is None for k in kept) else LayerBounds(tuple(
             (torch.cat([k.pre_activation[i][0] for k in kept]), torch.cat([k.pre_activation[i][1] for k in kept]))  # type: ignore[union-attr]
@@ -402,7 +402,7 @@ class _LeafMilp:
             self.max_unstable = min(self.max_unstable + 1, self.settings.leaf_milp_max_unstable)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _leaf_pool(workers: int) -> ThreadPoolExecutor:
     """One pool per size for the process: its threads keep their solver environments (a Gurobi
     environment per thread costs a licence check to start)."""

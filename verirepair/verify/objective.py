@@ -47,7 +47,7 @@ class RegionRows:
     empty_clause: bool  # some clause has no rows: any point of the box violates
 
     @staticmethod
-    def of(region: Region, n_outputs: int, device: torch.device) -> "RegionRows":
+    def of(region: Region, n_outputs: int, device: torch.device) -> RegionRows:
         As = [c.A for c in region.clauses if c.A.shape[0]]
         bs = [c.b for c in region.clauses if c.A.shape[0]]
         owner = [k for k, c in enumerate(region.clauses) for _ in range(c.A.shape[0])]

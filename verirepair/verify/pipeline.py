@@ -25,8 +25,8 @@ from .falsify import candidate_points
 from .input_split import input_split_search
 from .milp_refine import milp_refined_layers
 from .milp_search import milp_search
-from .relu_split import relu_split_search
 from .objective import RegionRows, box_tensors, clause_lower_bounds, still_open
+from .relu_split import relu_split_search
 from .result import Counterexample, SearchOutcome, Verdict
 from .settings import VerifySettings
 from .witness import confirmed_counterexample

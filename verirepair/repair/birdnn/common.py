@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch

@@ -33,7 +33,7 @@ class RegionTensors:
     n_clauses: int
 
     @staticmethod
-    def of(region: Region, dtype: torch.dtype = torch.float32) -> "RegionTensors":
+    def of(region: Region, dtype: torch.dtype = torch.float32) -> RegionTensors:
         rows = [c.A for c in region.clauses if c.A.shape[0]]
         if len(rows) != len(region.clauses):
             raise ValueError("a clause without output constraints cannot be repaired (every output violates it)")

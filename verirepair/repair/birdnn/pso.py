@@ -6,8 +6,8 @@ evaluate every candidate neuron scaling in one batched network pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

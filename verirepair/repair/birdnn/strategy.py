@@ -3,7 +3,7 @@ counterexamples in, one improvement step, the candidate out."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ...verify import Deadline
 from ..strategy import RepairCandidate, RepairProblem

@@ -1,12 +1,11 @@
-"""Write a `ReluMlp` (the original layers widened with the patch units) as one ONNX model.
+"""Write a `ReluMlp` (the REASSURE patch network) as one ONNX model, to sit beside the original
+graph (`beside.patched_model`).
 
 Standard operators only (``Flatten`` when the input is not [batch, n], ``Gemm``, ``Relu``,
 ``Reshape`` when the output is not [batch, m]), opset 13, every constant in the original's element
 type and no ``Cast`` (`export_io`): other verifiers read the file as they read the original. The
 weights are rounded to that type here; the loop verifies the file as written, so the proof covers
-the rounded weights. The input and output keep the original model's declarations, so every tool
-that ran the original runs the repaired file unchanged. The original's layers appear as their exact
-dense matrices (verirepair's lowering), which for the usual MLP files are the file's own weights.
+the rounded weights. The input and output keep the original model's declarations.
 """
 
 from __future__ import annotations
