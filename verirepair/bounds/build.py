@@ -32,6 +32,8 @@ from .operators import BoundMaxPool, BoundRelu, BoundSShaped
 
 Tensor = torch.Tensor
 
+ELEMENTWISE_OPS = {"Add", "Sub", "Mul", "Div", "Neg", "BatchNormalization"}
+"""Operators that, on one input-dependent operand and keeping its shape, scale each element alone."""
 SHAPE_OPS = {"Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 """Operators whose output is their operand's values in the same order."""
 COPY_OPS = {"Identity", "Dropout", "Cast", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice",
@@ -87,7 +89,7 @@ class _Builder:
 
     def linear(self, name: str, op_type: str, operation: Callable[..., Tensor], operands: list[str | Tensor | None],
                output: str, roles: dict[int, Role] | None = None, copy: bool = False,
-               signs: dict[int, int] | None = None, shape_only: bool = False) -> str:
+               signs: dict[int, int] | None = None, shape_only: bool = False, elementwise: bool = False) -> str:
         """A `LinearOperator` over ``operands``: value names (dynamic) or constant tensors."""
         dynamic = tuple(i for i, o in enumerate(operands) if isinstance(o, str))
         constants = {i: o for i, o in enumerate(operands) if isinstance(o, Tensor)}
@@ -96,12 +98,14 @@ class _Builder:
             self.unsupported.append(f"{name} ({op_type} across the batch axis)")
             self.probe[output] = operation(*[self.probe[o] if isinstance(o, str) else o for o in operands])
             return output
+        input_shapes = tuple(self.shape(operands[i]) for i in dynamic)  # type: ignore[arg-type]
+        output_shape = self._output_shape(operation, operands)
+        single = len(dynamic) == 1
         op = LinearOperator(op_type, operation, len(operands), dynamic, constants,
                             {i: roles.get(i, "keep") for i in constants},
-                            tuple((signs or {}).get(i, 1) for i in dynamic),
-                            tuple(self.shape(operands[i]) for i in dynamic),  # type: ignore[arg-type]
-                            self._output_shape(operation, operands), copy=copy,
-                            shape_only=shape_only and len(dynamic) == 1)
+                            tuple((signs or {}).get(i, 1) for i in dynamic), input_shapes, output_shape, copy=copy,
+                            shape_only=shape_only and single,
+                            elementwise=elementwise and single and input_shapes[0] == output_shape)
         return self.add(name, op, tuple(operands[i] for i in dynamic), output)  # type: ignore[misc]
 
     def _keeps_batch(self, operation: Callable[..., Tensor], operands: list[str | Tensor | None]) -> bool:
@@ -161,7 +165,7 @@ class _Builder:
                     operation = node.operation if len(node.outputs) == 1 else _output_of(node.operation, index)
                     self.linear(node.name, op_type, operation, operands, name, ROLES.get(op_type),
                                 copy=op_type in COPY_OPS, signs=_signs(op_type, dynamic),
-                                shape_only=op_type in SHAPE_OPS)
+                                shape_only=op_type in SHAPE_OPS, elementwise=op_type in ELEMENTWISE_OPS)
 
     def _folds_into_dense(self, node: Node, operands: list[str | Tensor | None]) -> bool:
         """A MatMul's output read only by this Add of a constant row becomes that MatMul's bias
