@@ -45,7 +45,7 @@ def test_extras_name_the_optional_packages_and_test_pulls_every_optional_path() 
     for extra, package in expected.items():
         assert requirement_names(extras[extra]) == {package}
     assert {"pytest", "z3-solver", "scikit-learn"} <= requirement_names(extras["test"])
-    assert "verirepair[gurobi,hdf5,ray,report,vnnlib2]" in extras["test"]
+    assert "verirepair[gurobi,hdf5,ray,report,vnnlib2,mnist]" in extras["test"]
     assert extras["all"] == [f"verirepair[{','.join(expected)}]"]
 
 

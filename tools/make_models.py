@@ -46,6 +46,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from verirepair import datasets
+
 ROOT = Path(__file__).resolve().parents[1]
 OPSET = 13
 IR_VERSION = 8  # opset 13 needs IR >= 7; 8 is read by every onnxruntime we support
@@ -179,16 +181,9 @@ def make_collision_avoidance() -> tuple[Mlp, str]:
 
 
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """scikit-learn's 8x8 digits scaled to [0, 1]; a fixed 75/25 train/test split."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = (data.data / 16.0).astype(np.float64)
-    y = data.target.astype(np.int64)
-    permutation = np.random.default_rng(3).permutation(len(x))
-    cut = (3 * len(x)) // 4
-    train, test = permutation[:cut], permutation[cut:]
-    return x[train], y[train], x[test], y[test]
+    """scikit-learn's 8x8 digits scaled to [0, 1]; the fixed 75/25 train/test split of `verirepair.datasets`."""
+    train, test = datasets.digits("train"), datasets.digits("held_out")
+    return train.x, train.y, test.x, test.y
 
 
 def make_digits() -> tuple[Mlp, str]:
