@@ -156,6 +156,10 @@ def _configure(m: gurobipy.Model, settings: MilpSettings, time_limit_s: float) -
     if settings.bound_only:
         m.Params.Heuristics = 0.0
         m.Params.MIPFocus = 3  # work on the bound
+    if settings.stop_at_bound is not None:
+        m.Params.BestBdStop = settings.stop_at_bound
+    if settings.stop_below_objective is not None:
+        m.Params.BestObjStop = settings.stop_below_objective
 
 
 def _build(m: gurobipy.Model, model: MilpModel) -> gurobipy.MVar:
@@ -179,18 +183,20 @@ def _result_of(m: gurobipy.Model, x: gurobipy.MVar, model: MilpModel) -> MilpRes
     has_point = m.SolCount > 0
     point = np.asarray(x.X, dtype=np.float64).reshape(-1) if has_point else None
     objective = float(m.ObjVal) if has_point else None
-    bound = float(m.ObjBound) if m.IsMIP and status in (grb.OPTIMAL, grb.TIME_LIMIT) else objective
     if status == grb.OPTIMAL:
+        bound = float(m.ObjBound) if m.IsMIP else objective
         return MilpResult(status_when_solved(model.has_objective), point, objective, "gurobi",
                           best_bound=bound)
     if status == grb.INFEASIBLE or (status == grb.INF_OR_UNBD and _all_bounded(model)):
         return MilpResult("infeasible", None, None, "gurobi")
     if status in (grb.TIME_LIMIT, grb.INTERRUPTED, grb.SOLUTION_LIMIT, grb.ITERATION_LIMIT,
-                  grb.NODE_LIMIT):
+                  grb.NODE_LIMIT, grb.USER_OBJ_LIMIT):
+        # A stopped MIP's proven bound is ObjBound (never the incumbent's objective).
+        bound = float(m.ObjBound) if m.IsMIP else None
         if point is not None:
             return MilpResult("feasible", point, objective, "gurobi", f"stopped: status {status}",
-                              best_bound=bound if m.IsMIP else None)
-        return MilpResult("timeout", None, None, "gurobi", f"stopped: status {status}")
+                              best_bound=bound)
+        return MilpResult("timeout", None, None, "gurobi", f"stopped: status {status}", best_bound=bound)
     return MilpResult("error", None, None, "gurobi", f"Gurobi status {status}")
 
 

@@ -33,12 +33,22 @@ class MilpSettings:
     # switched off. HiGHS spent about half of each 25-binary bound solve on eran's 9x200 net in
     # its sub-MIP heuristics (RINS/RENS), whose points a bound does not need.
     bound_only: bool = False
+    # Early stops for questions about the sign of a minimum ("is this neuron stable?"): stop as
+    # soon as the proven bound is at least ``stop_at_bound`` (the answer is yes), or as soon as a
+    # point with objective below ``stop_below_objective`` is found (the answer is no). The result
+    # is the solve as it stood: its ``best_bound`` is still a proven bound. None: solve to the end.
+    stop_at_bound: float | None = None
+    stop_below_objective: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("feasibility_tolerance", "integrality_tolerance", "mip_rel_gap", "mip_abs_gap"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0.0):
                 raise SettingsError(f"MilpSettings.{name} must be a finite number >= 0, got {value}")
+        for name in ("stop_at_bound", "stop_below_objective"):
+            value = getattr(self, name)
+            if value is not None and not np.isfinite(value):
+                raise SettingsError(f"MilpSettings.{name} must be a finite number or None, got {value}")
         if self.threads < 1:
             raise SettingsError(f"MilpSettings.threads must be >= 1, got {self.threads}")
 

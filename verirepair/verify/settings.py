@@ -58,6 +58,9 @@ class VerifySettings:
     milp_refine_gap: float = 2.0
     milp_refine_neuron_seconds: float = 3.0
     milp_refine_share: float = 0.7
+    # Each side's MILP stops as soon as it decides the neuron's sign (bound clears zero: stable, the
+    # other side is skipped; a point beyond zero: unstable), instead of solving for the exact bound.
+    milp_refine_early_stop: bool = True
     # Input split refines the bounds of the boxes it takes up by this many α-CROWN steps (0: off;
     # never when a certificate is requested: its checker re-derives CROWN's bounds). Measured with
     # 10 steps, one thread: a BIRDNN-repaired ACAS Xu network (N2,5 property 2, thin margins)
