@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from onnx import helper, numpy_helper
 from onnx_factory import build_model, save
@@ -15,10 +16,11 @@ from repair_nets import architecture, small_cnn
 
 import verirepair
 from verirepair import datasets
+from verirepair.errors import UnsupportedError
 from verirepair.network import load_network, run_onnxruntime
 from verirepair.repair import RepairProblem, registry
 from verirepair.repair.inner import InnerSettings, InnerStrategy
-from verirepair.repair.inner.labels import protected_label
+from verirepair.repair.inner.labels import protected_label, protected_labels
 from verirepair.repair.inner.localise import localise
 from verirepair.repair.parameters import TrainableNetwork
 from verirepair.repair.pointwise import label_spec
@@ -135,6 +137,12 @@ def test_the_protected_label_is_read_from_the_clauses() -> None:
     spec = parse_vnnlib(ROBUST, n_inputs=64, n_outputs=10)
     assert protected_label(spec.regions[0]) == 1
     assert protected_label(label_spec(3, 4, 2, np.zeros(3), np.ones(3)).regions[0]) == 2
+
+
+def test_a_property_that_protects_no_label_is_refused_in_one_line() -> None:
+    spec = parse_vnnlib(ROOT / "specs" / "tanh_controller_steering_limit.vnnlib", n_inputs=3, n_outputs=2)
+    with pytest.raises(UnsupportedError, match="classifier properties"):
+        protected_labels(spec)
 
 
 def test_inner_is_registered() -> None:

@@ -55,8 +55,8 @@ def repairable_layers(module: TrainableNetwork) -> tuple[Layer, ...]:
             continue
         source = producer.get(node.inputs[0])
         while source is not None and source.op_type in PASS_THROUGH:
-            inner = [name for name in source.inputs if name in producer]
-            source = producer[inner[0]] if len(inner) == 1 else None
+            computed = [name for name in source.inputs if name in producer]
+            source = producer[computed[0]] if len(computed) == 1 else None
         if source is None or source.op_type not in ("Gemm", "MatMul", "Conv", "ConvTranspose"):
             continue
         weights = [(position, name) for position, name in enumerate(source.inputs[:2])
