@@ -15,6 +15,7 @@ STRATEGIES: dict[str, tuple[str, str]] = {
     "birdnn-retrain": ("verirepair.repair.birdnn", "retrain_strategy"),
     "birdnn-finetune": ("verirepair.repair.birdnn", "finetune_strategy"),
     "birdnn": ("verirepair.repair.sequence", "birdnn_sequence"),
+    "inner": ("verirepair.repair.inner", "inner_strategy"),
 }
 
 

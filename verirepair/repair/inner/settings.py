@@ -1,0 +1,57 @@
+"""INNER settings: one frozen, typed object (a misspelled option is a TypeError)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import SettingsError
+
+
+@dataclass(frozen=True)
+class InnerSettings:
+    # ---- inputs ------------------------------------------------------------------------------
+    clean_inputs: int = 2000  # clean inputs at most (the data set's, else samples), for probes and keeping behaviour
+    box_samples: int = 500  # uniform samples of each property box; those the original gets right are clean inputs
+    attack_starts: int = 256  # PGD starts per violated box (uniform points and failing inputs)
+    attack_steps: int = 30  # PGD steps per start
+    # ---- probes --------------------------------------------------------------------------------
+    probe_epochs: int = 200  # full-batch Adam steps of each layer's linear probe (the network frozen)
+    probe_rate: float = 0.05  # Adam's learning rate for the probes (features are standardised)
+    # ---- localisation --------------------------------------------------------------------------
+    ranking_inputs: int = 30  # clean and failing inputs each, for the layer ranking
+    repair_layers: int = 1  # how many of the top-ranked layers are repaired
+    routing_inputs: int = 30  # failing inputs whose soft masks are counted
+    routing_steps: int = 40  # gradient steps of each soft mask
+    routing_rate: float = 0.05  # Adam's learning rate for the masks (init 1, clipped to [0, 1])
+    routing_l1: float = 1e-3  # weight of the L1 pull of the mask towards 0 (per weight)
+    fault_share: float = 0.1  # share of the layer's weights in the fault set (the most frequent)
+    # After a candidate that was not proven, the next call's fault set is this many times larger
+    # (up to the whole layer): a fault set too small to fix the box is the usual reason.
+    fault_growth: float = 2.0
+    # ---- masked optimisation ---------------------------------------------------------------------
+    failing_weight: float = 0.8  # weight of CE(failing inputs -> the label the property protects)
+    distillation_weight: float = 0.2  # weight of distillation towards the original on clean inputs
+    temperature: float = 3.0  # distillation temperature T
+    # Adam's learning rate as a share of the mean |weight| of the layer repaired (networks differ
+    # in weight scale by orders of magnitude).
+    rate_share: float = 0.02
+    steps_per_round: int = 100  # alternating step pairs (failing + distillation, clean CE) per round
+    batch_size: int = 256  # clean inputs per step
+    max_rounds: int = 20  # rounds of (optimise, PGD search for new failing inputs) per repair call
+    # A PGD point joins the failing inputs while its property margin (logit gap of the protected
+    # label) is below this; a margin > 0 on samples leaves the verifier room between them. A
+    # training target, not a soundness tolerance: the loop verifies the exported file.
+    attack_margin: float = 1.0
+    # ---- time ------------------------------------------------------------------------------------
+    max_seconds: float = 120.0  # per repair call
+    deadline_share: float = 0.6  # at most this share of the loop's remaining time per repair call
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fault_share <= 1:
+            raise SettingsError(f"fault_share must be in (0, 1], got {self.fault_share}")
+        if self.repair_layers < 1:
+            raise SettingsError(f"repair_layers must be at least 1, got {self.repair_layers}")
+        if self.fault_growth < 1:
+            raise SettingsError(f"fault_growth must be at least 1, got {self.fault_growth}")

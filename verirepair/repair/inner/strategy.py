@@ -1,0 +1,165 @@
+"""The `RepairStrategy` "inner": INNER's localisation and masked optimisation in the
+check-and-fix loop.
+
+The first call of a problem localises on the original network (probes, layer ranking, neuron
+routing; `localise`), then every call trains the fault set of the top-ranked layers
+(`optimise`) in rounds, each followed by a PGD search of the property's boxes for points where
+the candidate's margin is still low, which join the failing inputs. INNER itself stops when the
+repaired network's accuracy on the failing and clean sets is good enough; here the loop decides:
+it verifies the exported file, and a counterexample comes back as a failing input of the next
+call, whose fault set is `InnerSettings.fault_growth` times larger.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ...verify import Deadline
+from ..birdnn.common import (
+    Phases,
+    candidate_of,
+    counterexample_array,
+    problem_key,
+    torch_threads,
+)
+from ..birdnn.samples import PropertyMargin
+from ..parameters import TrainableNetwork
+from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
+from .inputs import LabelledInputs, attacked, clean_inputs, labelled_failing
+from .labels import protected_labels
+from .localise import Localisation, localise
+from .optimise import masked_optimisation
+from .settings import InnerSettings
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Session:
+    """What INNER keeps across the calls of one repair problem."""
+
+    key: tuple[object, ...]
+    original: TrainableNetwork
+    current: TrainableNetwork
+    prop: PropertyMargin
+    labels: tuple[int, ...]  # per region, the label it protects
+    clean: Tensor
+    clean_outputs: Tensor  # the original network's outputs on the clean inputs
+    failing: LabelledInputs
+    localisation: Localisation | None = None
+    calls: int = 0
+
+
+class InnerStrategy(WithoutPolish):
+    """INNER (Chen et al., ISSTA 2024): interpretability-based localisation, masked optimisation."""
+
+    name = "inner"
+
+    def __init__(self, settings: InnerSettings | None = None) -> None:
+        self.settings = settings or InnerSettings()
+        self.session: Session | None = None
+
+    def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
+        settings = self.settings
+        phases = Phases()
+        with torch_threads(settings.threads):
+            budget = Deadline(max(1.0, min(settings.max_seconds, settings.deadline_share * deadline.remaining())))
+            rng = np.random.default_rng(settings.seed + problem.seed + (self.session.calls if self.session else 0))
+            with phases("inputs"):
+                session = self._session(problem, previous, rng)
+                session.failing = session.failing.extended(self._counterexamples(session, problem))
+                if problem.area and session.localisation is None:
+                    seeds = session.failing.x
+                    session.failing = session.failing.extended(attacked(
+                        session.original, session.prop, session.labels, seeds, settings.attack_starts,
+                        settings.attack_steps, 0.0, rng))
+            with phases("localise"):
+                if session.localisation is None:
+                    session.localisation = localise(session.original, session.clean, session.clean_outputs.argmax(dim=1),
+                                                    session.failing.x, session.failing.labels,
+                                                    problem.original.n_outputs, settings, rng)
+            details = self._train(session, problem.area, budget, phases, rng)
+            session.calls += 1
+            return candidate_of(session.current, problem, details, phases.seconds)
+
+    def _session(self, problem: RepairProblem, previous: RepairCandidate | None, rng: np.random.Generator) -> Session:
+        """The session to continue (same problem, a previous candidate exists) or a fresh one."""
+        key = problem_key(problem)
+        session = self.session
+        if session is not None and session.key == key and previous is not None:
+            return session
+        labels = protected_labels(problem.spec)
+        torch.manual_seed(self.settings.seed + problem.seed)
+        original = TrainableNetwork(problem.original)
+        original.requires_grad_(False)
+        clean, outputs = clean_inputs(original, problem.spec, problem.keep_inputs, problem.domain,
+                                      self.settings.clean_inputs, self.settings.box_samples, rng)
+        empty = LabelledInputs(torch.zeros((0, problem.spec.n_inputs), dtype=original.dtype), torch.zeros(0, dtype=torch.long))
+        self.session = Session(key, original, copy.deepcopy(original), PropertyMargin(problem.spec, original.dtype), labels,
+                               clean, outputs, empty)
+        return self.session
+
+    @staticmethod
+    def _counterexamples(session: Session, problem: RepairProblem) -> LabelledInputs:
+        """The problem's counterexamples with their labels: the target region's (point-wise
+        repair), else the region each violates on the current network."""
+        points = counterexample_array(problem)
+        if problem.targets is None:
+            return labelled_failing(session.current, session.prop, session.labels, points)
+        labels = torch.tensor([session.labels[k] for k in problem.targets], dtype=torch.long)
+        return LabelledInputs(torch.tensor(points, dtype=session.original.dtype), labels)
+
+    def _margins(self, session: Session) -> Tensor:
+        """The current network's margin of each failing input: its protected label's logit minus
+        the largest other logit."""
+        with torch.no_grad():
+            outputs = session.current(session.failing.x)
+        right = outputs.gather(1, session.failing.labels.unsqueeze(1)).squeeze(1)
+        others = outputs.scatter(1, session.failing.labels.unsqueeze(1), -torch.inf).amax(dim=1)
+        return right - others
+
+    def _train(self, session: Session, area: bool, budget: Deadline, phases: Phases,
+               rng: np.random.Generator) -> dict[str, object]:
+        """Rounds of masked optimisation and PGD search until no low-margin point is left, the
+        rounds or the call's time run out."""
+        settings = self.settings
+        localisation = session.localisation
+        assert localisation is not None
+        share = min(1.0, settings.fault_share * settings.fault_growth ** session.calls)
+        faults = localisation.fault_sets(share)
+        kept = {name: session.original.parameter(name).detach().clone() for name in faults}
+        rounds, steps, satisfied = 0, 0, False
+        while rounds < settings.max_rounds and not budget.expired():
+            rounds += 1
+            with phases("optimise"):
+                steps += masked_optimisation(session.current, faults, kept, session.failing, session.clean,
+                                             session.clean_outputs, settings, budget, rng)
+            low = bool((self._margins(session) < settings.attack_margin).any())
+            if not area:
+                satisfied = not low
+                if satisfied:
+                    break
+                continue
+            with phases("search"):
+                found = attacked(session.current, session.prop, session.labels, session.failing.x,
+                                 settings.attack_starts, settings.attack_steps, settings.attack_margin, rng)
+            if len(found) == 0 and not low:
+                satisfied = True
+                break
+            session.failing = session.failing.extended(found)
+        layers = localisation.layers
+        return {"strategy": self.name, "call": session.calls + 1,
+                "layer_scores": {layer.activation: round(score, 4) for layer, score in zip(layers, localisation.scores)},
+                "repaired_layers": [layers[k].activation for k in localisation.routings],
+                "top_units": {layers[k].activation: routing.unit_ranking()[:5] for k, routing in localisation.routings.items()},
+                "fault_weights": int(sum(int(mask.sum()) for mask in faults.values())), "fault_share": share,
+                "failing_inputs": len(session.failing), "clean_inputs": len(session.clean), "rounds": rounds,
+                "steps": steps, "samples_satisfied": satisfied}
+
+
+def inner_strategy() -> InnerStrategy:
+    return InnerStrategy()
