@@ -475,7 +475,12 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user's mistake is one line and exit 2; anything else (a bug, an overflow,
     a NaN bound) is one line and exit 3, never a verdict, with the traceback under ``--debug``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "check-and-fix" and not any(word.startswith("-") for word in extra):
+        args.files += extra  # files after options: argparse takes one run of a "+" positional only
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _configure_logging(args.verbose, args.quiet)
     budget_option = PROGRESS_BUDGETS.get(args.command)
     line = None
