@@ -256,12 +256,11 @@ def _check_and_fix(args: argparse.Namespace) -> int:
     _check_report_option(args.report)
     if args.certificate:
         check_writable(args.certificate)
-    strategy = _strategy(args.strategy, suite)
     settings = _repair_settings(args)
     if suite:
-        report = check_and_fix_suite(named.network, named.properties, strategy, settings)
+        report = check_and_fix_suite(named.network, named.properties, _strategy(args.strategy, suite=True), settings)
     else:
-        report = check_and_fix(named.network, named.properties[0], strategy, settings)
+        report = check_and_fix(named.network, named.properties[0], _strategy(args.strategy), settings)
     _print_report(report, args, settings)
     return 0 if report.proven else EXIT_NOT_PROVEN
 
