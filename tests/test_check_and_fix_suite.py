@@ -56,17 +56,19 @@ def raised_biases(path: Path, raise_by: dict[int, float]) -> onnx.ModelProto:
     return model
 
 
+ASKED: list = []  # the problems `RaisedBiases` was handed, in order
+
+
 class RaisedBiases(WithoutPolish):
     """Always the same candidate: the original with `RAISED` biases; records what it was asked."""
 
     name = "raised-biases"
-    asked: list = []
 
     def __init__(self, which: str) -> None:
         self.which = which
 
     def repair(self, problem, previous, deadline):
-        RaisedBiases.asked.append(problem)
+        ASKED.append(problem)
         return RepairCandidate(raised_biases(problem.original.path, RAISED[self.which]))
 
 
@@ -77,7 +79,7 @@ def _factory(which: str):
 @pytest.fixture(autouse=True)
 def stub_strategies(monkeypatch: pytest.MonkeyPatch):
     """`RaisedBiases` under the names ``raise-<which>`` for the CLI and the API."""
-    RaisedBiases.asked = []
+    ASKED.clear()
     for which in RAISED:
         module = f"_stub_{which}"
         monkeypatch.setitem(registry.STRATEGIES, f"raise-{which}", (__name__, module))
@@ -106,7 +108,7 @@ def test_a_suite_is_repaired_together_and_the_written_file_is_proven_on_every_pr
     assert report["suite"] == {"properties": 3, "held_before": 2, "violated_before": 1, "undecided_before": 0,
                                "proven_after": 3, "lost": 0, "violated_after": 0, "unknown_after": 0}
     # the strategy was handed the violated property alone
-    assert [p.spec.source for p in RaisedBiases.asked] == [str(DIGITS_SPECS[2])]
+    assert [p.spec.source for p in ASKED] == [str(DIGITS_SPECS[2])]
     for spec in DIGITS_SPECS:  # the written file, verified on its own
         assert verirepair.verify(out, spec, timeout=60).status == "unsat"
 
@@ -132,7 +134,7 @@ def test_a_candidate_that_loses_a_held_property_is_not_written(tmp_path, capsys)
     assert report["suite"]["lost"] == 1 and report["suite"]["proven_after"] == 2
     assert any("loses" in note and "far_coc" in note for note in report["notes"])
     # the lost property's counterexample went back to the strategy, with that property to repair
-    second = RaisedBiases.asked[1]
+    second = ASKED[1]
     lost_at = second.counterexamples[1]
     assert len(second.counterexamples) == 2
     assert far_coc.violation_at(lost_at, run_onnxruntime(load_network(candidate), lost_at[None])[0])
