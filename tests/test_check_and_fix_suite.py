@@ -187,6 +187,10 @@ def test_the_api_repairs_a_list_of_properties(tmp_path):
     assert report.status == "repaired" and report.suite["proven_after"] == 3 and out.exists()
     with pytest.raises(NotYet, match="suite"):
         verirepair.check_and_fix(AVOID, list(AVOID_SPECS.values()), certificate=tmp_path / "proof.json")
+    other = tmp_path / "instances.csv"
+    other.write_text(f"{DIGITS},{DIGITS_SPECS[0]},60\n")
+    with pytest.raises(InputError, match="names the network"):
+        verirepair.check_and_fix(AVOID, [AVOID_SPECS["far_coc"], other])
 
 
 def test_auto_on_a_suite_takes_the_suite_portfolio(monkeypatch, capsys):

@@ -44,19 +44,19 @@ def suite_files(arguments: Sequence[str | Path]) -> SuiteFiles:
             properties += found
         elif path.name.lower().endswith(".csv"):
             for instance in read_instances(path):
-                networks.append((instance.onnx, f"{path}: row {instance.index + 1}"))
+                networks.append((instance.onnx, f"{path}, row {instance.index + 1}"))
                 if not instance.vnnlib.exists():
                     raise InputError(instance.vnnlib, None, f"no such file (named by {path}, row {instance.index + 1})")
                 properties.append(instance.vnnlib)
         elif looks_like_vnnlib(path):
             properties.append(path)
         else:
-            networks.append((path, "the arguments"))
+            networks.append((path, "an argument"))
     if not properties:
         raise InputError(", ".join(map(str, arguments)), None, "expected at least one .vnnlib property")
     for network, where in networks[1:]:
         first, named = networks[0]
         if network.resolve() != first.resolve():
-            raise InputError(network, None, f"a property suite is of one network: {where} names {network}, "
-                                            f"{named} names {first}")
+            raise InputError(network, None, f"a property suite is of one network: {network} ({where}) is not "
+                                            f"{first} ({named})")
     return SuiteFiles(networks[0][0] if networks else None, tuple(properties))
