@@ -177,7 +177,8 @@ def test_unknown_choices_and_wrong_types_are_refused(workdir: Path) -> None:
     with pytest.raises(SettingsError):
         verirepair.verify(net, spec, timeout=0)
     with pytest.raises(NotYet, match="suite"):
-        verirepair.check_and_fix(net, [spec, workdir / "holds.vnnlib"], strategy="reassure")
+        verirepair.check_and_fix(net, [spec, workdir / "holds.vnnlib"], strategy="reassure",
+                                 certificate=workdir / "proof.json")
     with pytest.raises(TypeError, match="network"):
         verirepair.verify(42, spec)  # type: ignore[arg-type]
 

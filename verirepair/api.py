@@ -123,9 +123,16 @@ def check_and_fix(network: NetworkLike, spec: SpecLike | Sequence[SpecLike], *, 
     outside the boxes is not constrained. ``decision``: ``argmax``, ``argmin`` or ``ranking``
     (None: judged by ranking, the whole order of the outputs). Any other `RepairSettings` field (``verify_timeout``, ``max_iterations``,
     ``keep_unproven``, ``side_effect_samples``, ``polish_attempts``) may be passed by name; an
-    unknown name is a `SettingsError`. A list of several properties (a suite) is not supported yet.
+    unknown name is a `SettingsError`.
 
-    ``certificate``: when proven, write a proof certificate of the property for the proven file
+    A suite: ``spec`` may be a list, and a path in it (or ``spec`` itself) may be a folder (its
+    ``*.vnnlib`` and ``*.vnnlib.gz`` files, sorted) or a VNN-COMP ``instances.csv`` (its rows'
+    properties; the network it names must be ``network``, given as a file path). Every property is
+    verified, the violated ones are repaired together, and ``output`` is written only when every
+    property of the suite, those that held included, is proven on it; ``report.properties`` has
+    one row per property and ``report.suite`` the totals. A suite of one is the single run.
+
+    ``certificate`` (one property only): when proven, write a proof certificate of the property for the proven file
     (``output``, or ``network`` when the property held already; `check_certificate` re-checks it),
     from one more verification of that file within the budget. It names its files by SHA-256, so
     it needs ``network`` and ``spec`` as file paths. ``report.certificate`` is its path when it was
@@ -133,11 +140,16 @@ def check_and_fix(network: NetworkLike, spec: SpecLike | Sequence[SpecLike], *, 
     """
     from .devices import resolve_device
     from .files import check_writable
-    from .repair import RepairSettings, available, check_and_fix_network, strategy_named
+    from .repair import (
+        RepairSettings,
+        available,
+        check_and_fix_suite_network,
+        strategy_named,
+    )
     from .repair.data import load_data
     from .verify import Deadline, VerifySettings, check_problem
 
-    spec = _single_spec(spec)
+    properties = _properties(network, spec)
     if strategy not in available():
         raise InputError(None, "strategy", f"unknown strategy {strategy!r} (available: {', '.join(available())})")
     known = {field.name for field in dataclasses.fields(RepairSettings)}
@@ -154,18 +166,22 @@ def check_and_fix(network: NetworkLike, spec: SpecLike | Sequence[SpecLike], *, 
     if output is not None:
         check_writable(output)
     if certificate is not None:
-        _check_certificate_option(certificate, _is_path(network) and _is_path(spec))
+        if len(properties) > 1:
+            raise NotYet("a proof certificate of a property suite: give one property with certificate=")
+        _check_certificate_option(certificate, _is_path(network) and _is_path(properties[0]))
     device = resolve_device(device)
     deadline = Deadline(budget)
     with _loaded(network) as loaded:
-        problem = _spec_for(spec, loaded)
+        suite = [_spec_for(item, loaded) for item in properties]
         table = load_data(data, loaded.n_inputs) if _is_path(data) else data
         repair_settings = RepairSettings(budget=budget, seed=seed, device=device, data=table,
                                          output=Path(output) if output is not None else None,
                                          certificate=Path(certificate) if certificate is not None else None,
                                          **given, **settings)
-        check_problem(loaded, problem, VerifySettings(timeout=budget, device=device, seed=seed))
-        report = check_and_fix_network(loaded, problem, strategy_named(strategy), repair_settings, deadline)
+        for problem in suite:
+            check_problem(loaded, problem, VerifySettings(timeout=budget, device=device, seed=seed))
+        report = check_and_fix_suite_network(loaded, suite, strategy_named(strategy, len(suite) > 1),
+                                             repair_settings, deadline)
     return dataclasses.replace(report, onnx=_label(network))
 
 
@@ -288,11 +304,32 @@ def _spec_for(spec: SpecLike, network: Network) -> Spec:
     raise TypeError(f"spec: expected a VNN-LIB file path or a verirepair Spec, got {type(spec).__name__}")
 
 
-def _single_spec(spec: SpecLike | Sequence[SpecLike]) -> SpecLike:
-    """One property, also when given as a list of one; a longer list is a suite (not yet)."""
-    if isinstance(spec, (list, tuple)):
-        if len(spec) != 1:
-            raise NotYet(f"check_and_fix of a property suite ({len(spec)} properties) is not supported yet: "
-                         "give one property")
-        return spec[0]
-    return spec  # type: ignore[return-value]
+def _properties(network: NetworkLike, spec: SpecLike | Sequence[SpecLike]) -> list[SpecLike]:
+    """The properties of ``spec``: each `Spec` and VNN-LIB path as it is, each folder and instance
+    list opened (`suite_files`); an in-memory `Spec` of a suite is named by its place in it."""
+    from .bench.suites import suite_files
+    from .spec import Spec
+
+    items = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    if not items:
+        raise InputError(None, "spec", "an empty list of properties")
+    properties: list[SpecLike] = []
+    for place, item in enumerate(items, start=1):
+        if isinstance(item, Spec):
+            properties.append(item if len(items) == 1 or item.source != "<memory>"
+                              else dataclasses.replace(item, source=f"<spec {place}>"))
+        elif _is_path(item) and not (Path(item).is_dir() or str(item).lower().endswith(".csv")):
+            properties.append(item)
+        elif _is_path(item):
+            named = suite_files([item])
+            if named.network is not None and not (_is_path(network) and _same_file(named.network, network)):
+                raise InputError(item, None, f"names the network {named.network}, not the one given "
+                                             f"({_label(network)})")
+            properties += list(named.properties)
+        else:
+            raise TypeError(f"spec: expected a VNN-LIB file path or a verirepair Spec, got {type(item).__name__}")
+    return properties
+
+
+def _same_file(first: PathLike, second: PathLike) -> bool:
+    return Path(first).resolve() == Path(second).resolve()

@@ -5,8 +5,8 @@ Exit codes (documented in README.md):
   20 unknown                           21 timeout
   2  bad input or usage (one line on stderr)
   3  internal error                    4  capability not available yet
-check-and-fix / repair: 0 proven (held already, or repaired and proven on the written file),
-  20 not proven within the budget (nothing written as -o).
+check-and-fix / repair: 0 proven (held already, or repaired and proven on the written file; for a
+  suite: every property), 20 not proven within the budget (nothing written as -o).
 check-certificate: 0 the certificate checks, 30 it does not.
 """
 
@@ -202,12 +202,12 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _strategy(name: str):
+def _strategy(name: str, suite: bool = False):
     from .repair import available, strategy_named
 
     if name not in available():
         raise InputError(None, "--strategy", f"unknown strategy {name!r} (available: {', '.join(available()) or 'none'})")
-    return strategy_named(name)
+    return strategy_named(name, suite)
 
 
 def _repair_settings(args: argparse.Namespace, n_inputs: int | None = None):
@@ -242,16 +242,25 @@ def _print_report(report, args: argparse.Namespace, settings, domain=None) -> No
 
 
 def _check_and_fix(args: argparse.Namespace) -> int:
+    from .bench.suites import suite_files
     from .files import check_writable
-    from .repair import check_and_fix
+    from .repair import check_and_fix, check_and_fix_suite
 
-    onnx_path, vnnlib_path = _order_files(args.first, args.second)
+    named = suite_files(args.files)
+    if named.network is None:
+        raise InputError(", ".join(args.files), None, "expected one .onnx network among the arguments "
+                                                      "(or an instances.csv naming it)")
+    suite = len(named.properties) > 1
+    if suite and args.certificate:
+        raise NotYet("a proof certificate of a property suite: give one property with --certificate")
     _check_report_option(args.report)
     if args.certificate:
         check_writable(args.certificate)
-    strategy = _strategy(args.strategy)
     settings = _repair_settings(args)
-    report = check_and_fix(onnx_path, vnnlib_path, strategy, settings)
+    if suite:
+        report = check_and_fix_suite(named.network, named.properties, _strategy(args.strategy, suite=True), settings)
+    else:
+        report = check_and_fix(named.network, named.properties[0], _strategy(args.strategy), settings)
     _print_report(report, args, settings)
     return 0 if report.proven else EXIT_NOT_PROVEN
 
@@ -402,8 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     fix = commands.add_parser("check-and-fix", help="verify; if violated, repair until proven on the exported ONNX")
-    fix.add_argument("first", help="spec.vnnlib or net.onnx (either order)")
-    fix.add_argument("second", help="net.onnx or spec.vnnlib")
+    fix.add_argument("files", nargs="+", metavar="FILE",
+                     help="net.onnx and one or more properties, in any order: spec.vnnlib files, folders of them, "
+                          "or a VNN-COMP instances.csv (which may name the network instead)")
     fix.add_argument("--verify-timeout", type=_positive_float, help="seconds per verification (default: the budget)")
     fix.add_argument("--max-iterations", type=_positive_int, default=50)
     fix.add_argument("--no-polish", action="store_true",
@@ -464,7 +474,12 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user's mistake is one line and exit 2; anything else (a bug, an overflow,
     a NaN bound) is one line and exit 3, never a verdict, with the traceback under ``--debug``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "check-and-fix" and not any(word.startswith("-") for word in extra):
+        args.files += extra  # files after options: argparse takes one run of a "+" positional only
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _configure_logging(args.verbose, args.quiet)
     budget_option = PROGRESS_BUDGETS.get(args.command)
     line = None

@@ -80,6 +80,12 @@ def repair_page(report: RepairReport, figures: FigureSettings) -> str:
         ("certificate", report.certificate or "-"),
     ])
     _notes(page, report.notes)
+    if report.properties:
+        page.heading("Properties of the suite")
+        page.table(["property", "before", "after", "verify before (s)", "verify after (s)"],
+                   [(row["property"], row["before"], row["after"] or "-", row["seconds_before"],
+                     "-" if row["seconds_after"] is None else row["seconds_after"]) for row in report.properties])
+        page.table(["total", "properties"], [(name.replace("_", " "), count) for name, count in report.suite.items()])
     if report.phase_seconds:
         page.heading("Time per phase")
         page.table(["phase", "seconds"], [(name, round(s, 3)) for name, s in report.phase_seconds.items()])

@@ -93,3 +93,7 @@ class AutoStrategy:
 
 def auto_strategy() -> AutoStrategy:
     return AutoStrategy()
+
+
+def auto_suite_strategy() -> AutoStrategy:
+    return AutoStrategy(suite=True)

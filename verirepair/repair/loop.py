@@ -11,26 +11,28 @@ import dataclasses
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .. import progress
-from ..errors import InputError, SettingsError
+from ..errors import InputError, NotYet, SettingsError
 from ..files import atomic_write_bytes
 from ..network import Network, check_import_agrees, load_network
-from ..spec import Box, Spec
+from ..spec import Box, Spec, disjunction_of, parse_vnnlib
 from ..verify import (
     Deadline,
     Verdict,
     VerifySettings,
+    check_problem,
     load_problem,
     verify,
     verify_with_certificate,
 )
 from .input_domain import check_domain
-from .report import DECISION_RULES, Iteration, RepairReport, side_effects
+from .report import DECISION_RULES, Iteration, RepairReport, side_effects, suite_totals
 from .strategy import (
     Portfolio,
     RepairCandidate,
@@ -130,23 +132,48 @@ def _written(folder: str, number: int, data: bytes) -> Path:
     return path
 
 
-def _exported_and_verified(data: bytes, path: Path, spec: Spec, settings: RepairSettings, deadline: Deadline,
-                           report: RepairReport) -> tuple[Network, Verdict] | None:
-    """The candidate written at ``path`` loaded back and verified (None, with a note, when its
-    import does not agree with onnxruntime)."""
+def _exported_and_verified(data: bytes, path: Path, suite: Sequence[Spec], settings: RepairSettings,
+                           deadline: Deadline, report: RepairReport) -> tuple[Network, list[Verdict]] | None:
+    """The candidate written at ``path`` loaded back and verified on every property of ``suite``,
+    one verdict each (None, with a note, when its import does not agree with onnxruntime)."""
     repaired = load_network(path)
     try:  # the proof is about our import of the file: it must be the file's semantics
-        for region in spec.regions:
-            check_import_agrees(repaired, region.box.lower, region.box.upper)
+        for spec in suite:
+            for region in spec.regions:
+                check_import_agrees(repaired, region.box.lower, region.box.upper)
     except InputError as error:
         report.notes.append(f"{path.stem} not verified: {error.reason}")
         return None
-    t = time.monotonic()
-    progress.stage("re-verify")
-    vsettings = _verify_settings(settings, deadline)
-    verdict = verify(repaired, spec, vsettings, Deadline(vsettings.timeout))
-    report.add_phase("verify", time.monotonic() - t)
-    return repaired, verdict
+    verdicts = []
+    for spec in suite:
+        t = time.monotonic()
+        progress.stage("re-verify")
+        vsettings = _verify_settings(settings, deadline)
+        verdicts.append(verify(repaired, spec, vsettings, Deadline(vsettings.timeout)))
+        report.add_phase("verify", time.monotonic() - t)
+    return repaired, verdicts
+
+
+def _suite_verdict(verdicts: Sequence[Verdict]) -> Verdict:
+    """One verdict for every property at once: the only one; else ``unsat`` when every property
+    is proven, the first violated one's (its counterexample) when one is violated, else the first
+    undecided one's; the seconds of them all."""
+    if len(verdicts) == 1:
+        return verdicts[0]
+    seconds = sum(v.seconds for v in verdicts)
+    first = next((v for v in verdicts if v.status == "sat"), None) or next((v for v in verdicts if v.status != "unsat"), None)
+    if first is None:
+        return Verdict("unsat", "+".join(dict.fromkeys(v.decided_by for v in verdicts)), seconds,
+                       rests_on_solver=any(v.rests_on_solver for v in verdicts))
+    return dataclasses.replace(first, seconds=seconds)
+
+
+def _record_after(report: RepairReport, suite: Sequence[Spec], verdicts: Sequence[Verdict] | None) -> None:
+    """A suite's rows (`RepairReport.properties`): the verdicts on the candidate the run ends with."""
+    after = {spec.source: verdict for spec, verdict in zip(suite, verdicts or ())}
+    for row in report.properties:
+        verdict = after.get(str(row["property"]))
+        row["after"], row["seconds_after"] = (verdict.status, round(verdict.seconds, 3)) if verdict else (None, None)
 
 
 def _decisions_changed(network: Network, repaired: Network, spec: Spec, settings: RepairSettings) -> float:
@@ -155,14 +182,25 @@ def _decisions_changed(network: Network, repaired: Network, spec: Spec, settings
     return float(fidelity["decision_changed"])  # type: ignore[index]
 
 
-def _polished(strategy: RepairStrategy, problem: RepairProblem, proven: RepairCandidate, best: tuple[bytes, Network],
-              number: int, folder: str, settings: RepairSettings, deadline: Deadline,
-              report: RepairReport) -> tuple[bytes, Network]:
-    """The strategy's polished candidate when it is proven too and changed fewer decisions on
-    the loop's own samples of the boxes (with onnxruntime, on the files); else ``best``. A
-    polished candidate with a counterexample is followed by another polishing attempt that knows
-    it, up to `RepairSettings.polish_attempts`."""
+@dataclass(frozen=True)
+class _Best:
+    """The candidate the run keeps: its bytes, the network loaded from them, and its verdict on
+    each property (None when it could not be verified in the budget)."""
+
+    data: bytes
+    network: Network
+    verdicts: list[Verdict] | None
+
+
+def _polished(strategy: RepairStrategy, problem: RepairProblem, proven: RepairCandidate, best: _Best,
+              number: int, folder: str, suite: Sequence[Spec], settings: RepairSettings, deadline: Deadline,
+              report: RepairReport) -> _Best:
+    """The strategy's polished candidate when it is proven too (on every property of ``suite``)
+    and changed fewer decisions on the loop's own samples of the boxes (with onnxruntime, on the
+    files); else ``best``. A polished candidate with a counterexample is followed by another
+    polishing attempt that knows it, up to `RepairSettings.polish_attempts`."""
     counterexamples = list(problem.counterexamples)
+    boxes = disjunction_of(suite, problem.spec.source)
     for attempt in range(settings.polish_attempts):
         t = time.monotonic()
         progress.stage("polish", number + attempt)
@@ -172,28 +210,36 @@ def _polished(strategy: RepairStrategy, problem: RepairProblem, proven: RepairCa
         if candidate is None or deadline.expired():
             return best
         data = candidate.model.SerializeToString()
-        checked = _exported_and_verified(data, _written(folder, number + attempt, data), problem.spec, settings, deadline, report)
+        checked = _exported_and_verified(data, _written(folder, number + attempt, data), suite, settings, deadline, report)
         if checked is None:
             return best
-        repaired, verdict = checked
+        repaired, verdicts = checked
+        verdict = _suite_verdict(verdicts)
         report.iterations.append(Iteration(number + attempt, verdict.status, verdict.decided_by, verdict.seconds,
-                                           dict(candidate.details)))
+                                           _details(candidate, suite, verdicts)))
         if verdict.status == "sat":
-            assert verdict.counterexample is not None
-            counterexamples.append(verdict.counterexample.x)
+            counterexamples += [v.counterexample.x for v in verdicts if v.counterexample is not None]
             continue
         if verdict.status != "unsat":
             report.notes.append(f"the polished candidate was not decided ({verdict.status}); the proven one is kept")
             return best
-        before, after = (_decisions_changed(problem.original, n, problem.spec, settings) for n in (best[1], repaired))
+        before, after = (_decisions_changed(problem.original, n, boxes, settings) for n in (best.network, repaired))
         if after >= before:
             report.notes.append(f"the polished candidate was proven but changed no fewer decisions "
                                 f"({100 * after:.2f} % vs {100 * before:.2f} %); the first proven one is kept")
             return best
         report.notes.append(f"polished after the proof: decisions changed {100 * before:.2f} % -> {100 * after:.2f} %, proven")
-        return data, repaired
+        return _Best(data, repaired, verdicts)
     report.notes.append(f"no polished candidate was proven in {settings.polish_attempts} attempts; the proven one is kept")
     return best
+
+
+def _details(candidate: RepairCandidate, suite: Sequence[Spec], verdicts: Sequence[Verdict]) -> dict[str, object]:
+    """An iteration's details: the candidate's, and for a suite each property's verdict."""
+    details = dict(candidate.details)
+    if len(suite) > 1:
+        details["verdicts"] = {spec.source: verdict.status for spec, verdict in zip(suite, verdicts)}
+    return details
 
 
 def check_and_fix(onnx_path: str | Path, vnnlib_path: str | Path, strategy: RepairStrategy,
@@ -231,6 +277,68 @@ def check_and_fix_network(network: Network, spec: Spec, strategy: RepairStrategy
     return report
 
 
+def check_and_fix_suite(onnx_path: str | Path, vnnlib_paths: Sequence[str | Path], strategy: RepairStrategy,
+                        settings: RepairSettings) -> RepairReport:
+    """`check_and_fix` of a suite of properties of one network (`check_and_fix_suite_network`)."""
+    deadline = Deadline(settings.budget)
+    network = load_network(onnx_path)
+    suite = [parse_vnnlib(path, n_inputs=network.n_inputs, n_outputs=network.n_outputs) for path in vnnlib_paths]
+    for spec in suite:
+        check_problem(network, spec, _verify_settings(settings, deadline))
+    return check_and_fix_suite_network(network, suite, strategy, settings, deadline)
+
+
+def check_and_fix_suite_network(network: Network, suite: Sequence[Spec], strategy: RepairStrategy,
+                                settings: RepairSettings, deadline: Deadline | None = None) -> RepairReport:
+    """Verify every property of ``suite`` (each already checked, `check_problem`; named by its
+    ``source``); repair the violated ones together (`repair_suite`), so that what is written is
+    proven on every property, those that held included. A suite of one is `check_and_fix_network`."""
+    deadline = deadline or Deadline(settings.budget)
+    if len(suite) == 1:
+        return check_and_fix_network(network, suite[0], strategy, settings, deadline)
+    names = [spec.source for spec in suite]
+    twice = next((name for index, name in enumerate(names) if name in names[:index]), None)
+    if twice is not None:
+        raise InputError(twice, None, "named twice in the property suite")
+    if settings.certificate is not None:
+        raise NotYet("a proof certificate of a property suite: give one property with --certificate")
+    if settings.domain is not None:
+        for spec in suite:
+            check_domain(settings.domain, spec)
+    report = _new_report(str(network.path), f"{len(suite)} properties", strategy, "unknown", network, settings)
+    before = []
+    for spec in suite:
+        t = time.monotonic()
+        progress.stage("verify")
+        first = _verify_settings(settings, deadline)
+        before.append(verify(network, spec, first, Deadline(first.timeout)))
+        report.add_phase("verify", time.monotonic() - t)
+    report.properties = [{"property": spec.source, "before": verdict.status, "after": None,
+                          "seconds_before": round(verdict.seconds, 3), "seconds_after": None}
+                         for spec, verdict in zip(suite, before)]
+    report.verdict_before = _suite_verdict(before).status
+    violated = [(spec, verdict) for spec, verdict in zip(suite, before) if verdict.counterexample is not None]
+    undecided = [spec.source for spec, verdict in zip(suite, before) if verdict.status not in ("sat", "unsat")]
+    if not violated and not undecided:
+        report.status = "held"
+        report.notes.append("every property of the suite already holds; nothing was written")
+        for row in report.properties:
+            row["after"], row["seconds_after"] = row["before"], 0.0
+    elif not violated:
+        report.notes.append(f"{len(undecided)} properties could not be decided on the original network "
+                            f"({', '.join(undecided)}) and none is violated; nothing to repair from")
+    else:
+        repair_suite(network, [spec for spec, _ in violated], suite, strategy, settings,
+                     [verdict.counterexample.x for _, verdict in violated if verdict.counterexample is not None],
+                     report, deadline)
+    report.suite = suite_totals(report.properties)
+    lost = [str(row["property"]) for row in report.properties if row["before"] == "unsat" and row["after"] == "sat"]
+    if lost:
+        report.notes.append(f"the last candidate loses {', '.join(lost)}, which held before; it is not written as -o")
+    report.total_seconds = deadline.elapsed()
+    return report
+
+
 def _certify(network: Network, spec: Spec, settings: RepairSettings, deadline: Deadline, report: RepairReport) -> None:
     """Write `RepairSettings.certificate` for the proven file: the one written as -o, or the
     original when the property held already. The proof above did not collect one (a certificate
@@ -263,21 +371,35 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
     loaded back and verified; a sat adds its counterexample, an undecided verdict hands the same
     problem back to the strategy (which may, e.g., ask for more margin) unless it answers with
     the very same candidate."""
+    return repair_suite(network, [spec], [spec], strategy, settings, counterexamples, report, deadline)
+
+
+def repair_suite(network: Network, violated: Sequence[Spec], suite: Sequence[Spec], strategy: RepairStrategy,
+                 settings: RepairSettings, counterexamples: list[np.ndarray], report: RepairReport | None = None,
+                 deadline: Deadline | None = None) -> RepairReport:
+    """`repair_network` for the properties ``violated`` of ``suite`` at once: the strategy is
+    handed one problem, their regions side by side (`disjunction_of`), and a candidate counts as
+    proven only when every property of ``suite`` is proven on its file. A property a candidate
+    violates that is not among those repaired joins them, with its counterexample."""
     started = time.monotonic()
     deadline = deadline or Deadline(settings.budget)
+    repairing = list(violated)
+    label = violated[0].source if len(suite) == 1 else f"{len(suite)} properties"
+    everywhere = disjunction_of(suite, label)  # where side effects are measured
     if settings.domain is not None:
-        check_domain(settings.domain, spec)
+        check_domain(settings.domain, everywhere)
     if report is None:
-        report = _new_report(str(network.path), spec.source, strategy, "sat", network, settings)
+        report = _new_report(str(network.path), label, strategy, "sat", network, settings)
     counterexamples = list(counterexamples)
     previous: RepairCandidate | None = None
-    best: tuple[bytes, Network] | None = None
+    best: _Best | None = None
     with tempfile.TemporaryDirectory(prefix="verirepair-") as folder:
         for number in range(1, settings.max_iterations + 1):
             if deadline.expired():
                 report.notes.append("budget spent")
                 break
-            problem = RepairProblem(network, spec, tuple(counterexamples), settings.seed, settings.device,
+            problem = RepairProblem(network, disjunction_of(repairing, f"{len(repairing)} violated properties"),
+                                    tuple(counterexamples), settings.seed, settings.device,
                                     keep_inputs=settings.data[0] if settings.data is not None else None,
                                     decision=settings.decision_rule, domain=settings.domain)
             progress.stage("repair", number)
@@ -291,34 +413,43 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
                 break
             if deadline.expired():
                 report.notes.append("budget spent before the candidate could be verified")
-                best = (data, load_network(_written(folder, number, data)))
+                best = _Best(data, load_network(_written(folder, number, data)), None)
                 report.produced_by = _step(candidate, strategy)
                 break
-            checked = _exported_and_verified(data, _written(folder, number, data), spec, settings,
+            checked = _exported_and_verified(data, _written(folder, number, data), suite, settings,
                                              _verification_deadline(strategy, deadline), report)
             if checked is None:
                 break
-            repaired, verdict = checked
-            report.iterations.append(Iteration(number, verdict.status, verdict.decided_by, verdict.seconds, dict(candidate.details)))
+            repaired, verdicts = checked
+            verdict = _suite_verdict(verdicts)
+            report.iterations.append(Iteration(number, verdict.status, verdict.decided_by, verdict.seconds,
+                                               _details(candidate, suite, verdicts)))
             logger.info("iteration %d: the candidate is %s (%s, %.2f s)", number, verdict.status, verdict.decided_by,
                         verdict.seconds)
             report.regions_patched = int(candidate.details.get("regions_patched", 0))  # type: ignore[arg-type]
             report.parameters_added = int(candidate.details.get("parameters_added", 0))  # type: ignore[arg-type]
             report.verdict_after = verdict.status
-            best = (data, repaired)
+            best = _Best(data, repaired, verdicts)
             report.produced_by = _step(candidate, strategy)
             previous = candidate
             if verdict.status == "unsat":
                 report.status = "repaired"
                 if settings.polish_attempts > 0 and settings.side_effect_samples > 0:
-                    best = _polished(strategy, problem, candidate, best, number + 1, folder, settings, deadline, report)
+                    best = _polished(strategy, problem, candidate, best, number + 1, folder, suite, settings, deadline,
+                                     report)
                 if settings.output is not None:
-                    atomic_write_bytes(settings.output, best[0])
+                    atomic_write_bytes(settings.output, best.data)
                     report.written = str(settings.output)
                 break
             if verdict.status == "sat":
-                assert verdict.counterexample is not None
-                counterexamples.append(verdict.counterexample.x)
+                for spec, found in zip(suite, verdicts):
+                    if found.counterexample is None:
+                        continue
+                    counterexamples.append(found.counterexample.x)
+                    if all(spec is not known for known in repairing):
+                        repairing.append(spec)
+                        report.notes.append(f"the candidate of iteration {number} violates {spec.source}, "
+                                            "which is now repaired with the others")
                 continue
             report.notes.append(f"the candidate of iteration {number} could not be decided ({verdict.status}: "
                                 f"{'; '.join(verdict.notes) or verdict.decided_by})")
@@ -330,13 +461,13 @@ def repair_network(network: Network, spec: Spec, strategy: RepairStrategy, setti
         if report.status != "repaired":
             report.status = "not-proven"
         if best is not None:
-            data, repaired = best
+            _record_after(report, suite, best.verdicts)
             if report.status != "repaired" and settings.keep_unproven is not None:
-                atomic_write_bytes(settings.keep_unproven, data)
+                atomic_write_bytes(settings.keep_unproven, best.data)
                 report.kept_unproven = str(settings.keep_unproven)
             t = time.monotonic()
-            report.side_effects = side_effects(network, repaired, spec, settings.side_effect_samples, settings.decision_rule,
-                                               settings.seed + 1, settings.data, settings.domain)
+            report.side_effects = side_effects(network, best.network, everywhere, settings.side_effect_samples,
+                                               settings.decision_rule, settings.seed + 1, settings.data, settings.domain)
             report.add_phase("side_effects", time.monotonic() - t)
     report.total_seconds = time.monotonic() - started
     return report

@@ -17,11 +17,16 @@ STRATEGIES: dict[str, tuple[str, str]] = {
     "birdnn": ("verirepair.repair.sequence", "birdnn_sequence"),
     "inner": ("verirepair.repair.inner", "inner_strategy"),
 }
+# The strategies that choose differently for a suite of properties, with the factory of that choice.
+SUITE_STRATEGIES: dict[str, tuple[str, str]] = {
+    "auto": ("verirepair.repair.auto", "auto_suite_strategy"),
+}
 
 
-def strategy_named(name: str) -> RepairStrategy:
-    """The strategy called ``name``; the caller reports unknown names (see `available`)."""
-    module, attribute = STRATEGIES[name]
+def strategy_named(name: str, suite: bool = False) -> RepairStrategy:
+    """The strategy called ``name``, for a suite of properties when ``suite``; the caller reports
+    unknown names (see `available`)."""
+    module, attribute = SUITE_STRATEGIES[name] if suite and name in SUITE_STRATEGIES else STRATEGIES[name]
     factory: Callable[[], RepairStrategy] = getattr(importlib.import_module(module), attribute)
     return factory()
 

@@ -68,6 +68,11 @@ class RepairReport:
     # it ended; and which member produced the best candidate (the written file when proven).
     portfolio: list[dict[str, object]] = field(default_factory=list)
     produced_by: str | None = None
+    # A suite of properties (check-and-fix of several at once): one row per property, with its
+    # verdict on the original network and on the candidate the run ended with (the written file
+    # when repaired), and `suite_totals` of them.
+    properties: list[dict[str, object]] = field(default_factory=list)
+    suite: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -86,6 +91,10 @@ class RepairReport:
     def summary(self) -> str:
         lines = [f"{self.status}: {Path(self.vnnlib).name} on {Path(self.onnx).name} "
                  f"(before: {self.verdict_before}, after: {self.verdict_after or '-'}) in {self.total_seconds:.1f}s"]
+        if self.suite:
+            lines.append("  suite: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.suite.items()))
+            lines += [f"    {row['property']}: before {row['before']} ({row['seconds_before']:.1f}s), after "
+                      + (f"{row['after']} ({row['seconds_after']:.1f}s)" if row["after"] else "-") for row in self.properties]
         if self.iterations:
             lines.append(f"  iterations {len(self.iterations)}, counterexamples {self.counterexamples}, "
                          f"regions patched {self.regions_patched}, parameters added {self.parameters_added}"
@@ -125,6 +134,24 @@ class RepairReport:
             lines.append(f"  best unproven attempt kept: {self.kept_unproven}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def suite_totals(rows: list[dict[str, object]]) -> dict[str, int]:
+    """The totals of a suite's rows: verdicts before (held, violated, undecided) and after (proven,
+    lost: held before and violated after, violated: still or newly violated otherwise, unknown:
+    undecided or not verified)."""
+    before = [row["before"] for row in rows]
+    after = [(row["before"], row["after"]) for row in rows]
+    return {
+        "properties": len(rows),
+        "held_before": before.count("unsat"),
+        "violated_before": before.count("sat"),
+        "undecided_before": len(rows) - before.count("unsat") - before.count("sat"),
+        "proven_after": sum(a == "unsat" for _, a in after),
+        "lost": sum(b == "unsat" and a == "sat" for b, a in after),
+        "violated_after": sum(b != "unsat" and a == "sat" for b, a in after),
+        "unknown_after": sum(a not in ("unsat", "sat") for _, a in after),
+    }
 
 
 def _changed_line(figures: dict, rule: str) -> str:

@@ -9,6 +9,7 @@ of at least one of its clauses.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,3 +93,15 @@ class Spec:
             and any(c.violated_by(y, output_tolerance) for c in region.clauses)
             for region in self.regions
         )
+
+
+def disjunction_of(specs: Sequence[Spec], source: str) -> Spec:
+    """One `Spec` violated wherever one of ``specs`` is (their regions side by side), named
+    ``source``; a single spec is returned as it is. Every spec must have the same sizes."""
+    if len(specs) == 1:
+        return specs[0]
+    sizes = {(spec.n_inputs, spec.n_outputs) for spec in specs}
+    if len(sizes) != 1:
+        raise ValueError(f"specs of different sizes (inputs, outputs) cannot be joined: {sorted(sizes)}")
+    n_inputs, n_outputs = sizes.pop()
+    return Spec(n_inputs, n_outputs, tuple(region for spec in specs for region in spec.regions), source)
