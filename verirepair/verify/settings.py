@@ -78,6 +78,10 @@ class VerifySettings:
     # splitting alone); not when a certificate is requested.
     leaf_milp_max_unstable: int = 64
     leaf_milp_after_boxes: int = 0
+    # With a certificate requested, leaf MILPs start only after this many boxes were bounded (-1:
+    # never), so that what input split closes quickly stays fully re-checkable; the boxes they
+    # decide are listed in the certificate as resting on the solver.
+    certificate_leaf_milp_after_boxes: int = 200_000
     # Leaf MILPs solved at once, each on one thread (0: as many as torch's thread count).
     leaf_milp_workers: int = 0
     # A row is proven positive only when its lower bound exceeds this. Every bound has already been
