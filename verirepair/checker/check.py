@@ -107,7 +107,7 @@ def check_certificate(onnx_path: str | Path, vnnlib_path: str | Path, certificat
         return CheckResult(True, f"{checked} closings and leaves re-checked with outward rounding, {len(trusted)} "
                                  "decided by a MILP solver and not re-checked; together they cover every clause's box",
                            checked, tuple(trusted))
-    return CheckResult(True, f"all {checked} closings re-checked with outward rounding; every clause's closings "
+    return CheckResult(True, f"all {checked} closings and leaves re-checked with outward rounding; every clause's closings "
                              "cover its box", checked)
 
 
