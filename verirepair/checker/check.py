@@ -251,7 +251,8 @@ def _check_leaves(network: ReluNetwork, region: Region, leaves: tuple[ReluLeaf, 
                            [(act[again], ina[again]) for act, ina in splits])
         value[again] = np.maximum(value[again], lagrangian_bounds(network, own, a, -b, [al[again] for al in alphas],
                                                                   [(u[again], l[again]) for u, l in multipliers]))
-        closed = (value > 0) | bounds.empty
+        assert own.empty is not None
+        closed[again] = (value[again] > 0) | own.empty
     failed = np.flatnonzero(~closed)
     if failed.size:
         splits = leaves[failed[0]].splits
