@@ -212,3 +212,18 @@ def test_input_split_leaf_milps_are_listed_as_solver_trusted(tmp_path: Path) -> 
     assert trusted_nodes, "the problem should need a leaf MILP"
     result = check_certificate(onnx_path, vnnlib_path, certificate)
     assert result.ok and len(result.trusted) == len(trusted_nodes), result.message
+
+
+def test_a_sigmoid_network_gets_no_certificate_and_says_why(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    chain = random_mlp(rng, N_IN, [8], 2, "sigmoid", scale=1.0)
+    onnx_path = save_onnx(chain, tmp_path / "net.onnx")
+    lower, upper = np.full(N_IN, -0.1), np.full(N_IN, 0.1)
+    top = chain.forward(torch.tensor(lower + rng.random((2000, N_IN)) * (upper - lower)))[:, 0].max().item()
+    spec = Spec(N_IN, 2, (Region(Box(lower, upper), (Clause(np.array([[-1.0, 0.0]]), np.array([-(top + 5.0)])),)),))
+    vnnlib_path = tmp_path / "prop.vnnlib"
+    write_vnnlib(spec, vnnlib_path)
+    certificate = tmp_path / "proof.json"
+    verdict, missing = verify_with_certificate(onnx_path, vnnlib_path, VerifySettings(timeout=30), certificate)
+    assert verdict.status == "unsat" and missing is not None and not certificate.exists()
+    assert any("activation-split proofs are not certified yet" in note for note in verdict.notes), verdict.notes
