@@ -213,8 +213,8 @@ def _certified_relu_split(engine: BoundEngine, region: Region, rows: RegionRows,
                           deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
                           notes: list[str], proof: RegionCertificate) -> tuple[SearchOutcome, str]:
     """Many-input ReLU MLPs with a certificate: ReLU split on each single-row clause from CROWN's
-    bounds (the checker re-derives them), each clause within its share of ``relu_split_share`` of
-    the time; the exact MILP decides the clauses left, which the certificate lists as decided by
+    bounds (the checker re-derives them), each clause within its share of
+    ``certificate_relu_split_share`` of the time; the exact MILP decides the clauses left, which the certificate lists as decided by
     its solver. ``proof.relu_clauses`` gets one entry per clause."""
     assert proof.relu_clauses is not None
     lower, upper = box_tensors(region.box, rows.A.device)
@@ -228,7 +228,7 @@ def _certified_relu_split(engine: BoundEngine, region: Region, rows: RegionRows,
             left.append(position)
             continue
         row = int(members[0])
-        share = Deadline(settings.relu_split_share * deadline.remaining() / (rows.n_clauses - position))
+        share = Deadline(settings.certificate_relu_split_share * deadline.remaining() / (rows.n_clauses - position))
         leaves: list[ReluLeafRecord] = []
         outcome = relu_split_search(engine, rows.A[row], -float(rows.b[row]), lower, upper, pre_bounds, settings,
                                     share, rows.margin, confirm, leaves)
