@@ -69,8 +69,8 @@ def verify(network: NetworkLike, spec: SpecLike, *, timeout: float = 60.0, devic
     onnxruntime on the ONNX file), within ``timeout`` seconds (loading included).
 
     ``device``: cpu, cuda, cuda:N or auto. ``milp_solver``: auto, highs or gurobi.
-    ``certificate``: for an ``unsat``, write a proof certificate here (input-split proofs of ReLU
-    networks; `check_certificate` re-checks it). A certificate names its files by SHA-256, so it
+    ``certificate``: for an ``unsat``, write a proof certificate here (input-split and ReLU-split
+    proofs of ReLU MLPs; `check_certificate` re-checks it). A certificate names its files by SHA-256, so it
     needs ``network`` and ``spec`` as file paths. Its outcome is the last of the verdict's notes.
     """
     from .devices import resolve_device

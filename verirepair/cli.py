@@ -7,7 +7,8 @@ Exit codes (documented in README.md):
   3  internal error                    4  capability not available yet
 check-and-fix / repair: 0 proven (held already, or repaired and proven on the written file; for a
   suite: every property), 20 not proven within the budget (nothing written as -o).
-check-certificate: 0 the certificate checks, 30 it does not.
+check-certificate: 0 the certificate checks, 30 it does not, 31 it checks but parts of it rest on a
+  MILP solver's word (listed; 0 with --allow-trusted).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from . import progress
 from .errors import InputError, NotYet, SettingsError
 
 EXIT_CODES = {"unsat": 0, "sat": 10, "unknown": 20, "timeout": 21, "error": 3}
+EXIT_TRUSTED_CERTIFICATE = 31
 EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_YET, EXIT_INVALID_CERTIFICATE = 2, 3, 4, 30
 EXIT_NOT_PROVEN = 20
 
@@ -131,6 +133,11 @@ def _check_certificate(args: argparse.Namespace) -> int:
 
     onnx_path, vnnlib_path = _order_files(args.first, args.second)
     result = check_certificate(onnx_path, vnnlib_path, args.certificate)
+    if result.ok and result.trusted:
+        print(f"valid, {len(result.trusted)} solver-trusted: {result.message}")
+        for what in result.trusted:
+            print(f"  not re-checked (solver-trusted): {what}")
+        return 0 if args.allow_trusted else EXIT_TRUSTED_CERTIFICATE
     print(f"{'valid' if result.ok else 'INVALID'}: {result.message}")
     return 0 if result.ok else EXIT_INVALID_CERTIFICATE
 
@@ -377,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     verify.add_argument("--json", action="store_true", help="print the result as one JSON object")
     _add_milp_solver_option(verify)
-    verify.add_argument("--certificate", help="for unsat, write a proof certificate here (input-split proofs)")
+    verify.add_argument("--certificate", help="for unsat, write a proof certificate here (input-split and "
+                                              "ReLU-split proofs of ReLU MLPs)")
     verify.add_argument("--report", help="write the result here: an HTML page when the name ends in .html "
                                          "(needs the 'report' extra), else the JSON that --json prints")
     verify.set_defaults(run=_verify)
@@ -386,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("certificate")
     check.add_argument("first", help="spec.vnnlib or net.onnx (either order)")
     check.add_argument("second", help="net.onnx or spec.vnnlib")
+    check.add_argument("--allow-trusted", action="store_true",
+                       help="exit 0 also when parts of the proof rest on a MILP solver (listed either way; else exit 31)")
     check.set_defaults(run=_check_certificate)
 
     info = commands.add_parser("info", help="describe ONNX networks and VNN-LIB files")

@@ -89,22 +89,41 @@ class LinearBound:
                                            + np.abs(self.constant)) + (n_out + 2) * TINY
         return LinearBound(self.coefficients @ weight, self.constant + self.coefficients @ bias, self.error + added)
 
-    def through_relu(self, lower: np.ndarray, upper: np.ndarray) -> LinearBound:
-        """Objective over ``relu(z)`` → over z, for z in [lower, upper] ([B, n])."""
+    def through_relu(self, lower: np.ndarray, upper: np.ndarray, alpha: np.ndarray | None = None,
+                     multipliers: tuple[np.ndarray, np.ndarray] | None = None) -> LinearBound:
+        """Objective over ``relu(z)`` → over z, for z in [lower, upper] ([B, n]).
+
+        ``alpha`` [B, n]: the lower slopes of unstable neurons (clipped to [0, 1]; CROWN's adaptive
+        slope where not given or NaN). ``multipliers`` (β_u, β_l) [B, n] each (clipped to >= 0) add
+        ``β_u·(z - upper) + β_l·(lower - z)``, never positive where z is within its bounds: the
+        result then bounds the objective from below on the points where the bounds hold.
+        """
         active, inactive = lower >= 0, upper <= 0
         unstable = ~active & ~inactive
         width = np.where(unstable, upper - lower, 1.0)
         slope = np.where(unstable, upper / width, 0.0)
         intercept = np.where(unstable, np.maximum(up(-(slope * lower)), up(upper - down(slope * upper))), 0.0)
         up_slope = np.where(active, 1.0, slope)
-        low_slope = np.where(active, 1.0, np.where(unstable & (upper > -lower), 1.0, 0.0))
+        adaptive = np.where(upper > -lower, 1.0, 0.0)
+        chosen = adaptive if alpha is None else np.where(np.isnan(alpha), adaptive, np.clip(alpha, 0.0, 1.0))
+        low_slope = np.where(active, 1.0, np.where(unstable, chosen, 0.0))
         lam = self.coefficients
         positive = lam >= 0
         coefficients = np.where(positive, lam * low_slope[:, None, :], lam * up_slope[:, None, :])
         constant = self.constant + np.einsum("bmn,bn->bm", np.where(positive, 0.0, lam), intercept)
         n = lower.shape[1]
-        added = error_factor(n + 1) * (np.einsum("bmn,bn->bm", np.abs(lam), intercept + magnitude(lower, upper))
+        reach = magnitude(lower, upper)
+        added = error_factor(n + 1) * (np.einsum("bmn,bn->bm", np.abs(lam), intercept + reach)
                                        + np.abs(self.constant)) + (n + 2) * TINY
+        if multipliers is not None:
+            to_upper, to_lower = (np.maximum(np.nan_to_num(m), 0.0) for m in multipliers)
+            before = constant
+            coefficients = coefficients + (to_upper - to_lower)[:, None, :]
+            constant = constant + (-(to_upper * upper) + to_lower * lower).sum(axis=1)[:, None]
+            # the sums of coefficients and multipliers, the products β·bound and their sum
+            added = added + error_factor(3 * n + 2) * (
+                np.einsum("bmn,bn->bm", np.abs(coefficients), reach) + ((to_upper + to_lower) * reach).sum(axis=1)[:, None] * 3
+                + np.abs(before)) + (3 * n + 4) * TINY
         return LinearBound(coefficients, constant, self.error + added)
 
     def minimum(self, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -127,14 +146,22 @@ class NodeBounds:
     upper: np.ndarray
     pre_activation: list[tuple[np.ndarray, np.ndarray]]
     input_magnitudes: list[np.ndarray]
+    empty: np.ndarray | None = None  # [B]: the box holds no point meeting the splits (own bounds cross)
 
 
 def layer_bounds(network: ReluNetwork, lower: np.ndarray, upper: np.ndarray,
-                 recorded: list[tuple[np.ndarray, np.ndarray]]) -> NodeBounds:
+                 recorded: list[tuple[np.ndarray, np.ndarray]],
+                 splits: list[tuple[np.ndarray, np.ndarray]] | None = None) -> NodeBounds:
     """Bounds of every step's output on the boxes: interval bounds, tightened by back-substitution
     to the input before every ReLU after the first step, then widened to contain the ``recorded``
-    bounds of that ReLU layer (one pair per ReLU step, [B, n] each): the looser of the two."""
-    bounds = NodeBounds(lower, upper, [], [])
+    bounds of that ReLU layer (one pair per ReLU step, [B, n] each): the looser of the two.
+
+    ``splits`` (per ReLU step, masks (active, inactive) [B, n]): the points of each box where the
+    active neurons' inputs are >= 0 and the inactive ones' <= 0. Their bounds are clamped at 0
+    before the recorded ones widen them, so all bounds hold on those points; where the clamped
+    bounds cross (lower > upper) there is no such point, which ``empty`` says.
+    """
+    bounds = NodeBounds(lower, upper, [], [], np.zeros(lower.shape[0], dtype=bool))
     h_lower, h_upper = lower, upper
     relu_index = 0
     for k, step in enumerate(network.steps):
@@ -143,6 +170,11 @@ def layer_bounds(network: ReluNetwork, lower: np.ndarray, upper: np.ndarray,
         if step.relu:
             if k > 0:
                 z_lower, z_upper = _tightened(network, bounds, k, z_lower, z_upper)
+            if splits is not None:
+                active, inactive = splits[relu_index]
+                z_lower, z_upper = np.where(active, np.maximum(z_lower, 0.0), z_lower), \
+                    np.where(inactive, np.minimum(z_upper, 0.0), z_upper)
+                bounds.empty |= np.any(z_lower > z_upper, axis=1)
             recorded_lower, recorded_upper = recorded[relu_index]
             z_lower, z_upper = np.minimum(z_lower, recorded_lower), np.maximum(z_upper, recorded_upper)
             relu_index += 1
@@ -165,14 +197,41 @@ def _tightened(network: ReluNetwork, bounds: NodeBounds, k: int, z_lower: np.nda
     return np.maximum(z_lower, found[:, :n]), np.minimum(z_upper, -found[:, n:])
 
 
-def to_input(network: ReluNetwork, bounds: NodeBounds, objective: LinearBound, k: int) -> LinearBound:
-    """An objective over the input of step k, back-substituted to the network's input."""
+def to_input(network: ReluNetwork, bounds: NodeBounds, objective: LinearBound, k: int,
+             alphas: list[np.ndarray] | None = None,
+             multipliers: list[tuple[np.ndarray, np.ndarray]] | None = None) -> LinearBound:
+    """An objective over the input of step k, back-substituted to the network's input (with the
+    lower slopes and multipliers of every ReLU step, in order, when given: see `through_relu`)."""
+    relu_steps = [j for j, step in enumerate(network.steps) if step.relu]
     for j in range(k - 1, -1, -1):
         step = network.steps[j]
         if step.relu:
-            objective = objective.through_relu(*bounds.pre_activation[j])
+            position = relu_steps.index(j)
+            objective = objective.through_relu(*bounds.pre_activation[j],
+                                               None if alphas is None else alphas[position],
+                                               None if multipliers is None else multipliers[position])
         objective = objective.through_affine(step.weight, step.bias, bounds.input_magnitudes[j])
     return objective
+
+
+def lagrangian_bounds(network: ReluNetwork, bounds: NodeBounds, c: np.ndarray, d: float, alphas: list[np.ndarray],
+                      multipliers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """[B]: lower bounds of ``c·y + d`` on the points of each box where its bounds hold (with its
+    splits): the best of back-substitution with the given slopes and multipliers (any values
+    give a valid bound: they are clipped to their ranges), back-substitution with CROWN's slopes
+    and no multipliers, and intervals."""
+    batch = bounds.lower.shape[0]
+    last = len(network.steps) - 1
+    step = network.steps[last]
+    output = LinearBound(np.broadcast_to(c, (batch, 1, c.size)), np.full((batch, 1), d), np.zeros((batch, 1)))
+    output = output.through_affine(step.weight, step.bias, bounds.input_magnitudes[last])
+    linear = np.maximum(to_input(network, bounds, output, last, alphas, multipliers).minimum(bounds.lower, bounds.upper),
+                        to_input(network, bounds, output, last).minimum(bounds.lower, bounds.upper))[:, 0]
+    y_lower, y_upper = bounds.pre_activation[last]
+    interval = y_lower @ np.maximum(c, 0.0) + y_upper @ np.minimum(c, 0.0) + d
+    n = c.size
+    rounding = error_factor(2 * n + 1) * (magnitude(y_lower, y_upper) @ np.abs(c) + abs(d)) + (2 * n + 2) * TINY
+    return np.maximum(linear, down(interval - rounding))
 
 
 def row_bounds(network: ReluNetwork, bounds: NodeBounds, A: np.ndarray,

@@ -1,9 +1,17 @@
 """The checker's own reader of the certificate format (``verirepair-certificate-1``).
 
 A JSON object ``{"format", "onnx_sha256", "vnnlib_sha256", "regions"}``; ``regions`` holds, per
-region of the property, a list of closings ``[path, clauses, weights, bounds]``: the node's path
-in the split tree (steps ``<dim><L|R>``), the clauses closed there, per clause the row weights over
-the region's rows, and per ReLU layer the recorded ``[lower, upper]`` pre-activation bounds.
+region of the property, either
+
+* an input-split proof: a list of closings ``[path, clauses, weights, bounds]``: the node's path
+  in the split tree (steps ``<dim><L|R>``), the clauses closed there, per clause the row weights
+  over the region's rows, and per ReLU layer the recorded ``[lower, upper]`` pre-activation
+  bounds; or ``[path, clauses, {"solver": name}]``, a node whose clauses a MILP solver decided;
+* or a ReLU-split proof ``{"method": "relu-split", "clauses": [...]}``: per clause either
+  ``{"clause", "row", "leaves"}`` (the row proven positive on every leaf; a leaf is
+  ``[splits, neurons]`` with splits ``[layer, neuron, 1 (active) | 0 (inactive)]`` and neurons
+  ``[layer, neuron, lower, upper, alpha, beta_upper, beta_lower]``) or ``{"clause", "solver"}``.
+
 Anything else is `MalformedCertificate`, with a message saying what.
 """
 
@@ -37,10 +45,47 @@ class Closing:
 
 
 @dataclass(frozen=True)
+class TrustedClosing:
+    """A node of an input-split tree whose clauses a MILP solver decided (not re-checked)."""
+
+    steps: tuple[tuple[int, bool], ...]
+    clauses: tuple[int, ...]
+    solver: str
+
+    @property
+    def path(self) -> str:
+        return "".join(f"{dim}{'R' if upper else 'L'}" for dim, upper in self.steps) or "(root)"
+
+
+@dataclass(frozen=True)
+class ReluLeaf:
+    """A leaf of a ReLU-split tree: its splits ``(layer, neuron, active)`` from the root, and per
+    recorded neuron ``(layer, neuron, lower, upper, alpha, beta_upper, beta_lower)``."""
+
+    splits: tuple[tuple[int, int, bool], ...]
+    neurons: tuple[tuple[int, int, float, float, float, float, float], ...]
+
+
+@dataclass(frozen=True)
+class ReluSplitClause:
+    """One clause of a ReLU-split region: ``row`` proven positive on every leaf, or, with
+    ``solver`` set, decided by that MILP solver (no leaves)."""
+
+    clause: int
+    row: int
+    leaves: tuple[ReluLeaf, ...]
+    solver: str | None = None
+
+
+InputSplitProof = tuple[Closing | TrustedClosing, ...]
+ReluSplitProof = tuple[ReluSplitClause, ...]
+
+
+@dataclass(frozen=True)
 class CertificateFile:
     onnx_sha256: str
     vnnlib_sha256: str
-    regions: tuple[tuple[Closing, ...], ...]
+    regions: tuple[InputSplitProof | ReluSplitProof, ...]
 
 
 def parse_certificate(text: str) -> CertificateFile:
@@ -56,24 +101,76 @@ def parse_certificate(text: str) -> CertificateFile:
     regions = data.get("regions")
     if not isinstance(regions, list):
         raise MalformedCertificate("regions is not a list")
-    parsed = []
+    parsed: list[InputSplitProof | ReluSplitProof] = []
     for r, region in enumerate(regions):
-        if not isinstance(region, list):
-            raise MalformedCertificate(f"region {r} is not a list of closings")
-        parsed.append(tuple(_closing(item, f"region {r}, closing {c}") for c, item in enumerate(region)))
+        if isinstance(region, dict):
+            parsed.append(_relu_split(region, f"region {r}"))
+        elif isinstance(region, list):
+            parsed.append(tuple(_closing(item, f"region {r}, closing {c}") for c, item in enumerate(region)))
+        else:
+            raise MalformedCertificate(f"region {r} is neither a list of closings nor a relu-split object")
     return CertificateFile(hashes[0], hashes[1], tuple(parsed))
 
 
-def _closing(item: object, where: str) -> Closing:
-    if not isinstance(item, list) or len(item) != 4:
-        raise MalformedCertificate(f"{where}: not [path, clauses, weights, bounds]")
-    path, clauses, weights, bounds = item
+def _relu_split(region: dict, where: str) -> ReluSplitProof:
+    if region.get("method") != "relu-split" or not isinstance(region.get("clauses"), list):
+        raise MalformedCertificate(f"{where}: not {{\"method\": \"relu-split\", \"clauses\": [...]}}")
+    proofs = []
+    for k, item in enumerate(region["clauses"]):
+        at = f"{where}, clause entry {k}"
+        if not isinstance(item, dict) or not _natural(item.get("clause")):
+            raise MalformedCertificate(f"{at}: not an object with a clause number")
+        if "solver" in item:
+            proofs.append(ReluSplitClause(item["clause"], -1, (), _solver(item["solver"], at)))
+            continue
+        leaves = item.get("leaves")
+        if not _natural(item.get("row")) or not isinstance(leaves, list):
+            raise MalformedCertificate(f"{at}: no row number and list of leaves")
+        proofs.append(ReluSplitClause(item["clause"], item["row"], tuple(_leaf(leaf, f"{at}, leaf {n}")
+                                                                         for n, leaf in enumerate(leaves))))
+    return tuple(proofs)
+
+
+def _leaf(leaf: object, where: str) -> ReluLeaf:
+    if not isinstance(leaf, list) or len(leaf) != 2 or not all(isinstance(part, list) for part in leaf):
+        raise MalformedCertificate(f"{where}: not [splits, neurons]")
+    splits, neurons = leaf
+    if not all(isinstance(s, list) and len(s) == 3 and all(_natural(v) for v in s) and s[2] in (0, 1) for s in splits):
+        raise MalformedCertificate(f"{where}: a split is not [layer, neuron, 1 | 0]")
+    parsed = []
+    for entry in neurons:
+        if not isinstance(entry, list) or len(entry) != 7 or not _natural(entry[0]) or not _natural(entry[1]):
+            raise MalformedCertificate(f"{where}: a neuron is not [layer, neuron, lower, upper, alpha, beta_upper, "
+                                       "beta_lower]")
+        parsed.append((entry[0], entry[1], *_numbers(entry[2:], where)))
+    return ReluLeaf(tuple((s[0], s[1], s[2] == 1) for s in splits), tuple(parsed))  # type: ignore[arg-type]
+
+
+def _natural(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _solver(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise MalformedCertificate(f"{where}: the solver is not named")
+    return value
+
+
+def _closing(item: object, where: str) -> Closing | TrustedClosing:
+    if not isinstance(item, list) or len(item) not in (3, 4):
+        raise MalformedCertificate(f"{where}: not [path, clauses, weights, bounds] or [path, clauses, {{\"solver\"}}]")
+    path, clauses = item[0], item[1]
     if not isinstance(path, str) or not _PATH.match(path):
         raise MalformedCertificate(f"{where}: malformed node path {path!r}")
     steps = tuple((int(dim), side == "R") for dim, side in _STEP.findall(path))
     if not isinstance(clauses, list) or not all(type(k) is int and k >= 0 for k in clauses) \
             or len(set(clauses)) != len(clauses):
         raise MalformedCertificate(f"{where}: clauses are not distinct non-negative integers")
+    if len(item) == 3:
+        if not isinstance(item[2], dict):
+            raise MalformedCertificate(f"{where}: a three-part closing must end with {{\"solver\": name}}")
+        return TrustedClosing(steps, tuple(clauses), _solver(item[2].get("solver"), where))
+    weights, bounds = item[2], item[3]
     if not isinstance(weights, list) or len(weights) != len(clauses):
         raise MalformedCertificate(f"{where}: not one weight vector per clause")
     if not isinstance(bounds, list) or not all(isinstance(layer, list) and len(layer) == 2 for layer in bounds):

@@ -194,7 +194,8 @@ class _Trace:
                                     self.shape).reshape(-1)
             if not np.all(np.isfinite(scale)):
                 raise UnsupportedNetwork("Div by a constant whose reciprocal overflows")
-            self.push(np.diag(scale), np.zeros(self.size))
+            if np.any(scale != 1.0):  # a scaling by one is no step
+                self.push(np.diag(scale), np.zeros(self.size))
         self.name = out
 
     def _reshaped(self, op: str, args: list[np.ndarray | None], attributes: dict[str, object]) -> list[int]:

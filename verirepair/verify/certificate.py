@@ -1,11 +1,13 @@
-"""Proof certificates for `unsat` answers of input-split branch and bound.
+"""Proof certificates for `unsat` answers of input-split and ReLU-split branch and bound.
 
-A certificate lists, per region of the spec, the nodes of the split tree where clauses were
-closed: a node is a path from the root box (steps ``<dim><L|R>``: halve dimension ``dim`` at its
-midpoint and keep the lower or upper half) plus, for each clause closed there, the row weights
-``λ`` whose combination was proven positive on the node's box. `verirepair.checker` re-checks
-every node with an independent implementation and checks that, for every clause, the closing
-nodes cover the region's box.
+An input-split region lists the nodes of the split tree where clauses were closed: a node is a
+path from the root box (steps ``<dim><L|R>``: halve dimension ``dim`` at its midpoint and keep the
+lower or upper half) plus, for each clause closed there, the row weights ``λ`` whose combination
+was proven positive on the node's box, or the MILP solver that decided it (`TrustedClosing`).
+A ReLU-split region lists, per clause, the leaves of its tree of ReLU splits with the slopes and
+multipliers of each leaf's bound (`ReluLeafRecord`), or the solver that decided the clause.
+`verirepair.checker` re-checks every node and leaf with an independent implementation, checks
+that they cover the region, and lists what rests on a solver.
 """
 
 from __future__ import annotations
@@ -35,10 +37,60 @@ class Closing:
     bounds: list[list[list[float]]]  # per hidden layer, [lower, upper]
 
 
+@dataclass
+class TrustedClosing:
+    """Clauses of one node of the split tree decided by a MILP solver (the checker trusts them)."""
+
+    path: str
+    clauses: list[int]
+    solver: str
+
+
+@dataclass
+class ReluLeafRecord:
+    """A closed leaf of a ReLU-split tree: its splits ``[layer, neuron, 1 (active) | 0]`` and, per
+    neuron recorded, ``[layer, neuron, lower, upper, alpha, beta_upper, beta_lower]``: its input's
+    bounds on the leaf, the lower slope and the multipliers of the leaf's bound."""
+
+    splits: list[list[int]]
+    neurons: list[list[float]]
+
+
+@dataclass
+class ReluClauseProof:
+    """One clause of a ReLU-split region: ``row`` (over the region's rows) proven positive on
+    every leaf, or, with ``solver`` set, decided by that MILP solver."""
+
+    clause: int
+    row: int = -1
+    leaves: list[ReluLeafRecord] = field(default_factory=list)
+    solver: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        if self.solver is not None:
+            return {"clause": self.clause, "solver": self.solver}
+        return {"clause": self.clause, "row": self.row, "leaves": [[leaf.splits, leaf.neurons] for leaf in self.leaves]}
+
 
 @dataclass
 class RegionCertificate:
-    closings: list[Closing] = field(default_factory=list)
+    """An input-split proof (``closings``), or a ReLU-split proof when ``relu_clauses`` is set."""
+
+    closings: list[Closing | TrustedClosing] = field(default_factory=list)
+    relu_clauses: list[ReluClauseProof] | None = None
+
+    def to_json(self) -> object:
+        if self.relu_clauses is not None:
+            return {"method": "relu-split", "clauses": [c.to_json() for c in self.relu_clauses]}
+        return [[c.path, c.clauses, {"solver": c.solver}] if isinstance(c, TrustedClosing)
+                else [c.path, c.clauses, c.weights, c.bounds] for c in self.closings]
+
+    @property
+    def trusted(self) -> int:
+        """Nodes or clauses that rest on a solver."""
+        if self.relu_clauses is not None:
+            return sum(c.solver is not None for c in self.relu_clauses)
+        return sum(isinstance(c, TrustedClosing) for c in self.closings)
 
 
 @dataclass
@@ -50,7 +102,7 @@ class Certificate:
     def to_json(self) -> str:
         return json.dumps({
             "format": FORMAT, "onnx_sha256": self.onnx_sha256, "vnnlib_sha256": self.vnnlib_sha256,
-            "regions": [[[c.path, c.clauses, c.weights, c.bounds] for c in r.closings] for r in self.regions],
+            "regions": [r.to_json() for r in self.regions],
         })
 
     def write(self, path: str | Path) -> None:

@@ -29,7 +29,7 @@ import torch
 from .. import progress
 from ..bounds import BoundEngine, LayerBounds, concretize
 from ..spec import Box, Region
-from .certificate import Closing, RegionCertificate, child_path
+from .certificate import Closing, RegionCertificate, TrustedClosing, child_path
 from .deadline import Deadline, paced_batch
 from .falsify import descend, replay_most_violating
 from .milp_search import milp_search
@@ -213,13 +213,16 @@ def _record_closings(certificate: RegionCertificate, paths: np.ndarray, closed: 
 def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, settings: VerifySettings,
                        deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
                        certificate: RegionCertificate | None = None) -> SearchOutcome:
-    """Decide the region; when ``certificate`` is given, every clause closing is recorded in it
-    (and no box is decided by the MILP, whose answers the certificate checker cannot re-check)."""
+    """Decide the region; when ``certificate`` is given, every clause closing is recorded in it, a
+    box decided by a leaf MILP as resting on its solver (`TrustedClosing`: the checker cannot
+    re-check it), and leaf MILPs start only after ``certificate_leaf_milp_after_boxes``."""
     device = rows.A.device
     lower, upper = box_tensors(region.box, device)
-    use_leaf_milp = certificate is None and engine.graph.is_piecewise_linear and settings.leaf_milp_max_unstable > 0 \
-        and engine.graph.activations <= settings.milp_max_activations
-    leaf_milp = _LeafMilp(engine, region, settings)
+    use_leaf_milp = engine.graph.is_piecewise_linear and settings.leaf_milp_max_unstable > 0 \
+        and engine.graph.activations <= settings.milp_max_activations \
+        and (certificate is None or settings.certificate_leaf_milp_after_boxes >= 0)
+    leaf_milp_after = settings.leaf_milp_after_boxes if certificate is None else settings.certificate_leaf_milp_after_boxes
+    leaf_milp = _LeafMilp(engine, region, settings, certificate)
     root = _root(engine, rows, lower, upper, settings, certificate)
     frontier = _Frontier()
     frontier.push(root, _suspicion(engine, rows, root, settings))
@@ -237,7 +240,7 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
         boxes = frontier.pop(max(1, batch // (2 * candidates)))
         if certificate is None and settings.leaf_alpha_steps > 0:
             boxes = _alpha_refined(engine, rows, boxes, settings)
-        if use_leaf_milp and bounded >= settings.leaf_milp_after_boxes:
+        if use_leaf_milp and bounded >= leaf_milp_after:
             boxes, found = leaf_milp.decide(boxes, deadline, confirm)
             if found is not None:
                 return SearchOutcome("sat", found, bounded)
@@ -347,8 +350,10 @@ class _LeafMilp:
     outside Python's interpreter lock); the threshold adapts after each wave.
     """
 
-    def __init__(self, engine: BoundEngine, region: Region, settings: VerifySettings) -> None:
+    def __init__(self, engine: BoundEngine, region: Region, settings: VerifySettings,
+                 certificate: RegionCertificate | None = None) -> None:
         self.engine, self.region, self.settings = engine, region, settings
+        self.certificate = certificate  # gets a `TrustedClosing` per box decided
         self.max_unstable = settings.leaf_milp_max_unstable
         self.closed = 0  # boxes whose proof is a MILP solver's infeasibility claim
         self.workers = settings.leaf_milp_workers or max(1, torch.get_num_threads())
@@ -367,15 +372,16 @@ class _LeafMilp:
         closed = torch.zeros(boxes.size, dtype=torch.bool, device=boxes.lower.device)
         started = time.monotonic()
 
-        def solve(item: tuple[int, int]) -> tuple[SearchOutcome, float]:
+        def solve(item: tuple[int, int]) -> tuple[SearchOutcome, float, dict[int, str]]:
             j, index = item  # row in `layers`, box index
             leaf = Region(Box(boxes.lower[index].cpu().numpy(), boxes.upper[index].cpu().numpy()), self.region.clauses)
             leaf_layers = LayerBounds(tuple((l[j:j + 1], u[j:j + 1]) for l, u in layers.pre_activation))
             open_clauses = boxes.open_clauses[index].nonzero().flatten().tolist()
             solve_started = time.monotonic()
+            deciders: dict[int, str] = {}
             outcome = milp_search(self.engine, leaf, open_clauses, leaf_layers, self.settings,
-                                  Deadline(min(LEAF_MILP_SECONDS, deadline.remaining())), confirm, [])
-            return outcome, time.monotonic() - solve_started
+                                  Deadline(min(LEAF_MILP_SECONDS, deadline.remaining())), confirm, [], deciders)
+            return outcome, time.monotonic() - solve_started, deciders
 
         queue = deque(enumerate(eligible.tolist()))
         while queue and time.monotonic() - started <= LEAF_MILP_SECONDS and not deadline.expired():
@@ -385,10 +391,13 @@ class _LeafMilp:
                 if int(boxes.unstable[item[1]]) <= self.max_unstable:
                     wave.append(item)
             solved = list(_leaf_pool(self.workers).map(solve, wave)) if len(wave) > 1 else [solve(w) for w in wave]
-            for (_, index), (outcome, took) in zip(wave, solved):
+            for (_, index), (outcome, took, deciders) in zip(wave, solved):
                 if outcome.status == "sat":
                     return boxes, outcome.counterexample
                 closed[index] = outcome.status == "proven"
+                if self.certificate is not None and bool(closed[index]):
+                    self.certificate.closings.append(TrustedClosing(
+                        str(boxes.paths[index]), sorted(deciders), "+".join(sorted(set(deciders.values())))))
                 self.closed += int(closed[index])
                 self._adapt(int(boxes.unstable[index]), outcome.status, took)
         return boxes.select(~closed), None

@@ -17,9 +17,10 @@ from .settings import VerifySettings
 
 def milp_search(engine: BoundEngine, region: Region, open_clauses: list[int], layers: LayerBounds,
                 settings: VerifySettings, deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
-                notes: list[str]) -> SearchOutcome:
+                notes: list[str], deciders: dict[int, str] | None = None) -> SearchOutcome:
     """Decide each open clause of ``region`` exactly, given sound ``layers`` bounds on its box;
-    ``notes`` collects solver remarks."""
+    ``notes`` collects solver remarks, ``deciders`` (when given) the solver that found each
+    clause infeasible."""
     pre_bounds = [(l[0].cpu().numpy(), u[0].cpu().numpy()) for l, u in layers.pre_activation]
     for index in open_clauses:
         progress.search("milp")
@@ -31,6 +32,8 @@ def milp_search(engine: BoundEngine, region: Region, open_clauses: list[int], la
         if result.note and result.note not in notes:
             notes.append(result.note)
         if result.status == "infeasible":
+            if deciders is not None:
+                deciders[index] = result.solver
             continue
         if result.status in ("feasible", "optimal") and result.x is not None:
             found = confirm(result.x[inputs])

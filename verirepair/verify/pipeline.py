@@ -7,6 +7,7 @@ as soon as one counterexample is confirmed by onnxruntime on the original file.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..milp import solver_named
 from ..network import Network, check_import_agrees, load_network
 from ..spec import Region, Spec, parse_vnnlib
 from .activation_split import activation_split_search
-from .certificate import RegionCertificate
+from .certificate import RegionCertificate, ReluClauseProof, ReluLeafRecord
 from .clause_search import search_clauses
 from .deadline import Deadline
 from .falsify import candidate_points
@@ -129,13 +130,18 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     if rows.empty_clause:
         notes.append("a clause with no output constraint could not be confirmed on a box point")
         return SearchOutcome("unknown", None, 0), "none"
-    certifiable = spec.n_inputs <= settings.input_split_max_dims and engine.graph.is_relu_mlp
     if certificate is not None:
-        if certifiable:  # straight to the split tree: its closings are what the checker re-checks
+        if engine.graph.is_relu_mlp and spec.n_inputs <= settings.input_split_max_dims:
+            # straight to the split tree: its closings are what the checker re-checks
             certificate.append(RegionCertificate())
             return input_split_search(engine, rows, region, settings, deadline, confirm, certificate[-1]), "input-split"
+        if engine.graph.is_relu_mlp:
+            certificate.append(RegionCertificate(relu_clauses=[]))
+            return _certified_relu_split(engine, region, rows, settings, deadline, confirm, notes, certificate[-1])
         certificate.append(None)
-        notes.append("no certificate for this region: only input-split proofs of ReLU networks are certified")
+        notes.append("no certificate for this region: "
+                     + ("activation-split proofs are not certified yet" if engine.graph.has_sshaped else
+                        "only proofs on ReLU networks that are chains of dense layers are certified"))
 
     lower, upper = box_tensors(region.box, rows.A.device)
     low_dimensional = spec.n_inputs <= settings.input_split_max_dims
@@ -201,6 +207,45 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
         return SearchOutcome("timeout", None, 1), "none"
     notes.append("activation splitting could not close the region (not piecewise linear: no exact search)")
     return SearchOutcome("unknown", None, 1), "none"
+
+
+def _certified_relu_split(engine: BoundEngine, region: Region, rows: RegionRows, settings: VerifySettings,
+                          deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
+                          notes: list[str], proof: RegionCertificate) -> tuple[SearchOutcome, str]:
+    """Many-input ReLU MLPs with a certificate: ReLU split on each single-row clause from CROWN's
+    bounds (the checker re-derives them), each clause within its share of
+    ``certificate_relu_split_share`` of the time; the exact MILP decides the clauses left, which the certificate lists as decided by
+    its solver. ``proof.relu_clauses`` gets one entry per clause."""
+    assert proof.relu_clauses is not None
+    lower, upper = box_tensors(region.box, rows.A.device)
+    with torch.no_grad():
+        layers = engine.layer_bounds(lower, upper, "crown")
+    pre_bounds = [(l[0], u[0]) for l, u in layers.pre_activation]
+    left: list[int] = []
+    for position in range(rows.n_clauses):
+        members = (rows.owner == position).nonzero().flatten()
+        if members.numel() != 1 or deadline.expired():
+            left.append(position)
+            continue
+        row = int(members[0])
+        share = Deadline(settings.certificate_relu_split_share * deadline.remaining() / (rows.n_clauses - position))
+        leaves: list[ReluLeafRecord] = []
+        outcome = relu_split_search(engine, rows.A[row], -float(rows.b[row]), lower, upper, pre_bounds, settings,
+                                    share, rows.margin, confirm, leaves)
+        if outcome.status == "sat":
+            return outcome, "relu-split"
+        if outcome.status == "proven":
+            proof.relu_clauses.append(ReluClauseProof(position, row, leaves))
+        else:
+            left.append(position)
+    if not left:
+        return SearchOutcome("proven", None, 1), "relu-split"
+    if not engine.graph.activations <= settings.milp_max_activations:
+        return SearchOutcome("timeout" if deadline.expired() else "unknown", None, 1), "none"
+    deciders: dict[int, str] = {}
+    outcome = milp_search(engine, region, left, layers, settings, deadline, confirm, notes, deciders)
+    proof.relu_clauses.extend(ReluClauseProof(clause, solver=deciders[clause]) for clause in left if clause in deciders)
+    return outcome, "relu-split+milp"
 
 
 def _escalated_bounds(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor,

@@ -26,6 +26,13 @@ so the result is intersected with what it had) and is bounded again: otherwise s
 neurons of a deep network never tightens its later layers. A domain whose bounds cross (lower
 above upper) contains no point of the box and is closed.
 
+Certificates (``leaves`` given to `relu_split_search`): every domain carries its splits, its
+slopes and multipliers are kept in float64, the root's bounds are CROWN's and every child is
+re-bounded by CROWN under its splits alone (not intersected with its parent's bounds), so the
+checker, which derives CROWN bounds with the splits as clamps, finds the bounds the verifier used.
+Every closed domain is recorded (`ReluLeafRecord`): its splits, and for every neuron unstable on
+the root box or on the domain its bounds, slope and multipliers.
+
 Branching picks, per domain, the unsplit unstable neuron whose upper relaxation costs the bound most
 (a BaBSR-like score, from the λ that reaches each ReLU's output in the domain's first CROWN pass).
 """
@@ -42,6 +49,7 @@ import torch
 from .. import progress
 from ..bounds import BoundEngine, BoundRelu, LayerBounds
 from ..bounds.engine import Relaxation
+from .certificate import ReluLeafRecord
 from .deadline import Deadline, paced_batch
 from .falsify import replay_most_violating
 from .objective import still_open
@@ -78,6 +86,8 @@ class Domains:
     multipliers: list[Tensor]  # [D, n_k, 2] float32 (on the upper, lower bound)
     lower: Tensor  # [D] float64 bound of the objective
     branch: Tensor  # [D] flat neuron index (over all ReLU nodes) to split next; -1: none left
+    # per domain its splits (flat neuron index, active), when certifying
+    splits: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -87,7 +97,9 @@ class Domains:
         return [self.pre_lower, self.pre_upper, self.slopes, self.multipliers]
 
     def select(self, index: Tensor) -> Domains:
-        return Domains(*[[t[index] for t in part] for part in self._parts()], self.lower[index], self.branch[index])
+        splits = None if self.splits is None else self.splits[index.cpu().numpy()]
+        return Domains(*[[t[index] for t in part] for part in self._parts()], self.lower[index], self.branch[index],
+                       splits)
 
     def replace(self, index: Tensor, other: Domains) -> Domains:
         """These domains with rows ``index`` replaced by ``other``'s."""
@@ -97,17 +109,22 @@ class Domains:
             return mine
 
         parts = [[put(t, u) for t, u in zip(mine, theirs)] for mine, theirs in zip(self._parts(), other._parts())]
-        return Domains(*parts, put(self.lower, other.lower), put(self.branch, other.branch))
+        splits = self.splits
+        if splits is not None and other.splits is not None:
+            splits = splits.copy()
+            splits[index.cpu().numpy()] = other.splits
+        return Domains(*parts, put(self.lower, other.lower), put(self.branch, other.branch), splits)
 
     @staticmethod
     def join(parts: list[Domains]) -> Domains:
         fields = zip(*[p._parts() for p in parts])
+        splits = None if parts[0].splits is None else np.concatenate([p.splits for p in parts])  # type: ignore[misc]
         return Domains(*[[torch.cat(layer) for layer in zip(*field)] for field in fields],
-                       torch.cat([p.lower for p in parts]), torch.cat([p.branch for p in parts]))
+                       torch.cat([p.lower for p in parts]), torch.cat([p.branch for p in parts]), splits)
 
     def with_layers(self, layers: LayerBounds) -> Domains:
         return Domains([l for l, _ in layers.pre_activation], [u for _, u in layers.pre_activation],
-                       self.slopes, self.multipliers, self.lower, self.branch)
+                       self.slopes, self.multipliers, self.lower, self.branch, self.splits)
 
 
 @dataclass(frozen=True)
@@ -121,9 +138,12 @@ class ReluSplitter:
     """Bounds, branches and re-bounds domains of one objective ``c·f(x) + offset`` over one box."""
 
     def __init__(self, engine: BoundEngine, objective: Tensor, offset: float, box_lower: Tensor,
-                 box_upper: Tensor, pre_bounds: list[tuple[Tensor, Tensor]]) -> None:
-        """``pre_bounds``: bounds of every ReLU's input on the box (`BoundGraph.nonlinear` order)."""
+                 box_upper: Tensor, pre_bounds: list[tuple[Tensor, Tensor]], certifying: bool = False) -> None:
+        """``pre_bounds``: bounds of every ReLU's input on the box (`BoundGraph.nonlinear` order);
+        ``certifying``: see the module doc."""
         self.engine = engine
+        self.certifying = certifying
+        self.parameter_dtype = torch.float64 if certifying else torch.float32
         self.splittable = [((l < 0) & (u > 0)).reshape(1, -1) for l, u in pre_bounds]
         self.C = objective.reshape(1, -1)
         self.d = torch.tensor([offset], dtype=box_lower.dtype, device=box_lower.device)
@@ -150,12 +170,13 @@ class ReluSplitter:
         assert result.node_coefficients is not None
         own = result.lower[:, 0]
         kept = result.relaxation
-        slopes = [kept.slopes[i][:, 0].float() if i in kept.slopes else s for i, s in zip(self.nodes, domains.slopes)]
-        multipliers = [kept.multipliers[i][:, 0].float() if i in kept.multipliers else m
+        slopes = [kept.slopes[i][:, 0].to(self.parameter_dtype) if i in kept.slopes else s
+                  for i, s in zip(self.nodes, domains.slopes)]
+        multipliers = [kept.multipliers[i][:, 0].to(self.parameter_dtype) if i in kept.multipliers else m
                        for i, m in zip(self.nodes, domains.multipliers)]
         branch = self._branching(domains, [result.node_coefficients[i][:, 0] for i in self.nodes])
         bounded = Domains(domains.pre_lower, domains.pre_upper, slopes, multipliers,
-                          torch.maximum(own, domains.lower), branch)
+                          torch.maximum(own, domains.lower), branch, domains.splits)
         vertex = torch.where(result.coefficients[:, 0] > 0, box_lower, box_upper)
         return BatchBound(bounded, own, vertex)
 
@@ -191,13 +212,56 @@ class ReluSplitter:
         their bounds: both hold on the domain), and a [D] mask of domains shown empty (some bound
         crossing by more than `EMPTY_MARGIN`, so float rounding cannot close a domain with points)."""
         box_lower, box_upper = self._box(domains.size)
-        prior = LayerBounds(tuple(zip(domains.pre_lower, domains.pre_upper)))
+        prior = LayerBounds(tuple(zip(domains.pre_lower, domains.pre_upper)) if not self.certifying
+                            else tuple(self._split_clamps(domains)))
         with torch.no_grad():
             layers = self.engine.layer_bounds(box_lower, box_upper, "crown", prior=prior)
         empty = torch.zeros(domains.size, dtype=torch.bool, device=box_lower.device)
         for lower, upper in layers.pre_activation:
             empty |= (lower > upper + EMPTY_MARGIN).any(dim=1)
         return domains.with_layers(layers), empty
+
+    def _split_clamps(self, domains: Domains) -> list[tuple[Tensor, Tensor]]:
+        """Per ReLU node, bounds that say only the domains' splits: 0 on a split side, infinite elsewhere."""
+        assert domains.splits is not None
+        offsets = np.cumsum([0] + [l.shape[1] for l in domains.pre_lower])
+        clamps = [(torch.full_like(l, -torch.inf), torch.full_like(u, torch.inf))
+                  for l, u in zip(domains.pre_lower, domains.pre_upper)]
+        for row, splits in enumerate(domains.splits):
+            for flat, active in splits:
+                k = int(np.searchsorted(offsets, flat, side="right")) - 1
+                clamps[k][0 if active else 1][row, flat - int(offsets[k])] = 0.0
+        return clamps
+
+    def leaf_records(self, domains: Domains) -> list[ReluLeafRecord]:
+        """The certificate's record of each domain (see the module doc)."""
+        assert domains.splits is not None
+        offsets = np.cumsum([0] + [l.shape[1] for l in domains.pre_lower])
+        records = []
+        layers = [(l.cpu().numpy(), u.cpu().numpy(), a.cpu().numpy(), m.cpu().numpy(), s.reshape(-1).cpu().numpy())
+                  for l, u, a, m, s in zip(domains.pre_lower, domains.pre_upper, domains.slopes, domains.multipliers,
+                                           self.splittable)]
+        for row, splits in enumerate(domains.splits):
+            split_list = []
+            for flat, active in splits:
+                k = int(np.searchsorted(offsets, flat, side="right")) - 1
+                split_list.append([k, int(flat - offsets[k]), int(active)])
+            neurons = []
+            for k, (lower, upper, alpha, beta, splittable) in enumerate(layers):
+                recorded = splittable | ((lower[row] < 0) & (upper[row] > 0)) | (beta[row] != 0).any(axis=1)
+                for n in np.flatnonzero(recorded):
+                    neurons.append([k, int(n), float(lower[row, n]), float(upper[row, n]), float(alpha[row, n]),
+                                    float(beta[row, n, 0]), float(beta[row, n, 1])])
+            records.append(ReluLeafRecord(split_list, neurons))
+        return records
+
+
+def _tuples(items: list[tuple]) -> np.ndarray:
+    """A one-dimensional object array of the tuples (numpy would make a ragged list 2-D)."""
+    array = np.empty(len(items), dtype=object)
+    for index, item in enumerate(items):
+        array[index] = item
+    return array
 
 
 def _children(domains: Domains) -> Domains:
@@ -218,29 +282,34 @@ def _children(domains: Domains) -> Domains:
         both.pre_upper[k][rows[down], neurons[down]] = 0.0
         both.multipliers[k] = both.multipliers[k].clone()
         both.multipliers[k][rows, neurons] = 0.0
+    if both.splits is not None:
+        branch = both.branch.cpu().numpy()
+        both.splits = _tuples([path + ((int(branch[i]), i < domains.size),) for i, path in enumerate(both.splits)])
     return both
 
 
 def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box_lower: Tensor, box_upper: Tensor,
                       pre_bounds: list[tuple[Tensor, Tensor]], settings: VerifySettings, deadline: Deadline,
                       margin_of: Callable[[Tensor], Tensor], confirm: Callable[[np.ndarray], Counterexample | None],
-                      ) -> SearchOutcome:
+                      leaves: list[ReluLeafRecord] | None = None) -> SearchOutcome:
     """Prove ``objective·f(x) + offset > 0`` on the box, or find a confirmed counterexample.
 
-    ``pre_bounds``: bounds of every ReLU's input on the box (`BoundGraph.nonlinear` order).
-    ``margin_of`` maps network outputs to the region's violation margin (<= 0: violation), used to
-    rank candidate points before they are replayed in onnxruntime by ``confirm``.
+    ``pre_bounds``: bounds of every ReLU's input on the box (`BoundGraph.nonlinear` order; CROWN's
+    when certifying). ``margin_of`` maps network outputs to the region's violation margin (<= 0:
+    violation), used to rank candidate points before they are replayed in onnxruntime by
+    ``confirm``. ``leaves``: filled with the closed domains' records for a certificate.
     """
-    splitter = ReluSplitter(engine, objective, offset, box_lower, box_upper, pre_bounds)
+    splitter = ReluSplitter(engine, objective, offset, box_lower, box_upper, pre_bounds, leaves is not None)
     lower = box_lower.reshape(-1)
     device, dtype = lower.device, lower.dtype
     sizes = [int(l.numel()) for l, _ in pre_bounds]
     root = Domains([l.reshape(1, -1).to(dtype) for l, _ in pre_bounds], [u.reshape(1, -1).to(dtype) for _, u in pre_bounds],
-                   [torch.zeros(1, n, dtype=torch.float32, device=device) for n in sizes],
-                   [torch.zeros(1, n, 2, dtype=torch.float32, device=device) for n in sizes],
+                   [torch.zeros(1, n, dtype=splitter.parameter_dtype, device=device) for n in sizes],
+                   [torch.zeros(1, n, 2, dtype=splitter.parameter_dtype, device=device) for n in sizes],
                    torch.full((1,), -torch.inf, dtype=dtype, device=device),
-                   torch.zeros(1, dtype=torch.long, device=device))
-    frontier, vertex = _bound_and_filter(splitter, root, settings, start=False)
+                   torch.zeros(1, dtype=torch.long, device=device),
+                   None if leaves is None else _tuples([()]))
+    frontier, vertex = _bound_and_filter(splitter, root, settings, leaves, start=False)
     bounded_count, batch, stuck = 1, BATCH_START, False
     found = replay_most_violating(engine.graph, vertex, margin_of, confirm, 4)
     if found is not None:
@@ -254,12 +323,12 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
         started = time.monotonic()
         order = frontier.lower.argsort()
         parents, frontier = frontier.select(order[:batch]), frontier.select(order[batch:])
-        leaves = parents.branch < 0
-        stuck |= bool(leaves.any())
-        parents = parents.select((~leaves).nonzero().flatten())
+        exhausted = parents.branch < 0
+        stuck |= bool(exhausted.any())
+        parents = parents.select((~exhausted).nonzero().flatten())
         if parents.size == 0:
             continue
-        children, vertex = _bound_and_filter(splitter, _children(parents), settings)
+        children, vertex = _bound_and_filter(splitter, _children(parents), settings, leaves)
         bounded_count += 2 * parents.size
         found = replay_most_violating(engine.graph, vertex, margin_of, confirm, 4)
         if found is not None:
@@ -270,13 +339,20 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
 
 
 def _bound_and_filter(splitter: ReluSplitter, domains: Domains, settings: VerifySettings,
-                      start: bool = True) -> tuple[Domains, Tensor]:
+                      leaves: list[ReluLeafRecord] | None, start: bool = True) -> tuple[Domains, Tensor]:
     """Bound the domains (re-bounding stalled ones under their splits); return the ones still
-    open (bound <= the decision margin) and the vertices minimising their final linear bounds."""
+    open (bound <= the decision margin) and the vertices minimising their final linear bounds;
+    the closed ones are recorded in ``leaves`` when given (then every child is re-bounded under
+    its splits first: its bounds are then what the checker derives)."""
+    empty = None
+    if splitter.certifying and start:
+        domains, empty = splitter.rebound(domains)
     result = splitter.bound(domains, start)
     bounded, vertex = result.domains, result.vertex
+    if empty is not None:
+        bounded = replace(bounded, lower=bounded.lower.masked_fill(empty, torch.inf))
     parent = domains.lower
-    stalled = ((bounded.lower <= settings.decision_margin) & torch.isfinite(parent)
+    stalled = ((bounded.lower <= settings.decision_margin) & torch.isfinite(parent) & (not splitter.certifying)
                & (result.own - parent < STALL_GAIN * (-parent).clamp(min=0)))
     if bool(stalled.any()):
         index = stalled.nonzero().flatten()
@@ -286,5 +362,8 @@ def _bound_and_filter(splitter: ReluSplitter, domains: Domains, settings: Verify
         bounded = bounded.replace(index, replace(retried.domains, lower=closed))
         vertex = vertex.clone()
         vertex[index] = retried.vertex
-    unrefuted = still_open(bounded.lower, settings.decision_margin).nonzero().flatten()
+    open_mask = still_open(bounded.lower, settings.decision_margin)
+    if leaves is not None and not bool(open_mask.all()):
+        leaves.extend(splitter.leaf_records(bounded.select((~open_mask).nonzero().flatten())))
+    unrefuted = open_mask.nonzero().flatten()
     return bounded.select(unrefuted), vertex[unrefuted]

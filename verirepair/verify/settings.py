@@ -42,6 +42,9 @@ class VerifySettings:
     # Many-input ReLU networks: ReLU-split BaB gets this share of the time per open clause before
     # the exact MILP takes what it leaves (0: MILP only).
     relu_split_share: float = 0.3
+    # The same with a certificate requested: the MILP's answers would only be solver-trusted, and
+    # ReLU split starts from CROWN's intermediate bounds there, so it gets more of the time.
+    certificate_relu_split_share: float = 0.8
     # Many-input ReLU MLPs whose weakest open clause's α-CROWN bound is below -milp_refine_gap: the
     # unstable neurons of hidden layers 2 … 1 + milp_refine_layers are bounded by exact MILPs of the
     # layers before them (at most milp_refine_neuron_seconds each), within milp_refine_share of the
@@ -81,6 +84,10 @@ class VerifySettings:
     # splitting alone); not when a certificate is requested.
     leaf_milp_max_unstable: int = 64
     leaf_milp_after_boxes: int = 0
+    # With a certificate requested, leaf MILPs start only after this many boxes were bounded (-1:
+    # never), so that what input split closes quickly stays fully re-checkable; the boxes they
+    # decide are listed in the certificate as resting on the solver.
+    certificate_leaf_milp_after_boxes: int = 200_000
     # Leaf MILPs solved at once, each on one thread (0: as many as torch's thread count).
     leaf_milp_workers: int = 0
     # A row is proven positive only when its lower bound exceeds this. Every bound has already been
