@@ -662,6 +662,8 @@ SUITE_PER_CLASS = 3  # the first correctly classified held-out digits of each cl
 SUITE_TIMEOUT_S = 30
 SUITE_SAMPLES = 2000  # uniform samples before the gradient search: in 784 dimensions they only seed it
 SUITE_STARTS = 8
+# Per clause. HiGHS's limit is wall-clock, so on a loaded machine a rebuild can leave more of the MLP
+# suite's properties unknown (never a different answer: an unsat is kept only with a proven bound).
 SUITE_MILP_TIME_LIMIT_S = 10.0
 MLP_SUITE_EPS = 0.05
 CNN_SUITE_EPS = 0.05
