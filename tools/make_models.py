@@ -51,6 +51,7 @@ import argparse
 import csv
 import gzip
 import io
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -60,10 +61,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import scipy.sparse as sparse
 import torch
 from attack_success import BACKDOOR_TARGET, TRIGGER_SIZE, stamp_trigger, trigger_pixels
 from onnx import TensorProto, helper, numpy_helper
+from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from verirepair import datasets
@@ -110,7 +111,7 @@ def train_mlp(x: np.ndarray, labels: np.ndarray, sizes: list[int], activation: s
     """Adam on minibatches in a fixed order; ``loss`` is "xent" (class labels) or "mse" (targets)."""
     torch.manual_seed(seed)
     layers: list[torch.nn.Module] = []
-    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for k, (a, b) in enumerate(itertools.pairwise(sizes)):
         if k:
             layers.append(torch.nn.ReLU() if activation == "relu" else torch.nn.Tanh())
         layers.append(torch.nn.Linear(a, b))
@@ -784,13 +785,13 @@ def make_small(out: Path, with_specs: bool) -> list[str]:
     """The three small networks and their properties, ``specs/*.vnnlib`` listed in ``specs/expected.csv``."""
     summary: list[str] = []
     makers = {
-        "collision_avoidance": (make_collision_avoidance, "ACAS Xu-style collision avoidance, 5 normalised inputs "
+        "collision_avoidance": (make_collision_avoidance, ("ACAS Xu-style collision avoidance, 5 normalised inputs "
                                 "(distance, bearing, intruder heading, own speed, intruder speed); scores of COC, "
-                                "weak left, weak right, strong left, strong right; the advisory is the argmin score."),
-        "digits_classifier": (make_digits, "8x8 digits classifier (scikit-learn digits, pixels in [0, 1], row-major); "
-                              "the predicted digit is the argmax output."),
-        "tanh_controller": (make_tanh_controller, "tanh controller: inputs lateral error, lateral velocity, heading "
-                            "error in [-1, 1]; outputs steering and throttle."),
+                                "weak left, weak right, strong left, strong right; the advisory is the argmin score.")),
+        "digits_classifier": (make_digits, ("8x8 digits classifier (scikit-learn digits, pixels in [0, 1], row-major); "
+                              "the predicted digit is the argmax output.")),
+        "tanh_controller": (make_tanh_controller, ("tanh controller: inputs lateral error, lateral velocity, heading "
+                            "error in [-1, 1]; outputs steering and throttle.")),
     }
     networks: dict[str, Mlp] = {}
     for name, (make, doc) in makers.items():
