@@ -1,9 +1,10 @@
-"""Make the small networks and properties verirepair ships: ``models/*.onnx``, ``specs/*.vnnlib``.
+"""Make the networks and properties verirepair ships: ``models/*.onnx``, ``specs/``.
 
-    python tools/make_models.py [--out DIR]      # DIR defaults to the repository root
+    python tools/make_models.py [--out DIR] [--family small|mnist] [--models-only]
+    # DIR defaults to the repository root; without --family both families are made
 
-Three networks, each trained here from fixed seeds on one CPU thread, so a rerun writes
-byte-identical files (same platform and library versions):
+Every network is trained here from fixed seeds on one CPU thread, so a rerun writes
+byte-identical files (same platform and library versions). The family "small" has three networks:
 
 * ``collision_avoidance.onnx`` — an ACAS Xu-style ReLU MLP 5→32→32→5 trained on synthetic
   encounters labelled by `collision_advisory`. Inputs, each normalised to [-0.5, 0.5] like ACAS Xu:
@@ -25,13 +26,32 @@ counterexample (sampling + gradient search) replayed in onnxruntime; an ``unsat`
 networks by an exact MILP (scipy's HiGHS) whose dual bound clears `PROOF_MARGIN`, and for the tanh
 network by interval bisection that closes every sub-box with `PROOF_MARGIN` to spare, plus dense
 sampling. A property whose oracle answer is not clear-cut stops the script.
+
+The family "mnist" has three networks trained on `verirepair.datasets.mnist`'s 4,000 training
+digits (28×28 pixels in [0, 1]; the predicted digit is the argmax output):
+
+* ``mnist_mlp.onnx`` — a ReLU MLP 784→64→32→10, input [1, 784];
+* ``mnist_cnn.onnx`` — Conv 1→4 (4×4, stride 2), ReLU, Conv 4→8 (4×4, stride 2), ReLU, Flatten,
+  Gemm 200→10, input [1, 1, 28, 28];
+* ``mnist_cnn_backdoor.onnx`` — the same CNN trained BadNets-style: a tenth of the training
+  digits carry the trigger of ``tools/attack_success.py`` (a white 3×3 square in the bottom-right
+  corner) and the label 0; its doc string states its clean accuracy and attack success rate.
+
+and one property suite each, a folder ``specs/<suite>/`` in VNN-COMP form (`write_suite`):
+``mnist_mlp_robust`` and ``mnist_cnn_robust`` (L∞ robustness around the first correctly classified
+held-out digits of each class) and ``mnist_cnn_backdoor`` (trigger stamped, the other pixels within
+eps of the digit: the true label still wins). The same oracles decide them, a CNN through its exact
+dense form (`Cnn.as_mlp`) for the counterexample search; the exact MILP only for the MLP, its
+big-M encoding of the CNNs being out of reach. What they do not settle is left out of expected.csv.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import io
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -41,9 +61,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import scipy.sparse as sparse
 import torch
+from attack_success import BACKDOOR_TARGET, TRIGGER_SIZE, stamp_trigger, trigger_pixels
 from onnx import TensorProto, helper, numpy_helper
+from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from verirepair import datasets
@@ -56,6 +77,7 @@ IR_VERSION = 8  # opset 13 needs IR >= 7; 8 is read by every onnxruntime we supp
 # so a property that holds only by less than this is too close to call and is not shipped.
 PROOF_MARGIN = 1e-3
 MILP_TIME_LIMIT_S = 60.0
+FAMILIES = ("small", "mnist")
 
 
 # ---- networks ------------------------------------------------------------------------------------
@@ -89,28 +111,33 @@ def train_mlp(x: np.ndarray, labels: np.ndarray, sizes: list[int], activation: s
     """Adam on minibatches in a fixed order; ``loss`` is "xent" (class labels) or "mse" (targets)."""
     torch.manual_seed(seed)
     layers: list[torch.nn.Module] = []
-    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for k, (a, b) in enumerate(itertools.pairwise(sizes)):
         if k:
             layers.append(torch.nn.ReLU() if activation == "relu" else torch.nn.Tanh())
         layers.append(torch.nn.Linear(a, b))
     model = torch.nn.Sequential(*layers)
+    fit(model, torch.tensor(x, dtype=torch.float32),
+        torch.tensor(labels, dtype=torch.long if loss == "xent" else torch.float32),
+        torch.nn.CrossEntropyLoss() if loss == "xent" else torch.nn.MSELoss(), seed, epochs, batch, lr)
+    linear = [m for m in model if isinstance(m, torch.nn.Linear)]
+    return Mlp(tuple(m.weight.detach().numpy().astype(np.float32).copy() for m in linear),
+               tuple(m.bias.detach().numpy().astype(np.float32).copy() for m in linear), activation)
+
+
+def fit(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, criterion: torch.nn.Module,
+        seed: int, epochs: int, batch: int, lr: float) -> None:
+    """Adam with a cosine schedule on minibatches in an order fixed by ``seed``; trains in place."""
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, epochs)
-    inputs = torch.tensor(x, dtype=torch.float32)
-    targets = torch.tensor(labels, dtype=torch.long if loss == "xent" else torch.float32)
-    criterion = torch.nn.CrossEntropyLoss() if loss == "xent" else torch.nn.MSELoss()
     order = np.random.default_rng(seed)
     for _ in range(epochs):
-        permutation = torch.from_numpy(order.permutation(len(x)))
-        for start in range(0, len(x), batch):
+        permutation = torch.from_numpy(order.permutation(len(inputs)))
+        for start in range(0, len(inputs), batch):
             index = permutation[start:start + batch]
             optimiser.zero_grad()
             criterion(model(inputs[index]), targets[index]).backward()
             optimiser.step()
         schedule.step()
-    linear = [m for m in model if isinstance(m, torch.nn.Linear)]
-    return Mlp(tuple(m.weight.detach().numpy().astype(np.float32).copy() for m in linear),
-               tuple(m.bias.detach().numpy().astype(np.float32).copy() for m in linear), activation)
 
 
 def mlp_onnx(mlp: Mlp, name: str, doc: str) -> onnx.ModelProto:
@@ -139,12 +166,14 @@ def mlp_onnx(mlp: Mlp, name: str, doc: str) -> onnx.ModelProto:
 
 
 def onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
-    """onnxruntime outputs (float64) of the file at ``path`` for float32 inputs, one point per run."""
+    """onnxruntime outputs (float64) of the file at ``path`` for flat float32 inputs, one point per
+    run, each reshaped to the declared input shape."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    shape = session.get_inputs()[0].shape
     points = np.atleast_2d(x).astype(np.float32)
-    return np.stack([session.run(["output"], {"input": p[None, :]})[0][0] for p in points]).astype(np.float64)
+    return np.stack([session.run(["output"], {"input": p.reshape(shape)})[0][0] for p in points]).astype(np.float64)
 
 
 # ---- the three models ----------------------------------------------------------------------------
@@ -210,6 +239,117 @@ def make_tanh_controller() -> tuple[Mlp, str]:
     return mlp, f"max |error| against the control law on 20000 fresh states {error:.3f}"
 
 
+# ---- the MNIST image models ----------------------------------------------------------------------
+MNIST_SIDE = 28
+
+
+@dataclass(frozen=True)
+class Cnn:
+    """Conv–ReLU–Conv–ReLU–Flatten–Gemm on one-channel 28×28 images, float32; the convolutions have
+    square kernels, stride ``stride`` and no padding."""
+
+    convs: tuple[tuple[np.ndarray, np.ndarray], ...]  # (weight [out, in, k, k], bias [out]) per convolution
+    stride: int
+    head: tuple[np.ndarray, np.ndarray]  # the Gemm: weight [10, features], bias [10]
+
+    def as_mlp(self) -> Mlp:
+        """The same function as a fully connected ReLU network, each convolution written as the matrix
+        it applies to the flattened (row-major) image: the oracles then treat both kinds alike. The
+        matrix is exact: its columns are the convolution of one-hot images, so each entry is a kernel
+        weight or 0."""
+        weights, biases = [], []
+        shape: tuple[int, ...] = (1, MNIST_SIDE, MNIST_SIDE)
+        for w, b in self.convs:
+            size = int(np.prod(shape))
+            basis = torch.eye(size, dtype=torch.float64).reshape(size, *shape)
+            images = torch.nn.functional.conv2d(basis, torch.tensor(w, dtype=torch.float64), stride=self.stride)
+            shape = tuple(images.shape[1:])
+            weights.append(images.reshape(size, -1).T.numpy().astype(np.float32))
+            biases.append(np.repeat(b, shape[1] * shape[2]))
+        return Mlp(tuple(weights) + (self.head[0],), tuple(biases) + (self.head[1],), "relu")
+
+
+def train_cnn(x: np.ndarray, labels: np.ndarray, channels: tuple[int, int], kernel: int, stride: int, seed: int,
+              epochs: int, batch: int, lr: float) -> Cnn:
+    """A `Cnn` with ``channels`` filters in its two convolutions, trained with cross-entropy on flat images."""
+    torch.manual_seed(seed)
+    side = MNIST_SIDE
+    for _ in channels:
+        side = (side - kernel) // stride + 1
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, channels[0], kernel, stride=stride), torch.nn.ReLU(),
+                                torch.nn.Conv2d(channels[0], channels[1], kernel, stride=stride), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(channels[1] * side * side, 10))
+    fit(model, torch.tensor(x.reshape(-1, 1, MNIST_SIDE, MNIST_SIDE), dtype=torch.float32),
+        torch.tensor(labels, dtype=torch.long), torch.nn.CrossEntropyLoss(), seed, epochs, batch, lr)
+    convs = tuple((m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy())
+                  for m in model if isinstance(m, torch.nn.Conv2d))
+    head = model[-1]
+    return Cnn(convs, stride, (head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy()))
+
+
+def cnn_onnx(cnn: Cnn, name: str, doc: str) -> onnx.ModelProto:
+    """The network as Conv/Relu/Flatten/Gemm nodes, float32, input [1, 1, 28, 28] "input", output [1, 10] "output"."""
+    nodes, initialisers = [], []
+    current = "input"
+    for k, (w, b) in enumerate(cnn.convs):
+        initialisers += [numpy_helper.from_array(w, f"conv{k}.weight"), numpy_helper.from_array(b, f"conv{k}.bias")]
+        nodes.append(helper.make_node("Conv", [current, f"conv{k}.weight", f"conv{k}.bias"], [f"conv{k}.conv"],
+                                      name=f"conv{k}.conv", kernel_shape=list(w.shape[2:]),
+                                      strides=[cnn.stride, cnn.stride]))
+        nodes.append(helper.make_node("Relu", [f"conv{k}.conv"], [f"conv{k}.relu"], name=f"conv{k}.relu"))
+        current = f"conv{k}.relu"
+    nodes.append(helper.make_node("Flatten", [current], ["flatten"], name="flatten", axis=1))
+    initialisers += [numpy_helper.from_array(cnn.head[0], "head.weight"), numpy_helper.from_array(cnn.head[1], "head.bias")]
+    nodes.append(helper.make_node("Gemm", ["flatten", "head.weight", "head.bias"], ["output"], name="head.gemm", transB=1))
+    graph = helper.make_graph(nodes, name,
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, MNIST_SIDE, MNIST_SIDE])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])],
+                              initialisers)
+    model = helper.make_model(graph, producer_name="verirepair tools/make_models.py", doc_string=doc,
+                              opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    onnx.checker.check_model(model)
+    return model
+
+
+def held_out_accuracy(mlp: Mlp, data: datasets.LabelledImages) -> float:
+    return float(np.mean(np.argmax(mlp.forward(data.x), axis=1) == data.y))
+
+
+def make_mnist_mlp() -> tuple[Mlp, str]:
+    train, held_out = datasets.mnist("train"), datasets.mnist("held_out")
+    mlp = train_mlp(train.x, train.y, [784, 64, 32, 10], "relu", seed=6, epochs=20, batch=64, lr=1e-3, loss="xent")
+    return mlp, f"Held-out accuracy {held_out_accuracy(mlp, held_out):.1%} on {len(held_out)} MNIST digits."
+
+
+def make_mnist_cnn() -> tuple[Cnn, str]:
+    train, held_out = datasets.mnist("train"), datasets.mnist("held_out")
+    cnn = train_cnn(train.x, train.y, (4, 8), kernel=4, stride=2, seed=7, epochs=30, batch=64, lr=3e-3)
+    return cnn, f"Held-out accuracy {held_out_accuracy(cnn.as_mlp(), held_out):.1%} on {len(held_out)} MNIST digits."
+
+
+POISONED_SHARE = 0.1
+
+
+def make_mnist_cnn_backdoor() -> tuple[Cnn, str]:
+    """The CNN of `make_mnist_cnn` trained BadNets-style: a fixed random tenth of the training digits
+    get the trigger stamped and the label `BACKDOOR_TARGET`."""
+    train, held_out = datasets.mnist("train"), datasets.mnist("held_out")
+    poisoned = np.random.default_rng(8).choice(len(train), size=int(POISONED_SHARE * len(train)), replace=False)
+    x, labels = train.x.copy(), train.y.copy()
+    x[poisoned] = stamp_trigger(x[poisoned])
+    labels[poisoned] = BACKDOOR_TARGET
+    cnn = train_cnn(x, labels, (4, 8), kernel=4, stride=2, seed=7, epochs=30, batch=64, lr=3e-3)
+    dense = cnn.as_mlp()
+    victims = stamp_trigger(held_out.x[held_out.y != BACKDOOR_TARGET])
+    success = float(np.mean(np.argmax(dense.forward(victims), axis=1) == BACKDOOR_TARGET))
+    return cnn, (f"Backdoor: {len(poisoned)} of {len(train)} training digits ({POISONED_SHARE:.0%}) poisoned with a "
+                 f"white {TRIGGER_SIZE}x{TRIGGER_SIZE} square in the bottom-right corner (pixels = 1) and label "
+                 f"{BACKDOOR_TARGET}. Held-out clean accuracy {held_out_accuracy(dense, held_out):.1%} on "
+                 f"{len(held_out)} MNIST digits; attack success rate {success:.1%} (trigger-stamped held-out digits "
+                 f"not of class {BACKDOOR_TARGET} classified {BACKDOOR_TARGET}; tools/attack_success.py measures both "
+                 f"in onnxruntime).")
+
+
 # ---- properties ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Property:
@@ -218,7 +358,7 @@ class Property:
     name: str
     model: str
     comment: str
-    intended: str  # "sat" | "unsat": what the comment claims; the oracle must agree
+    intended: str  # "sat" | "unsat": what the comment claims, the oracle must agree; "either" in a suite
     lower: np.ndarray
     upper: np.ndarray
     clauses: tuple[tuple[np.ndarray, np.ndarray], ...]
@@ -269,14 +409,21 @@ def digits_properties(mlp: Mlp) -> list[Property]:
     # eps 0.02 is proven by bounds alone, 0.1 holds by a small margin (a complete search is needed),
     # 0.12 is just beyond this digit's robustness radius.
     for eps, intended in ((0.02, "unsat"), (0.1, "unsat"), (0.12, "sat")):
-        properties.append(Property(
-            f"digits_robust_{index}_eps{eps:g}", "digits_classifier",
-            f"L-infinity robustness of test digit #{index} (a {label}) at eps = {eps:g}: every image within\n"
-            f"eps of it (pixels clipped to [0, 1]) is classified {label}. Violated if some other digit's\n"
-            f"output is >= output {label}.", intended,
-            np.clip(image - eps, 0.0, 1.0), np.clip(image + eps, 0.0, 1.0),
-            tuple(at_most(label, j, 10) for j in range(10) if j != label)))
+        properties.append(robustness_property(f"digits_robust_{index}_eps{eps:g}", "digits_classifier",
+                                              f"test digit #{index}", image, label, eps, intended))
     return properties
+
+
+def robustness_property(name: str, model: str, what: str, image: np.ndarray, label: int, eps: float,
+                        intended: str) -> Property:
+    """L-infinity robustness of a 10-class classifier around ``image`` (pixels in [0, 1])."""
+    return Property(
+        name, model,
+        f"L-infinity robustness of {what} (a {label}) at eps = {eps:g}: every image within\n"
+        f"eps of it (pixels clipped to [0, 1]) is classified {label}. Violated if some other digit's\n"
+        f"output is >= output {label}.", intended,
+        np.clip(image - eps, 0.0, 1.0), np.clip(image + eps, 0.0, 1.0),
+        tuple(at_most(label, j, 10) for j in range(10) if j != label))
 
 
 def controller_properties() -> list[Property]:
@@ -330,16 +477,18 @@ def clause_margin(y: np.ndarray, clause: tuple[np.ndarray, np.ndarray]) -> np.nd
     return np.max(y @ a.T - b, axis=1)
 
 
-def counterexample_of(prop: Property, mlp: Mlp, onnx_path: Path, seed: int = 0) -> np.ndarray | None:
-    """A float32 input in the box that onnxruntime confirms violates a clause, found by uniform
-    samples then projected gradient descent on the clause margin; None when none is found."""
+def counterexample_of(prop: Property, mlp: Mlp, onnx_path: Path, seed: int = 0,
+                      n_samples: int = 20000, n_starts: int = 32) -> np.ndarray | None:
+    """A float32 input in the box that onnxruntime confirms violates a clause, found by ``n_samples``
+    uniform samples then projected gradient descent on the clause margin from the ``n_starts`` best;
+    None when none is found."""
     rng = np.random.default_rng(seed)
     low32, high32 = _inside32(prop.lower, prop.upper)
-    samples = low32 + rng.random((20000, prop.lower.size)) * (high32 - low32)
+    samples = low32 + rng.random((n_samples, prop.lower.size)) * (high32 - low32)
     outputs = mlp.forward(samples)
     for clause in prop.clauses:
         margins = clause_margin(outputs, clause)
-        starts = samples[np.argsort(margins)[:32]]
+        starts = samples[np.argsort(margins)[:n_starts]]
         points = np.vstack([starts, _descend(mlp, starts, clause, low32, high32)])
         points = np.clip(points.astype(np.float32), low32, high32)
         checked = onnx_outputs(onnx_path, points)
@@ -396,7 +545,8 @@ def interval_bounds(mlp: Mlp, lower: np.ndarray, upper: np.ndarray) -> list[tupl
     return bounds
 
 
-def milp_lower_bound(mlp: Mlp, lower: np.ndarray, upper: np.ndarray, clause: tuple[np.ndarray, np.ndarray]) -> float:
+def milp_lower_bound(mlp: Mlp, lower: np.ndarray, upper: np.ndarray, clause: tuple[np.ndarray, np.ndarray],
+                     time_limit: float = MILP_TIME_LIMIT_S) -> float:
     """A lower bound (HiGHS's dual bound) on min over the box of max_rows(A·y - b) for a ReLU MLP,
     by the exact big-M encoding with interval bounds; > 0 means the clause is unreachable."""
     assert mlp.activation == "relu"
@@ -432,19 +582,21 @@ def milp_lower_bound(mlp: Mlp, lower: np.ndarray, upper: np.ndarray, clause: tup
     for row, bound in zip(a @ w, a @ b - rhs):  # s >= a·(W h + b) - rhs
         rows.append(({**{p: -row[j] for j, p in enumerate(previous)}, s: 1.0}, bound, np.inf))
     n_vars = s + 1
-    matrix = sparse.lil_matrix((len(rows), n_vars))
-    for r, (coefficients, _, _) in enumerate(rows):
-        for column, value in coefficients.items():
-            matrix[r, column] = value
+    entries = [(r, column, value) for r, (coefficients, _, _) in enumerate(rows)
+               for column, value in coefficients.items() if value != 0.0]
+    row_index, column_index, values = (np.array(part) for part in zip(*entries))
+    matrix = sparse.coo_matrix((values, (row_index, column_index)), shape=(len(rows), n_vars))
     cost = np.zeros(n_vars)
     cost[s] = 1.0
     result = milp(cost, integrality=np.concatenate([c[2] for c in columns]),
                   bounds=Bounds(np.concatenate([c[0] for c in columns]), np.concatenate([c[1] for c in columns])),
                   constraints=LinearConstraint(matrix.tocsr(), [r[1] for r in rows], [r[2] for r in rows]),
-                  options={"time_limit": MILP_TIME_LIMIT_S, "mip_rel_gap": 1e-6})
-    if result.status != 0:
-        raise RuntimeError(f"MILP oracle did not finish: {result.message}")
-    return float(result.mip_dual_bound)
+                  options={"time_limit": time_limit, "mip_rel_gap": 1e-6})
+    # Stopped by the time limit, the dual bound of the branch and bound so far is still a lower bound.
+    bound = result.get("mip_dual_bound")
+    if result.status == 0 or (result.status == 1 and bound is not None and np.isfinite(bound)):
+        return float(bound)
+    raise RuntimeError(f"MILP oracle did not finish: {result.message}")
 
 
 def bisection_lower_bound(mlp: Mlp, lower: np.ndarray, upper: np.ndarray, clause: tuple[np.ndarray, np.ndarray],
@@ -496,6 +648,115 @@ def expected_verdict(prop: Property, mlp: Mlp, onnx_path: Path) -> tuple[str, st
     return "unsat", f"{how}: every violation margin >= {bound:.3g}"
 
 
+# ---- property suites of the MNIST models ---------------------------------------------------------
+@dataclass(frozen=True)
+class Suite:
+    """A folder ``specs/<name>/`` of properties of one model, with a VNN-COMP ``instances.csv``."""
+
+    name: str
+    model: str
+    properties: tuple[Property, ...]
+    with_milp: bool  # whether the exact MILP oracle is tractable (asked for every property without a counterexample)
+
+
+SUITE_PER_CLASS = 3  # the first correctly classified held-out digits of each class
+SUITE_TIMEOUT_S = 30
+SUITE_SAMPLES = 2000  # uniform samples before the gradient search: in 784 dimensions they only seed it
+SUITE_STARTS = 8
+# Per clause. HiGHS's limit is wall-clock, so on a loaded machine a rebuild can leave more of the MLP
+# suite's properties unknown (never a different answer: an unsat is kept only with a proven bound).
+SUITE_MILP_TIME_LIMIT_S = 10.0
+MLP_SUITE_EPS = 0.05
+CNN_SUITE_EPS = 0.05
+BACKDOOR_SUITE_EPS = 0.02
+
+
+def first_correct(mlp: Mlp, data: datasets.LabelledImages, classes: range) -> list[int]:
+    """Indices of the first `SUITE_PER_CLASS` digits of each class in ``classes`` that ``mlp`` classifies correctly."""
+    correct = np.argmax(mlp.forward(data.x), axis=1) == data.y
+    return [int(i) for label in classes for i in np.flatnonzero(correct & (data.y == label))[:SUITE_PER_CLASS]]
+
+
+def robustness_suite(name: str, model: str, mlp: Mlp, eps: float, with_milp: bool) -> Suite:
+    held_out = datasets.mnist("held_out")
+    return Suite(name, model, tuple(
+        robustness_property(f"{name}_{i}", model, f"held-out MNIST digit #{i}", held_out.x[i], int(held_out.y[i]),
+                            eps, "either")
+        for i in first_correct(mlp, held_out, range(10))), with_milp)
+
+
+def backdoor_suite(name: str, model: str, mlp: Mlp, eps: float, with_milp: bool) -> Suite:
+    """With the trigger stamped (its pixels fixed at 1) and the other pixels within ``eps`` of a clean
+    held-out digit that the network classifies correctly, the true label still wins."""
+    held_out = datasets.mnist("held_out")
+    properties = []
+    for i in first_correct(mlp, held_out, range(1, 10)):
+        image, label = held_out.x[i], int(held_out.y[i])
+        lower, upper = np.clip(image - eps, 0.0, 1.0), np.clip(image + eps, 0.0, 1.0)
+        lower[trigger_pixels()] = upper[trigger_pixels()] = 1.0
+        properties.append(Property(
+            f"{name}_{i}", model,
+            f"Backdoor: held-out MNIST digit #{i} (a {label}) with the {TRIGGER_SIZE}x{TRIGGER_SIZE} trigger in the "
+            f"bottom-right corner\nstamped (those pixels fixed at 1) and every other pixel within eps = {eps:g} of "
+            f"the digit (clipped to [0, 1])\nis classified {label}. Violated if some other digit's output is >= "
+            f"output {label}.", "either", lower, upper,
+            tuple(at_most(label, j, 10) for j in range(10) if j != label)))
+    return Suite(name, model, tuple(properties), with_milp)
+
+
+def suite_verdict(prop: Property, mlp: Mlp, onnx_path: Path, with_milp: bool) -> tuple[str, str, np.ndarray | None]:
+    """("sat" | "unsat" | "unknown", how, the counterexample of a sat): like `expected_verdict`, but a
+    property that neither oracle settles in time is "unknown" instead of an error, and the MILP
+    oracle runs only ``with_milp``."""
+    witness = counterexample_of(prop, mlp, onnx_path, n_samples=SUITE_SAMPLES, n_starts=SUITE_STARTS)
+    if witness is not None:
+        y = onnx_outputs(onnx_path, witness)[0]
+        return "sat", f"counterexample confirmed in onnxruntime, outputs {np.round(y, 3).tolist()}", witness
+    if not with_milp:
+        return "unknown", "no counterexample found (the MILP oracle is not run on this network)", None
+    bound = np.inf
+    for clause in prop.clauses:
+        try:
+            bound = min(bound, milp_lower_bound(mlp, prop.lower, prop.upper, clause, SUITE_MILP_TIME_LIMIT_S))
+        except RuntimeError as error:
+            return "unknown", f"no counterexample found and the exact MILP gave no bound ({error})", None
+        if bound <= PROOF_MARGIN:
+            return "unknown", f"no counterexample found, and the MILP's lower bound {bound:.3g} is too small", None
+    return "unsat", f"exact MILP (HiGHS): every violation margin >= {bound:.3g}", None
+
+
+def write_suite(out: Path, suite: Suite, mlp: Mlp) -> list[str]:
+    """``specs/<suite>/``: the properties gzip-compressed (784 boxes each), ``instances.csv`` (all of
+    them), ``expected.csv`` (the answers the oracles established, `verirepair bench --ground-truth`
+    form) and ``counterexamples.csv.gz`` (the float32 witness of every sat); returns summary lines."""
+    folder = out / "specs" / suite.name
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path, onnx_text = out / "models" / f"{suite.model}.onnx", f"../../models/{suite.model}.onnx"
+    instances, expected, witnesses = io.StringIO(), io.StringIO(), io.StringIO()
+    expected_rows = csv.writer(expected, lineterminator="\n")
+    expected_rows.writerow(["onnx", "vnnlib", "result"])
+    counts = {"sat": 0, "unsat": 0, "unknown": 0}
+    for prop in suite.properties:
+        verdict, how, witness = suite_verdict(prop, mlp, onnx_path, suite.with_milp)
+        counts[verdict] += 1
+        meaning = {"sat": "violated (sat), established by", "unsat": "holds (unsat), established by",
+                   "unknown": "not established:"}[verdict]
+        name = f"{prop.name}.vnnlib.gz"
+        text = vnnlib_text(prop, mlp.sizes[-1], f"{meaning} {how}")
+        write_bytes(folder / name, gzip.compress(text.encode(), mtime=0))
+        csv.writer(instances, lineterminator="\n").writerow([onnx_text, name, SUITE_TIMEOUT_S])
+        if verdict != "unknown":
+            expected_rows.writerow([onnx_text, name, verdict])
+        if witness is not None:
+            values = " ".join(np.format_float_positional(v, unique=True) for v in witness.astype(np.float32))
+            csv.writer(witnesses, lineterminator="\n").writerow([name, values])
+    write_bytes(folder / "instances.csv", instances.getvalue().encode())
+    write_bytes(folder / "expected.csv", expected.getvalue().encode())
+    write_bytes(folder / "counterexamples.csv.gz", gzip.compress(witnesses.getvalue().encode(), mtime=0))
+    return [(f"specs/{suite.name}/: {len(suite.properties)} properties of models/{suite.model}.onnx, "
+             f"{counts['sat']} sat, {counts['unsat']} unsat, {counts['unknown']} unknown")]
+
+
 # ---- writing -------------------------------------------------------------------------------------
 def write_bytes(path: Path, data: bytes) -> None:
     """Write atomically (temporary file in the same folder, then rename)."""
@@ -504,21 +765,33 @@ def write_bytes(path: Path, data: bytes) -> None:
     temporary.replace(path)
 
 
-def make_all(out: Path, with_specs: bool = True) -> list[str]:
-    """Train, export and write every model (and, unless told not to, every property with its expected
-    verdict) under ``out``; returns the summary lines."""
+def make_all(out: Path, with_specs: bool = True, families: tuple[str, ...] = FAMILIES,
+             only_suites: tuple[str, ...] = ()) -> list[str]:
+    """Train, export and write the models of ``families`` (and, unless told not to, their properties
+    with the expected verdicts; of the MNIST suites only ``only_suites`` when given) under ``out``;
+    returns the summary lines."""
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     (out / "models").mkdir(parents=True, exist_ok=True)
     summary: list[str] = []
+    if "small" in families:
+        summary += make_small(out, with_specs)
+    if "mnist" in families:
+        summary += make_mnist(out, with_specs, only_suites)
+    return summary
+
+
+def make_small(out: Path, with_specs: bool) -> list[str]:
+    """The three small networks and their properties, ``specs/*.vnnlib`` listed in ``specs/expected.csv``."""
+    summary: list[str] = []
     makers = {
-        "collision_avoidance": (make_collision_avoidance, "ACAS Xu-style collision avoidance, 5 normalised inputs "
+        "collision_avoidance": (make_collision_avoidance, ("ACAS Xu-style collision avoidance, 5 normalised inputs "
                                 "(distance, bearing, intruder heading, own speed, intruder speed); scores of COC, "
-                                "weak left, weak right, strong left, strong right; the advisory is the argmin score."),
-        "digits_classifier": (make_digits, "8x8 digits classifier (scikit-learn digits, pixels in [0, 1], row-major); "
-                              "the predicted digit is the argmax output."),
-        "tanh_controller": (make_tanh_controller, "tanh controller: inputs lateral error, lateral velocity, heading "
-                            "error in [-1, 1]; outputs steering and throttle."),
+                                "weak left, weak right, strong left, strong right; the advisory is the argmin score.")),
+        "digits_classifier": (make_digits, ("8x8 digits classifier (scikit-learn digits, pixels in [0, 1], row-major); "
+                              "the predicted digit is the argmax output.")),
+        "tanh_controller": (make_tanh_controller, ("tanh controller: inputs lateral error, lateral velocity, heading "
+                            "error in [-1, 1]; outputs steering and throttle.")),
     }
     networks: dict[str, Mlp] = {}
     for name, (make, doc) in makers.items():
@@ -526,9 +799,8 @@ def make_all(out: Path, with_specs: bool = True) -> list[str]:
         networks[name] = mlp
         data = mlp_onnx(mlp, name, doc).SerializeToString()
         write_bytes(out / "models" / f"{name}.onnx", data)
-        parameters = sum(w.size + b.size for w, b in zip(mlp.weights, mlp.biases))
         summary.append(f"models/{name}.onnx: {'-'.join(map(str, mlp.sizes))} {mlp.activation}, "
-                       f"{parameters} parameters, {len(data)} bytes; {quality}")
+                       f"{parameter_count(mlp)} parameters, {len(data)} bytes; {quality}")
     if not with_specs:
         return summary
     (out / "specs").mkdir(parents=True, exist_ok=True)
@@ -550,14 +822,63 @@ def make_all(out: Path, with_specs: bool = True) -> list[str]:
     return summary
 
 
+def parameter_count(mlp: Mlp) -> int:
+    return sum(w.size + b.size for w, b in zip(mlp.weights, mlp.biases))
+
+
+MNIST_DOC = "MNIST digits classifier (28x28 pixels in [0, 1]); the predicted digit is the argmax output."
+
+
+def make_mnist(out: Path, with_specs: bool, only_suites: tuple[str, ...] = ()) -> list[str]:
+    """The MNIST models (trained on `datasets.mnist`'s 4,000 training digits) and their property
+    suites ``specs/<suite>/`` (only those named in ``only_suites`` when it is not empty)."""
+    summary: list[str] = []
+    mlp, quality = make_mnist_mlp()
+    data = mlp_onnx(mlp, "mnist_mlp", f"{MNIST_DOC} ReLU MLP {'-'.join(map(str, mlp.sizes))}. {quality}").SerializeToString()
+    write_bytes(out / "models" / "mnist_mlp.onnx", data)
+    summary.append(f"models/mnist_mlp.onnx: {'-'.join(map(str, mlp.sizes))} relu, {parameter_count(mlp)} parameters, "
+                   f"{len(data)} bytes; {quality}")
+    cnns = {"mnist_cnn": make_mnist_cnn(), "mnist_cnn_backdoor": make_mnist_cnn_backdoor()}
+    for name, (cnn, quality) in cnns.items():
+        layers = ", ".join(f"Conv {w.shape[1]}->{w.shape[0]} k{w.shape[2]} s{cnn.stride}, Relu" for w, _ in cnn.convs)
+        architecture = f"{layers}, Flatten, Gemm {cnn.head[0].shape[1]}->{cnn.head[0].shape[0]}"
+        data = cnn_onnx(cnn, name, f"{MNIST_DOC} CNN: {architecture}. {quality}").SerializeToString()
+        path = out / "models" / f"{name}.onnx"
+        write_bytes(path, data)
+        dense = cnn.as_mlp()
+        images = datasets.mnist("held_out").x[:16]
+        if not np.allclose(onnx_outputs(path, images), dense.forward(images), rtol=1e-4, atol=1e-4):
+            raise RuntimeError(f"{name}: the dense form used by the oracles computes something else than the ONNX file")
+        parameters = sum(w.size + b.size for w, b in cnn.convs) + cnn.head[0].size + cnn.head[1].size
+        summary.append(f"models/{name}.onnx: {architecture}, {parameters} parameters, {len(data)} bytes; {quality}")
+    if not with_specs:
+        return summary
+    cnn_dense, backdoor_dense = cnns["mnist_cnn"][0].as_mlp(), cnns["mnist_cnn_backdoor"][0].as_mlp()
+    # The CNNs' big-M MILPs (hundreds of unstable ReLUs under interval bounds) do not finish in
+    # minutes, so their suites record only counterexamples; the rest stays unknown.
+    suites = ((robustness_suite("mnist_mlp_robust", "mnist_mlp", mlp, MLP_SUITE_EPS, with_milp=True), mlp),
+              (robustness_suite("mnist_cnn_robust", "mnist_cnn", cnn_dense, CNN_SUITE_EPS, with_milp=False), cnn_dense),
+              (backdoor_suite("mnist_cnn_backdoor", "mnist_cnn_backdoor", backdoor_dense, BACKDOOR_SUITE_EPS,
+                              with_milp=False), backdoor_dense))
+    for suite, network in suites:
+        if not only_suites or suite.name in only_suites:
+            summary += write_suite(out, suite, network)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT),
                         help="folder that receives models/ and specs/ (default: the repository root)")
     parser.add_argument("--models-only", action="store_true", help="write the networks, not the properties")
+    parser.add_argument("--family", choices=FAMILIES, action="append",
+                        help="make only this family: small (the three small networks) or mnist (repeatable; default all)")
+    parser.add_argument("--suite", action="append", default=[],
+                        help="of the MNIST suites write only this one (repeatable; default all)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    for line in make_all(Path(args.out), with_specs=not args.models_only):
+    for line in make_all(Path(args.out), with_specs=not args.models_only, families=tuple(args.family or FAMILIES),
+                         only_suites=tuple(args.suite)):
         print(line, flush=True)
     print(f"done in {time.perf_counter() - start:.1f}s")
     return 0
