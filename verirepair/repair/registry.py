@@ -15,6 +15,7 @@ STRATEGIES: dict[str, tuple[str, str]] = {
     "birdnn-retrain": ("verirepair.repair.birdnn", "retrain_strategy"),
     "birdnn-finetune": ("verirepair.repair.birdnn", "finetune_strategy"),
     "birdnn": ("verirepair.repair.sequence", "birdnn_sequence"),
+    "archrepair": ("verirepair.repair.archrepair", "archrepair_strategy"),
 }
 
 
