@@ -37,8 +37,10 @@ class Block:
 
     @property
     def kind(self) -> str:
-        """"dense" (flat values) or "conv" (channels × height × width)."""
-        return "dense" if len(self.in_shape) == 1 and len(self.out_shape) == 1 else "conv"
+        """"dense" (flat values in and out), "conv" (channels × height × width in and out) or
+        "other" (e.g. a pooling, a flatten and a dense layer)."""
+        ranks = (len(self.in_shape), len(self.out_shape))
+        return {(1, 1): "dense", (3, 3): "conv"}.get(ranks, "other")
 
     def nodes(self, network: Network) -> list[Node]:
         return network.nodes[self.start:self.end]

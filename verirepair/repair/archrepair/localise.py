@@ -3,10 +3,13 @@ r"""Vulnerable block localisation: a spectrum score forward and a gradient score
 For a block ``B`` with neurons ``N(B)`` (the outputs of its Relu nodes) and weights ``θ_B``, on
 failing inputs ``F`` and passing inputs ``P``:
 
-* forward (Ochiai suspiciousness of the neurons' activation status, averaged over the block)::
+* forward (Ochiai suspiciousness of the neurons' activation status, averaged over the block,
+  less what a neuron active as often but independently of failing would get: without that
+  baseline the average mostly says how often a block's neurons fire at all)::
 
-      a_F(n) = #{x ∈ F : n(x) > 0},  a_P(n) = #{x ∈ P : n(x) > 0}
-      forward(B) = mean_{n ∈ N(B)} a_F(n) / sqrt(|F| · (a_F(n) + a_P(n)))      (0 where a_F(n) = 0)
+      a_F(n) = #{x ∈ F : n(x) > 0},  a_P(n) = #{x ∈ P : n(x) > 0},  r(n) = (a_F(n) + a_P(n)) / (|F| + |P|)
+      ochiai(n) = a_F(n) / sqrt(|F| · (a_F(n) + a_P(n)))                       (0 where a_F(n) = 0)
+      forward(B) = mean_{n ∈ N(B)} [ochiai(n) - sqrt(r(n) · |F| / (|F| + |P|))]
 
 * backward (the size of the block's weight gradients on failing inputs, relative to passing
   ones, each normalised by the block's size)::
@@ -17,7 +20,7 @@ failing inputs ``F`` and passing inputs ``P``:
   ``L`` is the caller's per-input loss (the strategy: minus the property margin on failing
   inputs, minus the margin of the original decision on passing ones).
 
-Both lie in [0, 1]; ``score(B) = forward(B) + backward(B)`` and the block with the highest score
+forward lies in [-1, 1], backward in [0, 1]; ``score(B) = forward(B) + backward(B)`` and the block with the highest score
 is repaired.
 """
 
@@ -46,10 +49,13 @@ class BlockScore:
         return self.forward + self.backward
 
 
-def ochiai(active_failing: torch.Tensor, active_passing: torch.Tensor, failing: int) -> torch.Tensor:
-    """Per neuron: ``a_F / sqrt(|F| (a_F + a_P))`` from activation counts (0 where a_F is 0)."""
-    denominator = torch.sqrt(failing * (active_failing + active_passing))
-    return torch.where(active_failing > 0, active_failing / denominator.clamp(min=1e-12), torch.zeros_like(denominator))
+def ochiai(active_failing: torch.Tensor, active_passing: torch.Tensor, failing: int, passing: int) -> torch.Tensor:
+    """Per neuron: ``a_F / sqrt(|F| (a_F + a_P))`` from activation counts (0 where a_F is 0), less
+    the same for a neuron active as often but independently of failing."""
+    active = active_failing + active_passing
+    denominator = torch.sqrt(failing * active)
+    score = torch.where(active_failing > 0, active_failing / denominator.clamp(min=1e-12), torch.zeros_like(denominator))
+    return score - torch.sqrt(active / (failing + passing) * failing / (failing + passing))
 
 
 def forward_scores(module: TrainableNetwork, blocks: list[Block], failing: torch.Tensor, passing: torch.Tensor) -> list[float]:
@@ -59,7 +65,7 @@ def forward_scores(module: TrainableNetwork, blocks: list[Block], failing: torch
     for block in blocks:
         active_f = torch.cat([(on_failing[v] > 0).reshape(len(failing), -1) for v in block.relus], dim=1).sum(dim=0)
         active_p = torch.cat([(on_passing[v] > 0).reshape(len(passing), -1) for v in block.relus], dim=1).sum(dim=0)
-        scores.append(float(ochiai(active_f.double(), active_p.double(), len(failing)).mean()))
+        scores.append(float(ochiai(active_f.double(), active_p.double(), len(failing), len(passing)).mean()))
     return scores
 
 
@@ -91,4 +97,9 @@ def block_scores(module: TrainableNetwork, blocks: list[Block], failing: torch.T
 
 def most_vulnerable(scores: list[BlockScore]) -> BlockScore:
     """The highest-scoring block (the first of equals)."""
-    return max(scores, key=lambda s: s.score)
+    return ranked(scores)[0]
+
+
+def ranked(scores: list[BlockScore]) -> list[BlockScore]:
+    """Highest score first (equals in graph order)."""
+    return sorted(scores, key=lambda s: -s.score)

@@ -149,6 +149,8 @@ class DiscreteCell(torch.nn.Module):
 
     def __init__(self, first: tuple[str, Operation], skip: tuple[str, Operation], last: tuple[str, Operation]) -> None:
         super().__init__()
+        if first[0] == "zero" or (skip[0] == "zero" and last[0] == "zero"):
+            raise ValueError("a cell needs a non-zero first edge and a non-zero skip or last edge")
         self.choice = {"first": first[0], "skip": skip[0], "last": last[0]}
         self.first, self.skip, self.last = first[1], skip[1], last[1]
 

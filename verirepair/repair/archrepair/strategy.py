@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 import torch
 
-from ...network import load_network
+from ...errors import UnsupportedError
+from ...network import Network, load_network
 from ...verify import Deadline
 from ..birdnn.attack import low_margin_points
 from ..birdnn.common import Phases, counterexample_array, problem_key, torch_threads
@@ -28,8 +29,9 @@ from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
 from .blocks import Block, blocks_of
 from .export import spliced_model
 from .finetune import cell_module, finetune
-from .localise import BlockScore, block_scores, most_vulnerable
+from .localise import BlockScore, block_scores, ranked
 from .objective import RepairSamples
+from .operations import Operation
 from .search import Cell, SearchedNetwork, original_operation, search
 from .settings import ArchRepairSettings
 
@@ -79,6 +81,19 @@ def localised(original: TrainableNetwork, samples: RepairSamples, failing: np.nd
     return block_scores(original, blocks, fail_x, pass_x, failing_loss, passing_loss)
 
 
+def searchable(network: Network, scores: list[BlockScore]) -> tuple[Block, Operation]:
+    """The highest-scoring block the cell can replace, with its warm-started operation; when
+    none can, the error about the highest-scoring one."""
+    first: UnsupportedError | None = None
+    for score in ranked(scores):
+        try:
+            return score.block, original_operation(network, score.block)
+        except UnsupportedError as error:
+            first = first or error
+    assert first is not None, "a network with blocks has a highest-scoring one"
+    raise first
+
+
 class ArchRepair(WithoutPolish):
     name = "archrepair"
 
@@ -126,16 +141,14 @@ class ArchRepair(WithoutPolish):
         with phases("localise"):
             blocks = blocks_of(network)
             if not blocks:
-                from ...errors import UnsupportedError
-
                 raise UnsupportedError(network.path, "network", "ArchRepair found no block (a weighted run ending in a Relu "
                                        "between two single-value cuts of the graph)")
             original.requires_grad_(True)
             scores = localised(original, samples, failing, blocks)
             original.requires_grad_(False)
-            block = most_vulnerable(scores).block
+            block, warm = searchable(network, scores)
         with phases("search"):
-            cell = Cell(original_operation(network, block), block, settings)
+            cell = Cell(warm, block, settings)
             searched = SearchedNetwork(network, block, cell)
             mixture = search(searched, samples.loss, settings, budget)
             discrete = cell.discrete()
