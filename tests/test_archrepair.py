@@ -24,7 +24,12 @@ from verirepair.repair.archrepair.blocks import Block, blocks_of
 from verirepair.repair.archrepair.export import PREFIX, spliced_model
 from verirepair.repair.archrepair.localise import block_scores, most_vulnerable
 from verirepair.repair.archrepair.operations import OPERATIONS, check_operations
-from verirepair.repair.archrepair.search import Cell, DiscreteCell, SearchedNetwork, original_operation
+from verirepair.repair.archrepair.search import (
+    Cell,
+    DiscreteCell,
+    SearchedNetwork,
+    original_operation,
+)
 from verirepair.repair.parameters import TrainableNetwork
 from verirepair.spec import parse_vnnlib
 from verirepair.verify import VerifySettings, verify
@@ -54,7 +59,7 @@ def trained() -> list[tuple[np.ndarray, np.ndarray]]:
     torch.manual_seed(0)
     train = datasets.digits("train")
     x, y = torch.tensor(train.x, dtype=torch.float32), torch.tensor(train.y)
-    layers = [torch.nn.Linear(a, b) for a, b in zip(SIZES, SIZES[1:])]
+    layers = [torch.nn.Linear(a, b) for a, b in itertools.pairwise(SIZES)]
     optimiser = torch.optim.Adam([p for layer in layers for p in layer.parameters()], lr=1e-2)
     for _ in range(300):
         h = x

@@ -8,6 +8,7 @@ refuses a name outside `OPERATIONS` in one line. An operation maps a value of sh
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -73,7 +74,7 @@ class DenseRelu(Operation):
     def __init__(self, inputs: int, outputs: int, hidden: int = 0) -> None:
         super().__init__()
         widths = [inputs, hidden, outputs] if hidden else [inputs, outputs]
-        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in itertools.pairwise(widths))
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers:
