@@ -2,12 +2,13 @@
 proven?, wall time, held-out accuracy before/after (real labels), parameters.
 
     OMP_NUM_THREADS=1 .venv/bin/python tools/repair_digits.py [--strategies archrepair,birdnn]
-        [--spec specs/digits_robust_0_eps0.12.vnnlib] [--budget 300] [--no-verifiable]
+        [--spec specs/digits_robust_0_eps0.12.vnnlib] [--budget 300] [--set NAME=NUMBER ...]
 
 Each strategy runs `check_and_fix` (verify → repair → export → re-verify the written ONNX) on one
 torch thread, with the 8×8 digits training split as ``--data`` (the inputs whose behaviour a
 repair keeps). Accuracy is measured in onnxruntime on the held-out split, on the written file.
-``--no-verifiable`` turns ArchRepair's verifiability term off (`ArchRepairSettings.verifiable_weight`).
+``--set`` changes a number of `ArchRepairSettings` (e.g. ``verifiable_weight=0`` turns the
+verifiability term off, ``warm_logit=0`` starts the search from a uniform mixture).
 """
 
 from __future__ import annotations
@@ -43,14 +44,14 @@ def main() -> None:
     parser.add_argument("--strategies", default="archrepair,birdnn")
     parser.add_argument("--spec", default=str(ROOT / "specs" / "digits_robust_0_eps0.12.vnnlib"))
     parser.add_argument("--budget", type=float, default=300.0)
-    parser.add_argument("--no-verifiable", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=NUMBER")
     args = parser.parse_args()
     torch.set_num_threads(1)
     train, held_out = datasets.digits("train"), datasets.digits("held_out")
     print(f"original: held-out accuracy {accuracy(MODEL, held_out):.4f}, parameters {parameters(MODEL)}")
     for name in args.strategies.split(","):
-        strategy = (ArchRepair(ArchRepairSettings(verifiable_weight=0.0)) if name == "archrepair" and args.no_verifiable
-                    else strategy_named(name))
+        changed = {key: type(getattr(ArchRepairSettings(), key))(value) for key, value in (item.split("=", 1) for item in args.set)}
+        strategy = ArchRepair(ArchRepairSettings(**changed)) if name == "archrepair" else strategy_named(name)
         with tempfile.TemporaryDirectory() as folder:
             output = Path(folder) / "repaired.onnx"
             start = time.monotonic()

@@ -201,9 +201,9 @@ class SearchedNetwork(torch.nn.Module):
 
 
 def search(model: SearchedNetwork, loss: Callable[[SearchedNetwork, str, torch.Generator], Tensor],
-           settings: ArchRepairSettings, deadline: Deadline) -> dict[str, list[float]]:
+           settings: ArchRepairSettings, deadline: Deadline) -> dict[str, dict[str, float]]:
     """Alternate weight steps (``loss(model, "train", ...)``) and architecture steps (``"held_out"``)
-    on ``model.cell`` (a `Cell`); returns the final softmax weights per edge."""
+    on ``model.cell`` (a `Cell`); returns the final softmax weight of each operation per edge."""
     cell = model.cell
     assert isinstance(cell, Cell)
     weights = torch.optim.Adam(cell.weights(), lr=settings.weight_rate)
@@ -217,5 +217,5 @@ def search(model: SearchedNetwork, loss: Callable[[SearchedNetwork, str, torch.G
             architecture.zero_grad()
             loss(model, split, generator).backward()
             optimiser.step()
-    return {name: np.round(torch.softmax(getattr(cell, name).logits.detach(), 0).numpy(), 3).tolist()
+    return {name: dict(zip(getattr(cell, name).names, np.round(torch.softmax(getattr(cell, name).logits.detach(), 0).double().numpy(), 3).tolist()))
             for name in ("first", "skip", "last")}

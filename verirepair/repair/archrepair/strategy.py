@@ -45,7 +45,7 @@ class Session:
     block: Block
     scores: list[BlockScore]
     choice: dict[str, str]
-    mixture: dict[str, list[float]]
+    mixture: dict[str, dict[str, float]]
     module: TrainableNetwork  # the spliced model's graph, the cell's weights trainable
     parameters: int  # of the kept cell
     rounds: int = 0
