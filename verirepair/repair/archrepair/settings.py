@@ -19,6 +19,7 @@ class ArchRepairSettings:
     attack_starts: int = 256  # PGD starts per box for failing inputs
     attack_steps: int = 30
     keep_samples: int = 2000  # inputs whose behaviour is kept (from --data, else drawn around the boxes)
+    localise_samples: int = 256  # failing and passing inputs each, at most, for localisation (one backward pass each)
     # ---- search space ----------------------------------------------------------------------------
     dense_operations: tuple[str, ...] = DENSE_OPERATIONS
     conv_operations: tuple[str, ...] = CONV_OPERATIONS

@@ -59,15 +59,18 @@ def failing_inputs(original: TrainableNetwork, samples: RepairSamples, counterex
     return np.vstack([counterexamples.reshape(-1, samples.spec.n_inputs), found])
 
 
-def localised(original: TrainableNetwork, samples: RepairSamples, failing: np.ndarray, blocks: list[Block]) -> list[BlockScore]:
+def localised(original: TrainableNetwork, samples: RepairSamples, failing: np.ndarray, blocks: list[Block],
+              count: int, rng: np.random.Generator) -> list[BlockScore]:
     """`block_scores` with the strategy's losses: minus the property margin on failing inputs,
     minus the original decision's lead over the runner-up on passing ones (keep inputs and the
-    box samples where the property holds)."""
+    box samples where the property holds, half each); up to ``count`` inputs of each."""
+    failing = failing[np.sort(rng.permutation(len(failing))[:count])]
     fail_x = torch.tensor(failing, dtype=torch.float32)
     fail_member = samples.property.membership(failing)
-    holds = ~samples.failing
-    pass_x = torch.cat([samples.keep_x, samples.box_x[holds]])[:2 * len(samples.keep_x)]
-    label = torch.cat([samples.keep_label, (samples.sign * original(samples.box_x[holds])).argmax(dim=1)])
+    holds = samples.box_x[~samples.failing]
+    pass_x = torch.cat([samples.keep_x[torch.from_numpy(rng.permutation(len(samples.keep_x))[:count - count // 2])],
+                        holds[torch.from_numpy(rng.permutation(len(holds))[:count // 2])]])
+    label = (samples.sign * original(pass_x)).argmax(dim=1)
 
     def failing_loss(y: Tensor, rows: Tensor) -> Tensor:
         return -samples.property.margin(y, fail_member[rows])
@@ -144,7 +147,7 @@ class ArchRepair(WithoutPolish):
                 raise UnsupportedError(network.path, "network", "ArchRepair found no block (a weighted run ending in a Relu "
                                        "between two single-value cuts of the graph)")
             original.requires_grad_(True)
-            scores = localised(original, samples, failing, blocks)
+            scores = localised(original, samples, failing, blocks, settings.localise_samples, rng)
             original.requires_grad_(False)
             block, warm = searchable(network, scores)
         with phases("search"):
