@@ -48,6 +48,7 @@ class RepairSamples:
         self.keep_label = (self.sign * self.keep_y0).argmax(dim=1)
         self.keep_held_out = self._held_out(len(keep))
         boxes = np.vstack([uniform_in(r.box, settings.box_samples, self.rng) for r in spec.regions])
+        self.seen: set[bytes] = set()
         self.box_x = torch.zeros((0, spec.n_inputs))
         self.box_member = torch.zeros((0, len(spec.regions)), dtype=torch.bool)
         self.box_held_out = torch.zeros(0, dtype=torch.bool)
@@ -61,9 +62,11 @@ class RepairSamples:
         return torch.from_numpy(self.rng.random(count) < self.settings.held_out_share)
 
     def add(self, x: np.ndarray) -> int:
-        """Add box points (their failing status is the original's and is kept up to date by
-        `mark_failing`); returns how many lie in some box."""
+        """Add box points not added before (failing where the original violates; `mark_failing`
+        adds where a later model does); returns how many new ones lie in some box."""
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        x = x[np.array([row.tobytes() not in self.seen for row in x], dtype=bool)].reshape(-1, self.spec.n_inputs)
+        self.seen.update(row.tobytes() for row in x)
         member = self.property.membership(x)
         inside = member.any(dim=1)
         points = torch.tensor(x, dtype=torch.float32)[inside]
