@@ -1,7 +1,7 @@
 """What the search and the fine-tuning learn from, and their loss.
 
 * keep inputs (``--data``, else samples of the input space around the property's boxes): the
-  network keeps the original's outputs (squared, in margin scales) and decisions (cross-entropy
+  network keeps the original's outputs (squared, in units of each input's output spread) and decisions (cross-entropy
   on the original's arg-max: every property here is about classifiers' or scorers' outputs);
 * box inputs (uniform samples of the property's boxes, failing inputs: counterexamples and PGD
   points, each drawn as often as the uniform ones): a squared hinge pulls the property margin up
@@ -46,6 +46,10 @@ class RepairSamples:
         with torch.no_grad():
             self.keep_y0 = original(self.keep_x)
         self.keep_label = (self.sign * self.keep_y0).argmax(dim=1)
+        # Output changes on keep inputs count in units of each input's own output spread: the
+        # property's margin scale can be far smaller than the outputs' (a threshold close to the
+        # outputs over a small box), and in its units keeping outputs would outweigh the repair.
+        self.keep_spread = (self.keep_y0.amax(dim=1) - self.keep_y0.amin(dim=1)).clamp(min=1e-6).unsqueeze(1)
         self.keep_held_out = self._held_out(len(keep))
         boxes = np.vstack([uniform_in(r.box, settings.box_samples, self.rng) for r in spec.regions])
         self.seen: set[bytes] = set()
@@ -92,7 +96,7 @@ class RepairSamples:
         keep = torch.nonzero(self.keep_held_out == held).flatten()
         keep = keep[torch.randint(len(keep), (batch,), generator=generator)]
         y = model(self.keep_x[keep])
-        loss = self.settings.keep_weight * ((y - self.keep_y0[keep]) / self.scale).pow(2).mean()
+        loss = self.settings.keep_weight * ((y - self.keep_y0[keep]) / self.keep_spread[keep]).pow(2).mean()
         loss = loss + self.settings.decision_weight * F.cross_entropy(self.sign * y, self.keep_label[keep])
         pool = torch.nonzero(self.box_held_out == held).flatten()
         failing = torch.nonzero(self.failing & (self.box_held_out == held)).flatten()

@@ -37,7 +37,7 @@ class ArchRepairSettings:
     # Property margin every failing input and box sample is pulled up to, in units of the median
     # |margin| of the original over the boxes: room for the verifier between the samples.
     target_margin: float = 0.3
-    keep_weight: float = 1.0  # keep inputs keep the original's outputs (squared, in margin scales)
+    keep_weight: float = 1.0  # keep inputs keep the original's outputs (squared, in their output spreads)
     decision_weight: float = 1.0  # ... and its decision (cross-entropy on the original's arg-max)
     # Verifiability: a hinge on a CROWN lower bound of the property margin over each property box
     # (the bound the verifier starts from), pulled up to this fraction of the target margin.
