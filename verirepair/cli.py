@@ -35,7 +35,7 @@ EXIT_NOT_PROVEN = 20
 
 
 # Strategies that only repair a whole property's boxes.
-AREA_ONLY = ("auto", "reassure-boxes")
+AREA_ONLY = ("auto", "reassure-boxes", "archrepair")
 
 
 def _order_files(first: str, second: str) -> tuple[str, str]:
@@ -347,7 +347,7 @@ def _add_repair_options(sub: argparse.ArgumentParser, strategy: str) -> None:
     """The options check-and-fix and repair share; ``strategy``: the default of --strategy."""
     sub.add_argument("-o", "--output", help="write the repaired ONNX network here (only when proven)")
     # Listed here, not read from the registry: importing it would load torch for every command.
-    names = ("auto", "reassure", "reassure-boxes", "birdnn", "birdnn-retrain", "birdnn-finetune", "inner")
+    names = ("auto", "reassure", "reassure-boxes", "birdnn", "birdnn-retrain", "birdnn-finetune", "inner", "archrepair")
     sub.add_argument("--strategy", default=strategy,
                      help="repair strategy: " + ", ".join(f"{n} (default)" if n == strategy else n for n in names)
                           + ("; auto picks a portfolio from the network and the property (README)" if strategy == "auto" else ""))

@@ -16,6 +16,7 @@ STRATEGIES: dict[str, tuple[str, str]] = {
     "birdnn-finetune": ("verirepair.repair.birdnn", "finetune_strategy"),
     "birdnn": ("verirepair.repair.sequence", "birdnn_sequence"),
     "inner": ("verirepair.repair.inner", "inner_strategy"),
+    "archrepair": ("verirepair.repair.archrepair", "archrepair_strategy"),
 }
 # The strategies that choose differently for a suite of properties, with the factory of that choice.
 SUITE_STRATEGIES: dict[str, tuple[str, str]] = {

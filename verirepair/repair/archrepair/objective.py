@@ -1,0 +1,116 @@
+"""What the search and the fine-tuning learn from, and their loss.
+
+* keep inputs (``--data``, else samples of the input space around the property's boxes): the
+  network keeps the original's outputs (squared, in units of each input's output spread) and decisions (cross-entropy
+  on the original's arg-max: every property here is about classifiers' or scorers' outputs);
+* box inputs (uniform samples of the property's boxes, failing inputs: counterexamples and PGD
+  points, each drawn as often as the uniform ones): a squared hinge pulls the property margin up
+  to the target margin.
+
+Each set is split once into a training part (weight steps) and a held-out part (architecture
+steps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...spec import Spec
+from ..birdnn.certified import certified_margins
+from ..birdnn.domain import default_input_space, uniform_in
+from ..birdnn.samples import PropertyMargin
+from ..input_domain import outside_boxes
+from .settings import ArchRepairSettings
+
+Tensor = torch.Tensor
+Model = Callable[[Tensor], Tensor]
+
+
+class RepairSamples:
+    def __init__(self, spec: Spec, original: Model, keep_inputs: np.ndarray | None, decision: str,
+                 settings: ArchRepairSettings) -> None:
+        self.spec, self.original, self.settings = spec, original, settings
+        self.property = PropertyMargin(spec)
+        self.rng = np.random.default_rng(settings.seed)
+        self.sign = -1.0 if decision == "argmin" else 1.0
+        if keep_inputs is not None:
+            used = np.asarray(keep_inputs, dtype=np.float64).reshape(len(keep_inputs), -1)
+            keep = used[np.sort(self.rng.permutation(len(used))[:settings.keep_samples])]
+        else:
+            keep = outside_boxes(spec, default_input_space(spec, 0.5), settings.keep_samples, self.rng)
+        self.keep_x = torch.tensor(keep, dtype=torch.float32)
+        with torch.no_grad():
+            self.keep_y0 = original(self.keep_x)
+        self.keep_label = (self.sign * self.keep_y0).argmax(dim=1)
+        # Output changes on keep inputs count in units of each input's own output spread: the
+        # property's margin scale can be far smaller than the outputs' (a threshold close to the
+        # outputs over a small box), and in its units keeping outputs would outweigh the repair.
+        self.keep_spread = (self.keep_y0.amax(dim=1) - self.keep_y0.amin(dim=1)).clamp(min=1e-6).unsqueeze(1)
+        self.keep_held_out = self._held_out(len(keep))
+        boxes = np.vstack([uniform_in(r.box, settings.box_samples, self.rng) for r in spec.regions])
+        self.seen: set[bytes] = set()
+        self.box_x = torch.zeros((0, spec.n_inputs))
+        self.box_member = torch.zeros((0, len(spec.regions)), dtype=torch.bool)
+        self.box_held_out = torch.zeros(0, dtype=torch.bool)
+        self.failing = torch.zeros(0, dtype=torch.bool)
+        self.add(boxes)
+        finite = self.margins(original)
+        self.scale = max(float(finite[torch.isfinite(finite)].abs().median()), 1e-6)
+        self.target = settings.target_margin * self.scale
+
+    def _held_out(self, count: int) -> torch.Tensor:
+        return torch.from_numpy(self.rng.random(count) < self.settings.held_out_share)
+
+    def add(self, x: np.ndarray) -> int:
+        """Add box points not added before (failing where the original violates; `mark_failing`
+        adds where a later model does); returns how many new ones lie in some box."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        x = x[np.array([row.tobytes() not in self.seen for row in x], dtype=bool)].reshape(-1, self.spec.n_inputs)
+        self.seen.update(row.tobytes() for row in x)
+        member = self.property.membership(x)
+        inside = member.any(dim=1)
+        points = torch.tensor(x, dtype=torch.float32)[inside]
+        self.box_x = torch.cat([self.box_x, points])
+        self.box_member = torch.cat([self.box_member, member[inside]])
+        self.box_held_out = torch.cat([self.box_held_out, self._held_out(len(points))])
+        self.mark_failing(self.original)
+        return int(inside.sum())
+
+    def margins(self, model: Model) -> Tensor:
+        with torch.no_grad():
+            return self.property.margin(model(self.box_x), self.box_member)
+
+    def mark_failing(self, model: Model) -> None:
+        """Failing: the points where ``model`` (or an earlier one) violates the property."""
+        now = self.margins(model) <= 0
+        before = torch.cat([self.failing, torch.zeros(len(now) - len(self.failing), dtype=torch.bool)])
+        self.failing = before | now
+
+    def loss(self, model: Model, split: str, generator: torch.Generator) -> Tensor:
+        held = split == "held_out"
+        batch = self.settings.batch_size
+        keep = torch.nonzero(self.keep_held_out == held).flatten()
+        keep = keep[torch.randint(len(keep), (batch,), generator=generator)]
+        y = model(self.keep_x[keep])
+        loss = self.settings.keep_weight * ((y - self.keep_y0[keep]) / self.keep_spread[keep]).pow(2).mean()
+        loss = loss + self.settings.decision_weight * F.cross_entropy(self.sign * y, self.keep_label[keep])
+        pool = torch.nonzero(self.box_held_out == held).flatten()
+        failing = torch.nonzero(self.failing & (self.box_held_out == held)).flatten()
+        rows = pool[torch.randint(len(pool), (batch,), generator=generator)]
+        if len(failing):
+            rows = torch.cat([rows, failing[torch.randint(len(failing), (batch,), generator=generator)]])
+        margin = self.property.margin(model(self.box_x[rows]), self.box_member[rows])
+        return loss + (torch.relu(self.target - margin) / self.scale).pow(2).mean()
+
+
+def verifiable_shortfall(module: torch.nn.Module, samples: RepairSamples, settings: ArchRepairSettings) -> Tensor:
+    """Squared hinge (in margin scales) of a CROWN lower bound of the property margin over each
+    property box, below `ArchRepairSettings.verifiable_target` target margins."""
+    bounds = torch.cat([certified_margins(module, region, torch.tensor(region.box.lower, dtype=torch.float32).unsqueeze(0),
+                                          torch.tensor(region.box.upper, dtype=torch.float32).unsqueeze(0))
+                        for region in samples.property.regions])
+    return (torch.relu(settings.verifiable_target * samples.target - bounds) / samples.scale).pow(2).mean()

@@ -1,0 +1,165 @@
+"""The candidate operations of the search cell: each a torch module with its ONNX nodes.
+
+Every operation is written with ONNX operators the bound graph bounds (`verirepair.bounds.build`:
+its linear operators and Relu), so whatever the search keeps can be verified; `check_operations`
+refuses a name outside `OPERATIONS` in one line. An operation maps a value of shape ``in_shape``
+(per sample) to one of ``out_shape``; identity and average pooling only where the two agree.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import helper, numpy_helper
+
+from ...bounds.build import LINEAR_OPS
+from ...errors import SettingsError
+
+Tensor = torch.Tensor
+Nodes = tuple[list[onnx.NodeProto], list[onnx.TensorProto]]
+Shape = tuple[int, ...]
+
+BOUNDED_OPS = LINEAR_OPS | {"Relu"}
+"""ONNX operators an exported cell may use: those `build_graph` turns into bound operators."""
+
+
+def _initializer(name: str, value: Tensor) -> onnx.TensorProto:
+    return numpy_helper.from_array(value.detach().cpu().numpy().astype(np.float32), name)
+
+
+class Operation(torch.nn.Module):
+    """One candidate: ``forward`` on [B, *in_shape], ``onnx_nodes`` writing the same function
+    from ``source`` to ``target`` (new value and initializer names start with ``prefix``)."""
+
+    onnx_ops: frozenset[str] = frozenset()
+
+    def onnx_nodes(self, prefix: str, source: str, target: str) -> Nodes:
+        raise NotImplementedError
+
+
+class Zero(Operation):
+    """No edge: its share of the mixture is nothing; the exported cell drops the edge."""
+
+    def __init__(self, out_shape: Shape) -> None:
+        super().__init__()
+        self.out_shape = out_shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.new_zeros((x.shape[0],) + self.out_shape)
+
+    def onnx_nodes(self, prefix: str, source: str, target: str) -> Nodes:
+        return [], []
+
+
+class Identity(Operation):
+    onnx_ops = frozenset({"Identity"})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def onnx_nodes(self, prefix: str, source: str, target: str) -> Nodes:
+        return [helper.make_node("Identity", [source], [target], name=f"{prefix}identity")], []
+
+
+class DenseRelu(Operation):
+    """``relu(W·x + b)``, or with ``hidden`` > 0 two such layers through ``hidden`` neurons."""
+
+    onnx_ops = frozenset({"Gemm", "Relu"})
+
+    def __init__(self, inputs: int, outputs: int, hidden: int = 0) -> None:
+        super().__init__()
+        widths = [inputs, hidden, outputs] if hidden else [inputs, outputs]
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in itertools.pairwise(widths))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = torch.relu(layer(x))
+        return x
+
+    def onnx_nodes(self, prefix: str, source: str, target: str) -> Nodes:
+        nodes, initializers = [], []
+        for k, layer in enumerate(self.layers):
+            name = f"{prefix}dense{k}"
+            out = target if k == len(self.layers) - 1 else f"{name}_relu"
+            initializers += [_initializer(f"{name}_weight", layer.weight), _initializer(f"{name}_bias", layer.bias)]
+            nodes += [helper.make_node("Gemm", [source, f"{name}_weight", f"{name}_bias"], [f"{name}_linear"], name=name, transB=1),
+                      helper.make_node("Relu", [f"{name}_linear"], [out], name=f"{name}_relu")]
+            source = out
+        return nodes, initializers
+
+
+class ConvRelu(Operation):
+    """``relu(conv(x) + b)`` with a k×k kernel, stride 1, padding keeping the height and width."""
+
+    onnx_ops = frozenset({"Conv", "Relu"})
+
+    def __init__(self, inputs: int, outputs: int, kernel: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(inputs, outputs, kernel, padding=kernel // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.conv(x))
+
+    def onnx_nodes(self, prefix: str, source: str, target: str) -> Nodes:
+        k, pad = self.conv.kernel_size[0], self.conv.padding[0]
+        name = f"{prefix}conv{k}"
+        initializers = [_initializer(f"{name}_weight", self.conv.weight), _initializer(f"{name}_bias", self.conv.bias)]
+        nodes = [helper.make_node("Conv", [source, f"{name}_weight", f"{name}_bias"], [f"{name}_linear"], name=name,
+                                  kernel_shape=[k, k], pads=[pad] * 4, strides=[1, 1]),
+                 helper.make_node("Relu", [f"{name}_linear"], [target], name=f"{name}_relu")]
+        return nodes, initializers
+
+
+class AveragePool(Operation):
+    """3×3 average, stride 1, zero padding 1 counted in the average (torch's default)."""
+
+    onnx_ops = frozenset({"AveragePool"})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, 3, 1, 1, count_include_pad=True)
+
+    def onnx_nodes(self, prefix: str, source: str, target: str) -> Nodes:
+        return [helper.make_node("AveragePool", [source], [target], name=f"{prefix}avgpool", kernel_shape=[3, 3],
+                                 pads=[1, 1, 1, 1], strides=[1, 1], count_include_pad=1)], []
+
+
+def _same_shape(make: Callable[[], Operation]) -> Callable[[Shape, Shape], Operation | None]:
+    return lambda a, b: make() if a == b else None
+
+
+OPERATIONS: dict[str, tuple[str, Callable[[Shape, Shape], Operation | None], frozenset[str]]] = {
+    "zero": ("both", lambda a, b: Zero(b), Zero.onnx_ops),
+    "identity": ("both", _same_shape(Identity), Identity.onnx_ops),
+    "dense_relu": ("dense", lambda a, b: DenseRelu(a[0], b[0]), DenseRelu.onnx_ops),
+    "dense_relu_wide": ("dense", lambda a, b: DenseRelu(a[0], b[0], hidden=2 * b[0]), DenseRelu.onnx_ops),
+    "conv3x3_relu": ("conv", lambda a, b: ConvRelu(a[0], b[0], 3) if a[1:] == b[1:] else None, ConvRelu.onnx_ops),
+    "conv1x1_relu": ("conv", lambda a, b: ConvRelu(a[0], b[0], 1) if a[1:] == b[1:] else None, ConvRelu.onnx_ops),
+    "avgpool3x3": ("conv", _same_shape(AveragePool), AveragePool.onnx_ops),
+}
+"""name → (block kind it fits: dense, conv or both; factory from (in_shape, out_shape), None
+where the shapes do not fit it; the ONNX operators it exports)."""
+
+
+def check_operations(names: tuple[str, ...], kind: str) -> None:
+    """Refuse candidate names that are unknown, do not fit ``kind`` blocks, or would export an
+    operator the bound graph cannot bound."""
+    for name in names:
+        if name not in OPERATIONS:
+            fitting = sorted(n for n, (k, _, _) in OPERATIONS.items() if k in (kind, "both"))
+            raise SettingsError(f"candidate operation {name!r} for {kind} blocks is not one the bound graph supports "
+                                f"(supported: {', '.join(fitting)})")
+        fits, _, ops = OPERATIONS[name]
+        if fits not in (kind, "both"):
+            raise SettingsError(f"candidate operation {name!r} does not fit {kind} blocks")
+        if not ops <= BOUNDED_OPS:
+            raise SettingsError(f"candidate operation {name!r} exports {sorted(ops - BOUNDED_OPS)}, which the bound graph cannot bound")
+
+
+def operation(name: str, in_shape: Shape, out_shape: Shape) -> Operation | None:
+    """The candidate ``name`` from ``in_shape`` to ``out_shape`` (None where the shapes do not fit it)."""
+    return OPERATIONS[name][1](in_shape, out_shape)

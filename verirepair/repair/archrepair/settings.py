@@ -1,0 +1,57 @@
+"""ArchRepair settings: one frozen, typed object (a misspelled option is a TypeError, an
+operation the bound graph cannot bound a `SettingsError`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import SettingsError
+from .operations import check_operations
+
+DENSE_OPERATIONS = ("zero", "identity", "dense_relu", "dense_relu_wide")
+CONV_OPERATIONS = ("zero", "identity", "conv3x3_relu", "conv1x1_relu", "avgpool3x3")
+
+
+@dataclass(frozen=True)
+class ArchRepairSettings:
+    # ---- failing and passing inputs ------------------------------------------------------------
+    box_samples: int = 2000  # uniform samples of each property box (passing ones, and failing ones found)
+    attack_starts: int = 256  # PGD starts per box for failing inputs
+    attack_steps: int = 30
+    keep_samples: int = 2000  # inputs whose behaviour is kept (from --data, else drawn around the boxes)
+    localise_samples: int = 256  # failing and passing inputs each, at most, for localisation (one backward pass each)
+    # ---- search space ----------------------------------------------------------------------------
+    dense_operations: tuple[str, ...] = DENSE_OPERATIONS
+    conv_operations: tuple[str, ...] = CONV_OPERATIONS
+    # Softmax logit given at the start to the operation that makes the cell the original block
+    # (the original layer on the first edge, zero on the skip edge, identity on the last edge);
+    # the other operations start at 0, so the relaxed cell starts close to the original block.
+    warm_logit: float = 2.0
+    # ---- optimisation ----------------------------------------------------------------------------
+    search_steps: int = 150  # alternating weight and architecture steps
+    finetune_steps: int = 300  # per repair call, after the strongest operation per edge is kept
+    batch_size: int = 256
+    weight_rate: float = 3e-3
+    architecture_rate: float = 3e-2
+    held_out_share: float = 0.3  # of the samples, for the architecture steps
+    # Property margin every failing input and box sample is pulled up to, in units of the median
+    # |margin| of the original over the boxes: room for the verifier between the samples.
+    target_margin: float = 0.3
+    keep_weight: float = 1.0  # keep inputs keep the original's outputs (squared, in their output spreads)
+    decision_weight: float = 1.0  # ... and its decision (cross-entropy on the original's arg-max)
+    # Verifiability: a hinge on a CROWN lower bound of the property margin over each property box
+    # (the bound the verifier starts from), pulled up to this fraction of the target margin.
+    # 0 turns it off.
+    verifiable_weight: float = 1.0
+    verifiable_target: float = 0.25
+    # ---- time ------------------------------------------------------------------------------------
+    max_seconds: float = 120.0  # per repair call
+    deadline_share: float = 0.6  # at most this share of the loop's remaining time per repair call
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        check_operations(self.dense_operations, "dense")
+        check_operations(self.conv_operations, "conv")
+        if not 0.0 < self.held_out_share < 1.0:
+            raise SettingsError(f"held_out_share must lie within (0, 1), got {self.held_out_share}")
