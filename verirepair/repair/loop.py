@@ -144,14 +144,20 @@ def _exported_and_verified(data: bytes, path: Path, suite: Sequence[Spec], setti
     except InputError as error:
         report.notes.append(f"{path.stem} not verified: {error.reason}")
         return None
+    return repaired, _verified_each(repaired, suite, settings, deadline, report, "re-verify")
+
+
+def _verified_each(network: Network, suite: Sequence[Spec], settings: RepairSettings, deadline: Deadline,
+                   report: RepairReport, stage: str) -> list[Verdict]:
+    """Every property of ``suite`` verified on ``network``, each with its own verification deadline."""
     verdicts = []
     for spec in suite:
         t = time.monotonic()
-        progress.stage("re-verify")
+        progress.stage(stage)
         vsettings = _verify_settings(settings, deadline)
-        verdicts.append(verify(repaired, spec, vsettings, Deadline(vsettings.timeout)))
+        verdicts.append(verify(network, spec, vsettings, Deadline(vsettings.timeout)))
         report.add_phase("verify", time.monotonic() - t)
-    return repaired, verdicts
+    return verdicts
 
 
 def _suite_verdict(verdicts: Sequence[Verdict]) -> Verdict:
@@ -306,13 +312,7 @@ def check_and_fix_suite_network(network: Network, suite: Sequence[Spec], strateg
         for spec in suite:
             check_domain(settings.domain, spec)
     report = _new_report(str(network.path), f"{len(suite)} properties", strategy, "unknown", network, settings)
-    before = []
-    for spec in suite:
-        t = time.monotonic()
-        progress.stage("verify")
-        first = _verify_settings(settings, deadline)
-        before.append(verify(network, spec, first, Deadline(first.timeout)))
-        report.add_phase("verify", time.monotonic() - t)
+    before = _verified_each(network, suite, settings, deadline, report, "verify")
     report.properties = [{"property": spec.source, "before": verdict.status, "after": None,
                           "seconds_before": round(verdict.seconds, 3), "seconds_after": None}
                          for spec, verdict in zip(suite, before)]
