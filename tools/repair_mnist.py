@@ -17,7 +17,8 @@ Per count, from onnxruntime on the written ONNX file: success (every point gets 
 (the mean over the held-out digits that are not repaired points of max |Δ logit|; the softmax
 version too, REASSURE's figure), decisions changed on those digits, accuracy on the held-out
 digits and on all 5,000 before/after, wall and CPU time (one thread: on a shared machine the
-CPU time is the figure to compare) and file size. Domain [0, 1]^784,
+CPU time is the figure to compare), file size, and the size of the same patches in
+`patch_mlp`'s plain ReLU chain layout. Domain [0, 1]^784,
 as REASSURE's MNIST experiment.
 
     OMP_NUM_THREADS=1 .venv/bin/python tools/repair_mnist.py [--counts 10 20] [--points misclassified]
@@ -39,6 +40,9 @@ from verirepair.network import load_network, run_onnxruntime
 from verirepair.network.nnet import NNet, nnet_to_onnx
 from verirepair.repair import RepairSettings, repair_points
 from verirepair.repair.reassure import ReassureStrategy
+from verirepair.repair.reassure.beside import patched_model
+from verirepair.repair.reassure.export import mlp_to_onnx
+from verirepair.repair.reassure.patch import patch_mlp
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "repair" / "reassure"
 PIXELS = 784
@@ -82,6 +86,13 @@ def _is_among(x: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.array([row.tobytes() in keys for row in x], dtype=bool)
 
 
+def _chain_layout_bytes(strategy: ReassureStrategy, network: Path) -> int:
+    """The size the same repair has with the patches as one plain ReLU chain (`patch_mlp`)."""
+    original = load_network(network)
+    chain = mlp_to_onnx(patch_mlp(strategy.patches, PIXELS, original.n_outputs), original)
+    return len(patched_model(onnx.load(network), chain, original).SerializeToString())
+
+
 def repair_count(network: Path, count: int, buggy_set: tuple[np.ndarray, np.ndarray], out: Path,
                  budget: float, tag: str) -> dict[str, object]:
     points, labels = buggy_set[0][:count], buggy_set[1][:count]
@@ -89,7 +100,8 @@ def repair_count(network: Path, count: int, buggy_set: tuple[np.ndarray, np.ndar
     written, kept = out / f"mnist_{tag}{count}.onnx", out / f"mnist_{tag}{count}_unproven.onnx"
     settings = RepairSettings(budget=budget, output=written, keep_unproven=kept, side_effect_samples=0, decision="argmax")
     started, cpu = time.monotonic(), time.process_time()
-    report = repair_points(network, points, labels, ReassureStrategy(), settings, np.zeros(PIXELS), np.ones(PIXELS))
+    strategy = ReassureStrategy()
+    report = repair_points(network, points, labels, strategy, settings, np.zeros(PIXELS), np.ones(PIXELS))
     seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu
     report.write_json(out / f"mnist_{tag}{count}_report.json")
     original = load_network(network)
@@ -108,7 +120,7 @@ def repair_count(network: Path, count: int, buggy_set: tuple[np.ndarray, np.ndar
         all_before = run_onnxruntime(original, everything.x).argmax(1)
         all_after = run_onnxruntime(repaired, everything.x).argmax(1)
         row.update({
-            "file": str(path), "file_bytes": path.stat().st_size, "success": bool(ok.all()), "fixed": float(ok.mean()),
+            "file": str(path), "file_bytes": path.stat().st_size, "chain_layout_bytes": _chain_layout_bytes(strategy, network), "success": bool(ok.all()), "fixed": float(ok.mean()),
             "held_out_others": int(others.sum()), "nd_inf_mean_logits": float(change.mean()),
             "nd_inf_max_logits": float(change.max()), "nd_inf_mean_softmax": float(np.abs(soft).max(axis=1).mean()),
             "decision_changed": float(np.mean(after[others].argmax(1) != before[others].argmax(1))),
@@ -122,7 +134,7 @@ def repair_count(network: Path, count: int, buggy_set: tuple[np.ndarray, np.ndar
 
 def table(rows: list[dict[str, object]]) -> str:
     head = (f"{'points':>13} {'N':>4} {'success':>7} {'ND∞ mean':>9} {'ND∞ max':>9} {'ND∞ sm':>9} {'changed':>7} "
-            f"{'held-out acc':>15} {'all-5000 acc':>15} {'wall s':>7} {'CPU s':>7} {'file MB':>8}")
+            f"{'held-out acc':>15} {'all-5000 acc':>15} {'wall s':>7} {'CPU s':>7} {'file MB':>8} {'chain MB':>8}")
     lines = [head]
     for r in rows:
         if "success" not in r:
@@ -133,7 +145,7 @@ def table(rows: list[dict[str, object]]) -> str:
                      f"{100 * r['decision_changed']:>6.2f}% "
                      f"{100 * r['accuracy_before']:>6.1f}→{100 * r['accuracy_after']:>5.1f}% "
                      f"{100 * r['accuracy_all_before']:>6.2f}→{100 * r['accuracy_all_after']:>6.2f}% "
-                     f"{r['seconds']:>7.1f} {r['cpu_seconds']:>7.1f} {r['file_bytes'] / 1e6:>8.1f}")
+                     f"{r['seconds']:>7.1f} {r['cpu_seconds']:>7.1f} {r['file_bytes'] / 1e6:>8.1f} {r['chain_layout_bytes'] / 1e6:>8.1f}")
     return "\n".join(lines)
 
 

@@ -153,6 +153,11 @@ class ReassureStrategy(WithoutPolish):
         self._state: _State | None = None
 
     # -- the interface ---------------------------------------------------------------------------
+    @property
+    def patches(self) -> list[RegionPatch]:
+        """The patches of the last candidate."""
+        return [e.patch for e in self._state.entries.values()] if self._state is not None else []
+
     def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
         if self._state is None or self._state.original_id != id(problem.original):
             self._state = _State(id(problem.original), relu_network_of(problem.original), original_model(problem.original))
