@@ -3,7 +3,7 @@
 `patch.patch_mlp` writes the patches as one plain ReLU chain whose second layer is block-diagonal:
 its dense matrix has (patches) × (support units of all patches) entries, so the file grows with the
 square of the number of patches, and every support row is stored twice (units ``γs + 1`` and
-``γs``). An MNIST patch has about 500 support rows over 784 inputs: a few hundred points pass
+``γs``). An MNIST patch has about 500 support rows over 784 inputs: some 400 points pass
 protobuf's 2 GB limit. Here, with ``P`` patches of at most ``k`` support rows and ``m`` outputs::
 
     z    = Gemm(x, S, s)                     S = -γ_p A_p stacked, s = γ_p b_p     [B, P·k]
@@ -20,8 +20,8 @@ always holds), so ``g`` is `support.support_value` for every patch, and the chai
 a support stack each. The file holds ``P·k·n`` support weights plus ``P·m·(n + m + 3)`` for affine
 patches and ``P·m`` for constant ones.
 
-Only standard operators (Gemm with its bias, MatMul, Add, Sub, Mul, Relu, Reshape: the same meaning from opset
-7 on), all linear in one input-dependent operand or ReLUs, so the bound graph imports the file.
+Only standard operators (Gemm with its bias, MatMul, Add, Sub, Mul, Relu, Reshape: the same
+meaning from opset 7 on), linear nodes and ReLUs, so the bound graph imports the file.
 Point-wise repair (many patches, the file checked in onnxruntime) writes this form; area repair
 keeps `patch_mlp`'s chain, the form its check-and-fix loop is tuned on.
 """
