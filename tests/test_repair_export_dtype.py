@@ -25,6 +25,7 @@ from verirepair.repair import (
 )
 from verirepair.repair.reassure.boxes import BoxPatchSettings, BoxPatchStrategy
 from verirepair.repair.reassure.beside import patched_model
+from verirepair.repair.reassure.export import mlp_to_onnx
 from verirepair.repair.reassure.regions import ReluMlp
 from verirepair.verify import VerifySettings, verify_files
 
@@ -112,7 +113,7 @@ def test_reassure_export_of_acas_xu_keeps_its_declarations_and_outputs(benchmark
     original = load_network(path)
     written = tmp_path / "acas.onnx"
     zero_patch = ReluMlp((np.zeros((3, 5)), np.zeros((5, 3))), (np.zeros(3), np.zeros(5)))
-    onnx.save(patched_model(onnx.load(str(path)), zero_patch, original), str(written))
+    onnx.save(patched_model(onnx.load(str(path)), mlp_to_onnx(zero_patch, original), original), str(written))
     model, before = onnx.load(str(written)), onnx.load(str(path))
     assert all(t == onnx.TensorProto.FLOAT for _, t in _floating_constants(model))
     assert "Cast" not in {n.op_type for n in model.graph.node}

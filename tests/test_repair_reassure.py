@@ -17,6 +17,7 @@ from verirepair.network import load_network, read_onnx_model, run_onnxruntime  #
 from verirepair.network.nnet import nnet_to_onnx, read_nnet  # noqa: E402
 from verirepair.repair.reassure.beside import patched_model  # noqa: E402
 from verirepair.repair.reassure.enumerate import enumerate_regions, region_violation  # noqa: E402
+from verirepair.repair.reassure.export import mlp_to_onnx  # noqa: E402
 from verirepair.repair.reassure.patch import RegionPatch, patch_mlp, patched_reference  # noqa: E402
 from verirepair.repair.reassure.patch_lp import minimal_patch, patch_margin_on_region  # noqa: E402
 from verirepair.repair.reassure.regions import (  # noqa: E402
@@ -141,7 +142,7 @@ def test_patched_chain_torch_and_onnxruntime_agree(net, tmp_path, forms):
     np.testing.assert_allclose(mlp.forward(probe) + chain.forward(probe), reference, atol=1e-9)
     path = tmp_path / "patched.onnx"
     original = read_onnx_model(net[2])
-    onnx.save(patched_model(original, chain, network), path)
+    onnx.save(patched_model(original, mlp_to_onnx(chain, network), network), path)
     written = read_onnx_model(path)
     # The original graph is kept, its output renamed; the patch network is added beside it.
     assert [n.op_type for n in written.graph.node][:len(original.graph.node)] == [n.op_type for n in original.graph.node]
@@ -310,7 +311,7 @@ def test_regions_and_patches_of_a_relu_dag_keep_its_graph(tmp_path):
                            patch.C, patch.d, K, region.key, patch.norm)]
     out = tmp_path / "patched.onnx"
     original = read_onnx_model(path)
-    onnx.save(patched_model(original, patch_mlp(patches, 9, 3), network), out)
+    onnx.save(patched_model(original, mlp_to_onnx(patch_mlp(patches, 9, 3), network), network), out)
     written = read_onnx_model(out)
     assert [n.op_type for n in written.graph.node][:len(original.graph.node)] == [n.op_type for n in original.graph.node]
     probe = np.vstack([x[:300], x[same][:50]])
@@ -336,7 +337,7 @@ def test_a_patch_beside_an_ir3_opset8_model_runs_in_onnxruntime(benchmarks, tmp_
     d = np.array([0.5, -0.25, 0.0, 0.0, 0.125])
     patches = [RegionPatch(rows, np.full(10, 0.3), 10.0, np.zeros((5, 5)), d, 1.0, "box", 0.5)]
     out = tmp_path / "patched.onnx"
-    onnx.save(patched_model(original, patch_mlp(patches, 5, 5), network), out)
+    onnx.save(patched_model(original, mlp_to_onnx(patch_mlp(patches, 5, 5), network), network), out)
     written = read_onnx_model(out)
     assert written.ir_version == original.ir_version and written.opset_import == original.opset_import
     x = np.random.default_rng(23).uniform(-0.5, 0.5, (200, 5))

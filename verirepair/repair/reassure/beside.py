@@ -13,12 +13,10 @@ import onnx
 
 from ...errors import UnsupportedError
 from ...network import Network
-from .export import mlp_to_onnx
-from .regions import ReluMlp
 
 ORIGINAL_OUTPUT = "repair_original_output"
 PATCH_OUTPUT = "repair_patch_output"
-# The patch chain's operators (Flatten, Cast, Gemm with its bias, Relu, Reshape, Add) mean the same
+# The patch chains' operators (Flatten, Gemm with its bias, MatMul, Relu, Reshape, Add, Sub, Mul) mean the same
 # from this opset on, so the original model keeps its own opset.
 MIN_OPSET = 7
 # Before this IR version every initializer is also declared as a graph input.
@@ -29,10 +27,9 @@ def _renamed(names: list[str], old: str, new: str) -> list[str]:
     return [new if name == old else name for name in names]
 
 
-def patched_model(original: onnx.ModelProto, patch: ReluMlp, like: Network,
-                  metadata: dict[str, object] | None = None) -> onnx.ModelProto:
-    """``original`` (the model ``like`` was imported from) plus ``patch`` on its input, summed."""
-    patches = mlp_to_onnx(patch, like, metadata)
+def patched_model(original: onnx.ModelProto, patches: onnx.ModelProto, like: Network) -> onnx.ModelProto:
+    """``original`` (the model ``like`` was imported from) plus the patch chain ``patches`` (a model
+    on ``like``'s input and output, with its metadata) on its input, summed."""
     model = onnx.ModelProto()
     model.CopyFrom(original)
     graph, output = model.graph, like.output_name

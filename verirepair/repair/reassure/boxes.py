@@ -39,6 +39,7 @@ from ..parameters import original_model
 from ..report import decisions_changed
 from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
 from .beside import patched_model
+from .export import mlp_to_onnx
 from .patch import RegionPatch, patch_mlp
 from .patch_lp import MAX_ROW_COMBINATIONS, AffinePatch, PatchInfeasible, constant_patch
 from .regions import ReluNetwork, implied_by_box, relu_network_of
@@ -174,8 +175,9 @@ class BoxPatchStrategy(WithoutPolish):
 
         started = time.monotonic()
         patches = [e.patch for e in state.boxes]
-        model = patched_model(state.model, patch_mlp(patches, spec.n_inputs, spec.n_outputs), problem.original,
-                              {"strategy": self.name, "patches": len(patches)})
+        chain = mlp_to_onnx(patch_mlp(patches, spec.n_inputs, spec.n_outputs), problem.original,
+                            {"strategy": self.name, "patches": len(patches)})
+        model = patched_model(state.model, chain, problem.original)
         times["export"] = time.monotonic() - started
         details: dict[str, object] = {
             "regions_patched": len(patches),

@@ -42,6 +42,14 @@ def mlp_to_onnx(mlp: ReluMlp, like: Network, metadata: dict[str, object] | None 
         if i < last:
             nodes.append(helper.make_node("Relu", [out], [f"{PREFIX}h{i}"]))
             current = f"{PREFIX}h{i}"
+    return chain_model(nodes, inits, like, metadata)
+
+
+def chain_model(nodes: list[onnx.NodeProto], initializers: list[onnx.TensorProto], like: Network,
+                metadata: dict[str, object] | None = None) -> onnx.ModelProto:
+    """The model of a patch chain whose last node writes `flat_output`: the output reshaped to the
+    original's shape, the original's input and output declarations, ``metadata`` as a JSON entry."""
+    nodes, inits = list(nodes), list(initializers)
     reshape_output(like, nodes, inits, PREFIX)
     declared_input, declared_output = io_declarations(like)
     graph = helper.make_graph(nodes, "verirepair_repaired", [declared_input], [declared_output], initializer=inits)

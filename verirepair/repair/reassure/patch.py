@@ -34,6 +34,9 @@ blocks, ``Σ g·max(d, 0)`` and ``Σ g·max(-d, 0)`` (non-negative, so the ReLU 
 
 ``u = relu(p + K)`` equals ``p + K`` on ``D`` (so the chain equals ``Σ h_A`` there exactly); outside
 ``D`` it clips ``p`` at ``-K``.
+
+Point-wise repair writes the same sum in the stacked layout of `stacked.py` instead (every weight
+stored once: this chain's block-diagonal second layer grows with the square of the patches).
 """
 
 from __future__ import annotations

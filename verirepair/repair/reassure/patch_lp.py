@@ -60,7 +60,11 @@ class PatchInfeasible(Exception):
 
 
 def _region_minimum(region: LinearRegion, u: np.ndarray) -> float:
-    result = solve_lp(u, region.A, region.b)
+    """``min u·x`` over the region. Its box is passed as variable bounds and only the rows the box
+    does not imply stay constraints: the same polytope (the region lies in its box), a smaller LP
+    (an MNIST region: 512 rows instead of 2,080)."""
+    rows = region.beyond_box
+    result = solve_lp(u, region.A[rows], region.b[rows], bounds=list(zip(region.lower, region.upper)))
     if result.status != "optimal":
         raise PatchInfeasible(f"region LP {result.status}")
     return result.objective

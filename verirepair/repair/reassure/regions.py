@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -124,6 +125,12 @@ class LinearRegion:
     @property
     def key(self) -> str:
         return pattern_key(self.pattern)
+
+    @cached_property
+    def beyond_box(self) -> np.ndarray:
+        """Mask of the rows the box alone does not imply (`implied_by_box`, exact test): the region
+        is these rows within the box."""
+        return ~implied_by_box(self.A, self.b, self.lower, self.upper, tolerance=0.0)
 
     def contains(self, x: np.ndarray, tolerance: float = 0.0) -> np.ndarray:
         x = np.atleast_2d(x)

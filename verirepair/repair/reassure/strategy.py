@@ -29,6 +29,7 @@ from ..parameters import original_model
 from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
 from .beside import patched_model
 from .enumerate import enumerate_regions, region_violation, violating_points
+from .export import mlp_to_onnx
 from .patch import RegionPatch, patch_mlp
 from .patch_lp import (
     AffinePatch,
@@ -45,6 +46,7 @@ from .regions import (
     pattern_key,
     relu_network_of,
 )
+from .stacked import stacked_patches_onnx
 from .support import automatic_gamma
 
 LOCALISERS = ("auto", "counterexamples", "enumerate", "flood", "sample")
@@ -151,6 +153,11 @@ class ReassureStrategy(WithoutPolish):
         self._state: _State | None = None
 
     # -- the interface ---------------------------------------------------------------------------
+    @property
+    def patches(self) -> list[RegionPatch]:
+        """The patches of the last candidate."""
+        return [e.patch for e in self._state.entries.values()] if self._state is not None else []
+
     def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
         if self._state is None or self._state.original_id != id(problem.original):
             self._state = _State(id(problem.original), relu_network_of(problem.original), original_model(problem.original))
@@ -192,8 +199,11 @@ class ReassureStrategy(WithoutPolish):
 
         started = time.monotonic()
         patches = [e.patch for e in state.entries.values()]
-        model = patched_model(state.model, patch_mlp(patches, spec.n_inputs, spec.n_outputs), problem.original,
-                              {"strategy": self.name, "patches": len(patches)})
+        metadata: dict[str, object] = {"strategy": self.name, "patches": len(patches)}
+        # Point-wise repair may hold thousands of patches: the stacked form keeps the file linear in them.
+        chain = (mlp_to_onnx(patch_mlp(patches, spec.n_inputs, spec.n_outputs), problem.original, metadata)
+                 if problem.area else stacked_patches_onnx(patches, problem.original, metadata))
+        model = patched_model(state.model, chain, problem.original)
         times["export"] = time.monotonic() - started
         details: dict[str, object] = {
             "regions_patched": len(patches),
