@@ -344,3 +344,28 @@ def test_a_patch_beside_an_ir3_opset8_model_runs_in_onnxruntime(benchmarks, tmp_
     expected = run_onnxruntime(network, x) + patches[0].value(x)
     np.testing.assert_allclose(run_onnxruntime(load_network(out), x), expected, atol=1e-5, rtol=1e-5)
     assert np.any(patches[0].value(x) != 0) and np.any(patches[0].value(x) == 0)
+
+
+@pytest.mark.parametrize("layout", ["chain", "stacked"])
+def test_a_patched_file_can_be_patched_again(benchmarks, tmp_path, layout):
+    """Patching a file that already carries a patch (the names the patch needs are taken) stacks
+    the second patch beside the first: onnxruntime gives the original plus both patches."""
+    from verirepair.repair.reassure.stacked import stacked_patches_onnx
+
+    path = benchmarks / "acasxu" / "onnx" / "ACASXU_run2a_2_9_batch_2000.onnx"
+    network = load_network(path)
+    rows = np.vstack([np.eye(5), -np.eye(5)])
+    first = RegionPatch(rows, np.full(10, 0.3), 10.0, np.zeros((5, 5)), np.array([0.5, -0.25, 0.0, 0.0, 0.125]), 1.0, "a", 0.5)
+    second = RegionPatch(rows, np.full(10, 0.2), 10.0, np.zeros((5, 5)), np.array([-0.125, 0.0, 0.25, 0.0, 0.0]), 1.0, "b", 0.25)
+
+    def patch_model(patch: RegionPatch, like):
+        return mlp_to_onnx(patch_mlp([patch], 5, 5), like) if layout == "chain" else stacked_patches_onnx([patch], like)
+
+    once, twice = tmp_path / "once.onnx", tmp_path / "twice.onnx"
+    onnx.save(patched_model(read_onnx_model(path), patch_model(first, network), network), once)
+    patched_once = load_network(once)
+    onnx.save(patched_model(read_onnx_model(once), patch_model(second, patched_once), patched_once), twice)
+    x = np.random.default_rng(5).uniform(-0.5, 0.5, (300, 5))
+    expected = run_onnxruntime(network, x) + first.value(x) + second.value(x)
+    np.testing.assert_allclose(run_onnxruntime(load_network(twice), x), expected, atol=1e-5, rtol=1e-5)
+    assert np.any(second.value(x) != 0) and np.any(first.value(x) != 0)

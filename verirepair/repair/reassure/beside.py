@@ -5,6 +5,9 @@ that was the graph's output is renamed (`ORIGINAL_OUTPUT`). The patch chain (`pa
 written by `export.mlp_to_onnx`) reads the same input, and one Add node writes the sum of the two
 under the original output name. Every tool that ran the original runs the repaired file unchanged,
 and the original layers keep their own operators (a CNN stays a CNN).
+
+A name the patch chain or the sum needs that the original already uses (an already patched file
+being patched again) gets a numbered suffix, so patches can be stacked.
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ MIN_OPSET = 7
 INITIALIZERS_AS_INPUTS_BELOW_IR = 4
 
 
+def _fresh(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``, ... where it is taken; the result is added to ``taken``."""
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name}_{number}"
+    taken.add(candidate)
+    return candidate
+
+
 def _renamed(names: list[str], old: str, new: str) -> list[str]:
     return [new if name == old else name for name in names]
 
@@ -37,31 +50,38 @@ def patched_model(original: onnx.ModelProto, patches: onnx.ModelProto, like: Net
     if opset < MIN_OPSET:
         raise UnsupportedError(like.path, "opset", f"patching needs opset {MIN_OPSET} or later, the model has {opset}")
     taken = ({v for n in graph.node for v in (*n.input, *n.output)} | {i.name for i in graph.initializer}
-             | {v.name for v in graph.value_info})
-    added = ({v for n in patches.graph.node for v in n.output} | {i.name for i in patches.graph.initializer}
-             | {ORIGINAL_OUTPUT, PATCH_OUTPUT})
-    clash = sorted((taken & added) - {output})
-    if clash:
-        raise UnsupportedError(like.path, "graph", f"value names the patch network needs are taken: {', '.join(clash)}")
+             | {v.name for v in graph.value_info} | {n.name for n in graph.node} | {v.name for v in graph.input}
+             | {v.name for v in graph.output})
+    original_output, patch_output, sum_name = (_fresh(name, taken) for name in (ORIGINAL_OUTPUT, PATCH_OUTPUT, "repair_sum"))
+    fresh = {name: _fresh(name, taken) for name in
+             ({v for n in patches.graph.node for v in n.output} | {i.name for i in patches.graph.initializer}
+              | {n.name for n in patches.graph.node if n.name}) - {output, like.input_name}}
+    fresh[output] = patch_output
     for node in graph.node:
-        outputs, inputs = _renamed(list(node.output), output, ORIGINAL_OUTPUT), _renamed(list(node.input), output, ORIGINAL_OUTPUT)
+        outputs, inputs = _renamed(list(node.output), output, original_output), _renamed(list(node.input), output, original_output)
         del node.output[:], node.input[:]
         node.output.extend(outputs)
         node.input.extend(inputs)
     for info in graph.value_info:
         if info.name == output:
-            info.name = ORIGINAL_OUTPUT
+            info.name = original_output
     for node in patches.graph.node:
         added_node = graph.node.add()
         added_node.CopyFrom(node)
-        outputs = _renamed(list(node.output), output, PATCH_OUTPUT)
-        del added_node.output[:]
-        added_node.output.extend(outputs)
-    graph.initializer.extend(patches.graph.initializer)
+        for names in (added_node.input, added_node.output):
+            renamed = [fresh.get(name, name) for name in names]
+            del names[:]
+            names.extend(renamed)
+        if node.name:
+            added_node.name = fresh[node.name]
+    for init in patches.graph.initializer:
+        added_init = graph.initializer.add()
+        added_init.CopyFrom(init)
+        added_init.name = fresh[init.name]
     if model.ir_version < INITIALIZERS_AS_INPUTS_BELOW_IR:
-        graph.input.extend(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+        graph.input.extend(onnx.helper.make_tensor_value_info(fresh[init.name], init.data_type, list(init.dims))
                            for init in patches.graph.initializer)
-    graph.node.append(onnx.helper.make_node("Add", [ORIGINAL_OUTPUT, PATCH_OUTPUT], [output], name="repair_sum"))
+    graph.node.append(onnx.helper.make_node("Add", [original_output, patch_output], [output], name=sum_name))
     kept = [entry for entry in model.metadata_props if entry.key not in {e.key for e in patches.metadata_props}]
     del model.metadata_props[:]
     model.metadata_props.extend(kept + list(patches.metadata_props))
