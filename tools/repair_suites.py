@@ -13,6 +13,7 @@ held-out accuracy before → after (onnxruntime on the file: the written one whe
 the run's last candidate, marked ``*``), the initializer entries that differ from the original's
 (and entries of initializers the repair added), the wall time; for the backdoored network also the
 attack success rate before → after (`tools/attack_success.py`; accuracy is its clean accuracy).
+The JSON also has each run's per-property verdicts, notes and each round's verdict counts.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from onnx import numpy_helper
 
 from verirepair import check_and_fix, datasets
 from verirepair.errors import InputError
+from verirepair.repair.report import Iteration
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,6 +87,13 @@ def accuracy_figures(onnx_path: Path, held_out: datasets.LabelledImages, backdoo
     return figures
 
 
+def round_summary(iteration: Iteration) -> dict[str, object]:
+    """An iteration's suite verdict and how many of its properties each verdict had."""
+    verdicts = list(dict(iteration.details.get("verdicts") or {}).values())  # type: ignore[call-overload]
+    return {"number": iteration.number, "verdict": iteration.verdict,
+            "counts": {status: verdicts.count(status) for status in sorted(set(verdicts))}}
+
+
 def run_one(network: Path, properties: list[Path], strategy: str, args: argparse.Namespace, data: Path,
             workdir: Path, held_out: datasets.LabelledImages, backdoor: bool) -> dict[str, object]:
     output, kept = workdir / f"{strategy}.onnx", workdir / f"{strategy}_unproven.onnx"
@@ -98,7 +107,7 @@ def run_one(network: Path, properties: list[Path], strategy: str, args: argparse
         return row | {"status": f"n/a: {error}"}
     row |= {"status": report.status, "proven": report.proven, "seconds": round(time.monotonic() - started, 1),
             "suite_totals": report.suite, "rounds": len(report.iterations), "produced_by": report.produced_by,
-            "per_property": report.properties}
+            "per_property": report.properties, "notes": report.notes, "iterations": [round_summary(i) for i in report.iterations]}
     candidate = output if report.written else kept if report.kept_unproven else None
     if candidate is not None:
         changed, added = parameters_changed(network, candidate)
