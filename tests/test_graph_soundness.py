@@ -453,6 +453,19 @@ def test_point_boxes_give_the_value(tmp_path_factory: pytest.TempPathFactory, fa
         assert looseness.max().item() <= 1e-8, f"{method} loose by {looseness.max().item():.3g} on a point box"
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_an_empty_batch_gives_empty_values(tmp_path: Path, family: str) -> None:
+    """A batch of no inputs (e.g. no sampled point was violating) evaluates to empty values of the
+    right shapes, and to the same values a one-point batch gives when that point is added."""
+    case = Case(family, 0, tmp_path)
+    x = torch.zeros((0, case.n_inputs), dtype=torch.float64)
+    empty, one = case.graph.values(x), case.graph.values(torch.ones((1, case.n_inputs), dtype=torch.float64))
+    assert empty.keys() == one.keys()
+    for name, value in empty.items():
+        assert value.shape == (0,) + tuple(one[name].shape[1:]), name
+    assert case.graph.forward(x).shape == (0, case.n_out)
+
+
 @given(family=st.sampled_from(["conv1d", "conv_residual", "residual_mlp", "reshaped", "two_branches"]),
        seed=st.integers(0, 2**31 - 1))
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -131,13 +131,15 @@ class BoundGraph:
         > 0 evaluates a *different* function, with leaky ReLUs: a surrogate whose gradient does not
         vanish where every ReLU of a layer is off (counterexample search only)."""
         batch = x.shape[0]
+        if batch == 0:  # operators that reshape with -1 cannot infer it from an empty batch
+            return {name: value[:0] for name, value in self.values(x.new_zeros((1,) + x.shape[1:]), relu_negative_slope).items()}
         values = {self.input: x.reshape((batch,) + self.shapes[self.input])}
         for node in self.nodes:
             operands = [values[name] for name in node.inputs]
             if isinstance(node.op, LinearOperator):
                 values[node.output] = node.op.forward(*operands)
                 continue
-            flat = operands[0].reshape(batch, -1)
+            flat = operands[0].reshape(batch, math.prod(self.shapes[node.inputs[0]]))
             if isinstance(node.op, BoundRelu) and relu_negative_slope > 0:
                 result = torch.nn.functional.leaky_relu(flat, relu_negative_slope)
             else:
@@ -147,4 +149,4 @@ class BoundGraph:
 
     def forward(self, x: Tensor, relu_negative_slope: float = 0.0) -> Tensor:
         """Outputs [B, n_outputs] for flat inputs ``x`` [B, n_inputs]."""
-        return self.values(x, relu_negative_slope)[self.output].reshape(x.shape[0], -1)
+        return self.values(x, relu_negative_slope)[self.output].reshape(x.shape[0], math.prod(self.shapes[self.output]))

@@ -95,7 +95,7 @@ class ReluNetwork:
             return np.zeros((x.shape[0], 0), dtype=bool)
         with torch.no_grad():
             values = self.graph.values(torch.as_tensor(x))
-        return np.concatenate([values[node.inputs[0]].reshape(x.shape[0], -1).numpy() > 0 for node in self.relus], axis=1)
+        return np.concatenate([values[node.inputs[0]].flatten(1).numpy() > 0 for node in self.relus], axis=1)
 
 
 def relu_network_of(network: Network) -> ReluNetwork:
