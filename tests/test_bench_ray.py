@@ -21,6 +21,9 @@ import pytest
 from verirepair.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+# One pytest-xdist worker runs every test here (`--dist loadgroup` in the Makefile): one Ray head,
+# and no other test's Ray tasks beside the one the signal test waits for.
+pytestmark = pytest.mark.xdist_group("ray")
 # Quick shipped instances, two of each answer (specs/expected.csv has the answers).
 SHIPPED = [("models/collision_avoidance.onnx", "specs/collision_avoidance_close_left.vnnlib"),
            ("models/collision_avoidance.onnx", "specs/collision_avoidance_far_coc.vnnlib"),
@@ -158,11 +161,12 @@ def test_a_signal_cancels_the_ray_tasks_and_records_nothing_for_them(
     mnist = benchmarks / "mnist_fc"  # 256x6 prop_2 at eps 0.05 takes minutes: surely running when stopped
     instances = _instances_csv(tmp_path, [(mnist / "onnx/mnist-net_256x6.onnx", mnist / "vnnlib/prop_2_0.05.vnnlib")], 300)
     out = tmp_path / "out"
+    earlier = set(_processes_in_ray_scratch())
     bench = subprocess.Popen([sys.executable, "-m", "verirepair", "bench", str(instances), "--out", str(out),
                               "--threads", "1", "--ray", cluster], stderr=subprocess.PIPE, text=True)
     try:
         started = time.monotonic()
-        while not _processes_in_ray_scratch():
+        while not set(_processes_in_ray_scratch()) - earlier:
             if bench.poll() is not None or time.monotonic() - started > 180:
                 pytest.fail("the instance never started")
             time.sleep(0.2)
