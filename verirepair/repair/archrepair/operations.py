@@ -8,6 +8,7 @@ refuses a name outside `OPERATIONS` in one line. An operation maps a value of sh
 
 from __future__ import annotations
 
+import abc
 import itertools
 from collections.abc import Callable
 
@@ -32,14 +33,15 @@ def _initializer(name: str, value: Tensor) -> onnx.TensorProto:
     return numpy_helper.from_array(value.detach().cpu().numpy().astype(np.float32), name)
 
 
-class Operation(torch.nn.Module):
+class Operation(torch.nn.Module, abc.ABC):
     """One candidate: ``forward`` on [B, *in_shape], ``onnx_nodes`` writing the same function
     from ``source`` to ``target`` (new value and initializer names start with ``prefix``)."""
 
     onnx_ops: frozenset[str] = frozenset()
 
+    @abc.abstractmethod
     def onnx_nodes(self, prefix: str, source: str, target: str) -> Nodes:
-        raise NotImplementedError
+        """The nodes and initializers computing ``forward`` from ``source`` into ``target``."""
 
 
 class Zero(Operation):
