@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py
 
+# A test that hangs fails after 15 minutes with every thread's stack printed, instead of stalling the run.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --timeout 900 --timeout-method thread tests
 
 models: $(STAMP)
 	$(BIN)/python tools/make_models.py

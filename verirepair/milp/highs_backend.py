@@ -78,8 +78,8 @@ class HighsSolver:
         status = _pass_model(h, model)
         if status == highspy.HighsStatus.kError:
             return MilpResult("error", None, None, self.name, "HiGHS rejected the model")
-        if settings.stop_at_bound is not None or settings.stop_below_objective is not None:
-            _stop_early(h, settings)
+        if settings.stop_below_objective is not None:
+            h.setOptionValue("objective_target", float(settings.stop_below_objective))
         h.run()
         return _result_of(h, model)
 
@@ -95,22 +95,6 @@ def _pass_model(h: highspy.Highs, model: MilpModel) -> highspy.HighsStatus:
         rows.lower, rows.upper,
         csr.indptr.astype(np.int32), csr.indices.astype(np.int32), csr.data.astype(np.float64),
         model.is_integer.astype(np.int32))  # 1 = HighsVarType.kInteger, 0 = kContinuous
-
-
-def _stop_early(h: highspy.Highs, settings: MilpSettings) -> None:
-    """Interrupt the branch and bound as soon as its dual bound reaches ``stop_at_bound`` or its
-    incumbent drops below ``stop_below_objective`` (HiGHS asks at every check for interrupts);
-    an interrupted solve still reports its dual bound."""
-    at_bound = np.inf if settings.stop_at_bound is None else settings.stop_at_bound
-    below = -np.inf if settings.stop_below_objective is None else settings.stop_below_objective
-
-    def interrupt(kind: int, message: str, out: highspy.cb.HighsCallbackOutput,
-                  into: highspy.cb.HighsCallbackInput, user: object) -> None:
-        if out.mip_dual_bound >= at_bound or out.mip_primal_bound < below:
-            into.user_interrupt = True
-
-    h.setCallback(interrupt, None)
-    h.startCallback(highspy.cb.HighsCallbackType.kCallbackMipInterrupt)
 
 
 def _result_of(h: highspy.Highs, model: MilpModel) -> MilpResult:
@@ -131,7 +115,7 @@ def _result_of(h: highspy.Highs, model: MilpModel) -> MilpResult:
             status == statuses.kUnboundedOrInfeasible and _all_bounded(model)):
         return MilpResult("infeasible", None, None, "highs")
     if status in (statuses.kTimeLimit, statuses.kIterationLimit, statuses.kSolutionLimit,
-                  statuses.kInterrupt):
+                  statuses.kInterrupt, statuses.kObjectiveTarget):
         bound = float(info.mip_dual_bound) if model.n_integer else None
         if x is not None:
             return MilpResult("feasible", x, objective, "highs", f"stopped: {status.name}",

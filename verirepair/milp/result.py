@@ -37,6 +37,10 @@ class MilpSettings:
     # soon as the proven bound is at least ``stop_at_bound`` (the answer is yes), or as soon as a
     # point with objective below ``stop_below_objective`` is found (the answer is no). The result
     # is the solve as it stood: its ``best_bound`` is still a proven bound. None: solve to the end.
+    # HiGHS honours ``stop_below_objective`` (its ``objective_target`` option) but has no native
+    # stop at a dual bound, so it ignores ``stop_at_bound``; a Python callback that interrupts its
+    # solve is not used, because such callbacks from solves running in several threads at once
+    # can deadlock on the interpreter lock. Gurobi honours both (BestBdStop, BestObjStop).
     stop_at_bound: float | None = None
     stop_below_objective: float | None = None
 
