@@ -325,3 +325,29 @@ def test_an_empty_batch_gives_empty_values_of_every_shape(tmp_path: Path) -> Non
     values = module.values(torch.zeros(0, 36))
     assert values["f"].shape == (0, 18) and module(torch.zeros(0, 36)).shape == (0, 2)
     assert [h.shape for h in module.forward_with_hidden(torch.zeros(0, 36))[1]] == [(0, 8)]
+
+
+def test_box_draws_fit_their_memory_budget_and_keep_the_originals_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten 784-input robustness regions at 2 MB: both draws shrink in proportion, every region
+    keeps draws inside its box, and the original's outputs (evaluated in chunks) are onnxruntime's."""
+    from verirepair.repair.birdnn import samples
+    from verirepair.repair.birdnn.settings import BirdnnSettings
+    from verirepair.spec.model import disjunction_of
+
+    suite = ROOT / "specs" / "mnist_mlp_robust"
+    files = sorted(suite.glob("*.vnnlib.gz"))[:10]
+    specs = [parse_vnnlib(path, n_inputs=784, n_outputs=10) for path in files]
+    spec = disjunction_of(specs, "ten properties")
+    network = ROOT / "models" / "mnist_mlp.onnx"
+    original = TrainableNetwork(load_network(network))
+    monkeypatch.setattr(samples, "EVALUATION_CHUNK", 7)
+    budget = BirdnnSettings(domain_samples=400, validation_samples=100, outside_samples=10, sample_memory_mb=2.0)
+    data = samples.RepairData(spec, original, budget)
+    assert (len(data.domain) + len(data.validation)) * 784 * 8 <= 2 * 2**20
+    assert len(data.domain) == 10 * int(400 * 2 * 2**20 / (500 * 10 * 784 * 8))  # the share of the ask that fits
+    assert torch.all(data.domain.member.sum(dim=0) >= len(data.domain) // 10)  # every region keeps its draws
+    expected = _onnxruntime(network, data.domain.x.double().numpy())
+    assert np.allclose(data.domain.y0.double().numpy(), expected, atol=1e-5)
+    roomy = samples.RepairData(spec, original, BirdnnSettings(domain_samples=40, validation_samples=10,
+                                                              outside_samples=10))
+    assert (len(roomy.domain), len(roomy.validation)) == (400, 100)  # within the default budget: as asked

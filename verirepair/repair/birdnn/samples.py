@@ -27,6 +27,17 @@ from .domain import (
 from .settings import BirdnnSettings
 
 
+EVALUATION_CHUNK = 8192  # points per forward pass of the original network
+
+
+def draws_per_box(settings: BirdnnSettings, n_boxes: int, n_inputs: int) -> tuple[int, int]:
+    """Uniform training and validation draws per box: the settings' counts, both scaled down in
+    proportion when all draws together would take more than ``sample_memory_mb`` as float64."""
+    wanted = (settings.domain_samples + settings.validation_samples) * n_boxes * n_inputs * 8
+    share = min(1.0, settings.sample_memory_mb * 2**20 / max(wanted, 1))
+    return max(1, int(settings.domain_samples * share)), max(1, int(settings.validation_samples * share))
+
+
 class PropertyMargin:
     """Batched property margins of one `Spec` (> 0 iff the property holds at the point)."""
 
@@ -81,10 +92,11 @@ class RepairData:
         self.rng = np.random.default_rng(settings.seed)
         self.seen: set[bytes] = set()
         boxes = [r.box for r in spec.regions]
-        self.domain = self.evaluate(np.vstack([uniform_in(b, settings.domain_samples, self.rng) for b in boxes]))
+        per_box, validation_per_box = draws_per_box(settings, len(boxes), spec.n_inputs)
+        self.domain = self.evaluate(np.vstack([uniform_in(b, per_box, self.rng) for b in boxes]))
         # fraction of the uniform box samples where the original violates (before counterexamples)
         self.violating_fraction = float((self.domain.margin0 <= 0).double().mean())
-        self.validation = self.evaluate(np.vstack([uniform_in(b, settings.validation_samples, self.rng) for b in boxes]))
+        self.validation = self.evaluate(np.vstack([uniform_in(b, validation_per_box, self.rng) for b in boxes]))
         # Where behaviour outside the boxes is kept: the settings' input space, else the problem's
         # domain (`--domain`), else a stand-in around the boxes.
         space = settings.input_space or domain or default_input_space(spec, settings.input_space_widen)
@@ -120,8 +132,8 @@ class RepairData:
     def evaluate(self, x: np.ndarray) -> SampleSet:
         """Points with the original network's outputs and margins."""
         points = torch.tensor(np.asarray(x, dtype=np.float64).reshape(-1, self.spec.n_inputs), dtype=self.dtype)
-        with torch.no_grad():
-            y0 = self.original(points)
+        with torch.no_grad():  # in chunks: a convolutional network's activations of every point at once can be large
+            y0 = torch.cat([self.original(chunk) for chunk in points.split(EVALUATION_CHUNK)]) if len(points) else self.original(points)
         member = self.property.membership(points.double().numpy()) if len(points) else torch.zeros((0, len(self.property.regions)), dtype=torch.bool)
         return SampleSet(points, member, y0, self.property.margin(y0, member))
 

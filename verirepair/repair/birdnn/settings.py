@@ -14,6 +14,12 @@ class BirdnnSettings:
     # ---- domain characterisation -----------------------------------------------------------
     domain_samples: int = 20000  # uniform samples of each property box (training)
     validation_samples: int = 5000  # uniform samples of each box, only for the rollback check
+    # The uniform draws of the boxes (training and validation together, as float64) take at most
+    # this much memory: with many high-dimensional boxes both counts shrink in proportion (an MNIST
+    # suite of 26 robustness regions of 784 inputs asked for 4 GB of draws, and the repair's peak
+    # memory passed 20 GB), while few or low-dimensional boxes keep the counts above (ACAS Xu's
+    # one 5-input box: 1 MB).
+    sample_memory_mb: float = 512.0
     near_counterexample: int = 64  # points drawn around each counterexample ...
     near_spread: float = 0.01  # ... with this std, as a fraction of the box width
     max_added_points: int = 20000  # per call: many counterexamples share a smaller cloud each
@@ -139,6 +145,8 @@ class BirdnnSettings:
     threads: int = 1
 
     def __post_init__(self) -> None:
+        if not self.sample_memory_mb > 0:
+            raise SettingsError(f"sample_memory_mb must be > 0, got {self.sample_memory_mb}")
         for hinge in (self.certified_hinge, self.escalated_hinge):
             if hinge not in ("squared", "linear"):
                 raise SettingsError(f"certified hinges must be squared or linear, got {hinge!r}")
