@@ -21,9 +21,6 @@ import pytest
 from verirepair.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-# One pytest-xdist worker runs every test here (`--dist loadgroup` in the Makefile): one Ray head,
-# and no other test's Ray tasks beside the one the signal test waits for.
-pytestmark = pytest.mark.xdist_group("ray")
 # Quick shipped instances, two of each answer (specs/expected.csv has the answers).
 SHIPPED = [("models/collision_avoidance.onnx", "specs/collision_avoidance_close_left.vnnlib"),
            ("models/collision_avoidance.onnx", "specs/collision_avoidance_far_coc.vnnlib"),
@@ -142,31 +139,36 @@ def test_ray_resumes_a_local_run(cluster: str, tmp_path: Path) -> None:
     assert _result_rows(out) == local_rows
 
 
-def _processes_in_ray_scratch() -> list[int]:
-    """Pids of processes whose standard output is a file in a Ray task's scratch folder (Linux /proc)."""
+def _processes_in_ray_scratch(network: str) -> list[int]:
+    """Pids of processes whose standard output is a file in a Ray task's scratch folder, of an
+    instance of ``network`` (Linux /proc): other tests' instances, on another pytest-xdist worker
+    at the same time, run other networks."""
     scratch = str(Path(tempfile.gettempdir()) / "verirepair-bench-")
     pids = []
     for fd in Path("/proc").glob("[0-9]*/fd/1"):
         try:
-            if os.readlink(fd).startswith(scratch):
+            target = os.readlink(fd)
+            if target.startswith(scratch) and f"_{network}_" in Path(target).name:
                 pids.append(int(fd.parts[2]))
         except OSError:  # the process ended while we looked
             continue
     return pids
 
 
+NETWORK = "mnist-net_256x6"  # no other test runs it on Ray
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the instance's process through Linux /proc")
 def test_a_signal_cancels_the_ray_tasks_and_records_nothing_for_them(
         cluster: str, benchmarks: Path, tmp_path: Path) -> None:
     mnist = benchmarks / "mnist_fc"  # 256x6 prop_2 at eps 0.05 takes minutes: surely running when stopped
-    instances = _instances_csv(tmp_path, [(mnist / "onnx/mnist-net_256x6.onnx", mnist / "vnnlib/prop_2_0.05.vnnlib")], 300)
+    instances = _instances_csv(tmp_path, [(mnist / f"onnx/{NETWORK}.onnx", mnist / "vnnlib/prop_2_0.05.vnnlib")], 300)
     out = tmp_path / "out"
-    earlier = set(_processes_in_ray_scratch())
     bench = subprocess.Popen([sys.executable, "-m", "verirepair", "bench", str(instances), "--out", str(out),
                               "--threads", "1", "--ray", cluster], stderr=subprocess.PIPE, text=True)
     try:
         started = time.monotonic()
-        while not set(_processes_in_ray_scratch()) - earlier:
+        while not _processes_in_ray_scratch(NETWORK):
             if bench.poll() is not None or time.monotonic() - started > 180:
                 pytest.fail("the instance never started")
             time.sleep(0.2)
@@ -180,9 +182,9 @@ def test_a_signal_cancels_the_ray_tasks_and_records_nothing_for_them(
         f"verirepair: bench stopped by SIGTERM: 0 of 1 instances finished; "
         f"their records are in {out}, rerun the same command to resume")
     gone_by = time.monotonic() + 30
-    while _processes_in_ray_scratch() and time.monotonic() < gone_by:
+    while _processes_in_ray_scratch(NETWORK) and time.monotonic() < gone_by:
         time.sleep(0.2)
-    assert not _processes_in_ray_scratch(), "the instance's process outlived its cancelled task"
+    assert not _processes_in_ray_scratch(NETWORK), "the instance's process outlived its cancelled task"
     assert list(out.iterdir()) == [], "a cancelled instance left a record behind"
 
 
