@@ -163,7 +163,7 @@ def test_the_lagrangian_bound_holds_on_sampled_points_of_each_split_domain(seed:
                 side = rng.random() < 0.5
                 (active if side else inactive)[0, n] = True
                 inside &= (pre[k][:, n] >= 0) if side else (pre[k][:, n] <= 0)
-            splits.append((active, inactive))
+            splits.append((np.where(active, 0.0, -np.inf), np.where(inactive, 0.0, np.inf)))
         unrecorded = [(np.full((1, 8), np.inf), np.full((1, 8), -np.inf)) for _ in relu_steps]
         bounds = checker_bounds.layer_bounds(network, lower, upper, unrecorded, splits)
         alphas = [rng.uniform(-1, 2, (1, 8)) for _ in relu_steps]

@@ -46,7 +46,7 @@ from .certificate_file import (
     TrustedClosing,
     parse_certificate,
 )
-from .onnx_reader import ReluNetwork, UnsupportedNetwork, read_network
+from .onnx_reader import DenseNetwork, UnsupportedNetwork, read_network
 from .vnnlib_reader import Property, Region, UnsupportedProperty, read_property
 
 CHUNK = 256  # nodes bounded at once
@@ -139,7 +139,7 @@ def _decoded(data: bytes, path: str | Path) -> str:
         raise UnsupportedProperty(f"{path} is not UTF-8 text") from None
 
 
-def _check_sizes(network: ReluNetwork, prop: Property, certificate: CertificateFile) -> None:
+def _check_sizes(network: DenseNetwork, prop: Property, certificate: CertificateFile) -> None:
     if (prop.n_inputs, prop.n_outputs) != (network.n_inputs, network.n_outputs):
         raise Rejected(f"the property has {prop.n_inputs} inputs and {prop.n_outputs} outputs, the network "
                        f"{network.n_inputs} and {network.n_outputs}")
@@ -147,7 +147,7 @@ def _check_sizes(network: ReluNetwork, prop: Property, certificate: CertificateF
         raise Rejected(f"{len(certificate.regions)} region proofs for {len(prop.regions)} regions")
 
 
-def check_region(network: ReluNetwork, region: Region, closings: InputSplitProof) -> tuple[int, list[str]]:
+def check_region(network: DenseNetwork, region: Region, closings: InputSplitProof) -> tuple[int, list[str]]:
     """Raise `Rejected` unless the closings prove every clause of the region unreachable (those a
     solver decided taken on trust). Returns the number of closings checked and the trusted ones."""
     _check_clauses(region)
@@ -165,9 +165,9 @@ def check_region(network: ReluNetwork, region: Region, closings: InputSplitProof
     A = np.vstack([A for A, _ in region.clauses])
     b = np.concatenate([b for _, b in region.clauses])
     owner = np.concatenate([[k] * A_k.shape[0] for k, (A_k, _) in enumerate(region.clauses)])
-    relu_sizes = [step.weight.shape[0] for step in network.steps if step.relu]
+    layer_sizes = network.activation_sizes
     for first in range(0, len(checked), CHUNK):
-        _check_chunk(network, region, checked[first:first + CHUNK], A, b, owner, relu_sizes)
+        _check_chunk(network, region, checked[first:first + CHUNK], A, b, owner, layer_sizes)
     return len(checked), trusted
 
 
@@ -176,14 +176,14 @@ def _check_clauses(region: Region) -> None:
         raise Rejected("a clause without output constraints is always violated")
 
 
-def check_relu_region(network: ReluNetwork, region: Region, proofs: ReluSplitProof) -> tuple[int, list[str]]:
+def check_relu_region(network: DenseNetwork, region: Region, proofs: ReluSplitProof) -> tuple[int, list[str]]:
     """Raise `Rejected` unless, for every clause of the region, some entry proves it on a complete
     tree of ReLU splits (or a solver decided it). Returns the leaves checked and the trusted clauses."""
     _check_clauses(region)
     owner = np.concatenate([[k] * A_k.shape[0] for k, (A_k, _) in enumerate(region.clauses)])
     A = np.vstack([A for A, _ in region.clauses])
     b = np.concatenate([b for _, b in region.clauses])
-    relu_sizes = [step.weight.shape[0] for step in network.steps if step.relu]
+    layer_sizes = network.activation_sizes
     covered: set[int] = set()
     checked, trusted = 0, []
     for proof in proofs:
@@ -195,12 +195,12 @@ def check_relu_region(network: ReluNetwork, region: Region, proofs: ReluSplitPro
             continue
         if proof.row >= owner.size or owner[proof.row] != proof.clause:
             raise Rejected(f"clause {proof.clause}: row {proof.row} is not one of its rows")
-        steps = [_relu_steps(leaf, relu_sizes, proof.clause) for leaf in proof.leaves]
+        steps = [_relu_steps(leaf, layer_sizes, proof.clause) for leaf in proof.leaves]
         if not _covers((), set(steps), _split_tree(steps)):
             raise Rejected(f"clause {proof.clause}: the leaves do not form a complete tree of ReLU splits")
         for first in range(0, len(proof.leaves), CHUNK):
             _check_leaves(network, region, proof.leaves[first:first + CHUNK], A[proof.row], float(b[proof.row]),
-                          relu_sizes, proof.clause)
+                          layer_sizes, proof.clause)
         checked += len(proof.leaves)
         covered.add(proof.clause)
     missing = sorted(set(range(len(region.clauses))) - covered)
@@ -209,25 +209,25 @@ def check_relu_region(network: ReluNetwork, region: Region, proofs: ReluSplitPro
     return checked, trusted
 
 
-def _relu_steps(leaf: ReluLeaf, relu_sizes: list[int], clause: int) -> tuple[Step, ...]:
+def _relu_steps(leaf: ReluLeaf, layer_sizes: list[int], clause: int) -> tuple[Step, ...]:
     if len(leaf.splits) > MAX_RELU_DEPTH:
         raise Rejected(f"clause {clause}: a leaf deeper than {MAX_RELU_DEPTH} splits")
     for layer, neuron, *_ in (*leaf.splits, *leaf.neurons):
-        if layer >= len(relu_sizes) or neuron >= relu_sizes[layer]:
-            raise Rejected(f"clause {clause}: neuron {neuron} of ReLU layer {layer} is not in the network")
+        if layer >= len(layer_sizes) or neuron >= layer_sizes[layer]:
+            raise Rejected(f"clause {clause}: neuron {neuron} of activation layer {layer} is not in the network")
     return tuple(((layer, neuron), active) for layer, neuron, active in leaf.splits)
 
 
-def _check_leaves(network: ReluNetwork, region: Region, leaves: tuple[ReluLeaf, ...], a: np.ndarray, b: float,
-                  relu_sizes: list[int], clause: int) -> None:
+def _check_leaves(network: DenseNetwork, region: Region, leaves: tuple[ReluLeaf, ...], a: np.ndarray, b: float,
+                  layer_sizes: list[int], clause: int) -> None:
     """Every leaf's row ``a·y - b`` is positive on the points of the box meeting its splits, or
     there are none."""
     count = len(leaves)
-    active = [np.zeros((count, n), dtype=bool) for n in relu_sizes]
-    inactive = [np.zeros((count, n), dtype=bool) for n in relu_sizes]
-    recorded = [(np.full((count, n), np.inf), np.full((count, n), -np.inf)) for n in relu_sizes]
-    alphas = [np.full((count, n), np.nan) for n in relu_sizes]
-    multipliers = [(np.zeros((count, n)), np.zeros((count, n))) for n in relu_sizes]
+    active = [np.zeros((count, n), dtype=bool) for n in layer_sizes]
+    inactive = [np.zeros((count, n), dtype=bool) for n in layer_sizes]
+    recorded = [(np.full((count, n), np.inf), np.full((count, n), -np.inf)) for n in layer_sizes]
+    alphas = [np.full((count, n), np.nan) for n in layer_sizes]
+    multipliers = [(np.zeros((count, n)), np.zeros((count, n))) for n in layer_sizes]
     for index, leaf in enumerate(leaves):
         for layer, neuron, is_active in leaf.splits:
             (active if is_active else inactive)[layer][index, neuron] = True
@@ -237,7 +237,7 @@ def _check_leaves(network: ReluNetwork, region: Region, leaves: tuple[ReluLeaf, 
             multipliers[layer][0][index, neuron], multipliers[layer][1][index, neuron] = to_upper, to_lower
     lower = np.broadcast_to(region.lower, (count, region.lower.size))
     upper = np.broadcast_to(region.upper, (count, region.upper.size))
-    splits = list(zip(active, inactive))
+    splits = [(np.where(act, 0.0, -np.inf), np.where(ina, 0.0, np.inf)) for act, ina in zip(active, inactive)]
     bounds = layer_bounds(network, lower, upper, recorded, splits)
     value = lagrangian_bounds(network, bounds, a, -b, alphas, multipliers)
     assert bounds.empty is not None
@@ -247,8 +247,8 @@ def _check_leaves(network: ReluNetwork, region: Region, leaves: tuple[ReluLeaf, 
         # checker's own, its own alone may give the better bound (both are valid).
         again = np.flatnonzero(~closed)
         own = layer_bounds(network, lower[again], upper[again],
-                           [(np.full((again.size, n), np.inf), np.full((again.size, n), -np.inf)) for n in relu_sizes],
-                           [(act[again], ina[again]) for act, ina in splits])
+                           [(np.full((again.size, n), np.inf), np.full((again.size, n), -np.inf)) for n in layer_sizes],
+                           [(low[again], high[again]) for low, high in splits])
         value[again] = np.maximum(value[again], lagrangian_bounds(network, own, a, -b, [al[again] for al in alphas],
                                                                   [(u[again], l[again]) for u, l in multipliers]))
         assert own.empty is not None
@@ -296,16 +296,16 @@ def _box(region: Region, steps: tuple[tuple[int, bool], ...]) -> tuple[np.ndarra
     return lower, upper
 
 
-def _check_chunk(network: ReluNetwork, region: Region, chunk: tuple[Closing, ...], A: np.ndarray, b: np.ndarray,
-                 owner: np.ndarray, relu_sizes: list[int]) -> None:
+def _check_chunk(network: DenseNetwork, region: Region, chunk: tuple[Closing, ...], A: np.ndarray, b: np.ndarray,
+                 owner: np.ndarray, layer_sizes: list[int]) -> None:
     for closing in chunk:
-        if len(closing.bounds) != len(relu_sizes) or any(
-                len(lower) != n or len(upper) != n for (lower, upper), n in zip(closing.bounds, relu_sizes)):
-            raise Rejected(f"node {closing.path}: recorded bounds do not match the network's ReLU layers")
+        if len(closing.bounds) != len(layer_sizes) or any(
+                len(lower) != n or len(upper) != n for (lower, upper), n in zip(closing.bounds, layer_sizes)):
+            raise Rejected(f"node {closing.path}: recorded bounds do not match the network's activation layers")
     boxes = [_box(region, closing.steps) for closing in chunk]
     lower, upper = np.stack([l for l, _ in boxes]), np.stack([u for _, u in boxes])
     recorded = [(np.array([c.bounds[k][0] for c in chunk]), np.array([c.bounds[k][1] for c in chunk]))
-                for k in range(len(relu_sizes))]
+                for k in range(len(layer_sizes))]
     bounds = layer_bounds(network, lower, upper, recorded)
     single, linear = row_bounds(network, bounds, A, b)
     nodes, weights, names = [], [], []

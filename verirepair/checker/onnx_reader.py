@@ -1,7 +1,8 @@
-"""The certificate checker's own ONNX reader: a feed-forward ReLU network as exact affine steps.
+"""The certificate checker's own ONNX reader: a feed-forward network as exact affine steps, each
+followed by an activation (ReLU, sigmoid or tanh) or none.
 
-Only what fully connected ReLU networks use is read: MatMul and Gemm with a constant weight, Add
-and Sub of constants, Mul by a constant, Div by a power of two, Relu, and the shape operations
+Only what fully connected networks use is read: MatMul and Gemm with a constant weight, Add and
+Sub of constants, Mul by a constant, Div by a power of two, Relu, Sigmoid, Tanh, and the shape operations
 Flatten, Reshape and Identity (which do not move elements of a batch-1 tensor: the network is a
 function of the flattened input). Anything else is `UnsupportedNetwork`, naming the operators.
 
@@ -21,6 +22,7 @@ import numpy as np
 
 FLOAT_TYPES = (1, 10, 11)  # TensorProto FLOAT, FLOAT16, DOUBLE
 SHAPE_OPS = ("Flatten", "Reshape", "Identity")
+ACTIVATIONS = ("Relu", "Sigmoid", "Tanh")
 
 
 class UnsupportedNetwork(Exception):
@@ -29,16 +31,27 @@ class UnsupportedNetwork(Exception):
 
 @dataclass(frozen=True)
 class AffineStep:
-    """``z = weight @ h + bias``, followed by a ReLU when ``relu``."""
+    """``z = weight @ h + bias``, followed by ``activation`` (an ONNX operator of `ACTIVATIONS`)
+    unless it is None."""
 
     weight: np.ndarray  # [n_out, n_in], float64
     bias: np.ndarray  # [n_out]
-    relu: bool = False
+    activation: str | None = None
+
+    @property
+    def relu(self) -> bool:
+        return self.activation == "Relu"
 
 
 @dataclass(frozen=True)
-class ReluNetwork:
+class DenseNetwork:
     steps: tuple[AffineStep, ...]
+
+    @property
+    def activation_sizes(self) -> list[int]:
+        """The number of neurons of each step with an activation, in order: the layers that
+        certificates number."""
+        return [step.weight.shape[0] for step in self.steps if step.activation is not None]
 
     @property
     def n_inputs(self) -> int:
@@ -55,10 +68,14 @@ class ReluNetwork:
             h = h @ step.weight.T + step.bias
             if step.relu:
                 h = np.maximum(h, 0.0)
+            elif step.activation == "Sigmoid":
+                h = 1.0 / (1.0 + np.exp(-h))
+            elif step.activation == "Tanh":
+                h = np.tanh(h)
         return h
 
 
-def read_network(model_bytes: bytes, source: str | Path) -> ReluNetwork:
+def read_network(model_bytes: bytes, source: str | Path) -> DenseNetwork:
     try:
         return _read(model_bytes, source)
     except UnsupportedNetwork:
@@ -67,7 +84,7 @@ def read_network(model_bytes: bytes, source: str | Path) -> ReluNetwork:
         raise UnsupportedNetwork(f"cannot read {source}: {type(error).__name__}: {error}") from None
 
 
-def _read(model_bytes: bytes, source: str | Path) -> ReluNetwork:
+def _read(model_bytes: bytes, source: str | Path) -> DenseNetwork:
     import onnx
     from onnx import numpy_helper
 
@@ -76,8 +93,8 @@ def _read(model_bytes: bytes, source: str | Path) -> ReluNetwork:
     except Exception as error:  # noqa: BLE001 - any decoding failure means "not an ONNX model"
         raise UnsupportedNetwork(f"{source} is not an ONNX model ({type(error).__name__})") from None
     graph = model.graph
-    unsupported = sorted({n.op_type for n in graph.node} - {"MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Relu",
-                                                             "Constant", *SHAPE_OPS})
+    unsupported = sorted({n.op_type for n in graph.node} - {"MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Constant",
+                                                             *ACTIVATIONS, *SHAPE_OPS})
     if unsupported:
         raise UnsupportedNetwork(f"operators the checker does not read: {', '.join(unsupported)}")
     constants: dict[str, np.ndarray] = {}
@@ -147,10 +164,10 @@ class _Trace:
         self.size = int(np.prod(shape)) if shape else 1
         self.steps: list[AffineStep] = []
 
-    def network(self) -> ReluNetwork:
-        if not self.steps or self.steps[-1].relu:  # the steps end with an affine one, here the identity
+    def network(self) -> DenseNetwork:
+        if not self.steps or self.steps[-1].activation is not None:  # the steps end with an affine one
             self.steps.append(AffineStep(np.eye(self.size), np.zeros(self.size)))
-        return ReluNetwork(tuple(self.steps))
+        return DenseNetwork(tuple(self.steps))
 
     def push(self, weight: np.ndarray, bias: np.ndarray) -> None:
         self.steps.append(AffineStep(weight, bias))
@@ -163,18 +180,18 @@ class _Trace:
         if not np.any(shift):
             return
         last = self.steps[-1] if self.steps else None
-        if last is not None and not last.relu and not np.any(last.bias):
+        if last is not None and last.activation is None and not np.any(last.bias):
             self.steps[-1] = AffineStep(last.weight, last.bias + shift)
         else:
             self.push(np.eye(self.size), shift)
 
     def apply(self, node, args: list[np.ndarray | None], attributes: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
         op, out = node.op_type, node.output[0]
-        if op == "Relu":
-            if not self.steps or self.steps[-1].relu:
+        if op in ACTIVATIONS:
+            if not self.steps or self.steps[-1].activation is not None:
                 self.push(np.eye(self.size), np.zeros(self.size))
             last = self.steps[-1]
-            self.steps[-1] = AffineStep(last.weight, last.bias, relu=True)
+            self.steps[-1] = AffineStep(last.weight, last.bias, op)
         elif op in SHAPE_OPS:
             self.shape = self._reshaped(op, args, attributes)
         elif op in ("MatMul", "Gemm"):
