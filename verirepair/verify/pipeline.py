@@ -131,7 +131,7 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
         notes.append("a clause with no output constraint could not be confirmed on a box point")
         return SearchOutcome("unknown", None, 0), "none"
     if certificate is not None:
-        if engine.graph.is_relu_mlp and spec.n_inputs <= settings.input_split_max_dims:
+        if engine.graph.is_mlp and spec.n_inputs <= settings.input_split_max_dims:
             # straight to the split tree: its closings are what the checker re-checks
             certificate.append(RegionCertificate())
             return input_split_search(engine, rows, region, settings, deadline, confirm, certificate[-1]), "input-split"
