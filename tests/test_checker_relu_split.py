@@ -166,7 +166,7 @@ def test_the_lagrangian_bound_holds_on_sampled_points_of_each_split_domain(seed:
             splits.append((np.where(active, 0.0, -np.inf), np.where(inactive, 0.0, np.inf)))
         unrecorded = [(np.full((1, 8), np.inf), np.full((1, 8), -np.inf)) for _ in relu_steps]
         bounds = checker_bounds.layer_bounds(network, lower, upper, unrecorded, splits)
-        alphas = [rng.uniform(-1, 2, (1, 8)) for _ in relu_steps]
+        alphas = [rng.uniform(-1, 2, (1, 8, 2)) for _ in relu_steps]
         multipliers = [(rng.uniform(-1, 3, (1, 8)), rng.uniform(-1, 3, (1, 8))) for _ in relu_steps]
         value = checker_bounds.lagrangian_bounds(network, bounds, c, d, alphas, multipliers)[0]
         if inside.any():

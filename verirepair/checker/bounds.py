@@ -112,10 +112,18 @@ class LinearBound:
                                        + np.abs(self.constant)) + (n + 2) * TINY
         return LinearBound(coefficients, constant, self.error + added)
 
-    def through_sshaped(self, kind: str, lower: np.ndarray, upper: np.ndarray) -> LinearBound:
+    def through_sshaped(self, kind: str, lower: np.ndarray, upper: np.ndarray,
+                        slopes: np.ndarray | None = None) -> LinearBound:
         """Objective over ``f(z)`` (sigmoid or tanh) → over z, for z in [lower, upper] ([B, n]):
-        the lines of `sshaped.relaxation`, which hold exactly (their offsets are rigorous)."""
+        lines with rigorous offsets (`sshaped.offsets`), so they hold exactly whatever their slopes:
+        ``slopes`` [B, n, 2] (lower, upper line), those of `sshaped.relaxation` where not given
+        or NaN."""
         k_low, c_low, k_up, c_up = sshaped.relaxation(kind, lower, upper)
+        if slopes is not None:
+            given_low, given_up = ~np.isnan(slopes[..., 0]), ~np.isnan(slopes[..., 1])
+            k_low, k_up = np.where(given_low, slopes[..., 0], k_low), np.where(given_up, slopes[..., 1], k_up)
+            c_low = np.where(given_low, sshaped.offsets(kind, k_low, lower, upper)[0], c_low)
+            c_up = np.where(given_up, sshaped.offsets(kind, k_up, lower, upper)[1], c_up)
         lam = self.coefficients
         positive = lam >= 0
         coefficients = np.where(positive, lam * k_low[:, None, :], lam * k_up[:, None, :])
@@ -227,17 +235,19 @@ def to_input(network: DenseNetwork, bounds: NodeBounds, objective: LinearBound, 
              alphas: list[np.ndarray] | None = None,
              multipliers: list[tuple[np.ndarray, np.ndarray]] | None = None) -> LinearBound:
     """An objective over the input of step k, back-substituted to the network's input (with the
-    lower slopes of every ReLU step and the multipliers of every activation step, in order of the
-    activation steps, when given: see `through_relu` and `with_multipliers`)."""
+    slopes ``alphas`` [B, n, 2] (lower, upper line; a ReLU has only a lower one) and the
+    multipliers of every activation step, in order, when given: see `through_relu`,
+    `through_sshaped` and `with_multipliers`)."""
     activated = [j for j, step in enumerate(network.steps) if step.activation is not None]
     for j in range(k - 1, -1, -1):
         step = network.steps[j]
         if step.activation is not None:
             position = activated.index(j)
+            slopes = None if alphas is None else alphas[position]
             if step.relu:
-                objective = objective.through_relu(*bounds.pre_activation[j], None if alphas is None else alphas[position])
+                objective = objective.through_relu(*bounds.pre_activation[j], None if slopes is None else slopes[..., 0])
             else:
-                objective = objective.through_sshaped(step.activation, *bounds.pre_activation[j])
+                objective = objective.through_sshaped(step.activation, *bounds.pre_activation[j], slopes)
             if multipliers is not None:
                 objective = objective.with_multipliers(*bounds.pre_activation[j], multipliers[position])
         objective = objective.through_affine(step.weight, step.bias, bounds.input_magnitudes[j])

@@ -20,6 +20,12 @@ from the box with the splits as clamps, widened to the recorded bounds) cross, o
 Lagrangian bound of the row with the recorded slopes and multipliers (clipped to [0, 1] and
 >= 0) is positive; the leaves must form a complete tree.
 
+A region may also carry an activation-split proof: the same per clause, with leaves of a tree of
+splits of activation inputs at points (``z <= point`` and ``z >= point``); each node's bounds are
+derived top-down from its parent's (`_check_activation_tree`), and each leaf is accepted when its
+domain is empty or the back-substitution bound of the row, with the recorded slopes and
+multipliers, is positive.
+
 Nodes or clauses that a MILP solver decided are not re-checked: they are listed in the result
 (`CheckResult.trusted`) so a caller can see exactly what rests on the solver.
 """
@@ -36,6 +42,9 @@ from ..errors import InputError
 from ..files import decompressed
 from .bounds import lagrangian_bounds, layer_bounds, mixture_bounds, row_bounds
 from .certificate_file import (
+    ActivationLeaf,
+    ActivationSplitClause,
+    ActivationSplitProof,
     CertificateFile,
     Closing,
     InputSplitProof,
@@ -91,6 +100,8 @@ def check_certificate(onnx_path: str | Path, vnnlib_path: str | Path, certificat
             try:
                 if proof and isinstance(proof[0], ReluSplitClause):
                     found = check_relu_region(network, region, proof)  # type: ignore[arg-type]
+                elif proof and isinstance(proof[0], ActivationSplitClause):
+                    found = check_activation_region(network, region, proof)  # type: ignore[arg-type]
                 else:
                     found = check_region(network, region, proof)  # type: ignore[arg-type]
             except Rejected as rejection:
@@ -209,6 +220,123 @@ def check_relu_region(network: DenseNetwork, region: Region, proofs: ReluSplitPr
     return checked, trusted
 
 
+def check_activation_region(network: DenseNetwork, region: Region,
+                            proofs: ActivationSplitProof) -> tuple[int, list[str]]:
+    """Raise `Rejected` unless, for every clause of the region, some entry proves it on a complete
+    tree of activation splits (see `_check_activation_tree`). Returns the leaves checked and the
+    trusted clauses."""
+    _check_clauses(region)
+    owner = np.concatenate([[k] * A_k.shape[0] for k, (A_k, _) in enumerate(region.clauses)])
+    A = np.vstack([A for A, _ in region.clauses])
+    b = np.concatenate([b for _, b in region.clauses])
+    layer_sizes = network.activation_sizes
+    covered: set[int] = set()
+    checked, trusted = 0, []
+    for proof in proofs:
+        if proof.clause >= len(region.clauses):
+            raise Rejected(f"clause {proof.clause} is not a clause of the region")
+        if proof.solver is not None:
+            trusted.append(f"clause {proof.clause}: {proof.solver}")
+            covered.add(proof.clause)
+            continue
+        if proof.row >= owner.size or owner[proof.row] != proof.clause:
+            raise Rejected(f"clause {proof.clause}: row {proof.row} is not one of its rows")
+        steps = [_activation_steps(leaf, layer_sizes, proof.clause) for leaf in proof.leaves]
+        if len(set(steps)) != len(steps) or not _covers((), set(steps), _split_tree(steps)):
+            raise Rejected(f"clause {proof.clause}: the leaves do not form a complete tree of activation splits")
+        _check_activation_tree(network, region, dict(zip(steps, proof.leaves)), A[proof.row], float(b[proof.row]),
+                               proof.clause)
+        checked += len(proof.leaves)
+        covered.add(proof.clause)
+    missing = sorted(set(range(len(region.clauses))) - covered)
+    if missing:
+        raise Rejected(f"clause {missing[0]} has no proof")
+    return checked, trusted
+
+
+def _activation_steps(leaf: ActivationLeaf, layer_sizes: list[int], clause: int) -> tuple[Step, ...]:
+    if len(leaf.splits) > MAX_RELU_DEPTH:
+        raise Rejected(f"clause {clause}: a leaf deeper than {MAX_RELU_DEPTH} splits")
+    for layer, neuron, *_ in (*leaf.splits, *leaf.neurons):
+        if layer >= len(layer_sizes) or neuron >= layer_sizes[layer]:
+            raise Rejected(f"clause {clause}: neuron {neuron} of activation layer {layer} is not in the network")
+    return tuple(((layer, neuron, point), upper_side) for layer, neuron, point, upper_side in leaf.splits)
+
+
+def _check_activation_tree(network: DenseNetwork, region: Region, leaves: dict[tuple[Step, ...], ActivationLeaf],
+                           a: np.ndarray, b: float, clause: int) -> None:
+    """Every leaf's row ``a·y - b`` is positive on its domain, or the domain is empty.
+
+    A node's domain is the points of the box where each split on its path holds (``z <= point``
+    or ``z >= point``). Its bounds are derived top-down, as the verifier derives them: CROWN from
+    the box, every activation input clamped to its parent's bounds (which hold on the parent's
+    domain, so on this one) with the node's own split applied. The root has no limits. A leaf is
+    then bounded by back-substitution with its recorded slopes and multipliers (any values are
+    valid: offsets are rigorous for any slope, multipliers are clipped to >= 0), CROWN's lines and
+    intervals, the best of the three.
+    """
+    sizes = network.activation_sizes
+    by_depth: dict[int, set[tuple[Step, ...]]] = {}
+    for steps in leaves:
+        for depth in range(len(steps) + 1):
+            by_depth.setdefault(depth, set()).add(steps[:depth])
+    derived: dict[tuple[Step, ...], list[tuple[np.ndarray, np.ndarray]]] = {}
+    for depth in sorted(by_depth):
+        nodes = sorted(by_depth[depth], key=repr)
+        parents = derived
+        derived = {}
+        for first in range(0, len(nodes), CHUNK):
+            chunk = nodes[first:first + CHUNK]
+            limits = [(np.full((len(chunk), n), -np.inf), np.full((len(chunk), n), np.inf)) for n in sizes]
+            for index, node in enumerate(chunk):
+                if not node:
+                    continue
+                for k, (low, high) in enumerate(parents[node[:-1]]):
+                    limits[k][0][index], limits[k][1][index] = low, high
+                (layer, neuron, point), upper_side = node[-1]
+                if upper_side:
+                    limits[layer][0][index, neuron] = max(limits[layer][0][index, neuron], point)
+                else:
+                    limits[layer][1][index, neuron] = min(limits[layer][1][index, neuron], point)
+            _bound_activation_nodes(network, region, chunk, limits, leaves, derived, a, b, clause)
+
+
+def _bound_activation_nodes(network: DenseNetwork, region: Region, chunk: list[tuple[Step, ...]],
+                            limits: list[tuple[np.ndarray, np.ndarray]],
+                            leaves: dict[tuple[Step, ...], ActivationLeaf],
+                            derived: dict[tuple[Step, ...], list[tuple[np.ndarray, np.ndarray]]],
+                            a: np.ndarray, b: float, clause: int) -> None:
+    """Bound the nodes under their limits, keep their bounds in ``derived`` (for their children),
+    check the leaves."""
+    sizes = network.activation_sizes
+    count = len(chunk)
+    lower = np.broadcast_to(region.lower, (count, region.lower.size))
+    upper = np.broadcast_to(region.upper, (count, region.upper.size))
+    unrecorded = [(np.full((count, n), np.inf), np.full((count, n), -np.inf)) for n in sizes]
+    with np.errstate(all="ignore"):  # an empty node's crossed bounds give meaningless numbers, unused
+        bounds = layer_bounds(network, lower, upper, unrecorded, limits)
+    activated = [k for k, step in enumerate(network.steps) if step.activation is not None]
+    at_leaf = [index for index, node in enumerate(chunk) if node in leaves]
+    for index, node in enumerate(chunk):
+        derived[node] = [(bounds.pre_activation[k][0][index], bounds.pre_activation[k][1][index]) for k in activated]
+    if not at_leaf:
+        return
+    assert bounds.empty is not None
+    alphas = [np.full((count, n, 2), np.nan) for n in sizes]
+    multipliers = [(np.zeros((count, n)), np.zeros((count, n))) for n in sizes]
+    for index in at_leaf:
+        for layer, neuron, slope_low, slope_up, to_upper, to_lower in leaves[chunk[index]].neurons:
+            alphas[layer][index, neuron] = slope_low, slope_up
+            multipliers[layer][0][index, neuron], multipliers[layer][1][index, neuron] = to_upper, to_lower
+    with np.errstate(all="ignore"):
+        value = lagrangian_bounds(network, bounds, a, -b, alphas, multipliers)
+    for index in at_leaf:
+        if not (bounds.empty[index] or value[index] > 0):
+            splits = [[layer, neuron, point, int(side)] for (layer, neuron, point), side in chunk[index]]
+            raise Rejected(f"clause {clause}: leaf with splits {splits}: the rigorous lower bound {value[index]:.3g} "
+                           "of the row is not positive")
+
+
 def _relu_steps(leaf: ReluLeaf, layer_sizes: list[int], clause: int) -> tuple[Step, ...]:
     if len(leaf.splits) > MAX_RELU_DEPTH:
         raise Rejected(f"clause {clause}: a leaf deeper than {MAX_RELU_DEPTH} splits")
@@ -226,14 +354,14 @@ def _check_leaves(network: DenseNetwork, region: Region, leaves: tuple[ReluLeaf,
     active = [np.zeros((count, n), dtype=bool) for n in layer_sizes]
     inactive = [np.zeros((count, n), dtype=bool) for n in layer_sizes]
     recorded = [(np.full((count, n), np.inf), np.full((count, n), -np.inf)) for n in layer_sizes]
-    alphas = [np.full((count, n), np.nan) for n in layer_sizes]
+    alphas = [np.full((count, n, 2), np.nan) for n in layer_sizes]
     multipliers = [(np.zeros((count, n)), np.zeros((count, n))) for n in layer_sizes]
     for index, leaf in enumerate(leaves):
         for layer, neuron, is_active in leaf.splits:
             (active if is_active else inactive)[layer][index, neuron] = True
         for layer, neuron, lower, upper, alpha, to_upper, to_lower in leaf.neurons:
             recorded[layer][0][index, neuron], recorded[layer][1][index, neuron] = lower, upper
-            alphas[layer][index, neuron] = alpha
+            alphas[layer][index, neuron, 0] = alpha
             multipliers[layer][0][index, neuron], multipliers[layer][1][index, neuron] = to_upper, to_lower
     lower = np.broadcast_to(region.lower, (count, region.lower.size))
     upper = np.broadcast_to(region.upper, (count, region.upper.size))
