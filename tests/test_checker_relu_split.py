@@ -214,7 +214,7 @@ def test_input_split_leaf_milps_are_listed_as_solver_trusted(tmp_path: Path) -> 
     assert result.ok and len(result.trusted) == len(trusted_nodes), result.message
 
 
-def test_a_sigmoid_network_gets_no_certificate_and_says_why(tmp_path: Path) -> None:
+def test_a_sigmoid_network_gets_an_activation_split_certificate(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     chain = random_mlp(rng, N_IN, [8], 2, "sigmoid", scale=1.0)
     onnx_path = save_onnx(chain, tmp_path / "net.onnx")
@@ -225,5 +225,6 @@ def test_a_sigmoid_network_gets_no_certificate_and_says_why(tmp_path: Path) -> N
     write_vnnlib(spec, vnnlib_path)
     certificate = tmp_path / "proof.json"
     verdict, missing = verify_with_certificate(onnx_path, vnnlib_path, VerifySettings(timeout=30), certificate)
-    assert verdict.status == "unsat" and missing is not None and not certificate.exists()
-    assert any("activation-split proofs are not certified yet" in note for note in verdict.notes), verdict.notes
+    assert verdict.status == "unsat" and missing is None, verdict.notes
+    assert json.loads(certificate.read_text())["regions"][0]["method"] == "activation-split"
+    assert check_certificate(onnx_path, vnnlib_path, certificate).ok

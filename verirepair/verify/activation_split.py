@@ -100,7 +100,7 @@ class ActivationSplitter:
         graph = engine.graph
         self.splittable = [isinstance(graph.nodes[i].op, BoundSShaped) for i in graph.nonlinear]
 
-    def bound(self, lower: list[Tensor], upper: list[Tensor], paths: Paths | None) -> tuple[Domains, Tensor, Tensor]:
+    def bound(self, lower: list[Tensor], upper: list[Tensor], paths: Paths | None = None) -> tuple[Domains, Tensor, Tensor]:
         """The domains with their layers' bounds tightened under their intervals, each domain's
         bound, its branching neuron (flat index over all layers; -1: none left) and the box
         vertex minimising its final linear bound (a counterexample candidate); the closed ones
