@@ -95,13 +95,34 @@ def test_onnx_reader_agrees_with_onnxruntime_per_operator(name: str, tmp_path: P
     _agrees_with_onnxruntime(onnx_factory.save(onnx_factory.CONVERTER_MODELS[name](), tmp_path / f"{name}.onnx"))
 
 
-def test_div_by_a_power_of_two_is_read_and_other_divisors_are_refused(tmp_path: Path) -> None:
-    node = helper.make_node("Div", ["x", "C"], ["y"], name="div")
-    halves = onnx_factory.build_model([node], [("x", [1, 3])], [("y", [1, 3])],
-                                      [numpy_helper.from_array(np.array([[0.5, 4.0, -2.0]], dtype=np.float32), "C")])
+def test_div_by_a_power_of_two_is_read_and_other_divisors_only_on_the_input(tmp_path: Path) -> None:
+    divisor = numpy_helper.from_array(np.array([[0.5, 4.0, -2.0]], dtype=np.float32), "C")
+    weight = numpy_helper.from_array(np.eye(3, dtype=np.float32), "W")
+    after_matmul = [helper.make_node("MatMul", ["x", "W"], ["h"], name="matmul"),
+                    helper.make_node("Div", ["h", "C"], ["y"], name="div")]
+    halves = onnx_factory.build_model(after_matmul, [("x", [1, 3])], [("y", [1, 3])], [divisor, weight])
     _agrees_with_onnxruntime(onnx_factory.save(halves, tmp_path / "halves.onnx"))
+    # a leading Div by 3 is input normalisation, applied to boxes with outward rounding
+    _agrees_with_onnxruntime(onnx_factory.save(onnx_factory.CONVERTER_MODELS["div"](), tmp_path / "div.onnx"))
+    thirds = numpy_helper.from_array(np.full((1, 3), 3.0, dtype=np.float32), "C")
     with pytest.raises(UnsupportedNetwork, match="power of two"):
-        read_network(onnx_factory.CONVERTER_MODELS["div"]().SerializeToString(), "div.onnx")
+        read_network(onnx_factory.build_model(after_matmul, [("x", [1, 3])], [("y", [1, 3])], [thirds, weight])
+                     .SerializeToString(), "div.onnx")
+
+
+def test_the_input_map_encloses_the_exact_image_of_a_box() -> None:
+    """Sub then Div by a constant that has no exact reciprocal (as MNIST normalisation does): the
+    box the steps see contains the exact image of every input box, computed with fractions."""
+    network = DenseNetwork((AffineStep(np.eye(2), np.zeros(2)),),
+                           (("sub", np.array([0.1307, -1.0])), ("div", np.array([0.3081, -3.0]))))
+    rng = np.random.default_rng(0)
+    lower = rng.uniform(-1, 1, (50, 2))
+    upper = lower + rng.uniform(0, 1, (50, 2))
+    mapped_lower, mapped_upper = network.input_box(lower, upper)
+    for row in range(50):
+        for n, (c, d) in enumerate(((0.1307, 0.3081), (-1.0, -3.0))):
+            ends = [(Fraction(float(v)) - Fraction(c)) / Fraction(d) for v in (lower[row, n], upper[row, n])]
+            assert Fraction(float(mapped_lower[row, n])) <= min(ends) and max(ends) <= Fraction(float(mapped_upper[row, n]))
 
 
 @pytest.mark.parametrize("name", ["conv", "max_pool", "transpose"])

@@ -177,7 +177,8 @@ class NodeBounds:
 def layer_bounds(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
                  recorded: list[tuple[np.ndarray, np.ndarray]],
                  limits: list[tuple[np.ndarray, np.ndarray]] | None = None) -> NodeBounds:
-    """Bounds of every step's output on the boxes: interval bounds, tightened by back-substitution
+    """Bounds of every step's output on the boxes (mapped by the network's ``input_map`` first: the
+    result's ``lower``/``upper`` are the boxes the steps see): interval bounds, tightened by back-substitution
     to the input before every activation after the first step, then widened to contain the
     ``recorded`` bounds of that activation layer (one pair per activation step, [B, n] each): the
     looser of the two.
@@ -188,6 +189,7 @@ def layer_bounds(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
     bounds hold on those points; where the clamped bounds cross (lower > upper) there is no such
     point, which ``empty`` says.
     """
+    lower, upper = network.input_box(lower, upper)
     bounds = NodeBounds(lower, upper, [], [], np.zeros(lower.shape[0], dtype=bool))
     h_lower, h_upper = lower, upper
     layer = 0

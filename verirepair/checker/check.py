@@ -455,7 +455,7 @@ def _check_chunk(network: DenseNetwork, region: Region, chunk: tuple[Closing, ..
     value = np.empty(len(nodes))
     value[one_row] = single[node_index[one_row], weight_matrix[one_row].argmax(axis=1)]
     if np.any(~one_row):
-        value[~one_row] = mixture_bounds(linear, node_index[~one_row], weight_matrix[~one_row], lower, upper)
+        value[~one_row] = mixture_bounds(linear, node_index[~one_row], weight_matrix[~one_row], bounds.lower, bounds.upper)
     failed = np.flatnonzero(~(value > 0))
     if failed.size:
         path, clause = names[failed[0]]
