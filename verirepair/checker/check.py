@@ -33,8 +33,10 @@ Nodes or clauses that a MILP solver decided are not re-checked: they are listed 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -190,46 +192,41 @@ def _check_clauses(region: Region) -> None:
 def check_relu_region(network: DenseNetwork, region: Region, proofs: ReluSplitProof) -> tuple[int, list[str]]:
     """Raise `Rejected` unless, for every clause of the region, some entry proves it on a complete
     tree of ReLU splits (or a solver decided it). Returns the leaves checked and the trusted clauses."""
-    _check_clauses(region)
-    owner = np.concatenate([[k] * A_k.shape[0] for k, (A_k, _) in enumerate(region.clauses)])
-    A = np.vstack([A for A, _ in region.clauses])
-    b = np.concatenate([b for _, b in region.clauses])
-    layer_sizes = network.activation_sizes
-    covered: set[int] = set()
-    checked, trusted = 0, []
-    for proof in proofs:
-        if proof.clause >= len(region.clauses):
-            raise Rejected(f"clause {proof.clause} is not a clause of the region")
-        if proof.solver is not None:
-            trusted.append(f"clause {proof.clause}: {proof.solver}")
-            covered.add(proof.clause)
-            continue
-        if proof.row >= owner.size or owner[proof.row] != proof.clause:
-            raise Rejected(f"clause {proof.clause}: row {proof.row} is not one of its rows")
-        steps = [_relu_steps(leaf, layer_sizes, proof.clause) for leaf in proof.leaves]
-        if not _covers((), set(steps), _split_tree(steps)):
-            raise Rejected(f"clause {proof.clause}: the leaves do not form a complete tree of ReLU splits")
-        for first in range(0, len(proof.leaves), CHUNK):
-            _check_leaves(network, region, proof.leaves[first:first + CHUNK], A[proof.row], float(b[proof.row]),
-                          layer_sizes, proof.clause)
-        checked += len(proof.leaves)
-        covered.add(proof.clause)
-    missing = sorted(set(range(len(region.clauses))) - covered)
-    if missing:
-        raise Rejected(f"clause {missing[0]} has no proof")
-    return checked, trusted
+    def check(steps: list[tuple[Step, ...]], leaves: tuple[ReluLeaf, ...], a: np.ndarray, b: float, clause: int) -> None:
+        for first in range(0, len(leaves), CHUNK):
+            _check_leaves(network, region, leaves[first:first + CHUNK], a, b, network.activation_sizes, clause)
+
+    return _check_split_region(region, proofs, lambda leaf, clause: _leaf_steps(leaf, network.activation_sizes, clause),
+                               check, "ReLU splits")
 
 
 def check_activation_region(network: DenseNetwork, region: Region,
                             proofs: ActivationSplitProof) -> tuple[int, list[str]]:
     """Raise `Rejected` unless, for every clause of the region, some entry proves it on a complete
-    tree of activation splits (see `_check_activation_tree`). Returns the leaves checked and the
-    trusted clauses."""
+    tree of activation splits (see `_check_activation_tree`), or a solver decided it. Returns the
+    leaves checked and the trusted clauses."""
+    def check(steps: list[tuple[Step, ...]], leaves: tuple[ActivationLeaf, ...], a: np.ndarray, b: float,
+              clause: int) -> None:
+        if len(set(steps)) != len(steps):
+            raise Rejected(f"clause {clause}: two leaves have the same splits")
+        _check_activation_tree(network, region, dict(zip(steps, leaves)), a, b, clause)
+
+    return _check_split_region(region, proofs,
+                               lambda leaf, clause: _leaf_steps(leaf, network.activation_sizes, clause),
+                               check, "activation splits")
+
+
+def _check_split_region(region: Region, proofs: ReluSplitProof | ActivationSplitProof,
+                        steps_of: Callable[[Any, int], tuple[Step, ...]],
+                        check: Callable[[list[tuple[Step, ...]], Any, np.ndarray, float, int], None],
+                        splits: str) -> tuple[int, list[str]]:
+    """Per clause entry: the row is the clause's, the leaves' paths (``steps_of``) form a complete
+    tree, and ``check`` accepts the leaves; every clause has an entry. Returns the leaves checked
+    and the trusted clauses."""
     _check_clauses(region)
     owner = np.concatenate([[k] * A_k.shape[0] for k, (A_k, _) in enumerate(region.clauses)])
     A = np.vstack([A for A, _ in region.clauses])
     b = np.concatenate([b for _, b in region.clauses])
-    layer_sizes = network.activation_sizes
     covered: set[int] = set()
     checked, trusted = 0, []
     for proof in proofs:
@@ -241,26 +238,16 @@ def check_activation_region(network: DenseNetwork, region: Region,
             continue
         if proof.row >= owner.size or owner[proof.row] != proof.clause:
             raise Rejected(f"clause {proof.clause}: row {proof.row} is not one of its rows")
-        steps = [_activation_steps(leaf, layer_sizes, proof.clause) for leaf in proof.leaves]
-        if len(set(steps)) != len(steps) or not _covers((), set(steps), _split_tree(steps)):
-            raise Rejected(f"clause {proof.clause}: the leaves do not form a complete tree of activation splits")
-        _check_activation_tree(network, region, dict(zip(steps, proof.leaves)), A[proof.row], float(b[proof.row]),
-                               proof.clause)
+        steps = [steps_of(leaf, proof.clause) for leaf in proof.leaves]
+        if not _covers((), set(steps), _split_tree(steps)):
+            raise Rejected(f"clause {proof.clause}: the leaves do not form a complete tree of {splits}")
+        check(steps, proof.leaves, A[proof.row], float(b[proof.row]), proof.clause)
         checked += len(proof.leaves)
         covered.add(proof.clause)
     missing = sorted(set(range(len(region.clauses))) - covered)
     if missing:
         raise Rejected(f"clause {missing[0]} has no proof")
     return checked, trusted
-
-
-def _activation_steps(leaf: ActivationLeaf, layer_sizes: list[int], clause: int) -> tuple[Step, ...]:
-    if len(leaf.splits) > MAX_RELU_DEPTH:
-        raise Rejected(f"clause {clause}: a leaf deeper than {MAX_RELU_DEPTH} splits")
-    for layer, neuron, *_ in (*leaf.splits, *leaf.neurons):
-        if layer >= len(layer_sizes) or neuron >= layer_sizes[layer]:
-            raise Rejected(f"clause {clause}: neuron {neuron} of activation layer {layer} is not in the network")
-    return tuple(((layer, neuron, point), upper_side) for layer, neuron, point, upper_side in leaf.splits)
 
 
 def _check_activation_tree(network: DenseNetwork, region: Region, leaves: dict[tuple[Step, ...], ActivationLeaf],
@@ -337,13 +324,15 @@ def _bound_activation_nodes(network: DenseNetwork, region: Region, chunk: list[t
                            "of the row is not positive")
 
 
-def _relu_steps(leaf: ReluLeaf, layer_sizes: list[int], clause: int) -> tuple[Step, ...]:
+def _leaf_steps(leaf: ReluLeaf | ActivationLeaf, layer_sizes: list[int], clause: int) -> tuple[Step, ...]:
+    """The leaf's path: per split, what is split (the layer and neuron, and the point of an
+    activation split) and the side."""
     if len(leaf.splits) > MAX_RELU_DEPTH:
         raise Rejected(f"clause {clause}: a leaf deeper than {MAX_RELU_DEPTH} splits")
     for layer, neuron, *_ in (*leaf.splits, *leaf.neurons):
         if layer >= len(layer_sizes) or neuron >= layer_sizes[layer]:
             raise Rejected(f"clause {clause}: neuron {neuron} of activation layer {layer} is not in the network")
-    return tuple(((layer, neuron), active) for layer, neuron, active in leaf.splits)
+    return tuple((tuple(split[:-1]), split[-1]) for split in leaf.splits)
 
 
 def _check_leaves(network: DenseNetwork, region: Region, leaves: tuple[ReluLeaf, ...], a: np.ndarray, b: float,
