@@ -21,9 +21,9 @@ Certificates (``leaves`` given to `activation_split_search`): every domain carri
 counted over the non-linear nodes), and every closed domain is recorded (`ReluLeafRecord`): its
 splits, and per sigmoid/tanh neuron and ReLU unstable on it ``[layer, neuron, slope_low, slope_up,
 beta_upper, beta_lower]``, the α-CROWN slopes (a ReLU's lower slope; its upper slope is unused)
-and multipliers of its bound. The
-checker re-derives each domain's intervals the way `bound` does (CROWN from the box under the
-parent's intervals), so nothing recorded has to be trusted.
+and multipliers of its bound. The checker re-derives each domain's intervals the way `bound` does
+(CROWN from the box under the parent's intervals), and any slopes and multipliers give a valid
+bound, so nothing recorded has to be trusted.
 """
 
 from __future__ import annotations
