@@ -136,12 +136,12 @@ def test_out_of_memory_halves_the_batch_and_the_search_goes_on(monkeypatch: pyte
     sizes: list[int] = []
     refused: list[int] = []
 
-    def capped(self, lower_bounds, upper_bounds):  # type: ignore[no-untyped-def]
+    def capped(self, lower_bounds, upper_bounds, paths=None):  # type: ignore[no-untyped-def]
         if lower_bounds[0].shape[0] > 8:
             refused.append(lower_bounds[0].shape[0])
             raise torch.OutOfMemoryError("simulated device memory cap")
         sizes.append(lower_bounds[0].shape[0])
-        return real_bound(self, lower_bounds, upper_bounds)
+        return real_bound(self, lower_bounds, upper_bounds, paths)
 
     monkeypatch.setattr(ActivationSplitter, "bound", capped)
     outcome = _search(chain, lower, upper, objective, -(alpha + 0.8 * (minimum - alpha)), 10.0)

@@ -12,7 +12,10 @@ from pathlib import Path
 import onnx
 import onnx_factory
 import pytest
-from test_repair_loop import SPEC as HOLDS  # output 0 the largest: never, for onnx_factory.mlp(2, 8, 3, seed=0)
+from random_nets import random_mlp, save_onnx
+from test_repair_loop import (
+    SPEC as HOLDS,  # output 0 the largest: never, for onnx_factory.mlp(2, 8, 3, seed=0)
+)
 
 import verirepair
 from verirepair.cli import main
@@ -54,13 +57,27 @@ def test_when_the_property_holds_the_certificate_is_for_the_original(holds: tupl
     assert verirepair.check_certificate(network, spec, proof).ok
 
 
-def test_a_proof_that_gives_no_certificate_is_still_a_proof(tmp_path: Path) -> None:
-    """A tanh network: its proofs (activation split) are not certified yet."""
+def test_a_tanh_proof_gets_a_certificate(tmp_path: Path) -> None:
     network = REPO / "models" / "tanh_controller.onnx"
     spec = tmp_path / "far.vnnlib"
     lines = [f"(declare-const X_{i} Real)" for i in range(3)] + ["(declare-const Y_0 Real)", "(declare-const Y_1 Real)"]
     lines += [f"(assert (>= X_{i} -0.1))\n(assert (<= X_{i} 0.1))" for i in range(3)]
     spec.write_text("\n".join(lines + ["(assert (>= Y_0 1000.0))", ""]))
+    proof = tmp_path / "proof.json"
+    report = verirepair.check_and_fix(network, spec, strategy="birdnn", certificate=proof, budget=60,
+                                      side_effect_samples=0)
+    assert report.status == "held" and report.proven and report.certificate == str(proof), report.notes
+    assert verirepair.check_certificate(network, spec, proof).ok
+
+
+def test_a_proof_that_gives_no_certificate_is_still_a_proof(tmp_path: Path) -> None:
+    """A 12-input tanh network and a clause of two rows: neuron splitting proves one row at a
+    time, so the clause is proven by α-CROWN on the whole box, which gives no certificate."""
+    network = save_onnx(random_mlp(0, 12, [8, 8], 2, "tanh", scale=1.0), tmp_path / "tanh.onnx")
+    spec = tmp_path / "far.vnnlib"
+    lines = [f"(declare-const X_{i} Real)" for i in range(12)] + ["(declare-const Y_0 Real)", "(declare-const Y_1 Real)"]
+    lines += [f"(assert (>= X_{i} -0.1))\n(assert (<= X_{i} 0.1))" for i in range(12)]
+    spec.write_text("\n".join(lines + ["(assert (>= Y_0 1000.0))", "(assert (>= Y_1 1000.0))", ""]))
     proof = tmp_path / "proof.json"
     report = verirepair.check_and_fix(network, spec, strategy="birdnn", certificate=proof, budget=60,
                                       side_effect_samples=0)

@@ -23,7 +23,7 @@ from verirepair.checker import bounds as checker_bounds
 from verirepair.checker import check_certificate
 from verirepair.checker.onnx_reader import (
     AffineStep,
-    ReluNetwork,
+    DenseNetwork,
     UnsupportedNetwork,
     read_network,
 )
@@ -82,28 +82,50 @@ def test_onnx_reader_agrees_with_onnxruntime_on_every_benchmark_network(benchmar
         _agrees_with_onnxruntime(path)
 
 
-@pytest.mark.parametrize("name", ["collision_avoidance.onnx", "digits_classifier.onnx"])
-def test_onnx_reader_agrees_with_onnxruntime_on_the_shipped_relu_models(name: str) -> None:
+@pytest.mark.parametrize("name", ["collision_avoidance.onnx", "digits_classifier.onnx", "tanh_controller.onnx"])
+def test_onnx_reader_agrees_with_onnxruntime_on_the_shipped_dense_models(name: str) -> None:
     _agrees_with_onnxruntime(ROOT / "models" / name)
 
 
 @pytest.mark.parametrize("name", ["mlp", "analytic_mlp", "matmul", "add", "sub", "sub_constant_first", "mul", "relu",
+                                  "sigmoid", "tanh",
                                   "flatten", "reshape_leading_minus_one", "constant", "identity",
                                   "gemm_transB_alpha_beta"])
 def test_onnx_reader_agrees_with_onnxruntime_per_operator(name: str, tmp_path: Path) -> None:
     _agrees_with_onnxruntime(onnx_factory.save(onnx_factory.CONVERTER_MODELS[name](), tmp_path / f"{name}.onnx"))
 
 
-def test_div_by_a_power_of_two_is_read_and_other_divisors_are_refused(tmp_path: Path) -> None:
-    node = helper.make_node("Div", ["x", "C"], ["y"], name="div")
-    halves = onnx_factory.build_model([node], [("x", [1, 3])], [("y", [1, 3])],
-                                      [numpy_helper.from_array(np.array([[0.5, 4.0, -2.0]], dtype=np.float32), "C")])
+def test_div_by_a_power_of_two_is_read_and_other_divisors_only_on_the_input(tmp_path: Path) -> None:
+    divisor = numpy_helper.from_array(np.array([[0.5, 4.0, -2.0]], dtype=np.float32), "C")
+    weight = numpy_helper.from_array(np.eye(3, dtype=np.float32), "W")
+    after_matmul = [helper.make_node("MatMul", ["x", "W"], ["h"], name="matmul"),
+                    helper.make_node("Div", ["h", "C"], ["y"], name="div")]
+    halves = onnx_factory.build_model(after_matmul, [("x", [1, 3])], [("y", [1, 3])], [divisor, weight])
     _agrees_with_onnxruntime(onnx_factory.save(halves, tmp_path / "halves.onnx"))
+    # a leading Div by 3 is input normalisation, applied to boxes with outward rounding
+    _agrees_with_onnxruntime(onnx_factory.save(onnx_factory.CONVERTER_MODELS["div"](), tmp_path / "div.onnx"))
+    thirds = numpy_helper.from_array(np.full((1, 3), 3.0, dtype=np.float32), "C")
     with pytest.raises(UnsupportedNetwork, match="power of two"):
-        read_network(onnx_factory.CONVERTER_MODELS["div"]().SerializeToString(), "div.onnx")
+        read_network(onnx_factory.build_model(after_matmul, [("x", [1, 3])], [("y", [1, 3])], [thirds, weight])
+                     .SerializeToString(), "div.onnx")
 
 
-@pytest.mark.parametrize("name", ["tanh", "conv", "max_pool", "transpose"])
+def test_the_input_map_encloses_the_exact_image_of_a_box() -> None:
+    """Sub then Div by a constant that has no exact reciprocal (as MNIST normalisation does): the
+    box the steps see contains the exact image of every input box, computed with fractions."""
+    network = DenseNetwork((AffineStep(np.eye(2), np.zeros(2)),),
+                           (("sub", np.array([0.1307, -1.0])), ("div", np.array([0.3081, -3.0]))))
+    rng = np.random.default_rng(0)
+    lower = rng.uniform(-1, 1, (50, 2))
+    upper = lower + rng.uniform(0, 1, (50, 2))
+    mapped_lower, mapped_upper = network.input_box(lower, upper)
+    for row in range(50):
+        for n, (c, d) in enumerate(((0.1307, 0.3081), (-1.0, -3.0))):
+            ends = [(Fraction(float(v)) - Fraction(c)) / Fraction(d) for v in (lower[row, n], upper[row, n])]
+            assert Fraction(float(mapped_lower[row, n])) <= min(ends) and max(ends) <= Fraction(float(mapped_upper[row, n]))
+
+
+@pytest.mark.parametrize("name", ["conv", "max_pool", "transpose"])
 def test_unsupported_operators_are_named(name: str) -> None:
     model = onnx_factory.CONVERTER_MODELS[name]()
     with pytest.raises(UnsupportedNetwork) as caught:
@@ -137,7 +159,7 @@ def test_vnnlib_reader_agrees_with_the_verifiers_parser_on_the_shipped_specs() -
 
 
 # ----- bounds against exact arithmetic -------------------------------------------------------------------
-def _exact_forward(network: ReluNetwork, x: np.ndarray) -> tuple[list[list[Fraction]], list[Fraction]]:
+def _exact_forward(network: DenseNetwork, x: np.ndarray) -> tuple[list[list[Fraction]], list[Fraction]]:
     h = [Fraction(float(v)) for v in x]
     pre = []
     for step in network.steps:
@@ -148,16 +170,16 @@ def _exact_forward(network: ReluNetwork, x: np.ndarray) -> tuple[list[list[Fract
     return pre, h
 
 
-def _random_network(rng: np.random.Generator, sizes: list[int], offset: float) -> ReluNetwork:
+def _random_network(rng: np.random.Generator, sizes: list[int], offset: float) -> DenseNetwork:
     steps = []
     for k in range(len(sizes) - 1):
         weight = rng.standard_normal((sizes[k + 1], sizes[k])) / np.sqrt(sizes[k])
         bias = rng.standard_normal(sizes[k + 1]) * 0.1 + offset
-        steps.append(AffineStep(weight, bias, relu=k < len(sizes) - 2))
-    return ReluNetwork(tuple(steps))
+        steps.append(AffineStep(weight, bias, "Relu" if k < len(sizes) - 2 else None))
+    return DenseNetwork(tuple(steps))
 
 
-def _unrecorded(network: ReluNetwork, batch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _unrecorded(network: DenseNetwork, batch: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.full((batch, s.weight.shape[0]), np.inf), np.full((batch, s.weight.shape[0]), -np.inf))
             for s in network.steps if s.relu]
 
@@ -266,7 +288,7 @@ def _write_network(weights: list[tuple[np.ndarray, np.ndarray]], path: Path) -> 
     return path
 
 
-def _touching_problem(tmp_path: Path) -> tuple[Path, Path, ReluNetwork, np.ndarray, np.ndarray]:
+def _touching_problem(tmp_path: Path) -> tuple[Path, Path, DenseNetwork, np.ndarray, np.ndarray]:
     """A network affine on the box (every ReLU active) and the property y_0 < M with M the exact
     maximum of y_0 over the box, rounded down to float64: the violation y_0 >= M is reachable (at a
     vertex), so the property is false, by a margin of at most one rounding."""
@@ -288,10 +310,10 @@ def _touching_problem(tmp_path: Path) -> tuple[Path, Path, ReluNetwork, np.ndarr
     return onnx_path, vnnlib_path, network, lower, upper
 
 
-def _root_closing(network: ReluNetwork, lower: np.ndarray, upper: np.ndarray, inward: float) -> list:
+def _root_closing(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray, inward: float) -> list:
     own = checker_bounds.layer_bounds(network, lower[None], upper[None], _unrecorded(network, 1))
     bounds = [[(l[0] + inward * np.abs(l[0])).tolist(), (u[0] - inward * np.abs(u[0])).tolist()]
-              for (l, u), step in zip(own.pre_activation, network.steps) if step.relu]
+              for (l, u), step in zip(own.pre_activation, network.steps) if step.activation is not None]
     return ["", [0], [[1.0]], bounds]
 
 
@@ -359,12 +381,12 @@ def test_a_malformed_certificate_is_a_clean_rejection(text: str, far_coc: tuple[
 
 
 def test_an_unsupported_network_is_a_rejection_naming_its_operators(tmp_path: Path) -> None:
-    onnx_path, vnnlib_path = ROOT / "models" / "tanh_controller.onnx", ROOT / "specs" / "tanh_controller_steer_back.vnnlib"
+    onnx_path, vnnlib_path = ROOT / "models" / "mnist_cnn.onnx", ROOT / "specs" / "tanh_controller_steer_back.vnnlib"
     proof = tmp_path / "proof.json"
     proof.write_text(json.dumps({"format": "verirepair-certificate-1", "onnx_sha256": _sha256(onnx_path),
                                  "vnnlib_sha256": _sha256(vnnlib_path), "regions": [[]]}))
     result = check_certificate(onnx_path, vnnlib_path, proof)
-    assert not result.ok and "Tanh" in result.message
+    assert not result.ok and "Conv" in result.message
 
 
 def test_a_certificate_of_gzip_compressed_files_checks(tmp_path: Path) -> None:

@@ -163,10 +163,10 @@ def test_the_lagrangian_bound_holds_on_sampled_points_of_each_split_domain(seed:
                 side = rng.random() < 0.5
                 (active if side else inactive)[0, n] = True
                 inside &= (pre[k][:, n] >= 0) if side else (pre[k][:, n] <= 0)
-            splits.append((active, inactive))
+            splits.append((np.where(active, 0.0, -np.inf), np.where(inactive, 0.0, np.inf)))
         unrecorded = [(np.full((1, 8), np.inf), np.full((1, 8), -np.inf)) for _ in relu_steps]
         bounds = checker_bounds.layer_bounds(network, lower, upper, unrecorded, splits)
-        alphas = [rng.uniform(-1, 2, (1, 8)) for _ in relu_steps]
+        alphas = [rng.uniform(-1, 2, (1, 8, 2)) for _ in relu_steps]
         multipliers = [(rng.uniform(-1, 3, (1, 8)), rng.uniform(-1, 3, (1, 8))) for _ in relu_steps]
         value = checker_bounds.lagrangian_bounds(network, bounds, c, d, alphas, multipliers)[0]
         if inside.any():
@@ -214,7 +214,7 @@ def test_input_split_leaf_milps_are_listed_as_solver_trusted(tmp_path: Path) -> 
     assert result.ok and len(result.trusted) == len(trusted_nodes), result.message
 
 
-def test_a_sigmoid_network_gets_no_certificate_and_says_why(tmp_path: Path) -> None:
+def test_a_sigmoid_network_gets_an_activation_split_certificate(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     chain = random_mlp(rng, N_IN, [8], 2, "sigmoid", scale=1.0)
     onnx_path = save_onnx(chain, tmp_path / "net.onnx")
@@ -225,5 +225,6 @@ def test_a_sigmoid_network_gets_no_certificate_and_says_why(tmp_path: Path) -> N
     write_vnnlib(spec, vnnlib_path)
     certificate = tmp_path / "proof.json"
     verdict, missing = verify_with_certificate(onnx_path, vnnlib_path, VerifySettings(timeout=30), certificate)
-    assert verdict.status == "unsat" and missing is not None and not certificate.exists()
-    assert any("activation-split proofs are not certified yet" in note for note in verdict.notes), verdict.notes
+    assert verdict.status == "unsat" and missing is None, verdict.notes
+    assert json.loads(certificate.read_text())["regions"][0]["method"] == "activation-split"
+    assert check_certificate(onnx_path, vnnlib_path, certificate).ok

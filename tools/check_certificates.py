@@ -7,10 +7,12 @@ certified (and how many of those fully re-checked) and the median and maximum ch
     python tools/check_certificates.py --every 7 --timeout 60    # 20 instances spread over the properties
     python tools/check_certificates.py --json results.json     # all unsat instances (139)
     python tools/check_certificates.py --only mnist_fc --timeout 60
+    python tools/check_certificates.py --only eran --match SIGMOID --every 4 --timeout 60   # the sigmoid net
 
 Instances are those of ../shared/benchmarks/<benchmark>/instances.csv (``--only``: acasxu,
 mnist_fc, eran; default acasxu) whose ground truth (ground_truth.csv) is unsat, in the file's
-order. Certificates go to a temporary folder, or to ``--keep DIR``.
+order; ``--match TEXT``: only those whose network's file name contains TEXT (eran's sigmoid
+network: ``--only eran --match SIGMOID``). Certificates go to a temporary folder, or to ``--keep DIR``.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from verirepair.files import atomic_write_text
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 
 
-def unsat_instances(folder: Path) -> list[tuple[Path, Path]]:
+def unsat_instances(folder: Path, match: str = "") -> list[tuple[Path, Path]]:
     with open(folder / "ground_truth.csv", newline="") as stream:
         truth = {(row["onnx"], row["vnnlib"]): row["result"] for row in csv.DictReader(stream)}
     with open(folder / "instances.csv", newline="") as stream:
         rows = [row[:2] for row in csv.reader(stream) if row]
-    return [(folder / onnx, folder / vnnlib) for onnx, vnnlib in rows if truth.get((onnx, vnnlib)) == "unsat"]
+    return [(folder / onnx, folder / vnnlib) for onnx, vnnlib in rows
+            if truth.get((onnx, vnnlib)) == "unsat" and match in Path(onnx).name]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,12 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="keep the certificates in this folder (default: a temporary one)")
     parser.add_argument("--only", default="acasxu", help="the benchmark: acasxu, mnist_fc or eran (default acasxu)")
     parser.add_argument("--folder", type=Path, help="the benchmark folder (default ../shared/benchmarks/<--only>)")
+    parser.add_argument("--match", default="", help="only networks whose file name contains this (e.g. SIGMOID)")
     args = parser.parse_args(argv)
     args.folder = args.folder or BENCHMARKS / args.only
     if not (args.folder / "ground_truth.csv").exists():
         print(f"{args.folder}: no ground_truth.csv", file=sys.stderr)
         return 2
-    instances = unsat_instances(args.folder)[args.skip::max(1, args.every)][:args.limit]
+    instances = unsat_instances(args.folder, args.match)[args.skip::max(1, args.every)][:args.limit]
     records = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or Path(scratch)

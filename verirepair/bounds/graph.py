@@ -14,7 +14,7 @@ from functools import cached_property
 
 import torch
 
-from .linear import LinearOperator
+from .linear import Convolution, LinearOperator
 from .operators import BoundMaxPool, BoundRelu, BoundSShaped, NonlinearOperator
 
 Tensor = torch.Tensor
@@ -99,15 +99,28 @@ class BoundGraph:
         return all(node.is_linear or isinstance(node.op, BoundRelu) for node in self.nodes)
 
     @property
-    def is_relu_mlp(self) -> bool:
-        """Linear nodes and ReLUs in a chain (each node reads the one before): the networks the
-        independent certificate checker is meant for."""
+    def is_dense_chain(self) -> bool:
+        """Each node reads the one before, and none is a convolution (which the certificate
+        checker does not read)."""
         previous = self.input
         for node in self.nodes:
-            if node.inputs != (previous,):
+            if node.inputs != (previous,) or isinstance(node.op, Convolution):
                 return False
             previous = node.output
-        return self.is_relu_network
+        return True
+
+    @property
+    def is_relu_mlp(self) -> bool:
+        """Linear nodes and ReLUs in a chain: the networks whose ReLU-split proofs the independent
+        certificate checker re-checks."""
+        return self.is_dense_chain and self.is_relu_network
+
+    @property
+    def is_mlp(self) -> bool:
+        """Linear nodes, ReLUs, sigmoids and tanhs in a chain: the networks the independent
+        certificate checker reads."""
+        return self.is_dense_chain and all(node.is_linear or isinstance(node.op, (BoundRelu, BoundSShaped))
+                                     for node in self.nodes)
 
     @property
     def has_relu(self) -> bool:

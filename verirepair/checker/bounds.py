@@ -1,4 +1,4 @@
-"""Sound bounds of a ReLU network over boxes, in float64 with outward rounding.
+"""Sound bounds of a dense ReLU, sigmoid or tanh network over boxes, in float64 with outward rounding.
 
 **Argument.** Every number below is a float64 standing for a real number, and every bound must
 hold in real arithmetic. Round-to-nearest float64 gives, for each operation, the exact result
@@ -23,6 +23,10 @@ to the rounded result is beyond the exact value).
   t is *chosen* >= max(-s·l, u - s·u), computed rounding upward: a line above relu at both ends of
   [l, u] is above it on all of [l, u] (relu is convex), so the line is valid exactly. The products
   Λ·s and the sum of the intercepts into c add error_factor·(|Λ|·(m_z + t) + |c|).
+* Through ``h = f(z)``, f sigmoid or tanh, with z in [l, u]: the lines of `sshaped.relaxation`,
+  ``k·z + c`` with any float slope k and an offset c that `sshaped` bounds rigorously (see its
+  doc), so they hold exactly; the products Λ·k and the sum of the offsets into c add
+  error_factor·(|Λ|·(|k|·m_z + |c_off|) + |c|). Intervals: [f(l), f(u)] enclosed outward.
 * The minimum over the box of ``Λ·x + c`` is ``Λ⁺·lower + Λ⁻·upper + c``, 2n+1 terms.
 
 Nothing else is approximated: there is no tolerance. A recorded bound of the certificate is
@@ -36,7 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .onnx_reader import ReluNetwork
+from . import sshaped
+from .onnx_reader import DenseNetwork
+from .rounding import down, up
 
 UNIT_ROUNDOFF = 2.0**-53
 TINY = 2.0**-1074  # the smallest subnormal: per-operation underflow error is at most half of it
@@ -47,14 +53,6 @@ def error_factor(n: int) -> float:
     for the rounding of the error term's own computation."""
     nu = (n + 4) * UNIT_ROUNDOFF
     return 2.0 * nu / (1.0 - nu)
-
-
-def down(value: np.ndarray) -> np.ndarray:
-    return np.nextafter(value, -np.inf)
-
-
-def up(value: np.ndarray) -> np.ndarray:
-    return np.nextafter(value, np.inf)
 
 
 def magnitude(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -89,14 +87,11 @@ class LinearBound:
                                            + np.abs(self.constant)) + (n_out + 2) * TINY
         return LinearBound(self.coefficients @ weight, self.constant + self.coefficients @ bias, self.error + added)
 
-    def through_relu(self, lower: np.ndarray, upper: np.ndarray, alpha: np.ndarray | None = None,
-                     multipliers: tuple[np.ndarray, np.ndarray] | None = None) -> LinearBound:
+    def through_relu(self, lower: np.ndarray, upper: np.ndarray, alpha: np.ndarray | None = None) -> LinearBound:
         """Objective over ``relu(z)`` → over z, for z in [lower, upper] ([B, n]).
 
         ``alpha`` [B, n]: the lower slopes of unstable neurons (clipped to [0, 1]; CROWN's adaptive
-        slope where not given or NaN). ``multipliers`` (β_u, β_l) [B, n] each (clipped to >= 0) add
-        ``β_u·(z - upper) + β_l·(lower - z)``, never positive where z is within its bounds: the
-        result then bounds the objective from below on the points where the bounds hold.
+        slope where not given or NaN).
         """
         active, inactive = lower >= 0, upper <= 0
         unstable = ~active & ~inactive
@@ -115,15 +110,45 @@ class LinearBound:
         reach = magnitude(lower, upper)
         added = error_factor(n + 1) * (np.einsum("bmn,bn->bm", np.abs(lam), intercept + reach)
                                        + np.abs(self.constant)) + (n + 2) * TINY
-        if multipliers is not None:
-            to_upper, to_lower = (np.maximum(np.nan_to_num(m), 0.0) for m in multipliers)
-            before = constant
-            coefficients = coefficients + (to_upper - to_lower)[:, None, :]
-            constant = constant + (-(to_upper * upper) + to_lower * lower).sum(axis=1)[:, None]
-            # the sums of coefficients and multipliers, the products β·bound and their sum
-            added = added + error_factor(3 * n + 2) * (
-                np.einsum("bmn,bn->bm", np.abs(coefficients), reach) + ((to_upper + to_lower) * reach).sum(axis=1)[:, None] * 3
-                + np.abs(before)) + (3 * n + 4) * TINY
+        return LinearBound(coefficients, constant, self.error + added)
+
+    def through_sshaped(self, kind: str, lower: np.ndarray, upper: np.ndarray,
+                        slopes: np.ndarray | None = None) -> LinearBound:
+        """Objective over ``f(z)`` (sigmoid or tanh) → over z, for z in [lower, upper] ([B, n]):
+        lines with rigorous offsets (`sshaped.offsets`), so they hold exactly whatever their slopes:
+        ``slopes`` [B, n, 2] (lower, upper line), those of `sshaped.relaxation` where not given
+        or NaN."""
+        k_low, c_low, k_up, c_up = sshaped.relaxation(kind, lower, upper)
+        if slopes is not None:
+            given_low, given_up = ~np.isnan(slopes[..., 0]), ~np.isnan(slopes[..., 1])
+            k_low, k_up = np.where(given_low, slopes[..., 0], k_low), np.where(given_up, slopes[..., 1], k_up)
+            c_low = np.where(given_low, sshaped.offsets(kind, k_low, lower, upper)[0], c_low)
+            c_up = np.where(given_up, sshaped.offsets(kind, k_up, lower, upper)[1], c_up)
+        lam = self.coefficients
+        positive = lam >= 0
+        coefficients = np.where(positive, lam * k_low[:, None, :], lam * k_up[:, None, :])
+        constant = self.constant + np.einsum("bmn,bn->bm", np.maximum(lam, 0.0), c_low) \
+            + np.einsum("bmn,bn->bm", np.minimum(lam, 0.0), c_up)
+        n = lower.shape[1]
+        slopes, offsets = np.maximum(np.abs(k_low), np.abs(k_up)), np.maximum(np.abs(c_low), np.abs(c_up))
+        added = error_factor(2 * n + 1) * (np.einsum("bmn,bn->bm", np.abs(lam), slopes * magnitude(lower, upper) + offsets)
+                                           + np.abs(self.constant)) + (2 * n + 2) * TINY
+        return LinearBound(coefficients, constant, self.error + added)
+
+    def with_multipliers(self, lower: np.ndarray, upper: np.ndarray,
+                         multipliers: tuple[np.ndarray, np.ndarray]) -> LinearBound:
+        """Add ``β_u·(z - upper) + β_l·(lower - z)`` (β clipped to >= 0; [B, n] each), never
+        positive where z is within its bounds: the result bounds the objective from below on the
+        points where the bounds hold."""
+        to_upper, to_lower = (np.maximum(np.nan_to_num(m), 0.0) for m in multipliers)
+        coefficients = self.coefficients + (to_upper - to_lower)[:, None, :]
+        constant = self.constant + (-(to_upper * upper) + to_lower * lower).sum(axis=1)[:, None]
+        n = lower.shape[1]
+        reach = magnitude(lower, upper)
+        # the sums of coefficients and multipliers, the products β·bound and their sum
+        added = error_factor(3 * n + 2) * (
+            np.einsum("bmn,bn->bm", np.abs(coefficients), reach) + ((to_upper + to_lower) * reach).sum(axis=1)[:, None] * 3
+            + np.abs(self.constant)) + (3 * n + 4) * TINY
         return LinearBound(coefficients, constant, self.error + added)
 
     def minimum(self, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -149,41 +174,52 @@ class NodeBounds:
     empty: np.ndarray | None = None  # [B]: the box holds no point meeting the splits (own bounds cross)
 
 
-def layer_bounds(network: ReluNetwork, lower: np.ndarray, upper: np.ndarray,
+def layer_bounds(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
                  recorded: list[tuple[np.ndarray, np.ndarray]],
-                 splits: list[tuple[np.ndarray, np.ndarray]] | None = None) -> NodeBounds:
-    """Bounds of every step's output on the boxes: interval bounds, tightened by back-substitution
-    to the input before every ReLU after the first step, then widened to contain the ``recorded``
-    bounds of that ReLU layer (one pair per ReLU step, [B, n] each): the looser of the two.
+                 limits: list[tuple[np.ndarray, np.ndarray]] | None = None) -> NodeBounds:
+    """Bounds of every step's output on the boxes (mapped by the network's ``input_map`` first: the
+    result's ``lower``/``upper`` are the boxes the steps see): interval bounds, tightened by back-substitution
+    to the input before every activation after the first step, then widened to contain the
+    ``recorded`` bounds of that activation layer (one pair per activation step, [B, n] each): the
+    looser of the two.
 
-    ``splits`` (per ReLU step, masks (active, inactive) [B, n]): the points of each box where the
-    active neurons' inputs are >= 0 and the inactive ones' <= 0. Their bounds are clamped at 0
-    before the recorded ones widen them, so all bounds hold on those points; where the clamped
-    bounds cross (lower > upper) there is no such point, which ``empty`` says.
+    ``limits`` (per activation step, (lower, upper) [B, n], infinite where there is none): the
+    points of each box where every activation's input is within its limits (a ReLU split is a
+    limit at 0). Bounds are clamped to the limits before the recorded ones widen them, so all
+    bounds hold on those points; where the clamped bounds cross (lower > upper) there is no such
+    point, which ``empty`` says.
     """
+    lower, upper = network.input_box(lower, upper)
     bounds = NodeBounds(lower, upper, [], [], np.zeros(lower.shape[0], dtype=bool))
     h_lower, h_upper = lower, upper
-    relu_index = 0
+    layer = 0
     for k, step in enumerate(network.steps):
         bounds.input_magnitudes.append(magnitude(h_lower, h_upper))
         z_lower, z_upper = affine_interval(step.weight, step.bias, h_lower, h_upper)
-        if step.relu:
+        if step.activation is not None:
             if k > 0:
                 z_lower, z_upper = _tightened(network, bounds, k, z_lower, z_upper)
-            if splits is not None:
-                active, inactive = splits[relu_index]
-                z_lower, z_upper = np.where(active, np.maximum(z_lower, 0.0), z_lower), \
-                    np.where(inactive, np.minimum(z_upper, 0.0), z_upper)
+            if limits is not None:
+                z_lower, z_upper = np.maximum(z_lower, limits[layer][0]), np.minimum(z_upper, limits[layer][1])
                 bounds.empty |= np.any(z_lower > z_upper, axis=1)
-            recorded_lower, recorded_upper = recorded[relu_index]
+            recorded_lower, recorded_upper = recorded[layer]
             z_lower, z_upper = np.minimum(z_lower, recorded_lower), np.maximum(z_upper, recorded_upper)
-            relu_index += 1
+            layer += 1
         bounds.pre_activation.append((z_lower, z_upper))
-        h_lower, h_upper = (np.maximum(z_lower, 0.0), np.maximum(z_upper, 0.0)) if step.relu else (z_lower, z_upper)
+        h_lower, h_upper = _activation_interval(step.activation, z_lower, z_upper)
     return bounds
 
 
-def _tightened(network: ReluNetwork, bounds: NodeBounds, k: int, z_lower: np.ndarray,
+def _activation_interval(activation: str | None, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if activation is None:
+        return lower, upper
+    if activation == "Relu":
+        return np.maximum(lower, 0.0), np.maximum(upper, 0.0)
+    # crossed bounds (no point meets the limits) stay crossed
+    return sshaped.enclosure(activation, lower)[0], sshaped.enclosure(activation, upper)[1]
+
+
+def _tightened(network: DenseNetwork, bounds: NodeBounds, k: int, z_lower: np.ndarray,
                z_upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Step k's output bounds intersected with back-substitution bounds, for every neuron (also
     those the interval bounds already show stable: the verifier may have tightened them, and the
@@ -197,24 +233,30 @@ def _tightened(network: ReluNetwork, bounds: NodeBounds, k: int, z_lower: np.nda
     return np.maximum(z_lower, found[:, :n]), np.minimum(z_upper, -found[:, n:])
 
 
-def to_input(network: ReluNetwork, bounds: NodeBounds, objective: LinearBound, k: int,
+def to_input(network: DenseNetwork, bounds: NodeBounds, objective: LinearBound, k: int,
              alphas: list[np.ndarray] | None = None,
              multipliers: list[tuple[np.ndarray, np.ndarray]] | None = None) -> LinearBound:
     """An objective over the input of step k, back-substituted to the network's input (with the
-    lower slopes and multipliers of every ReLU step, in order, when given: see `through_relu`)."""
-    relu_steps = [j for j, step in enumerate(network.steps) if step.relu]
+    slopes ``alphas`` [B, n, 2] (lower, upper line; a ReLU has only a lower one) and the
+    multipliers of every activation step, in order, when given: see `through_relu`,
+    `through_sshaped` and `with_multipliers`)."""
+    activated = [j for j, step in enumerate(network.steps) if step.activation is not None]
     for j in range(k - 1, -1, -1):
         step = network.steps[j]
-        if step.relu:
-            position = relu_steps.index(j)
-            objective = objective.through_relu(*bounds.pre_activation[j],
-                                               None if alphas is None else alphas[position],
-                                               None if multipliers is None else multipliers[position])
+        if step.activation is not None:
+            position = activated.index(j)
+            slopes = None if alphas is None else alphas[position]
+            if step.relu:
+                objective = objective.through_relu(*bounds.pre_activation[j], None if slopes is None else slopes[..., 0])
+            else:
+                objective = objective.through_sshaped(step.activation, *bounds.pre_activation[j], slopes)
+            if multipliers is not None:
+                objective = objective.with_multipliers(*bounds.pre_activation[j], multipliers[position])
         objective = objective.through_affine(step.weight, step.bias, bounds.input_magnitudes[j])
     return objective
 
 
-def lagrangian_bounds(network: ReluNetwork, bounds: NodeBounds, c: np.ndarray, d: float, alphas: list[np.ndarray],
+def lagrangian_bounds(network: DenseNetwork, bounds: NodeBounds, c: np.ndarray, d: float, alphas: list[np.ndarray],
                       multipliers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """[B]: lower bounds of ``c·y + d`` on the points of each box where its bounds hold (with its
     splits): the best of back-substitution with the given slopes and multipliers (any values
@@ -234,7 +276,7 @@ def lagrangian_bounds(network: ReluNetwork, bounds: NodeBounds, c: np.ndarray, d
     return np.maximum(linear, down(interval - rounding))
 
 
-def row_bounds(network: ReluNetwork, bounds: NodeBounds, A: np.ndarray,
+def row_bounds(network: DenseNetwork, bounds: NodeBounds, A: np.ndarray,
                b: np.ndarray) -> tuple[np.ndarray, LinearBound]:
     """Lower bounds of every row of ``A·y - b`` on each box ([B, R]: the better of back-substitution
     and intervals), and the back-substituted linear bounds over the input."""

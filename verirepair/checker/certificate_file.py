@@ -10,7 +10,10 @@ region of the property, either
 * or a ReLU-split proof ``{"method": "relu-split", "clauses": [...]}``: per clause either
   ``{"clause", "row", "leaves"}`` (the row proven positive on every leaf; a leaf is
   ``[splits, neurons]`` with splits ``[layer, neuron, 1 (active) | 0 (inactive)]`` and neurons
-  ``[layer, neuron, lower, upper, alpha, beta_upper, beta_lower]``) or ``{"clause", "solver"}``.
+  ``[layer, neuron, lower, upper, alpha, beta_upper, beta_lower]``) or ``{"clause", "solver"}``;
+* or an activation-split proof ``{"method": "activation-split", "clauses": [...]}``, the same but
+  with leaves ``[splits, neurons]`` of splits ``[layer, neuron, point, 1 (z >= point) | 0 (z <=
+  point)]`` and neurons ``[layer, neuron, slope_low, slope_up, beta_upper, beta_lower]``.
 
 Anything else is `MalformedCertificate`, with a message saying what.
 """
@@ -67,6 +70,16 @@ class ReluLeaf:
 
 
 @dataclass(frozen=True)
+class ActivationLeaf:
+    """A leaf of an activation-split tree: its splits ``(layer, neuron, point, upper side)`` from
+    the root, and per recorded neuron ``(layer, neuron, slope_low, slope_up, beta_upper,
+    beta_lower)``."""
+
+    splits: tuple[tuple[int, int, float, bool], ...]
+    neurons: tuple[tuple[int, int, float, float, float, float], ...]
+
+
+@dataclass(frozen=True)
 class ReluSplitClause:
     """One clause of a ReLU-split region: ``row`` proven positive on every leaf, or, with
     ``solver`` set, decided by that MILP solver (no leaves)."""
@@ -77,15 +90,26 @@ class ReluSplitClause:
     solver: str | None = None
 
 
+@dataclass(frozen=True)
+class ActivationSplitClause:
+    """One clause of an activation-split region, as `ReluSplitClause`."""
+
+    clause: int
+    row: int
+    leaves: tuple[ActivationLeaf, ...]
+    solver: str | None = None
+
+
 InputSplitProof = tuple[Closing | TrustedClosing, ...]
 ReluSplitProof = tuple[ReluSplitClause, ...]
+ActivationSplitProof = tuple[ActivationSplitClause, ...]
 
 
 @dataclass(frozen=True)
 class CertificateFile:
     onnx_sha256: str
     vnnlib_sha256: str
-    regions: tuple[InputSplitProof | ReluSplitProof, ...]
+    regions: tuple[InputSplitProof | ReluSplitProof | ActivationSplitProof, ...]
 
 
 def parse_certificate(text: str) -> CertificateFile:
@@ -101,34 +125,56 @@ def parse_certificate(text: str) -> CertificateFile:
     regions = data.get("regions")
     if not isinstance(regions, list):
         raise MalformedCertificate("regions is not a list")
-    parsed: list[InputSplitProof | ReluSplitProof] = []
+    parsed: list[InputSplitProof | ReluSplitProof | ActivationSplitProof] = []
     for r, region in enumerate(regions):
         if isinstance(region, dict):
             parsed.append(_relu_split(region, f"region {r}"))
         elif isinstance(region, list):
             parsed.append(tuple(_closing(item, f"region {r}, closing {c}") for c, item in enumerate(region)))
         else:
-            raise MalformedCertificate(f"region {r} is neither a list of closings nor a relu-split object")
+            raise MalformedCertificate(f"region {r} is neither a list of closings nor a split object")
     return CertificateFile(hashes[0], hashes[1], tuple(parsed))
 
 
-def _relu_split(region: dict, where: str) -> ReluSplitProof:
-    if region.get("method") != "relu-split" or not isinstance(region.get("clauses"), list):
-        raise MalformedCertificate(f"{where}: not {{\"method\": \"relu-split\", \"clauses\": [...]}}")
+def _relu_split(region: dict, where: str) -> ReluSplitProof | ActivationSplitProof:
+    method = region.get("method")
+    if method not in ("relu-split", "activation-split") or not isinstance(region.get("clauses"), list):
+        raise MalformedCertificate(f"{where}: not {{\"method\": \"relu-split\" | \"activation-split\", "
+                                   "\"clauses\": [...]}")
+    entry, leaf_of = (ReluSplitClause, _leaf) if method == "relu-split" else (ActivationSplitClause, _activation_leaf)
     proofs = []
     for k, item in enumerate(region["clauses"]):
         at = f"{where}, clause entry {k}"
         if not isinstance(item, dict) or not _natural(item.get("clause")):
             raise MalformedCertificate(f"{at}: not an object with a clause number")
         if "solver" in item:
-            proofs.append(ReluSplitClause(item["clause"], -1, (), _solver(item["solver"], at)))
+            proofs.append(entry(item["clause"], -1, (), _solver(item["solver"], at)))
             continue
         leaves = item.get("leaves")
         if not _natural(item.get("row")) or not isinstance(leaves, list):
             raise MalformedCertificate(f"{at}: no row number and list of leaves")
-        proofs.append(ReluSplitClause(item["clause"], item["row"], tuple(_leaf(leaf, f"{at}, leaf {n}")
-                                                                         for n, leaf in enumerate(leaves))))
-    return tuple(proofs)
+        proofs.append(entry(item["clause"], item["row"], tuple(leaf_of(leaf, f"{at}, leaf {n}")
+                                                               for n, leaf in enumerate(leaves))))
+    return tuple(proofs)  # type: ignore[return-value]
+
+
+def _activation_leaf(leaf: object, where: str) -> ActivationLeaf:
+    if not isinstance(leaf, list) or len(leaf) != 2 or not all(isinstance(part, list) for part in leaf):
+        raise MalformedCertificate(f"{where}: not [splits, neurons]")
+    splits, neurons = leaf
+    parsed_splits = []
+    for split in splits:
+        if not isinstance(split, list) or len(split) != 4 or not _natural(split[0]) or not _natural(split[1]) \
+                or split[3] not in (0, 1) or type(split[3]) is not int:
+            raise MalformedCertificate(f"{where}: a split is not [layer, neuron, point, 1 | 0]")
+        parsed_splits.append((split[0], split[1], _numbers([split[2]], where)[0], split[3] == 1))
+    parsed = []
+    for entry in neurons:
+        if not isinstance(entry, list) or len(entry) != 6 or not _natural(entry[0]) or not _natural(entry[1]):
+            raise MalformedCertificate(f"{where}: a neuron is not [layer, neuron, slope_low, slope_up, beta_upper, "
+                                       "beta_lower]")
+        parsed.append((entry[0], entry[1], *_numbers(entry[2:], where)))
+    return ActivationLeaf(tuple(parsed_splits), tuple(parsed))  # type: ignore[arg-type]
 
 
 def _leaf(leaf: object, where: str) -> ReluLeaf:

@@ -20,6 +20,12 @@ from the box with the splits as clamps, widened to the recorded bounds) cross, o
 Lagrangian bound of the row with the recorded slopes and multipliers (clipped to [0, 1] and
 >= 0) is positive; the leaves must form a complete tree.
 
+A region may also carry an activation-split proof: the same per clause, with leaves of a tree of
+splits of activation inputs at points (``z <= point`` and ``z >= point``); each node's bounds are
+derived top-down from its parent's (`_check_activation_tree`), and each leaf is accepted when its
+domain is empty or the back-substitution bound of the row, with the recorded slopes and
+multipliers, is positive.
+
 Nodes or clauses that a MILP solver decided are not re-checked: they are listed in the result
 (`CheckResult.trusted`) so a caller can see exactly what rests on the solver.
 """
@@ -27,8 +33,10 @@ Nodes or clauses that a MILP solver decided are not re-checked: they are listed 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +44,9 @@ from ..errors import InputError
 from ..files import decompressed
 from .bounds import lagrangian_bounds, layer_bounds, mixture_bounds, row_bounds
 from .certificate_file import (
+    ActivationLeaf,
+    ActivationSplitClause,
+    ActivationSplitProof,
     CertificateFile,
     Closing,
     InputSplitProof,
@@ -46,7 +57,7 @@ from .certificate_file import (
     TrustedClosing,
     parse_certificate,
 )
-from .onnx_reader import ReluNetwork, UnsupportedNetwork, read_network
+from .onnx_reader import DenseNetwork, UnsupportedNetwork, read_network
 from .vnnlib_reader import Property, Region, UnsupportedProperty, read_property
 
 CHUNK = 256  # nodes bounded at once
@@ -91,6 +102,8 @@ def check_certificate(onnx_path: str | Path, vnnlib_path: str | Path, certificat
             try:
                 if proof and isinstance(proof[0], ReluSplitClause):
                     found = check_relu_region(network, region, proof)  # type: ignore[arg-type]
+                elif proof and isinstance(proof[0], ActivationSplitClause):
+                    found = check_activation_region(network, region, proof)  # type: ignore[arg-type]
                 else:
                     found = check_region(network, region, proof)  # type: ignore[arg-type]
             except Rejected as rejection:
@@ -139,7 +152,7 @@ def _decoded(data: bytes, path: str | Path) -> str:
         raise UnsupportedProperty(f"{path} is not UTF-8 text") from None
 
 
-def _check_sizes(network: ReluNetwork, prop: Property, certificate: CertificateFile) -> None:
+def _check_sizes(network: DenseNetwork, prop: Property, certificate: CertificateFile) -> None:
     if (prop.n_inputs, prop.n_outputs) != (network.n_inputs, network.n_outputs):
         raise Rejected(f"the property has {prop.n_inputs} inputs and {prop.n_outputs} outputs, the network "
                        f"{network.n_inputs} and {network.n_outputs}")
@@ -147,7 +160,7 @@ def _check_sizes(network: ReluNetwork, prop: Property, certificate: CertificateF
         raise Rejected(f"{len(certificate.regions)} region proofs for {len(prop.regions)} regions")
 
 
-def check_region(network: ReluNetwork, region: Region, closings: InputSplitProof) -> tuple[int, list[str]]:
+def check_region(network: DenseNetwork, region: Region, closings: InputSplitProof) -> tuple[int, list[str]]:
     """Raise `Rejected` unless the closings prove every clause of the region unreachable (those a
     solver decided taken on trust). Returns the number of closings checked and the trusted ones."""
     _check_clauses(region)
@@ -165,9 +178,9 @@ def check_region(network: ReluNetwork, region: Region, closings: InputSplitProof
     A = np.vstack([A for A, _ in region.clauses])
     b = np.concatenate([b for _, b in region.clauses])
     owner = np.concatenate([[k] * A_k.shape[0] for k, (A_k, _) in enumerate(region.clauses)])
-    relu_sizes = [step.weight.shape[0] for step in network.steps if step.relu]
+    layer_sizes = network.activation_sizes
     for first in range(0, len(checked), CHUNK):
-        _check_chunk(network, region, checked[first:first + CHUNK], A, b, owner, relu_sizes)
+        _check_chunk(network, region, checked[first:first + CHUNK], A, b, owner, layer_sizes)
     return len(checked), trusted
 
 
@@ -176,14 +189,44 @@ def _check_clauses(region: Region) -> None:
         raise Rejected("a clause without output constraints is always violated")
 
 
-def check_relu_region(network: ReluNetwork, region: Region, proofs: ReluSplitProof) -> tuple[int, list[str]]:
+def check_relu_region(network: DenseNetwork, region: Region, proofs: ReluSplitProof) -> tuple[int, list[str]]:
     """Raise `Rejected` unless, for every clause of the region, some entry proves it on a complete
     tree of ReLU splits (or a solver decided it). Returns the leaves checked and the trusted clauses."""
+    def check(steps: list[tuple[Step, ...]], leaves: tuple[ReluLeaf, ...], a: np.ndarray, b: float, clause: int) -> None:
+        for first in range(0, len(leaves), CHUNK):
+            _check_leaves(network, region, leaves[first:first + CHUNK], a, b, network.activation_sizes, clause)
+
+    return _check_split_region(region, proofs, lambda leaf, clause: _leaf_steps(leaf, network.activation_sizes, clause),
+                               check, "ReLU splits")
+
+
+def check_activation_region(network: DenseNetwork, region: Region,
+                            proofs: ActivationSplitProof) -> tuple[int, list[str]]:
+    """Raise `Rejected` unless, for every clause of the region, some entry proves it on a complete
+    tree of activation splits (see `_check_activation_tree`), or a solver decided it. Returns the
+    leaves checked and the trusted clauses."""
+    def check(steps: list[tuple[Step, ...]], leaves: tuple[ActivationLeaf, ...], a: np.ndarray, b: float,
+              clause: int) -> None:
+        if len(set(steps)) != len(steps):
+            raise Rejected(f"clause {clause}: two leaves have the same splits")
+        _check_activation_tree(network, region, dict(zip(steps, leaves)), a, b, clause)
+
+    return _check_split_region(region, proofs,
+                               lambda leaf, clause: _leaf_steps(leaf, network.activation_sizes, clause),
+                               check, "activation splits")
+
+
+def _check_split_region(region: Region, proofs: ReluSplitProof | ActivationSplitProof,
+                        steps_of: Callable[[Any, int], tuple[Step, ...]],
+                        check: Callable[[list[tuple[Step, ...]], Any, np.ndarray, float, int], None],
+                        splits: str) -> tuple[int, list[str]]:
+    """Per clause entry: the row is the clause's, the leaves' paths (``steps_of``) form a complete
+    tree, and ``check`` accepts the leaves; every clause has an entry. Returns the leaves checked
+    and the trusted clauses."""
     _check_clauses(region)
     owner = np.concatenate([[k] * A_k.shape[0] for k, (A_k, _) in enumerate(region.clauses)])
     A = np.vstack([A for A, _ in region.clauses])
     b = np.concatenate([b for _, b in region.clauses])
-    relu_sizes = [step.weight.shape[0] for step in network.steps if step.relu]
     covered: set[int] = set()
     checked, trusted = 0, []
     for proof in proofs:
@@ -195,12 +238,10 @@ def check_relu_region(network: ReluNetwork, region: Region, proofs: ReluSplitPro
             continue
         if proof.row >= owner.size or owner[proof.row] != proof.clause:
             raise Rejected(f"clause {proof.clause}: row {proof.row} is not one of its rows")
-        steps = [_relu_steps(leaf, relu_sizes, proof.clause) for leaf in proof.leaves]
+        steps = [steps_of(leaf, proof.clause) for leaf in proof.leaves]
         if not _covers((), set(steps), _split_tree(steps)):
-            raise Rejected(f"clause {proof.clause}: the leaves do not form a complete tree of ReLU splits")
-        for first in range(0, len(proof.leaves), CHUNK):
-            _check_leaves(network, region, proof.leaves[first:first + CHUNK], A[proof.row], float(b[proof.row]),
-                          relu_sizes, proof.clause)
+            raise Rejected(f"clause {proof.clause}: the leaves do not form a complete tree of {splits}")
+        check(steps, proof.leaves, A[proof.row], float(b[proof.row]), proof.clause)
         checked += len(proof.leaves)
         covered.add(proof.clause)
     missing = sorted(set(range(len(region.clauses))) - covered)
@@ -209,35 +250,111 @@ def check_relu_region(network: ReluNetwork, region: Region, proofs: ReluSplitPro
     return checked, trusted
 
 
-def _relu_steps(leaf: ReluLeaf, relu_sizes: list[int], clause: int) -> tuple[Step, ...]:
+def _check_activation_tree(network: DenseNetwork, region: Region, leaves: dict[tuple[Step, ...], ActivationLeaf],
+                           a: np.ndarray, b: float, clause: int) -> None:
+    """Every leaf's row ``a·y - b`` is positive on its domain, or the domain is empty.
+
+    A node's domain is the points of the box where each split on its path holds (``z <= point``
+    or ``z >= point``). Its bounds are derived top-down, as the verifier derives them: CROWN from
+    the box, every activation input clamped to its parent's bounds (which hold on the parent's
+    domain, so on this one) with the node's own split applied. The root has no limits. A leaf is
+    then bounded by back-substitution with its recorded slopes and multipliers (any values are
+    valid: offsets are rigorous for any slope, multipliers are clipped to >= 0), CROWN's lines and
+    intervals, the best of the three.
+    """
+    sizes = network.activation_sizes
+    by_depth: dict[int, set[tuple[Step, ...]]] = {}
+    for steps in leaves:
+        for depth in range(len(steps) + 1):
+            by_depth.setdefault(depth, set()).add(steps[:depth])
+    derived: dict[tuple[Step, ...], list[tuple[np.ndarray, np.ndarray]]] = {}
+    for depth in sorted(by_depth):
+        nodes = sorted(by_depth[depth], key=repr)
+        parents = derived
+        derived = {}
+        for first in range(0, len(nodes), CHUNK):
+            chunk = nodes[first:first + CHUNK]
+            limits = [(np.full((len(chunk), n), -np.inf), np.full((len(chunk), n), np.inf)) for n in sizes]
+            for index, node in enumerate(chunk):
+                if not node:
+                    continue
+                for k, (low, high) in enumerate(parents[node[:-1]]):
+                    limits[k][0][index], limits[k][1][index] = low, high
+                (layer, neuron, point), upper_side = node[-1]
+                if upper_side:
+                    limits[layer][0][index, neuron] = max(limits[layer][0][index, neuron], point)
+                else:
+                    limits[layer][1][index, neuron] = min(limits[layer][1][index, neuron], point)
+            _bound_activation_nodes(network, region, chunk, limits, leaves, derived, a, b, clause)
+
+
+def _bound_activation_nodes(network: DenseNetwork, region: Region, chunk: list[tuple[Step, ...]],
+                            limits: list[tuple[np.ndarray, np.ndarray]],
+                            leaves: dict[tuple[Step, ...], ActivationLeaf],
+                            derived: dict[tuple[Step, ...], list[tuple[np.ndarray, np.ndarray]]],
+                            a: np.ndarray, b: float, clause: int) -> None:
+    """Bound the nodes under their limits, keep their bounds in ``derived`` (for their children),
+    check the leaves."""
+    sizes = network.activation_sizes
+    count = len(chunk)
+    lower = np.broadcast_to(region.lower, (count, region.lower.size))
+    upper = np.broadcast_to(region.upper, (count, region.upper.size))
+    unrecorded = [(np.full((count, n), np.inf), np.full((count, n), -np.inf)) for n in sizes]
+    with np.errstate(all="ignore"):  # an empty node's crossed bounds give meaningless numbers, unused
+        bounds = layer_bounds(network, lower, upper, unrecorded, limits)
+    activated = [k for k, step in enumerate(network.steps) if step.activation is not None]
+    at_leaf = [index for index, node in enumerate(chunk) if node in leaves]
+    for index, node in enumerate(chunk):
+        derived[node] = [(bounds.pre_activation[k][0][index], bounds.pre_activation[k][1][index]) for k in activated]
+    if not at_leaf:
+        return
+    assert bounds.empty is not None
+    alphas = [np.full((count, n, 2), np.nan) for n in sizes]
+    multipliers = [(np.zeros((count, n)), np.zeros((count, n))) for n in sizes]
+    for index in at_leaf:
+        for layer, neuron, slope_low, slope_up, to_upper, to_lower in leaves[chunk[index]].neurons:
+            alphas[layer][index, neuron] = slope_low, slope_up
+            multipliers[layer][0][index, neuron], multipliers[layer][1][index, neuron] = to_upper, to_lower
+    with np.errstate(all="ignore"):
+        value = lagrangian_bounds(network, bounds, a, -b, alphas, multipliers)
+    for index in at_leaf:
+        if not (bounds.empty[index] or value[index] > 0):
+            splits = [[layer, neuron, point, int(side)] for (layer, neuron, point), side in chunk[index]]
+            raise Rejected(f"clause {clause}: leaf with splits {splits}: the rigorous lower bound {value[index]:.3g} "
+                           "of the row is not positive")
+
+
+def _leaf_steps(leaf: ReluLeaf | ActivationLeaf, layer_sizes: list[int], clause: int) -> tuple[Step, ...]:
+    """The leaf's path: per split, what is split (the layer and neuron, and the point of an
+    activation split) and the side."""
     if len(leaf.splits) > MAX_RELU_DEPTH:
         raise Rejected(f"clause {clause}: a leaf deeper than {MAX_RELU_DEPTH} splits")
     for layer, neuron, *_ in (*leaf.splits, *leaf.neurons):
-        if layer >= len(relu_sizes) or neuron >= relu_sizes[layer]:
-            raise Rejected(f"clause {clause}: neuron {neuron} of ReLU layer {layer} is not in the network")
-    return tuple(((layer, neuron), active) for layer, neuron, active in leaf.splits)
+        if layer >= len(layer_sizes) or neuron >= layer_sizes[layer]:
+            raise Rejected(f"clause {clause}: neuron {neuron} of activation layer {layer} is not in the network")
+    return tuple((tuple(split[:-1]), split[-1]) for split in leaf.splits)
 
 
-def _check_leaves(network: ReluNetwork, region: Region, leaves: tuple[ReluLeaf, ...], a: np.ndarray, b: float,
-                  relu_sizes: list[int], clause: int) -> None:
+def _check_leaves(network: DenseNetwork, region: Region, leaves: tuple[ReluLeaf, ...], a: np.ndarray, b: float,
+                  layer_sizes: list[int], clause: int) -> None:
     """Every leaf's row ``a·y - b`` is positive on the points of the box meeting its splits, or
     there are none."""
     count = len(leaves)
-    active = [np.zeros((count, n), dtype=bool) for n in relu_sizes]
-    inactive = [np.zeros((count, n), dtype=bool) for n in relu_sizes]
-    recorded = [(np.full((count, n), np.inf), np.full((count, n), -np.inf)) for n in relu_sizes]
-    alphas = [np.full((count, n), np.nan) for n in relu_sizes]
-    multipliers = [(np.zeros((count, n)), np.zeros((count, n))) for n in relu_sizes]
+    active = [np.zeros((count, n), dtype=bool) for n in layer_sizes]
+    inactive = [np.zeros((count, n), dtype=bool) for n in layer_sizes]
+    recorded = [(np.full((count, n), np.inf), np.full((count, n), -np.inf)) for n in layer_sizes]
+    alphas = [np.full((count, n, 2), np.nan) for n in layer_sizes]
+    multipliers = [(np.zeros((count, n)), np.zeros((count, n))) for n in layer_sizes]
     for index, leaf in enumerate(leaves):
         for layer, neuron, is_active in leaf.splits:
             (active if is_active else inactive)[layer][index, neuron] = True
         for layer, neuron, lower, upper, alpha, to_upper, to_lower in leaf.neurons:
             recorded[layer][0][index, neuron], recorded[layer][1][index, neuron] = lower, upper
-            alphas[layer][index, neuron] = alpha
+            alphas[layer][index, neuron, 0] = alpha
             multipliers[layer][0][index, neuron], multipliers[layer][1][index, neuron] = to_upper, to_lower
     lower = np.broadcast_to(region.lower, (count, region.lower.size))
     upper = np.broadcast_to(region.upper, (count, region.upper.size))
-    splits = list(zip(active, inactive))
+    splits = [(np.where(act, 0.0, -np.inf), np.where(ina, 0.0, np.inf)) for act, ina in zip(active, inactive)]
     bounds = layer_bounds(network, lower, upper, recorded, splits)
     value = lagrangian_bounds(network, bounds, a, -b, alphas, multipliers)
     assert bounds.empty is not None
@@ -247,8 +364,8 @@ def _check_leaves(network: ReluNetwork, region: Region, leaves: tuple[ReluLeaf, 
         # checker's own, its own alone may give the better bound (both are valid).
         again = np.flatnonzero(~closed)
         own = layer_bounds(network, lower[again], upper[again],
-                           [(np.full((again.size, n), np.inf), np.full((again.size, n), -np.inf)) for n in relu_sizes],
-                           [(act[again], ina[again]) for act, ina in splits])
+                           [(np.full((again.size, n), np.inf), np.full((again.size, n), -np.inf)) for n in layer_sizes],
+                           [(low[again], high[again]) for low, high in splits])
         value[again] = np.maximum(value[again], lagrangian_bounds(network, own, a, -b, [al[again] for al in alphas],
                                                                   [(u[again], l[again]) for u, l in multipliers]))
         assert own.empty is not None
@@ -296,16 +413,16 @@ def _box(region: Region, steps: tuple[tuple[int, bool], ...]) -> tuple[np.ndarra
     return lower, upper
 
 
-def _check_chunk(network: ReluNetwork, region: Region, chunk: tuple[Closing, ...], A: np.ndarray, b: np.ndarray,
-                 owner: np.ndarray, relu_sizes: list[int]) -> None:
+def _check_chunk(network: DenseNetwork, region: Region, chunk: tuple[Closing, ...], A: np.ndarray, b: np.ndarray,
+                 owner: np.ndarray, layer_sizes: list[int]) -> None:
     for closing in chunk:
-        if len(closing.bounds) != len(relu_sizes) or any(
-                len(lower) != n or len(upper) != n for (lower, upper), n in zip(closing.bounds, relu_sizes)):
-            raise Rejected(f"node {closing.path}: recorded bounds do not match the network's ReLU layers")
+        if len(closing.bounds) != len(layer_sizes) or any(
+                len(lower) != n or len(upper) != n for (lower, upper), n in zip(closing.bounds, layer_sizes)):
+            raise Rejected(f"node {closing.path}: recorded bounds do not match the network's activation layers")
     boxes = [_box(region, closing.steps) for closing in chunk]
     lower, upper = np.stack([l for l, _ in boxes]), np.stack([u for _, u in boxes])
     recorded = [(np.array([c.bounds[k][0] for c in chunk]), np.array([c.bounds[k][1] for c in chunk]))
-                for k in range(len(relu_sizes))]
+                for k in range(len(layer_sizes))]
     bounds = layer_bounds(network, lower, upper, recorded)
     single, linear = row_bounds(network, bounds, A, b)
     nodes, weights, names = [], [], []
@@ -327,7 +444,7 @@ def _check_chunk(network: ReluNetwork, region: Region, chunk: tuple[Closing, ...
     value = np.empty(len(nodes))
     value[one_row] = single[node_index[one_row], weight_matrix[one_row].argmax(axis=1)]
     if np.any(~one_row):
-        value[~one_row] = mixture_bounds(linear, node_index[~one_row], weight_matrix[~one_row], lower, upper)
+        value[~one_row] = mixture_bounds(linear, node_index[~one_row], weight_matrix[~one_row], bounds.lower, bounds.upper)
     failed = np.flatnonzero(~(value > 0))
     if failed.size:
         path, clause = names[failed[0]]

@@ -1,11 +1,14 @@
-"""The certificate checker's own ONNX reader: a feed-forward ReLU network as exact affine steps.
+"""The certificate checker's own ONNX reader: a feed-forward network as exact affine steps, each
+followed by an activation (ReLU, sigmoid or tanh) or none.
 
-Only what fully connected ReLU networks use is read: MatMul and Gemm with a constant weight, Add
-and Sub of constants, Mul by a constant, Div by a power of two, Relu, and the shape operations
+Only what fully connected networks use is read: MatMul and Gemm with a constant weight, Add and
+Sub of constants, Mul by a constant, Div by a power of two, Relu, Sigmoid, Tanh, and the shape operations
 Flatten, Reshape and Identity (which do not move elements of a batch-1 tensor: the network is a
 function of the flattened input). Anything else is `UnsupportedNetwork`, naming the operators.
 
-Every weight is converted to float64, which is exact from float16/float32/float64, and no
+Element-wise operations by constants before the first matrix product or activation (input
+normalisation) are kept apart as the network's ``input_map``, applied to input boxes with outward
+rounding. Every weight is converted to float64, which is exact from float16/float32/float64, and no
 arithmetic is ever done on weights: an operation that cannot be stored exactly (a Gemm scaled by
 alpha, a constant added to a bias that is not zero, a Div by 3) becomes a step of its own, so the
 steps compute exactly the function the file describes, in real arithmetic.
@@ -19,8 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .rounding import down, up
+
 FLOAT_TYPES = (1, 10, 11)  # TensorProto FLOAT, FLOAT16, DOUBLE
 SHAPE_OPS = ("Flatten", "Reshape", "Identity")
+ACTIVATIONS = ("Relu", "Sigmoid", "Tanh")
 
 
 class UnsupportedNetwork(Exception):
@@ -29,16 +35,49 @@ class UnsupportedNetwork(Exception):
 
 @dataclass(frozen=True)
 class AffineStep:
-    """``z = weight @ h + bias``, followed by a ReLU when ``relu``."""
+    """``z = weight @ h + bias``, followed by ``activation`` (an ONNX operator of `ACTIVATIONS`)
+    unless it is None."""
 
     weight: np.ndarray  # [n_out, n_in], float64
     bias: np.ndarray  # [n_out]
-    relu: bool = False
+    activation: str | None = None
+
+    @property
+    def relu(self) -> bool:
+        return self.activation == "Relu"
 
 
 @dataclass(frozen=True)
-class ReluNetwork:
+class DenseNetwork:
+    """``steps`` after ``input_map``: the element-wise operations by constants that come before the
+    first step, ``(op, constant)`` with op one of add, sub (x - c), rsub (c - x), mul, div, applied
+    to input boxes with outward rounding (`input_box`), so a leading normalisation such as a Div by
+    0.3081, which no exact step can hold, is read too."""
+
     steps: tuple[AffineStep, ...]
+    input_map: tuple[tuple[str, np.ndarray], ...] = ()
+
+    def input_box(self, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A box containing the image of [lower, upper] ([B, n]) under ``input_map``: each operation
+        is monotone per element, so the image of a box is the box between the images of its ends
+        (swapped where decreasing), each computed in one float operation moved one float outward."""
+        for op, c in self.input_map:
+            if op == "add":
+                lower, upper = down(lower + c), up(upper + c)
+            elif op == "sub":
+                lower, upper = down(lower - c), up(upper - c)
+            elif op == "rsub":
+                lower, upper = down(c - upper), up(c - lower)
+            else:
+                at_lower, at_upper = (lower * c, upper * c) if op == "mul" else (lower / c, upper / c)
+                lower, upper = down(np.minimum(at_lower, at_upper)), up(np.maximum(at_lower, at_upper))
+        return lower, upper
+
+    @property
+    def activation_sizes(self) -> list[int]:
+        """The number of neurons of each step with an activation, in order: the layers that
+        certificates number."""
+        return [step.weight.shape[0] for step in self.steps if step.activation is not None]
 
     @property
     def n_inputs(self) -> int:
@@ -51,14 +90,20 @@ class ReluNetwork:
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         """Outputs for inputs ``x`` [N, n_inputs] in float64 (for tests against onnxruntime)."""
         h = np.asarray(x, dtype=np.float64)
+        for op, c in self.input_map:
+            h = h + c if op == "add" else h - c if op == "sub" else c - h if op == "rsub" else h * c if op == "mul" else h / c
         for step in self.steps:
             h = h @ step.weight.T + step.bias
             if step.relu:
                 h = np.maximum(h, 0.0)
+            elif step.activation == "Sigmoid":
+                h = 1.0 / (1.0 + np.exp(-h))
+            elif step.activation == "Tanh":
+                h = np.tanh(h)
         return h
 
 
-def read_network(model_bytes: bytes, source: str | Path) -> ReluNetwork:
+def read_network(model_bytes: bytes, source: str | Path) -> DenseNetwork:
     try:
         return _read(model_bytes, source)
     except UnsupportedNetwork:
@@ -67,7 +112,7 @@ def read_network(model_bytes: bytes, source: str | Path) -> ReluNetwork:
         raise UnsupportedNetwork(f"cannot read {source}: {type(error).__name__}: {error}") from None
 
 
-def _read(model_bytes: bytes, source: str | Path) -> ReluNetwork:
+def _read(model_bytes: bytes, source: str | Path) -> DenseNetwork:
     import onnx
     from onnx import numpy_helper
 
@@ -76,8 +121,8 @@ def _read(model_bytes: bytes, source: str | Path) -> ReluNetwork:
     except Exception as error:  # noqa: BLE001 - any decoding failure means "not an ONNX model"
         raise UnsupportedNetwork(f"{source} is not an ONNX model ({type(error).__name__})") from None
     graph = model.graph
-    unsupported = sorted({n.op_type for n in graph.node} - {"MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Relu",
-                                                             "Constant", *SHAPE_OPS})
+    unsupported = sorted({n.op_type for n in graph.node} - {"MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Constant",
+                                                             *ACTIVATIONS, *SHAPE_OPS})
     if unsupported:
         raise UnsupportedNetwork(f"operators the checker does not read: {', '.join(unsupported)}")
     constants: dict[str, np.ndarray] = {}
@@ -146,11 +191,22 @@ class _Trace:
         self.name, self.shape = name, shape
         self.size = int(np.prod(shape)) if shape else 1
         self.steps: list[AffineStep] = []
+        self.input_map: list[tuple[str, np.ndarray]] = []
 
-    def network(self) -> ReluNetwork:
-        if not self.steps or self.steps[-1].relu:  # the steps end with an affine one, here the identity
+    def network(self) -> DenseNetwork:
+        if not self.steps or self.steps[-1].activation is not None:  # the steps end with an affine one
             self.steps.append(AffineStep(np.eye(self.size), np.zeros(self.size)))
-        return ReluNetwork(tuple(self.steps))
+        return DenseNetwork(tuple(self.steps), tuple(self.input_map))
+
+    def map_input(self, op: str, args: list[np.ndarray | None]) -> None:
+        """An element-wise operation by a constant before any step: onto ``input_map``."""
+        data_first = args[0] is None
+        constant = np.broadcast_to(_as_weights(next(a for a in args if a is not None), f"{op} constant"),
+                                   self.shape).reshape(-1).copy()
+        name = {"Add": "add", "Sub": "sub" if data_first else "rsub", "Mul": "mul", "Div": "div"}[op]
+        if name == "div" and not np.all(constant != 0.0):
+            raise UnsupportedNetwork("Div by zero")
+        self.input_map.append((name, constant))
 
     def push(self, weight: np.ndarray, bias: np.ndarray) -> None:
         self.steps.append(AffineStep(weight, bias))
@@ -163,22 +219,24 @@ class _Trace:
         if not np.any(shift):
             return
         last = self.steps[-1] if self.steps else None
-        if last is not None and not last.relu and not np.any(last.bias):
+        if last is not None and last.activation is None and not np.any(last.bias):
             self.steps[-1] = AffineStep(last.weight, last.bias + shift)
         else:
             self.push(np.eye(self.size), shift)
 
     def apply(self, node, args: list[np.ndarray | None], attributes: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
         op, out = node.op_type, node.output[0]
-        if op == "Relu":
-            if not self.steps or self.steps[-1].relu:
+        if op in ACTIVATIONS:
+            if not self.steps or self.steps[-1].activation is not None:
                 self.push(np.eye(self.size), np.zeros(self.size))
             last = self.steps[-1]
-            self.steps[-1] = AffineStep(last.weight, last.bias, relu=True)
+            self.steps[-1] = AffineStep(last.weight, last.bias, op)
         elif op in SHAPE_OPS:
             self.shape = self._reshaped(op, args, attributes)
         elif op in ("MatMul", "Gemm"):
             self._linear(op, args, attributes)
+        elif op in ("Add", "Sub", "Mul", "Div") and not self.steps:
+            self.map_input(op, args)
         elif op in ("Add", "Sub"):
             constant = next(a for a in args if a is not None)
             if op == "Sub" and args[0] is not None:  # c - x

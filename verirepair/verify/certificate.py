@@ -1,11 +1,12 @@
-"""Proof certificates for `unsat` answers of input-split and ReLU-split branch and bound.
+"""Proof certificates for `unsat` answers of input-split, ReLU-split and activation-split branch and bound.
 
 An input-split region lists the nodes of the split tree where clauses were closed: a node is a
 path from the root box (steps ``<dim><L|R>``: halve dimension ``dim`` at its midpoint and keep the
 lower or upper half) plus, for each clause closed there, the row weights ``λ`` whose combination
 was proven positive on the node's box, or the MILP solver that decided it (`TrustedClosing`).
 A ReLU-split region lists, per clause, the leaves of its tree of ReLU splits with the slopes and
-multipliers of each leaf's bound (`ReluLeafRecord`), or the solver that decided the clause.
+multipliers of each leaf's bound (`ReluLeafRecord`), or the solver that decided the clause; an
+activation-split region the same, with splits of sigmoid/tanh inputs at points.
 `verirepair.checker` re-checks every node and leaf with an independent implementation, checks
 that they cover the region, and lists what rests on a solver.
 """
@@ -48,11 +49,15 @@ class TrustedClosing:
 
 @dataclass
 class ReluLeafRecord:
-    """A closed leaf of a ReLU-split tree: its splits ``[layer, neuron, 1 (active) | 0]`` and, per
-    neuron recorded, ``[layer, neuron, lower, upper, alpha, beta_upper, beta_lower]``: its input's
-    bounds on the leaf, the lower slope and the multipliers of the leaf's bound."""
+    """A closed leaf of a neuron-split tree.
 
-    splits: list[list[int]]
+    ReLU split: its splits ``[layer, neuron, 1 (active) | 0]`` and, per neuron recorded, ``[layer,
+    neuron, lower, upper, alpha, beta_upper, beta_lower]``: its input's bounds on the leaf, the
+    lower slope and the multipliers of the leaf's bound. Activation split: its splits ``[layer,
+    neuron, point, 1 (z >= point) | 0 (z <= point)]`` and per neuron ``[layer, neuron, slope_low,
+    slope_up, beta_upper, beta_lower]``."""
+
+    splits: list[list[int]] | list[list[float]]
     neurons: list[list[float]]
 
 
@@ -74,14 +79,16 @@ class ReluClauseProof:
 
 @dataclass
 class RegionCertificate:
-    """An input-split proof (``closings``), or a ReLU-split proof when ``relu_clauses`` is set."""
+    """An input-split proof (``closings``), or a neuron-split proof when ``relu_clauses`` is set:
+    ``method`` "relu-split" or "activation-split"."""
 
     closings: list[Closing | TrustedClosing] = field(default_factory=list)
     relu_clauses: list[ReluClauseProof] | None = None
+    method: str = "relu-split"
 
     def to_json(self) -> object:
         if self.relu_clauses is not None:
-            return {"method": "relu-split", "clauses": [c.to_json() for c in self.relu_clauses]}
+            return {"method": self.method, "clauses": [c.to_json() for c in self.relu_clauses]}
         return [[c.path, c.clauses, {"solver": c.solver}] if isinstance(c, TrustedClosing)
                 else [c.path, c.clauses, c.weights, c.bounds] for c in self.closings]
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..bounds import BoundEngine, LayerBounds
+from .certificate import ReluLeafRecord
 from .deadline import Deadline
 from .objective import RegionRows
 from .result import Counterexample, SearchOutcome
@@ -25,7 +26,7 @@ class ClauseSearch(Protocol):
     def __call__(self, engine: BoundEngine, objective: Tensor, offset: float, box_lower: Tensor, box_upper: Tensor,
                  pre_bounds: list[tuple[Tensor, Tensor]], settings: VerifySettings, deadline: Deadline,
                  margin_of: Callable[[Tensor], Tensor], confirm: Callable[[np.ndarray], Counterexample | None],
-                 ) -> SearchOutcome: ...
+                 leaves: list[ReluLeafRecord] | None = None) -> SearchOutcome: ...
 
 
 def search_clauses(search: ClauseSearch, share_of_time: float, engine: BoundEngine, rows: RegionRows,

@@ -20,7 +20,7 @@ from ..network import Network, check_import_agrees, load_network
 from ..spec import Region, Spec, parse_vnnlib
 from .activation_split import activation_split_search
 from .certificate import RegionCertificate, ReluClauseProof, ReluLeafRecord
-from .clause_search import search_clauses
+from .clause_search import ClauseSearch, search_clauses
 from .deadline import Deadline
 from .falsify import candidate_points
 from .input_split import input_split_search
@@ -131,17 +131,26 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
         notes.append("a clause with no output constraint could not be confirmed on a box point")
         return SearchOutcome("unknown", None, 0), "none"
     if certificate is not None:
-        if engine.graph.is_relu_mlp and spec.n_inputs <= settings.input_split_max_dims:
+        if engine.graph.is_mlp and spec.n_inputs <= settings.input_split_max_dims:
             # straight to the split tree: its closings are what the checker re-checks
             certificate.append(RegionCertificate())
             return input_split_search(engine, rows, region, settings, deadline, confirm, certificate[-1]), "input-split"
         if engine.graph.is_relu_mlp:
             certificate.append(RegionCertificate(relu_clauses=[]))
-            return _certified_relu_split(engine, region, rows, settings, deadline, confirm, notes, certificate[-1])
-        certificate.append(None)
-        notes.append("no certificate for this region: "
-                     + ("activation-split proofs are not certified yet" if engine.graph.has_sshaped else
-                        "only proofs on ReLU networks that are chains of dense layers are certified"))
+            return _certified_split(relu_split_search, "relu-split", engine, region, rows, settings, deadline, confirm,
+                                    notes, certificate[-1])
+        if engine.graph.is_mlp:
+            certificate.append(RegionCertificate(relu_clauses=[], method="activation-split"))
+            outcome, decider = _certified_split(activation_split_search, "activation-split", engine, region, rows,
+                                                settings, deadline, confirm, notes, certificate[-1])
+            if outcome.status in ("proven", "sat") or deadline.expired():
+                return outcome, decider
+            certificate[-1] = None
+            notes.append("no certificate for this region: the certifiable activation split left a clause open")
+        else:
+            certificate.append(None)
+            notes.append("no certificate for this region: only proofs on networks that are chains of dense layers "
+                         "with ReLU, sigmoid or tanh activations are certified")
 
     lower, upper = box_tensors(region.box, rows.A.device)
     low_dimensional = spec.n_inputs <= settings.input_split_max_dims
@@ -209,13 +218,14 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     return SearchOutcome("unknown", None, 1), "none"
 
 
-def _certified_relu_split(engine: BoundEngine, region: Region, rows: RegionRows, settings: VerifySettings,
-                          deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
-                          notes: list[str], proof: RegionCertificate) -> tuple[SearchOutcome, str]:
-    """Many-input ReLU MLPs with a certificate: ReLU split on each single-row clause from CROWN's
-    bounds (the checker re-derives them), each clause within its share of
-    ``certificate_relu_split_share`` of the time; the exact MILP decides the clauses left, which the certificate lists as decided by
-    its solver. ``proof.relu_clauses`` gets one entry per clause."""
+def _certified_split(search: ClauseSearch, method: str, engine: BoundEngine, region: Region, rows: RegionRows,
+                     settings: VerifySettings, deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
+                     notes: list[str], proof: RegionCertificate) -> tuple[SearchOutcome, str]:
+    """Many-input dense networks with a certificate: ``search`` (ReLU or activation split) on each
+    single-row clause from CROWN's bounds (the checker re-derives them), each clause within its
+    share of ``certificate_relu_split_share`` of the time; on piecewise-linear networks the exact
+    MILP decides the clauses left, which the certificate lists as decided by its solver.
+    ``proof.relu_clauses`` gets one entry per clause."""
     assert proof.relu_clauses is not None
     lower, upper = box_tensors(region.box, rows.A.device)
     with torch.no_grad():
@@ -230,17 +240,17 @@ def _certified_relu_split(engine: BoundEngine, region: Region, rows: RegionRows,
         row = int(members[0])
         share = Deadline(settings.certificate_relu_split_share * deadline.remaining() / (rows.n_clauses - position))
         leaves: list[ReluLeafRecord] = []
-        outcome = relu_split_search(engine, rows.A[row], -float(rows.b[row]), lower, upper, pre_bounds, settings,
-                                    share, rows.margin, confirm, leaves)
+        outcome = search(engine, rows.A[row], -float(rows.b[row]), lower, upper, pre_bounds, settings,
+                         share, rows.margin, confirm, leaves)
         if outcome.status == "sat":
-            return outcome, "relu-split"
+            return outcome, method
         if outcome.status == "proven":
             proof.relu_clauses.append(ReluClauseProof(position, row, leaves))
         else:
             left.append(position)
     if not left:
-        return SearchOutcome("proven", None, 1), "relu-split"
-    if not engine.graph.activations <= settings.milp_max_activations:
+        return SearchOutcome("proven", None, 1), method
+    if not (engine.graph.is_piecewise_linear and engine.graph.activations <= settings.milp_max_activations):
         return SearchOutcome("timeout" if deadline.expired() else "unknown", None, 1), "none"
     deciders: dict[int, str] = {}
     outcome = milp_search(engine, region, left, layers, settings, deadline, confirm, notes, deciders)
