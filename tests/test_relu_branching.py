@@ -20,7 +20,7 @@ from verirepair.bounds.engine import LayerBounds, Relaxation
 from verirepair.verify.relu_split import Domains, ReluSplitter, _children
 
 F64 = torch.float64
-HIDDEN = (5, 5)
+HIDDEN = (4, 4)
 
 
 def _exact_child_minima(chain: Chain, c: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -28,16 +28,20 @@ def _exact_child_minima(chain: Chain, c: np.ndarray, lower: np.ndarray, upper: n
     input is <= 0 (column 0) and >= 0 (column 1), by an LP per activation pattern."""
     (w0, b0), (w1, b1), (w2, b2) = [(layer.weight.numpy(), layer.bias.numpy()) for layer in chain.layers[::2]]
     minima = np.full((sum(HIDDEN), 2), np.inf)
+    box = list(zip(lower, upper))
     for first in itertools.product([0.0, 1.0], repeat=HIDDEN[0]):
         p1 = np.array(first)
+        sign1 = 1 - 2 * p1  # s·z <= 0 keeps each neuron on its pattern's side
+        if linprog(np.zeros(len(box)), A_ub=sign1[:, None] * w0, b_ub=-sign1 * b0, bounds=box, method="highs").status:
+            continue  # no point of the box has this first-layer pattern
         w_mid, b_mid = w1 @ (p1[:, None] * w0), w1 @ (p1 * b0) + b1
         for second in itertools.product([0.0, 1.0], repeat=HIDDEN[1]):
             p2 = np.array(second)
-            sign1, sign2 = 1 - 2 * p1, 1 - 2 * p2  # s·z <= 0 keeps each neuron on its pattern's side
+            sign2 = 1 - 2 * p2
             rows = np.vstack([sign1[:, None] * w0, sign2[:, None] * w_mid])
             rhs = np.concatenate([-sign1 * b0, -sign2 * b_mid])
             objective = c @ w2 @ (p2[:, None] * w_mid)
-            solved = linprog(objective, A_ub=rows, b_ub=rhs, bounds=list(zip(lower, upper)), method="highs")
+            solved = linprog(objective, A_ub=rows, b_ub=rhs, bounds=box, method="highs")
             if solved.status != 0:
                 continue
             value = solved.fun + c @ (w2 @ (p2 * b_mid) + b2)
