@@ -11,10 +11,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from dense_chain import Chain
 from random_nets import random_mlp
 from scipy.optimize import linprog
 
-from dense_chain import Chain
 from verirepair.bounds import BoundEngine
 from verirepair.bounds.engine import LayerBounds, Relaxation
 from verirepair.verify.relu_split import Domains, ReluSplitter, _children
