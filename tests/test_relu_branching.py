@@ -17,6 +17,8 @@ from scipy.optimize import linprog
 
 from verirepair.bounds import BoundEngine
 from verirepair.bounds.engine import LayerBounds, Relaxation
+from verirepair.errors import SettingsError
+from verirepair.verify import VerifySettings
 from verirepair.verify.relu_split import Domains, ReluSplitter, _children
 
 F64 = torch.float64
@@ -113,3 +115,8 @@ def test_filtered_branching_picks_the_candidate_whose_worse_child_bounds_best() 
         assert float(children[0]) <= exact[choice, 1] + 1e-9 and float(children[1]) <= exact[choice, 0] + 1e-9
     assert strictly_better >= 1
 
+
+
+def test_fewer_than_one_candidate_is_refused() -> None:
+    with pytest.raises(SettingsError, match="relu_split_candidates"):
+        VerifySettings(relu_split_candidates=0)
