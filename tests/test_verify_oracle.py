@@ -182,18 +182,20 @@ def test_tiny_relu_networks_agree_with_exact_oracle(chunk: int, leaves: str, tmp
 
 
 @pytest.mark.parametrize("chunk", range(WIDE_CHUNKS))
-@pytest.mark.parametrize("search", ["relu-split", "milp", "milp-bounds"])
+@pytest.mark.parametrize("search", ["relu-split", "relu-split-top-score", "milp", "milp-bounds"])
 def test_twelve_input_relu_networks_agree_with_exact_oracle(chunk: int, search: str, tmp_path: Path) -> None:
     """12 inputs: above `input_split_max_dims`, so open clauses go to ReLU-split branch and bound
-    (given all the time, so the MILP sees only multi-row clauses) or straight to the MILP search;
-    or, first, to MILP-refined intermediate bounds whatever the clause's gap (then ReLU split)."""
+    (given all the time, so the MILP sees only multi-row clauses; branching by filtered smart
+    branching, or on the best-scored neuron) or straight to the MILP search; or, first, to
+    MILP-refined intermediate bounds whatever the clause's gap (then ReLU split)."""
     first = 10_000 + chunk * CHUNK
-    settings = {"relu-split": dataclasses.replace(SETTINGS, relu_split_share=1.0),
+    settings = {"relu-split": dataclasses.replace(SETTINGS, relu_split_share=1.0, relu_split_candidates=3),
+                "relu-split-top-score": dataclasses.replace(SETTINGS, relu_split_share=1.0, relu_split_candidates=1),
                 "milp": dataclasses.replace(SETTINGS, relu_split_share=0.0),
                 "milp-bounds": dataclasses.replace(SETTINGS, relu_split_share=1.0, milp_refine_gap=0.0,
                                                    milp_refine_share=0.5)}[search]
     tally = run_chunk(range(first, first + CHUNK), tmp_path, 12, settings)
-    used = "milp-refined bounds" if search == "milp-bounds" else search
+    used = {"milp-bounds": "milp-refined bounds", "relu-split-top-score": "relu-split"}.get(search, search)
     assert tally[used] >= 1, f"no case used {used}: {tally}"
 
 

@@ -7,7 +7,8 @@ variants see the same machine.
 
 A variant is ``NAME`` or ``NAME:setting=value,setting=value`` (values read as Python literals, or
 true/false). Prints one row per instance and variant (verdict, decided by, seconds, the notes about
-refined bounds) and the decided count per variant; ``--json`` also writes the rows, one per line.
+refined bounds, and per ReLU-split search left open its domains bounded, open domains and weakest
+bound) and the decided count per variant; ``--json`` also writes the rows, one per line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ast
 import csv
 import dataclasses
 import json
+import logging
 import multiprocessing
 import sys
 import time
@@ -44,16 +46,32 @@ def parse_variant(text: str) -> tuple[str, dict[str, object]]:
     return name, changes
 
 
+class _Collected(logging.Handler):
+    """The ReLU split's reports of searches it left open (domains bounded, open, weakest bound)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def run_one(onnx_path: str, vnnlib_path: str, changes: dict[str, object], timeout: float, queue: multiprocessing.Queue) -> None:
     import torch
 
     torch.set_num_threads(1)
+    collected = _Collected()
+    split_logger = logging.getLogger("verirepair.verify.relu_split")
+    split_logger.setLevel(logging.INFO)
+    split_logger.addHandler(collected)
     settings = dataclasses.replace(VerifySettings(timeout=timeout), **changes)
     started = time.perf_counter()
     verdict = verify_files(onnx_path, vnnlib_path, settings)
     queue.put({"status": verdict.status, "decided_by": verdict.decided_by,
                "seconds": round(time.perf_counter() - started, 2),
-               "notes": [note for note in verdict.notes if "refined" in note or "bound" in note][:3]})
+               "notes": [note for note in verdict.notes if "refined" in note or "bound" in note][:3],
+               "relu_split_open": collected.messages})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
             process.join(timeout + 60)
             if process.is_alive():
                 process.kill()
-            outcome = queue.get() if not queue.empty() else {"status": "error", "decided_by": "no result", "seconds": None, "notes": []}
+            outcome = queue.get() if not queue.empty() else {"status": "error", "decided_by": "no result", "seconds": None,
+                                                             "notes": [], "relu_split_open": []}
             row = {"instance": f"{onnx_name} {vnnlib_name}", "variant": name, **outcome}
             results.append(row)
-            print(f"{row['instance']:55s} {name:16s} {row['status']:8s} {row['decided_by']:14s} {row['seconds']} {' | '.join(row['notes'])}",
-                  flush=True)
+            print(f"{row['instance']:55s} {name:16s} {row['status']:8s} {row['decided_by']:14s} {row['seconds']} "
+                  f"{' | '.join(row['notes'] + row['relu_split_open'])}", flush=True)
     print()
     for name, _ in variants:
         mine = [r for r in results if r["variant"] == name]

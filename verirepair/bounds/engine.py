@@ -279,7 +279,8 @@ class BoundEngine:
         optimises only those multipliers, the others staying 0: β-CROWN's, on split neurons only,
         converge in fewer steps than all of them. ``start``: α-CROWN's parameters to start from (a
         parent domain's), instead of CROWN's slopes and zero multipliers; ``keep_relaxation``
-        returns the best ones;
+        returns the best ones. With method "crown", ``start``'s parameters replace CROWN's slopes
+        and zero multipliers in its one pass (any slope in [0, 1] and any β >= 0 are sound);
         ``record_coefficients`` returns the λ at every non-linear node's output for the starting
         parameters (``start``'s, else CROWN's: the first pass).
         """
@@ -296,7 +297,11 @@ class BoundEngine:
             return OutputBound(interval, None, None, layers)
         lam0 = C.reshape((batch, C.shape[1]) + self.graph.shapes[self.graph.output])
         record: dict[int, Tensor] | None = {} if record_coefficients else None
-        lam, bias = self._backward(self.graph.output, lam0, d, pre, values, record=record)
+        fixed = start if method == "crown" and start is not None else None
+        lam, bias = self._backward(self.graph.output, lam0, d, pre, values,
+                                   alphas=None if fixed is None else {i: a.to(lam0.dtype) for i, a in fixed.slopes.items()},
+                                   multipliers=None if fixed is None else
+                                   {i: m.to(lam0.dtype) for i, m in fixed.multipliers.items()}, record=record)
         # CROWN's adaptive slopes can lose to plain intervals (e.g. relu on [-1, 2]); keep the better.
         best = torch.maximum(concretize(lam, bias, lower, upper), interval)
         if method != "alpha-crown" or alpha_steps <= 0:

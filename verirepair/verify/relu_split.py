@@ -33,12 +33,19 @@ checker, which derives CROWN bounds with the splits as clamps, finds the bounds 
 Every closed domain is recorded (`ReluLeafRecord`): its splits, and for every neuron unstable on
 the root box or on the domain its bounds, slope and multipliers.
 
-Branching picks, per domain, the unsplit unstable neuron whose upper relaxation costs the bound most
-(a BaBSR-like score, from the λ that reaches each ReLU's output in the domain's first CROWN pass).
+Branching scores, per domain, every unsplit unstable neuron by what its upper relaxation costs the
+bound (a BaBSR-like score, from the λ that reaches each ReLU's output in the domain's first CROWN
+pass). With one candidate (``VerifySettings.relu_split_candidates``) the best-scored neuron is split;
+with k > 1, filtered smart branching: the k best-scored neurons of each open domain are each split
+tentatively, both children bounded by one CROWN pass with the domain's optimised slopes and
+multipliers (batched over domains × candidates × 2 children), and the neuron whose worse child
+bounds highest is split (ties: the better score). Branching only picks the neuron; every child is
+bounded afresh, so no choice can make a bound unsound.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -56,6 +63,7 @@ from .objective import still_open
 from .result import Counterexample, SearchOutcome
 from .settings import VerifySettings
 
+logger = logging.getLogger(__name__)
 Tensor = torch.Tensor
 # α-CROWN steps on (α, β) per batch of domains, and the slopes' learning rate (the engine's
 # multipliers take half of it).
@@ -73,6 +81,9 @@ MAX_FRONTIER_BYTES = 1.5e9
 BYTES_PER_NEURON = 28
 # A domain is empty only when some neuron's bounds cross by more than this (as `decision_margin`).
 EMPTY_MARGIN = 1e-9
+# Filtered smart branching bounds the tentative children of at most this many domains at once
+# (each domain has 2k of them), so its memory stays that of a few thousand domains.
+CANDIDATE_DOMAINS_PER_PASS = 256
 
 
 @dataclass
@@ -132,16 +143,20 @@ class BatchBound:
     domains: Domains  # with their optimised slopes and multipliers, bound and branching neuron
     own: Tensor  # [D] each domain's own bound, before its parent's is taken into account
     vertex: Tensor  # [D, n_in]: minimiser of the final linear lower bound over the box
+    scores: Tensor  # [D, N] branching score per flat neuron index (-1: not splittable)
 
 
 class ReluSplitter:
     """Bounds, branches and re-bounds domains of one objective ``c·f(x) + offset`` over one box."""
 
     def __init__(self, engine: BoundEngine, objective: Tensor, offset: float, box_lower: Tensor,
-                 box_upper: Tensor, pre_bounds: list[tuple[Tensor, Tensor]], certifying: bool = False) -> None:
+                 box_upper: Tensor, pre_bounds: list[tuple[Tensor, Tensor]], certifying: bool = False,
+                 candidates: int = 1) -> None:
         """``pre_bounds``: bounds of every ReLU's input on the box (`BoundGraph.nonlinear` order);
-        ``certifying``: see the module doc."""
+        ``certifying``: see the module doc; ``candidates``: neurons tried per domain by
+        `filtered_branching` (1: the best-scored one, no trial)."""
         self.engine = engine
+        self.candidates = candidates
         self.certifying = certifying
         self.parameter_dtype = torch.float64 if certifying else torch.float32
         self.splittable = [((l < 0) & (u > 0)).reshape(1, -1) for l, u in pre_bounds]
@@ -174,11 +189,11 @@ class ReluSplitter:
                   for i, s in zip(self.nodes, domains.slopes)]
         multipliers = [kept.multipliers[i][:, 0].to(self.parameter_dtype) if i in kept.multipliers else m
                        for i, m in zip(self.nodes, domains.multipliers)]
-        branch = self._branching(domains, [result.node_coefficients[i][:, 0] for i in self.nodes])
+        scores = self._scores(domains, [result.node_coefficients[i][:, 0] for i in self.nodes])
         bounded = Domains(domains.pre_lower, domains.pre_upper, slopes, multipliers,
-                          torch.maximum(own, domains.lower), branch, domains.splits)
+                          torch.maximum(own, domains.lower), _best_scored(scores), domains.splits)
         vertex = torch.where(result.coefficients[:, 0] > 0, box_lower, box_upper)
-        return BatchBound(bounded, own, vertex)
+        return BatchBound(bounded, own, vertex, scores)
 
     def _multiplier_masks(self, domains: Domains) -> dict[int, Tensor]:
         """[D, 1, n, 2] per ReLU node: multipliers on the bounds that splits put at 0 (an upper bound
@@ -189,23 +204,58 @@ class ReluSplitter:
                 for i, lower, upper, splittable in zip(self.nodes, domains.pre_lower, domains.pre_upper,
                                                        self.splittable)}
 
-    def _branching(self, domains: Domains, lams: list[Tensor]) -> Tensor:
-        """Per domain, the flat index of the unsplit unstable neuron with the largest score (-1: none).
+    def _scores(self, domains: Domains, lams: list[Tensor]) -> Tensor:
+        """[D, N]: per domain and flat neuron index, the branching score of each unsplit unstable
+        neuron, -1 for the others (a split neuron has a bound at 0, so it is no longer unstable).
 
         Score: what the neuron's upper-line intercept costs the bound (``-min(λ, 0)·intercept``), plus
-        a small term in ``|λ|·width`` that ranks neurons whose λ is positive (lower line in use). A
-        split neuron has a bound at 0, so it is no longer unstable.
+        a small term in ``|λ|·width`` that ranks neurons whose λ is positive (lower line in use).
         """
-        if not lams:
-            return torch.full((domains.size,), -1, dtype=torch.long, device=domains.lower.device)
         scores = []
         for lower, upper, lam in zip(domains.pre_lower, domains.pre_upper, lams):
             _, intercept = BoundRelu.upper_line(lower, upper)
             unstable = (lower < 0) & (upper > 0)
             score = -lam.clamp(max=0) * intercept + 1e-3 * lam.abs() * (upper - lower)
             scores.append(torch.where(unstable, score, torch.full_like(score, -1.0)))
-        value, index = torch.cat(scores, dim=1).max(dim=1)
-        return torch.where(value >= 0, index, torch.full_like(index, -1))
+        if not scores:
+            return domains.lower.new_full((domains.size, 0), -1.0)
+        return torch.cat(scores, dim=1)
+
+    def filtered_branching(self, domains: Domains, scores: Tensor) -> Domains:
+        """The domains with their branching neuron chosen by filtered smart branching (module doc)
+        among their `candidates` best-scored neurons (``scores`` as `_scores`)."""
+        count = min(self.candidates, scores.shape[1])
+        if count <= 1 or domains.size == 0:
+            return domains
+        branch = torch.cat([self._tried_branching(domains.select(part), scores[part], count)
+                            for part in torch.arange(domains.size, device=scores.device).split(CANDIDATE_DOMAINS_PER_PASS)])
+        return replace(domains, branch=branch)
+
+    def _tried_branching(self, domains: Domains, scores: Tensor, count: int) -> Tensor:
+        top_scores, top = scores.topk(count, dim=1)  # [D, k], best score first
+        tried = replace(domains.select(torch.arange(domains.size, device=top.device).repeat_interleave(count)),
+                        branch=top.reshape(-1), splits=None)
+        worse = self.child_bounds(tried).reshape(2, domains.size, count).min(dim=0).values
+        worse = worse.masked_fill((top_scores < 0) | worse.isnan(), -torch.inf)
+        best = worse.max(dim=1, keepdim=True).values
+        rank = torch.arange(count, device=top.device).expand_as(worse)
+        choice = torch.where(worse >= best, rank, count).min(dim=1, keepdim=True).values
+        branch = top.gather(1, choice).squeeze(1)
+        return torch.where(top_scores[:, 0] >= 0, branch, torch.full_like(branch, -1))
+
+    def child_bounds(self, domains: Domains) -> Tensor:
+        """[2D]: one CROWN pass's bound of each domain's children (`_children` order: all active
+        ones, then all inactive ones) with the domain's slopes and multipliers, its intermediate
+        bounds otherwise unchanged."""
+        children = _children(domains)
+        box_lower, box_upper = self._box(children.size)
+        fixed = Relaxation({i: s.unsqueeze(1) for i, s in zip(self.nodes, children.slopes)},
+                           {i: m.unsqueeze(1) for i, m in zip(self.nodes, children.multipliers)})
+        with torch.no_grad():
+            result = self.engine.output_bounds(box_lower, box_upper, self.C, self.d, method="crown",
+                                               layers=LayerBounds(tuple(zip(children.pre_lower, children.pre_upper))),
+                                               start=fixed)
+        return result.lower[:, 0]
 
     def rebound(self, domains: Domains) -> tuple[Domains, Tensor]:
         """The domains with every ReLU input re-bounded by CROWN under their splits (intersected with
@@ -256,6 +306,14 @@ class ReluSplitter:
         return records
 
 
+def _best_scored(scores: Tensor) -> Tensor:
+    """Per domain, the flat index of the neuron with the largest score (-1: no splittable neuron)."""
+    if scores.shape[1] == 0:
+        return torch.full((scores.shape[0],), -1, dtype=torch.long, device=scores.device)
+    value, index = scores.max(dim=1)
+    return torch.where(value >= 0, index, torch.full_like(index, -1))
+
+
 def _tuples(items: list[tuple]) -> np.ndarray:
     """A one-dimensional object array of the tuples (numpy would make a ragged list 2-D)."""
     array = np.empty(len(items), dtype=object)
@@ -299,7 +357,8 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
     violation), used to rank candidate points before they are replayed in onnxruntime by
     ``confirm``. ``leaves``: filled with the closed domains' records for a certificate.
     """
-    splitter = ReluSplitter(engine, objective, offset, box_lower, box_upper, pre_bounds, leaves is not None)
+    splitter = ReluSplitter(engine, objective, offset, box_lower, box_upper, pre_bounds, leaves is not None,
+                            settings.relu_split_candidates)
     lower = box_lower.reshape(-1)
     device, dtype = lower.device, lower.dtype
     sizes = [int(l.numel()) for l, _ in pre_bounds]
@@ -317,9 +376,9 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
     while frontier.size:
         progress.search("relu-split", frontier.size, frontier.lower.min)
         if deadline.expired():
-            return SearchOutcome("timeout", None, bounded_count)
+            return _unfinished("timeout", frontier, bounded_count)
         if frontier.size * BYTES_PER_NEURON * sum(sizes) > MAX_FRONTIER_BYTES:
-            return SearchOutcome("unknown", None, bounded_count)
+            return _unfinished("unknown", frontier, bounded_count)
         started = time.monotonic()
         order = frontier.lower.argsort()
         parents, frontier = frontier.select(order[:batch]), frontier.select(order[batch:])
@@ -338,6 +397,12 @@ def relu_split_search(engine: BoundEngine, objective: Tensor, offset: float, box
     return SearchOutcome("unknown" if stuck else "proven", None, bounded_count)
 
 
+def _unfinished(status: str, frontier: Domains, bounded_count: int) -> SearchOutcome:
+    logger.info("relu split %s: %d domains bounded, %d open, weakest bound %.4g", status, bounded_count,
+                frontier.size, float(frontier.lower.min()))
+    return SearchOutcome(status, None, bounded_count)
+
+
 def _bound_and_filter(splitter: ReluSplitter, domains: Domains, settings: VerifySettings,
                       leaves: list[ReluLeafRecord] | None, start: bool = True) -> tuple[Domains, Tensor]:
     """Bound the domains (re-bounding stalled ones under their splits); return the ones still
@@ -348,7 +413,7 @@ def _bound_and_filter(splitter: ReluSplitter, domains: Domains, settings: Verify
     if splitter.certifying and start:
         domains, empty = splitter.rebound(domains)
     result = splitter.bound(domains, start)
-    bounded, vertex = result.domains, result.vertex
+    bounded, vertex, scores = result.domains, result.vertex, result.scores
     if empty is not None:
         bounded = replace(bounded, lower=bounded.lower.masked_fill(empty, torch.inf))
     parent = domains.lower
@@ -360,10 +425,10 @@ def _bound_and_filter(splitter: ReluSplitter, domains: Domains, settings: Verify
         retried = splitter.bound(rebounded)
         closed = retried.domains.lower.masked_fill(empty, torch.inf)
         bounded = bounded.replace(index, replace(retried.domains, lower=closed))
-        vertex = vertex.clone()
-        vertex[index] = retried.vertex
+        vertex, scores = vertex.clone(), scores.clone()
+        vertex[index], scores[index] = retried.vertex, retried.scores
     open_mask = still_open(bounded.lower, settings.decision_margin)
     if leaves is not None and not bool(open_mask.all()):
         leaves.extend(splitter.leaf_records(bounded.select((~open_mask).nonzero().flatten())))
     unrefuted = open_mask.nonzero().flatten()
-    return bounded.select(unrefuted), vertex[unrefuted]
+    return splitter.filtered_branching(bounded.select(unrefuted), scores[unrefuted]), vertex[unrefuted]

@@ -45,6 +45,11 @@ class VerifySettings:
     # The same with a certificate requested: the MILP's answers would only be solver-trusted, and
     # ReLU split starts from CROWN's intermediate bounds there, so it gets more of the time.
     certificate_relu_split_share: float = 0.8
+    # ReLU split's branching: the best-scored neurons (BaBSR-like score) each domain tries, keeping
+    # the one whose worse child's one-pass CROWN bound is highest (filtered smart branching); 1:
+    # the best-scored neuron, untried. Trying costs 2k CROWN passes per domain and decided no
+    # more mnist_fc instances (docs/algorithms.md, ReLU split), so it is off.
+    relu_split_candidates: int = 1
     # Many-input ReLU MLPs whose weakest open clause's α-CROWN bound is below -milp_refine_gap: the
     # unstable neurons of hidden layers 2 … 1 + milp_refine_layers are bounded by exact MILPs of the
     # layers before them (at most milp_refine_neuron_seconds each), within milp_refine_share of the
@@ -111,3 +116,5 @@ class VerifySettings:
     def __post_init__(self) -> None:
         if not self.timeout > 0:
             raise SettingsError(f"timeout must be positive, got {self.timeout}")
+        if self.relu_split_candidates < 1:
+            raise SettingsError(f"relu_split_candidates must be at least 1, got {self.relu_split_candidates}")
