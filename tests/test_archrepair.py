@@ -156,6 +156,20 @@ def test_exported_conv_cell_matches_the_torch_model_and_keeps_the_rest(names, tm
     _check_export(path, tmp_path, 1, names)
 
 
+@pytest.mark.parametrize("block_index, names", [(0, ("original", "zero", "identity")), (0, ("original", "zero", "conv3x3_relu")),
+                                                (1, ("original", "zero", "avgpool3x3")), (1, ("original", "zero", "conv1x1_relu"))])
+def test_exported_strided_conv_cell_matches_the_torch_model_and_keeps_the_rest(block_index, names, tmp_path: Path) -> None:
+    """The shipped MNIST CNN's blocks are 4×4 convolutions of stride 2 without padding: the
+    original layer keeps that geometry in the cell (`_checked` compares it with the block) and
+    in the exported file."""
+    path = ROOT / "models" / "mnist_cnn.onnx"
+    blocks = blocks_of(load_network(path))
+    assert [(b.in_shape, b.out_shape) for b in blocks] == [((1, 28, 28), (4, 13, 13)), ((4, 13, 13), (8, 5, 5))]
+    _check_export(path, tmp_path, block_index, names)
+    cell = Cell(original_operation(load_network(path), blocks[block_index]), blocks[block_index], ArchRepairSettings())
+    assert cell.skip.names == ["zero"]  # no candidate maps the block's input to its smaller output
+
+
 def test_an_operation_the_bound_graph_cannot_bound_is_refused(monkeypatch) -> None:
     with pytest.raises(SettingsError, match="'maxpool3x3' for conv blocks is not one the bound graph supports"):
         ArchRepairSettings(conv_operations=("zero", "maxpool3x3"))
