@@ -3,7 +3,7 @@ measure accuracy on every corruption and on clean digits, before and after.
 
     OMP_NUM_THREADS=1 .venv/bin/python tools/corruption_repair.py [--corruption fog]
         [--strategies archrepair,inner] [--points 40] [--eps 0.01] [--budget 300]
-        [--verify-timeout 10] [--network models/mnist_cnn.onnx] [--json out.json]
+        [--verify-timeout 10] [--network models/mnist_cnn.onnx] [--json out.json] [--set NAME=NUMBER ...]
 
 Corruptions (numpy and scipy only, fixed seeds; images in [0, 1], clipped), `corrupted`:
 
@@ -20,7 +20,8 @@ around the corrupted digit, clipped to [0, 1]; violated where another digit's ou
 true label's). Every strategy runs `verirepair.check_and_fix` on that suite, so a written file is
 proven on every point; accuracy is then measured in onnxruntime on the 1,000 held-out digits,
 clean and under each corruption (corrupted with other seeds than the training digits), on the
-written file, or on the run's last unproven candidate (marked ``*``).
+written file, or on the run's last unproven candidate (marked ``*``). ``--set`` changes
+`ArchRepairSettings` numbers for the ``archrepair`` run (as in ``tools/repair_suites.py``).
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 from attack_success import IMAGE_SIDE, predicted_labels
-from repair_suites import parameters_changed
+from repair_suites import archrepair_changes, parameters_changed, repair_with
 from scipy import ndimage
 
-from verirepair import check_and_fix, datasets
+from verirepair import datasets
 from verirepair.spec.model import Box, Clause, Region, Spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,8 +112,8 @@ def run_one(network: Path, specs: list[Spec], strategy: str, args: argparse.Name
             held_out: datasets.LabelledImages) -> dict[str, object]:
     output, kept = workdir / f"{strategy}.onnx", workdir / f"{strategy}_unproven.onnx"
     started = time.monotonic()
-    report = check_and_fix(network, specs, strategy=strategy, output=output, budget=args.budget,
-                           verify_timeout=args.verify_timeout, decision="argmax", data=data, keep_unproven=kept)
+    report = repair_with(network, specs, strategy, archrepair_changes(args.set), data, output=output, budget=args.budget,
+                         verify_timeout=args.verify_timeout, keep_unproven=kept)
     row: dict[str, object] = {"strategy": strategy, "status": report.status, "proven": report.proven,
                               "seconds": round(time.monotonic() - started, 1), "suite_totals": report.suite,
                               "rounds": len(report.iterations)}
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=300.0, help="seconds per strategy")
     parser.add_argument("--verify-timeout", type=float, default=10.0, help="seconds per verification")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=NUMBER", help="an ArchRepairSettings number")
     args = parser.parse_args(argv)
     import torch
 
