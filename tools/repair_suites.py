@@ -14,7 +14,8 @@ held-out accuracy before → after (onnxruntime on the file: the written one whe
 the run's last candidate, marked ``*``), the initializer entries that differ from the original's
 (and entries of initializers the repair added), the wall time; for the backdoored network also the
 attack success rate before → after (`tools/attack_success.py`; accuracy is its clean accuracy).
-The JSON also has each run's per-property verdicts, notes and each round's verdict counts.
+The JSON also has each run's per-property verdicts, notes, phase seconds and each round's verdicts
+and strategy details.
 ``--set`` changes a number of `ArchRepairSettings` for the ``archrepair`` runs (e.g.
 ``verifiable_weight=0`` turns the verifiability term off); the run then goes through
 `verirepair.repair.check_and_fix_suite_network` with that strategy object, as the API does.
@@ -97,10 +98,13 @@ def accuracy_figures(onnx_path: Path, held_out: datasets.LabelledImages, backdoo
 
 
 def round_summary(iteration: Iteration) -> dict[str, object]:
-    """An iteration's suite verdict and how many of its properties each verdict had."""
+    """An iteration's suite verdict, its properties' verdicts and how many each verdict had, and
+    what the strategy reported of the round."""
     verdicts = list(dict(iteration.details.get("verdicts") or {}).values())  # type: ignore[call-overload]
-    return {"number": iteration.number, "verdict": iteration.verdict,
-            "counts": {status: verdicts.count(status) for status in sorted(set(verdicts))}}
+    details = {key: value for key, value in iteration.details.items() if key != "verdicts"}
+    return {"number": iteration.number, "verdict": iteration.verdict, "verify_seconds": round(iteration.verify_seconds, 1),
+            "counts": {status: verdicts.count(status) for status in sorted(set(verdicts))},
+            "verdicts": iteration.details.get("verdicts"), "details": json.loads(json.dumps(details, default=str))}
 
 
 def archrepair_changes(items: list[str]) -> dict[str, float]:
@@ -141,7 +145,7 @@ def run_one(network: Path, properties: list[Path], strategy: str, args: argparse
         return row | {"status": f"n/a: {error}"}
     row |= {"status": report.status, "proven": report.proven, "seconds": round(time.monotonic() - started, 1),
             "suite_totals": report.suite, "rounds": len(report.iterations), "produced_by": report.produced_by,
-            "per_property": report.properties, "notes": report.notes, "iterations": [round_summary(i) for i in report.iterations]}
+            "per_property": report.properties, "notes": report.notes, "phase_seconds": report.phase_seconds, "iterations": [round_summary(i) for i in report.iterations]}
     candidate = output if report.written else kept if report.kept_unproven else None
     if candidate is not None:
         changed, added = parameters_changed(network, candidate)
@@ -208,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(data, X=train.x, y=train.y)
         for strategy in args.strategies.split(","):
             rows.append(run_one(network, properties, strategy, args, data, Path(workdir), held_out, backdoor))
-            print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_property"}), flush=True)
+            print(json.dumps({k: v for k, v in rows[-1].items() if k not in ("per_property", "iterations")}), flush=True)
     print_table(rows, before, backdoor)
     if args.json:
         args.json.write_text(json.dumps({"suite": args.suite.name, "network": network.name, "before": before,
