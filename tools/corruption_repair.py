@@ -35,7 +35,12 @@ from pathlib import Path
 
 import numpy as np
 from attack_success import IMAGE_SIDE, predicted_labels
-from repair_suites import archrepair_changes, parameters_changed, repair_with
+from repair_suites import (
+    archrepair_changes,
+    parameters_changed,
+    repair_with,
+    round_summary,
+)
 from scipy import ndimage
 
 from verirepair import datasets
@@ -116,7 +121,8 @@ def run_one(network: Path, specs: list[Spec], strategy: str, args: argparse.Name
                          verify_timeout=args.verify_timeout, keep_unproven=kept)
     row: dict[str, object] = {"strategy": strategy, "status": report.status, "proven": report.proven,
                               "seconds": round(time.monotonic() - started, 1), "suite_totals": report.suite,
-                              "rounds": len(report.iterations)}
+                              "rounds": len(report.iterations), "notes": report.notes, "phase_seconds": report.phase_seconds,
+                              "iterations": [round_summary(i) for i in report.iterations]}
     candidate = output if report.written else kept if report.kept_unproven else None
     if candidate is not None:
         changed, added = parameters_changed(network, candidate)
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(data, X=train.x, y=train.y)
         for strategy in args.strategies.split(","):
             rows.append(run_one(args.network, specs, strategy, args, data, Path(workdir), held_out))
-            print(json.dumps(rows[-1]), flush=True)
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "iterations"}), flush=True)
     print_table(before, rows)
     if args.json:
         args.json.write_text(json.dumps({"network": args.network.name, "corruption": args.corruption, "points": len(specs),
