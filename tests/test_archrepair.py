@@ -3,6 +3,7 @@ original graph (checked in onnxruntime and by the bound graph), and the end-to-e
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from onnx_factory import build_model
 from repair_nets import small_cnn
 
 from verirepair import datasets
-from verirepair.bounds import build_graph
+from verirepair.bounds import BoundEngine, build_graph
 from verirepair.errors import SettingsError
 from verirepair.network import load_network, run_onnxruntime
 from verirepair.repair import RepairSettings, check_and_fix, registry
@@ -23,6 +24,12 @@ from verirepair.repair.archrepair import ArchRepairSettings
 from verirepair.repair.archrepair.blocks import Block, blocks_of
 from verirepair.repair.archrepair.export import PREFIX, spliced_model
 from verirepair.repair.archrepair.localise import block_scores, most_vulnerable
+from verirepair.repair.archrepair.objective import (
+    RepairSamples,
+    crown_margins,
+    regions_at_risk,
+    verifiable_shortfall,
+)
 from verirepair.repair.archrepair.operations import OPERATIONS, check_operations
 from verirepair.repair.archrepair.search import (
     Cell,
@@ -154,6 +161,51 @@ def test_exported_conv_cell_matches_the_torch_model_and_keeps_the_rest(names, tm
     onnx.save(small_cnn(), str(path))
     assert [b.kind for b in blocks_of(load_network(path))] == ["conv", "conv", "other"]
     _check_export(path, tmp_path, 1, names)
+
+
+@pytest.mark.parametrize("block_index, names", [(0, ("original", "zero", "identity")), (0, ("original", "zero", "conv3x3_relu")),
+                                                (1, ("original", "zero", "avgpool3x3")), (1, ("original", "zero", "conv1x1_relu"))])
+def test_exported_strided_conv_cell_matches_the_torch_model_and_keeps_the_rest(block_index, names, tmp_path: Path) -> None:
+    """The shipped MNIST CNN's blocks are 4×4 convolutions of stride 2 without padding: the
+    original layer keeps that geometry in the cell (`_checked` compares it with the block) and
+    in the exported file."""
+    path = ROOT / "models" / "mnist_cnn.onnx"
+    blocks = blocks_of(load_network(path))
+    assert [(b.in_shape, b.out_shape) for b in blocks] == [((1, 28, 28), (4, 13, 13)), ((4, 13, 13), (8, 5, 5))]
+    _check_export(path, tmp_path, block_index, names)
+    cell = Cell(original_operation(load_network(path), blocks[block_index]), blocks[block_index], ArchRepairSettings())
+    assert cell.skip.names == ["zero"]  # no candidate maps the block's input to its smaller output
+
+
+def test_the_verifiability_term_bounds_every_suite_property_and_only_boxes_at_risk_need_gradients() -> None:
+    """Its boxes are the suite's (the repaired property's among them); the boxes left out as not
+    at risk are those whose CROWN bound clears twice the target, so leaving them out changes nothing;
+    the bounds are those of the verifier's CROWN (`BoundEngine.output_bounds`)."""
+    torch.set_num_threads(1)
+    network = load_network(DIGITS)
+    specs = [parse_vnnlib(ROOT / "specs" / f"digits_robust_0_eps{eps}.vnnlib", n_inputs=64, n_outputs=10)
+             for eps in ("0.02", "0.1", "0.12")]
+    module = TrainableNetwork(network)
+    module.requires_grad_(False)
+    settings = ArchRepairSettings(box_samples=200, keep_samples=200)
+    alone = RepairSamples(specs[2], module, None, "argmax", settings)
+    samples = RepairSamples(specs[2], module, None, "argmax", settings, suite=specs)
+    assert len(alone.verified.regions) == 1 and len(samples.verified.regions) == 3
+    bounds = crown_margins(module, samples.verified.regions)
+    for spec, bound in zip(specs, bounds.tolist()):
+        region = spec.regions[0]
+        rows = torch.tensor(np.vstack([clause.A for clause in region.clauses]), dtype=torch.float64)
+        crown = BoundEngine(build_graph(network)).output_bounds(torch.tensor(region.box.lower).unsqueeze(0),
+                                                                torch.tensor(region.box.upper).unsqueeze(0), rows)
+        assert bound == pytest.approx(float(crown.lower.min()), rel=1e-4, abs=1e-4)  # one row per clause here
+    # a verifiability target putting the limit at 2: the eps 0.02 property's bound clears it, the others do not
+    settings = dataclasses.replace(settings, verifiable_target=1.0 / samples.target)
+    at_risk = regions_at_risk(module, samples, settings)
+    limit = 2 * settings.verifiable_target * samples.target
+    assert [r.box for r in at_risk] == [r.box for r, b in zip(samples.verified.regions, bounds.tolist()) if b < limit]
+    assert 0 < len(at_risk) < 3, (bounds, limit)
+    assert float(verifiable_shortfall(module, samples, settings, at_risk)) == pytest.approx(
+        float(verifiable_shortfall(module, samples, settings)), rel=1e-6)
 
 
 def test_an_operation_the_bound_graph_cannot_bound_is_refused(monkeypatch) -> None:

@@ -109,6 +109,8 @@ def test_a_suite_is_repaired_together_and_the_written_file_is_proven_on_every_pr
                                "proven_after": 3, "lost": 0, "violated_after": 0, "unknown_after": 0}
     # the strategy was handed the violated property alone
     assert [p.spec.source for p in ASKED] == [str(DIGITS_SPECS[2])]
+    # ... and every property its candidate must be proven on, in the suite's order
+    assert [[spec.source for spec in p.suite] for p in ASKED] == [[str(spec) for spec in DIGITS_SPECS]]
     for spec in DIGITS_SPECS:  # the written file, verified on its own
         assert verirepair.verify(out, spec, timeout=60).status == "unsat"
 

@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python tools/repair_suites.py SUITE [--strategies inner,birdnn]
         [--budget 600] [--verify-timeout S] [--violated K] [--json out.json] [--keep DIR]
+        [--set NAME=NUMBER ...]
 
 SUITE is a folder of ``specs/`` (``mnist_mlp_robust``, ``mnist_cnn_robust``, ``mnist_cnn_backdoor``) or
 its path. Each strategy runs `verirepair.check_and_fix` on the suite's network and properties
@@ -13,7 +14,11 @@ held-out accuracy before → after (onnxruntime on the file: the written one whe
 the run's last candidate, marked ``*``), the initializer entries that differ from the original's
 (and entries of initializers the repair added), the wall time; for the backdoored network also the
 attack success rate before → after (`tools/attack_success.py`; accuracy is its clean accuracy).
-The JSON also has each run's per-property verdicts, notes and each round's verdict counts.
+The JSON also has each run's per-property verdicts, notes, phase seconds and each round's verdicts
+and strategy details.
+``--set`` changes a number of `ArchRepairSettings` for the ``archrepair`` runs (e.g.
+``verifiable_weight=0`` turns the verifiability term off); the run then goes through
+`verirepair.repair.check_and_fix_suite_network` with that strategy object, as the API does.
 """
 
 from __future__ import annotations
@@ -33,7 +38,12 @@ from onnx import numpy_helper
 
 from verirepair import check_and_fix, datasets
 from verirepair.errors import InputError
-from verirepair.repair.report import Iteration
+from verirepair.network import load_network
+from verirepair.repair import RepairSettings, check_and_fix_suite_network
+from verirepair.repair.archrepair import ArchRepair, ArchRepairSettings
+from verirepair.repair.report import Iteration, RepairReport
+from verirepair.spec import Spec, parse_vnnlib
+from verirepair.verify import Deadline, VerifySettings, check_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,10 +98,39 @@ def accuracy_figures(onnx_path: Path, held_out: datasets.LabelledImages, backdoo
 
 
 def round_summary(iteration: Iteration) -> dict[str, object]:
-    """An iteration's suite verdict and how many of its properties each verdict had."""
+    """An iteration's suite verdict, its properties' verdicts and how many each verdict had, and
+    what the strategy reported of the round."""
     verdicts = list(dict(iteration.details.get("verdicts") or {}).values())  # type: ignore[call-overload]
-    return {"number": iteration.number, "verdict": iteration.verdict,
-            "counts": {status: verdicts.count(status) for status in sorted(set(verdicts))}}
+    details = {key: value for key, value in iteration.details.items() if key != "verdicts"}
+    return {"number": iteration.number, "verdict": iteration.verdict, "verify_seconds": round(iteration.verify_seconds, 1),
+            "counts": {status: verdicts.count(status) for status in sorted(set(verdicts))},
+            "verdicts": iteration.details.get("verdicts"), "details": json.loads(json.dumps(details, default=str))}
+
+
+def archrepair_changes(items: list[str]) -> dict[str, float]:
+    """``NAME=NUMBER`` items as `ArchRepairSettings` fields of the field's own type."""
+    defaults = ArchRepairSettings()
+    return {key: type(getattr(defaults, key))(value) for key, value in (item.split("=", 1) for item in items)}
+
+
+def repair_with(network: Path, properties: list[Path] | list[Spec], strategy: str, changes: dict[str, float],
+                data: Path, **settings: object) -> RepairReport:
+    """`check_and_fix` of the suite with ``strategy`` (argmax decisions, ``data`` as keep inputs);
+    with ``changes``, ``archrepair`` runs with those `ArchRepairSettings` through the loop itself."""
+    if strategy != "archrepair" or not changes:
+        return check_and_fix(network, [p if isinstance(p, Spec) else str(p) for p in properties], strategy=strategy,
+                             decision="argmax", data=data, **settings)  # type: ignore[arg-type]
+    loaded = load_network(network)
+    specs = [p if isinstance(p, Spec) else parse_vnnlib(p, n_inputs=loaded.n_inputs, n_outputs=loaded.n_outputs)
+             for p in properties]
+    budget = float(settings.pop("budget"))  # type: ignore[arg-type]
+    deadline = Deadline(budget)
+    for spec in specs:
+        check_problem(loaded, spec, VerifySettings(timeout=budget))
+    with np.load(data) as table:
+        pair = (table["X"], table["y"])
+    repair_settings = RepairSettings(budget=budget, decision="argmax", data=pair, **settings)  # type: ignore[arg-type]
+    return check_and_fix_suite_network(loaded, specs, ArchRepair(ArchRepairSettings(**changes)), repair_settings, deadline)
 
 
 def run_one(network: Path, properties: list[Path], strategy: str, args: argparse.Namespace, data: Path,
@@ -100,14 +139,13 @@ def run_one(network: Path, properties: list[Path], strategy: str, args: argparse
     row: dict[str, object] = {"suite": args.suite.name, "strategy": strategy, "properties": len(properties)}
     started = time.monotonic()
     try:
-        report = check_and_fix(network, [str(p) for p in properties], strategy=strategy, output=output, budget=args.budget,
-                               verify_timeout=args.verify_timeout or args.budget / 3, decision="argmax", data=data,
-                               keep_unproven=kept)
+        report = repair_with(network, properties, strategy, archrepair_changes(args.set), data, output=output,
+                             budget=args.budget, verify_timeout=args.verify_timeout or args.budget / 3, keep_unproven=kept)
     except InputError as error:
         return row | {"status": f"n/a: {error}"}
     row |= {"status": report.status, "proven": report.proven, "seconds": round(time.monotonic() - started, 1),
             "suite_totals": report.suite, "rounds": len(report.iterations), "produced_by": report.produced_by,
-            "per_property": report.properties, "notes": report.notes, "iterations": [round_summary(i) for i in report.iterations]}
+            "per_property": report.properties, "notes": report.notes, "phase_seconds": report.phase_seconds, "iterations": [round_summary(i) for i in report.iterations]}
     candidate = output if report.written else kept if report.kept_unproven else None
     if candidate is not None:
         changed, added = parameters_changed(network, candidate)
@@ -156,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the first K properties expected.csv marks violated, and those it marks held")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", type=Path, help="copy each run's repaired (or last unproven) ONNX file here")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=NUMBER", help="an ArchRepairSettings number")
     args = parser.parse_args(argv)
     if not args.suite.is_dir():
         args.suite = ROOT / "specs" / args.suite
@@ -173,11 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(data, X=train.x, y=train.y)
         for strategy in args.strategies.split(","):
             rows.append(run_one(network, properties, strategy, args, data, Path(workdir), held_out, backdoor))
-            print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_property"}), flush=True)
+            print(json.dumps({k: v for k, v in rows[-1].items() if k not in ("per_property", "iterations")}), flush=True)
     print_table(rows, before, backdoor)
     if args.json:
         args.json.write_text(json.dumps({"suite": args.suite.name, "network": network.name, "before": before,
-                                         "budget": args.budget, "violated_subset": args.violated, "runs": rows},
+                                         "budget": args.budget, "violated_subset": args.violated,
+                                         "archrepair_settings": args.set, "runs": rows},
                                         indent=2) + "\n")
     return 0
 

@@ -401,7 +401,7 @@ def repair_suite(network: Network, violated: Sequence[Spec], suite: Sequence[Spe
             problem = RepairProblem(network, disjunction_of(repairing, f"{len(repairing)} violated properties"),
                                     tuple(counterexamples), settings.seed, settings.device,
                                     keep_inputs=settings.data[0] if settings.data is not None else None,
-                                    decision=settings.decision_rule, domain=settings.domain)
+                                    decision=settings.decision_rule, domain=settings.domain, suite=tuple(suite))
             progress.stage("repair", number)
             candidate = strategy.repair(problem, previous, deadline)
             for phase, seconds in candidate.phase_seconds.items():

@@ -44,6 +44,9 @@ class RepairProblem:
     # Where the network is used (`--domain`, a box holding the property's boxes): strategies keep
     # its behaviour there outside the boxes. None: no such box was given.
     domain: Box | None = None
+    # Every property a candidate must be proven on (check-and-fix of a suite: those that held or
+    # were undecided too); a strategy may keep or raise their margins. Empty: ``spec`` alone.
+    suite: tuple[Spec, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from ...verify import Deadline
 from ..birdnn.attack import low_margin_points
 from ..parameters import TrainableNetwork
 from .export import PREFIX
-from .objective import RepairSamples, verifiable_shortfall
+from .objective import RepairSamples, regions_at_risk, verifiable_shortfall
 from .settings import ArchRepairSettings
 
 
@@ -28,21 +28,26 @@ def cell_module(network: Network, model: onnx.ModelProto) -> TrainableNetwork:
 def finetune(module: TrainableNetwork, samples: RepairSamples, settings: ArchRepairSettings, deadline: Deadline,
              rng: np.random.Generator) -> dict[str, object]:
     """Train the cell's weights for rounds of `finetune_steps` steps; after each, PGD looks for
-    failing points of the boxes, which join the samples; stops when a round finds none or the
-    time is up."""
+    failing points of the boxes, which join the samples; stops when a round finds none and (with
+    the verifiability term on) the CROWN bound of every box has reached its target, or when the
+    time is up. A box whose bound is still short is where the verifier would have to split, so
+    rounds go on for it even when PGD finds nothing."""
     trainable = [p for p in module.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(trainable, lr=settings.weight_rate)
     generator = torch.Generator().manual_seed(settings.seed + 1)
     rounds = found = 0
+    with torch.no_grad():
+        shortfall = float(verifiable_shortfall(module, samples, settings))
     while not deadline.expired():
         rounds += 1
+        at_risk = regions_at_risk(module, samples, settings) if settings.verifiable_weight > 0 else []
         for _ in range(settings.finetune_steps):
             if deadline.expired():
                 break
             optimiser.zero_grad()
             loss = samples.loss(module, "train", generator)
-            if settings.verifiable_weight > 0:
-                loss = loss + settings.verifiable_weight * verifiable_shortfall(module, samples, settings)
+            if at_risk:
+                loss = loss + settings.verifiable_weight * verifiable_shortfall(module, samples, settings, at_risk)
             loss.backward()
             optimiser.step()
         with torch.no_grad():
@@ -51,8 +56,8 @@ def finetune(module: TrainableNetwork, samples: RepairSamples, settings: ArchRep
         added = samples.add(points) if len(points) else 0
         found += added
         samples.mark_failing(module)
-        if added == 0:
+        with torch.no_grad():
+            shortfall = float(verifiable_shortfall(module, samples, settings))
+        if added == 0 and (settings.verifiable_weight == 0 or shortfall == 0):
             break
-    with torch.no_grad():
-        shortfall = float(verifiable_shortfall(module, samples, settings))
     return {"finetune_rounds": rounds, "pgd_points_added": found, "verifiable_shortfall": shortfall}

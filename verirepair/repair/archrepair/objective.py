@@ -6,6 +6,9 @@
 * box inputs (uniform samples of the property's boxes, failing inputs: counterexamples and PGD
   points, each drawn as often as the uniform ones): a squared hinge pulls the property margin up
   to the target margin.
+* the verifiability term (fine-tuning only): a squared hinge on a CROWN lower bound of the
+  margin over each box of every property a candidate must be proven on (the suite's, those that
+  held or were undecided too), so that the verifier finds them provable.
 
 Each set is split once into a training part (weight steps) and a held-out part (architecture
 steps).
@@ -13,15 +16,15 @@ steps).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...spec import Spec
+from ...spec import Spec, disjunction_of
 from ..birdnn.certified import certified_margins
-from ..birdnn.domain import default_input_space, uniform_in
+from ..birdnn.domain import RegionTensors, default_input_space, uniform_in
 from ..birdnn.samples import PropertyMargin
 from ..input_domain import outside_boxes
 from .settings import ArchRepairSettings
@@ -32,9 +35,11 @@ Model = Callable[[Tensor], Tensor]
 
 class RepairSamples:
     def __init__(self, spec: Spec, original: Model, keep_inputs: np.ndarray | None, decision: str,
-                 settings: ArchRepairSettings) -> None:
+                 settings: ArchRepairSettings, suite: Sequence[Spec] = ()) -> None:
         self.spec, self.original, self.settings = spec, original, settings
         self.property = PropertyMargin(spec)
+        # The properties the verifiability term bounds: the suite's (``spec`` among them), else ``spec``.
+        self.verified = PropertyMargin(disjunction_of(list(suite), "suite")) if suite else self.property
         self.rng = np.random.default_rng(settings.seed)
         self.sign = -1.0 if decision == "argmin" else 1.0
         if keep_inputs is not None:
@@ -107,10 +112,31 @@ class RepairSamples:
         return loss + (torch.relu(self.target - margin) / self.scale).pow(2).mean()
 
 
-def verifiable_shortfall(module: torch.nn.Module, samples: RepairSamples, settings: ArchRepairSettings) -> Tensor:
+def crown_margins(module: torch.nn.Module, regions: Sequence[RegionTensors]) -> Tensor:
+    """[len(regions)]: a CROWN lower bound of the property margin over each region's box."""
+    return torch.cat([certified_margins(module, region, torch.tensor(region.box.lower, dtype=torch.float32).unsqueeze(0),
+                                        torch.tensor(region.box.upper, dtype=torch.float32).unsqueeze(0))
+                      for region in regions])
+
+
+def regions_at_risk(module: torch.nn.Module, samples: RepairSamples, settings: ArchRepairSettings) -> list[RegionTensors]:
+    """The boxes of `RepairSamples.verified` whose bound lies below twice the verifiability
+    target: the only ones the hinge can reach within a round of small steps, so the only ones
+    worth bounding (with gradients) at every step."""
+    with torch.no_grad():
+        bounds = crown_margins(module, samples.verified.regions)
+    limit = 2 * settings.verifiable_target * samples.target
+    return [region for region, bound in zip(samples.verified.regions, bounds.tolist()) if bound < limit]
+
+
+def verifiable_shortfall(module: torch.nn.Module, samples: RepairSamples, settings: ArchRepairSettings,
+                         regions: Sequence[RegionTensors] | None = None) -> Tensor:
     """Squared hinge (in margin scales) of a CROWN lower bound of the property margin over each
-    property box, below `ArchRepairSettings.verifiable_target` target margins."""
-    bounds = torch.cat([certified_margins(module, region, torch.tensor(region.box.lower, dtype=torch.float32).unsqueeze(0),
-                                          torch.tensor(region.box.upper, dtype=torch.float32).unsqueeze(0))
-                        for region in samples.property.regions])
-    return (torch.relu(settings.verifiable_target * samples.target - bounds) / samples.scale).pow(2).mean()
+    box of `RepairSamples.verified`, below `ArchRepairSettings.verifiable_target` target margins,
+    averaged over those boxes; with ``regions``, only those boxes count (the others as 0)."""
+    every = samples.verified.regions
+    chosen = every if regions is None else regions
+    if not chosen:
+        return torch.zeros(())
+    bounds = crown_margins(module, chosen)
+    return (torch.relu(settings.verifiable_target * samples.target - bounds) / samples.scale).pow(2).sum() / len(every)

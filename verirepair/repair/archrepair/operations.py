@@ -96,23 +96,25 @@ class DenseRelu(Operation):
 
 
 class ConvRelu(Operation):
-    """``relu(conv(x) + b)`` with a k×k kernel, stride 1, padding keeping the height and width."""
+    """``relu(conv(x) + b)`` with a square k×k kernel; stride 1 and padding keeping the height
+    and width unless given (the padding the same on both sides of each axis)."""
 
     onnx_ops = frozenset({"Conv", "Relu"})
 
-    def __init__(self, inputs: int, outputs: int, kernel: int) -> None:
+    def __init__(self, inputs: int, outputs: int, kernel: int, stride: int = 1, padding: tuple[int, int] | None = None) -> None:
         super().__init__()
-        self.conv = torch.nn.Conv2d(inputs, outputs, kernel, padding=kernel // 2)
+        pad = (kernel // 2, kernel // 2) if padding is None else padding
+        self.conv = torch.nn.Conv2d(inputs, outputs, kernel, stride=stride, padding=pad)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(self.conv(x))
 
     def onnx_nodes(self, prefix: str, source: str, target: str) -> Nodes:
-        k, pad = self.conv.kernel_size[0], self.conv.padding[0]
+        k, (pad_h, pad_w), (stride_h, stride_w) = self.conv.kernel_size[0], self.conv.padding, self.conv.stride
         name = f"{prefix}conv{k}"
         initializers = [_initializer(f"{name}_weight", self.conv.weight), _initializer(f"{name}_bias", self.conv.bias)]
         nodes = [helper.make_node("Conv", [source, f"{name}_weight", f"{name}_bias"], [f"{name}_linear"], name=name,
-                                  kernel_shape=[k, k], pads=[pad] * 4, strides=[1, 1]),
+                                  kernel_shape=[k, k], pads=[pad_h, pad_w, pad_h, pad_w], strides=[stride_h, stride_w]),
                  helper.make_node("Relu", [f"{name}_linear"], [target], name=f"{name}_relu")]
         return nodes, initializers
 

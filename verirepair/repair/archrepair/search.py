@@ -45,8 +45,9 @@ def _block_function(network: Network, block: Block, nodes: int) -> Callable[[Ten
 
 def original_operation(network: Network, block: Block) -> Operation:
     """The block as a candidate operation with its own weights: a dense block made of linear nodes
-    and one final Relu becomes a `DenseRelu` of the same affine map; a Conv (stride 1, padding
-    that keeps the size) and Relu a `ConvRelu`. Other blocks cannot be searched yet."""
+    and one final Relu becomes a `DenseRelu` of the same affine map; a Conv (square kernel, equal
+    strides, padding the same on both sides) and Relu a `ConvRelu` of the same geometry. Other
+    blocks cannot be searched yet."""
     nodes = block.nodes(network)
     reason = "its nodes are not one linear map and a final Relu"
     if block.kind == "dense" and all(n.op_type in LINEAR_OPS for n in nodes[:-1]):
@@ -64,11 +65,13 @@ def original_operation(network: Network, block: Block) -> Operation:
         conv = nodes[0]
         kernel = list(network.constants[conv.inputs[1]].shape[2:])
         attrs = conv.attributes
-        same = (len(kernel) == 2 and kernel[0] == kernel[1] and kernel[0] % 2 == 1 and int(attrs.get("group", 1)) == 1
-                and list(attrs.get("strides", [1, 1])) == [1, 1] and list(attrs.get("dilations", [1, 1])) == [1, 1]
-                and list(attrs.get("pads", [0] * 4)) == [kernel[0] // 2] * 4 and attrs.get("auto_pad", "NOTSET") == "NOTSET")
-        if same:
-            candidate = ConvRelu(block.in_shape[0], block.out_shape[0], kernel[0])
+        strides = list(attrs.get("strides", [1, 1]))
+        pads = list(attrs.get("pads", [0] * 4))
+        fits = (len(kernel) == 2 and kernel[0] == kernel[1] and int(attrs.get("group", 1)) == 1
+                and strides[0] == strides[1] and list(attrs.get("dilations", [1, 1])) == [1, 1]
+                and pads[:2] == pads[2:] and attrs.get("auto_pad", "NOTSET") == "NOTSET")
+        if fits:
+            candidate = ConvRelu(block.in_shape[0], block.out_shape[0], kernel[0], strides[0], (pads[0], pads[1]))
             with torch.no_grad():
                 candidate.conv.weight.copy_(network.constants[conv.inputs[1]])
                 if len(conv.inputs) > 2 and conv.inputs[2]:
@@ -76,7 +79,7 @@ def original_operation(network: Network, block: Block) -> Operation:
                 else:
                     candidate.conv.bias.zero_()
             return _checked(candidate, _block_function(network, block, len(nodes)), block, network)
-        reason = "its convolution is not stride 1 with padding that keeps the size"
+        reason = "its convolution is not one square kernel, ungrouped and undilated, with equal strides and padding the same on both sides"
     raise UnsupportedError(network.path, "network", f"ArchRepair cannot search block {block.describe(network)} yet: {reason}")
 
 

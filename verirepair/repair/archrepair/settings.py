@@ -39,7 +39,8 @@ class ArchRepairSettings:
     target_margin: float = 0.3
     keep_weight: float = 1.0  # keep inputs keep the original's outputs (squared, in their output spreads)
     decision_weight: float = 1.0  # ... and its decision (cross-entropy on the original's arg-max)
-    # Verifiability: a hinge on a CROWN lower bound of the property margin over each property box
+    # Verifiability: a hinge on a CROWN lower bound of the property margin over each box of every
+    # property a candidate must be proven on (a suite's, those that held included)
     # (the bound the verifier starts from), pulled up to this fraction of the target margin.
     # 0 turns it off.
     verifiable_weight: float = 1.0

@@ -138,7 +138,8 @@ class ArchRepair(WithoutPolish):
         original = TrainableNetwork(network)
         original.requires_grad_(False)
         with phases("characterise"):
-            samples = RepairSamples(problem.spec, original, problem.keep_inputs, problem.decision, settings)
+            samples = RepairSamples(problem.spec, original, problem.keep_inputs, problem.decision, settings,
+                                     problem.suite)
             failing = failing_inputs(original, samples, counterexample_array(problem), settings, rng)
             samples.add(failing)
         with phases("localise"):
