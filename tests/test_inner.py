@@ -20,6 +20,7 @@ from verirepair.bounds import BoundEngine, build_graph
 from verirepair.errors import UnsupportedError
 from verirepair.network import load_network, run_onnxruntime
 from verirepair.repair import RepairProblem, registry
+from verirepair.repair.birdnn.attack import low_margin_points
 from verirepair.repair.birdnn.certified import whole_box_margins
 from verirepair.repair.birdnn.common import candidate_of
 from verirepair.repair.birdnn.samples import PropertyMargin
@@ -284,3 +285,26 @@ def test_an_undecided_candidate_turns_the_verifiability_term_on() -> None:
     fresh = InnerStrategy(dataclasses.replace(FAST, steps_per_round=20, max_rounds=1, recovery_rounds=0, verifiable_weight=0))
     fresh.repair(problem, fresh.repair(problem, None, Deadline(60)), Deadline(60))
     assert fresh.session.verifiable is False
+
+
+def test_pgd_keeps_points_on_the_faces_of_a_box_that_float32_cannot_hold(tmp_path: Path) -> None:
+    """MNIST boxes have faces (e.g. 0.05 - ...) that round outside the box in float32. PGD from the
+    verifier's counterexample of the original MLP ends on such faces; the points it returns lie in
+    the box in float64 and violate the property in onnxruntime."""
+    torch.set_num_threads(1)
+    network = load_network(ROOT / "models" / "mnist_mlp.onnx")
+    spec = parse_vnnlib(ROOT / "specs" / "mnist_mlp_robust" / "mnist_mlp_robust_100.vnnlib.gz", n_inputs=784,
+                        n_outputs=10)
+    box = spec.regions[0].box
+    assert (box.upper.astype(np.float32).astype(np.float64) > box.upper).any()
+    verdict = verify(network, spec, VerifySettings(timeout=60))
+    assert verdict.status == "sat" and verdict.counterexample is not None
+    module = TrainableNetwork(network)
+    module.requires_grad_(False)
+    seed = torch.tensor(verdict.counterexample.x, dtype=module.dtype).reshape(1, -1)
+    found = low_margin_points(module, PropertyMargin(spec), seed, 8, 10, 0.0, np.random.default_rng(0))
+    assert len(found)
+    assert ((found >= box.lower) & (found <= box.upper)).all()
+    outputs = run_onnxruntime(network, found)
+    label = protected_label(spec.regions[0])
+    assert (_label_margins(outputs, label) <= 0).all()
