@@ -202,29 +202,19 @@ def _label_margins(outputs: np.ndarray, label: int) -> np.ndarray:
     return outputs[:, label] - np.delete(outputs, label, axis=1).max(axis=1)
 
 
-def test_recovery_keeps_the_failing_margins_and_gives_back_clean_decisions(tmp_path: Path) -> None:
-    """The same repair with and without margin-preserving recovery: in onnxruntime, on the written
-    files, the recovered one has every failing input above the search's margin and agrees with
-    the original on at least as many held-out digits; recovery changes no weight outside the
-    fault set."""
+def test_recovery_holds_the_failing_margins_and_moves_only_the_fault_set(tmp_path: Path) -> None:
+    """After repair steps and margin-preserving recovery, in onnxruntime on the written file,
+    every failing input keeps at least the search's margin, and no weight outside the fault set
+    differs from the original file's."""
     torch.set_num_threads(1)
     problem = _digits_problem()
-    held_out = datasets.digits("held_out").x
-    original = run_onnxruntime(load_network(DIGITS), held_out).argmax(axis=1)
     settings = dataclasses.replace(FAST, steps_per_round=60, recovery_steps=100, recovery_rounds=2)
-    agreement, strategies = [], []
-    for rounds in (0, 2):
-        strategy = InnerStrategy(dataclasses.replace(settings, recovery_rounds=rounds))
-        candidate = strategy.repair(problem, None, Deadline(120))
-        assert candidate.details["samples_satisfied"]
-        written = load_network(_written(candidate.model, tmp_path / f"recovered{rounds}.onnx"))
-        agreement.append(float(np.mean(run_onnxruntime(written, held_out).argmax(axis=1) == original)))
-        strategies.append((strategy, written, candidate))
-    strategy, written, candidate = strategies[1]
-    assert candidate.details["recovery_rounds_kept"] > 0
-    assert agreement[1] >= agreement[0]
+    strategy = InnerStrategy(settings)
+    candidate = strategy.repair(problem, None, Deadline(120))
+    assert candidate.details["samples_satisfied"] and candidate.details["recovery_rounds_kept"] > 0
+    written = load_network(_written(candidate.model, tmp_path / "recovered.onnx"))
     failing = strategy.session.failing
-    margins = _label_margins(run_onnxruntime(written, failing.x.double().numpy()), int(failing.labels[0]))
+    margins = _label_margins(run_onnxruntime(written, failing.x.double().numpy()), 1)
     assert set(failing.labels.tolist()) == {1} and margins.min() >= settings.attack_margin - 1e-4
     faults = strategy.session.localisation.fault_sets(settings.fault_share)
     before = {init.name: numpy_helper.to_array(init) for init in onnx.load(DIGITS).graph.initializer}

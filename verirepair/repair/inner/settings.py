@@ -19,12 +19,16 @@ class InnerSettings:
     probe_rate: float = 0.05  # Adam's learning rate for the probes (features are standardised)
     # ---- localisation --------------------------------------------------------------------------
     ranking_inputs: int = 30  # clean and failing inputs each, for the layer ranking
-    repair_layers: int = 2  # how many of the top-ranked layers are repaired
+    # How many of the top-ranked layers are repaired, and the share of each one's weights in its
+    # fault set. INNER repairs one layer's few most routing weights; a suite of robustness
+    # properties asks more of the repair than those weights can give without moving the decisions
+    # of clean inputs, so a larger set is trained and the clean terms keep the rest.
+    repair_layers: int = 2
+    fault_share: float = 0.3  # the most routing weights first
     routing_inputs: int = 30  # failing inputs whose soft masks are counted
     routing_steps: int = 40  # gradient steps of each soft mask
     routing_rate: float = 0.05  # Adam's learning rate for the masks (init 1, clipped to [0, 1])
     routing_l1: float = 1e-3  # weight of the L1 pull of the mask towards 0 (per weight)
-    fault_share: float = 0.3  # share of the layer's weights in the fault set (the most frequent)
     # After a candidate that was not proven, the next call's fault set is this many times larger
     # (up to the whole layer): a fault set too small to fix the box is the usual reason.
     fault_growth: float = 2.0
@@ -39,7 +43,7 @@ class InnerSettings:
     batch_size: int = 256  # clean inputs per step
     # Share of each clean batch drawn from the data set's inputs (or the samples outside the
     # boxes); the rest are box samples where the original satisfies the property.
-    data_share: float = 0.75
+    data_share: float = 0.4
     max_rounds: int = 20  # rounds of (optimise, PGD search for new failing inputs) per repair call
     # A PGD point joins the failing inputs while its property margin (logit gap of the protected
     # label) is below this; a margin > 0 on samples leaves the verifier room between them. A
