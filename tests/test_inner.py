@@ -97,7 +97,7 @@ def test_localisation_finds_a_planted_fault(tmp_path: Path) -> None:
 
     found = localise(module, x, decisions, lit[failing], y[failing], 10, FAST, np.random.default_rng(0))
     assert [found.layers[k].activation for k in found.order] == ["h1", "h0"]
-    (routing,) = found.routings.values()
+    routing = found.routings[found.order[0]]  # the top-ranked layer
     assert routing.unit_ranking()[0] == unit
     top = int(torch.argmax(routing.score))
     planted = (unit, W1.shape[1] - 1)
