@@ -4,10 +4,13 @@ check-and-fix loop.
 The first call of a problem localises on the original network (probes, layer ranking, neuron
 routing; `localise`), then every call trains the fault set of the top-ranked layers
 (`optimise`) in rounds, each followed by a PGD search of the property's boxes for points where
-the candidate's margin is still low, which join the failing inputs. INNER itself stops when the
-repaired network's accuracy on the failing and clean sets is good enough; here the loop decides:
-it verifies the exported file, and a counterexample comes back as a failing input of the next
-call, whose fault set is `InnerSettings.fault_growth` times larger.
+the candidate's margin is still low, which join the failing inputs; once the search finds none,
+rounds of margin-preserving recovery give clean behaviour back (`optimise`; not in INNER). INNER
+itself stops when the repaired network's accuracy on the failing and clean sets is good enough;
+here the loop decides: it verifies the exported file, and a counterexample comes back as a failing
+input of the next call, whose fault set is `InnerSettings.fault_growth` times larger. A candidate
+the verifier could not decide (the next call gets no new counterexample) switches the
+verifiability term on for the calls after it (not in INNER either).
 """
 
 from __future__ import annotations
