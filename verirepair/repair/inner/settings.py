@@ -30,8 +30,10 @@ class InnerSettings:
     routing_rate: float = 0.05  # Adam's learning rate for the masks (init 1, clipped to [0, 1])
     routing_l1: float = 1e-3  # weight of the L1 pull of the mask towards 0 (per weight)
     # After a candidate that was not proven, the next call's fault set is this many times larger
-    # (up to the whole layer): a fault set too small to fix the box is the usual reason.
-    fault_growth: float = 2.0
+    # (up to the whole layer). 1 keeps it: the next call trains the same weights on more failing
+    # inputs; a fault set grown to whole layers changes so many weights that the verifier times
+    # out on the candidates.
+    fault_growth: float = 1.0
     # ---- masked optimisation ---------------------------------------------------------------------
     failing_weight: float = 0.8  # weight of CE(failing inputs -> the label the property protects)
     distillation_weight: float = 0.2  # weight of distillation towards the original on clean inputs
