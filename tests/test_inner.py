@@ -16,12 +16,20 @@ from repair_nets import architecture, small_cnn
 
 import verirepair
 from verirepair import datasets
+from verirepair.bounds import BoundEngine, build_graph
 from verirepair.errors import UnsupportedError
 from verirepair.network import load_network, run_onnxruntime
 from verirepair.repair import RepairProblem, registry
+from verirepair.repair.birdnn.attack import low_margin_points
+from verirepair.repair.birdnn.certified import whole_box_margins
+from verirepair.repair.birdnn.common import candidate_of
+from verirepair.repair.birdnn.samples import PropertyMargin
 from verirepair.repair.inner import InnerSettings, InnerStrategy
+from verirepair.repair.inner.inputs import CleanInputs, LabelledInputs
 from verirepair.repair.inner.labels import protected_label, protected_labels
+from verirepair.repair.inner.layers import repairable_layers
 from verirepair.repair.inner.localise import localise
+from verirepair.repair.inner.optimise import masked_optimisation
 from verirepair.repair.parameters import TrainableNetwork
 from verirepair.repair.pointwise import label_spec
 from verirepair.spec import parse_vnnlib
@@ -89,7 +97,7 @@ def test_localisation_finds_a_planted_fault(tmp_path: Path) -> None:
 
     found = localise(module, x, decisions, lit[failing], y[failing], 10, FAST, np.random.default_rng(0))
     assert [found.layers[k].activation for k in found.order] == ["h1", "h0"]
-    (routing,) = found.routings.values()
+    routing = found.routings[found.order[0]]  # the top-ranked layer
     assert routing.unit_ranking()[0] == unit
     top = int(torch.argmax(routing.score))
     planted = (unit, W1.shape[1] - 1)
@@ -161,3 +169,132 @@ def test_check_and_fix_with_inner_proves_the_digits_robustness_property(tmp_path
     repaired = load_network(output)  # re-verified from the written file
     assert verify(repaired, spec, VerifySettings(timeout=60)).status == "unsat"
     assert repaired.op_types == load_network(DIGITS).op_types
+
+
+def test_clean_batches_draw_the_asked_share_from_the_data_rows() -> None:
+    clean = CleanInputs(torch.zeros(40, 3), torch.zeros(40, 2), outside=10)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        batch = clean.batch(8, 0.75, rng).numpy()
+        assert len(set(batch.tolist())) == 8
+        assert int((batch < 10).sum()) == 6 and int((batch >= 10).sum()) == 2
+    only_data = CleanInputs(torch.zeros(5, 3), torch.zeros(5, 2), outside=5)
+    assert sorted(only_data.batch(8, 0.75, rng).tolist()) == [0, 1, 2, 3, 4]  # one part: all of it
+
+
+def _digits_problem() -> RepairProblem:
+    """The shipped digits classifier, its violated eps0.12 property and the verifier's
+    counterexample."""
+    network = load_network(DIGITS)
+    spec = parse_vnnlib(ROBUST, n_inputs=64, n_outputs=10)
+    verdict = verify(network, spec, VerifySettings(timeout=60))
+    assert verdict.status == "sat" and verdict.counterexample is not None
+    return RepairProblem(network, spec, (verdict.counterexample.x,), keep_inputs=datasets.digits("train").x,
+                         decision="argmax")
+
+
+def _written(candidate: onnx.ModelProto, path: Path) -> Path:
+    path.write_bytes(candidate.SerializeToString())
+    return path
+
+
+def _label_margins(outputs: np.ndarray, label: int) -> np.ndarray:
+    return outputs[:, label] - np.delete(outputs, label, axis=1).max(axis=1)
+
+
+def test_recovery_holds_the_failing_margins_and_moves_only_the_fault_set(tmp_path: Path) -> None:
+    """After repair steps and margin-preserving recovery, in onnxruntime on the written file,
+    every failing input keeps at least the search's margin, and no weight outside the fault set
+    differs from the original file's."""
+    torch.set_num_threads(1)
+    problem = _digits_problem()
+    settings = dataclasses.replace(FAST, steps_per_round=60, recovery_steps=100, recovery_rounds=2)
+    strategy = InnerStrategy(settings)
+    candidate = strategy.repair(problem, None, Deadline(120))
+    assert candidate.details["samples_satisfied"] and candidate.details["recovery_rounds_kept"] > 0
+    written = load_network(_written(candidate.model, tmp_path / "recovered.onnx"))
+    failing = strategy.session.failing
+    margins = _label_margins(run_onnxruntime(written, failing.x.double().numpy()), 1)
+    assert set(failing.labels.tolist()) == {1} and margins.min() >= settings.attack_margin - 1e-4
+    faults = strategy.session.localisation.fault_sets(settings.fault_share)
+    before = {init.name: numpy_helper.to_array(init) for init in onnx.load(DIGITS).graph.initializer}
+    for init in candidate.model.graph.initializer:
+        after = numpy_helper.to_array(init)
+        outside = ~faults[init.name].numpy() if init.name in faults else np.ones(after.shape, dtype=bool)
+        assert np.array_equal(after[outside], before[init.name][outside])
+
+
+def test_the_verifiability_term_lifts_the_whole_box_bound_of_the_written_file(tmp_path: Path) -> None:
+    """Repair steps with only the verifiability term (no failing input) raise the CROWN bound of
+    the property margin over the box, as the verifier's own bound engine computes it on the
+    exported file; that bound is sound for the margins onnxruntime gives at samples of the box."""
+    torch.set_num_threads(1)
+    problem = _digits_problem()
+    spec = problem.spec
+    box = spec.regions[0].box
+
+    assert all(clause.A.shape[0] == 1 for clause in spec.regions[0].clauses)  # clause k: y_label - y_k <= 0
+    rows = torch.tensor(np.vstack([c.A for c in spec.regions[0].clauses]), dtype=torch.float64)
+    offsets = torch.tensor(np.concatenate([c.b for c in spec.regions[0].clauses]), dtype=torch.float64)
+
+    def bound_of(path: Path) -> float:
+        """The region's margin is min over clauses of (A·y - b): its bound is the smallest row bound."""
+        engine = BoundEngine(build_graph(load_network(path)))
+        lower = engine.output_bounds(torch.tensor(box.lower).unsqueeze(0), torch.tensor(box.upper).unsqueeze(0),
+                                     rows, -offsets).lower
+        return float(lower.min())
+
+    module = TrainableNetwork(problem.original)
+    module.requires_grad_(False)
+    faults = {layer.weight: torch.ones_like(module.parameter(layer.weight), dtype=torch.bool)
+              for layer in repairable_layers(module)}
+    kept = {name: module.parameter(name).detach().clone() for name in faults}
+    inputs = torch.tensor(datasets.digits("train").x[:200], dtype=module.dtype)
+    with torch.no_grad():
+        clean = CleanInputs(inputs, module(inputs), len(inputs))
+    regions = PropertyMargin(spec).regions
+    start = float(whole_box_margins(module, regions).min())
+    settings = dataclasses.replace(FAST, steps_per_round=40, verifiable_weight=5.0, verifiable_target=start + 1.0)
+    empty = LabelledInputs(torch.zeros((0, 64)), torch.zeros(0, dtype=torch.long))
+    masked_optimisation(module, faults, kept, empty, clean, settings, Deadline(60), np.random.default_rng(0), regions)
+    after_path = _written(candidate_of(module, problem, {}, {}).model, tmp_path / "lifted.onnx")
+    assert bound_of(DIGITS) == pytest.approx(start, rel=1e-3, abs=1e-3)
+    assert bound_of(after_path) > bound_of(DIGITS) + 0.1
+    samples = np.random.default_rng(1).uniform(box.lower, box.upper, (500, 64))
+    assert _label_margins(run_onnxruntime(load_network(after_path), samples), 1).min() >= bound_of(after_path) - 1e-4
+
+
+def test_an_undecided_candidate_turns_the_verifiability_term_on() -> None:
+    torch.set_num_threads(1)
+    problem = _digits_problem()
+    strategy = InnerStrategy(dataclasses.replace(FAST, steps_per_round=20, max_rounds=1, recovery_rounds=0))
+    first = strategy.repair(problem, None, Deadline(60))
+    assert first.details["verifiable_term"] is False
+    again = strategy.repair(problem, first, Deadline(60))  # same counterexamples: the verifier did not decide
+    assert again.details["verifiable_term"] is True
+    fresh = InnerStrategy(dataclasses.replace(FAST, steps_per_round=20, max_rounds=1, recovery_rounds=0, verifiable_weight=0))
+    fresh.repair(problem, fresh.repair(problem, None, Deadline(60)), Deadline(60))
+    assert fresh.session.verifiable is False
+
+
+def test_pgd_keeps_points_on_the_faces_of_a_box_that_float32_cannot_hold(tmp_path: Path) -> None:
+    """MNIST boxes have faces (e.g. 0.05 - ...) that round outside the box in float32. PGD from the
+    verifier's counterexample of the original MLP ends on such faces; the points it returns lie in
+    the box in float64 and violate the property in onnxruntime."""
+    torch.set_num_threads(1)
+    network = load_network(ROOT / "models" / "mnist_mlp.onnx")
+    spec = parse_vnnlib(ROOT / "specs" / "mnist_mlp_robust" / "mnist_mlp_robust_100.vnnlib.gz", n_inputs=784,
+                        n_outputs=10)
+    box = spec.regions[0].box
+    assert (box.upper.astype(np.float32).astype(np.float64) > box.upper).any()
+    verdict = verify(network, spec, VerifySettings(timeout=60))
+    assert verdict.status == "sat" and verdict.counterexample is not None
+    module = TrainableNetwork(network)
+    module.requires_grad_(False)
+    seed = torch.tensor(verdict.counterexample.x, dtype=module.dtype).reshape(1, -1)
+    found = low_margin_points(module, PropertyMargin(spec), seed, 8, 10, 0.0, np.random.default_rng(0))
+    assert len(found)
+    assert ((found >= box.lower) & (found <= box.upper)).all()
+    outputs = run_onnxruntime(network, found)
+    label = protected_label(spec.regions[0])
+    assert (_label_margins(outputs, label) <= 0).all()

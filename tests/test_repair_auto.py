@@ -22,6 +22,7 @@ from verirepair.errors import InputError
 from verirepair.network import load_network
 from verirepair.repair import (
     RepairCandidate,
+    RepairProblem,
     RepairSettings,
     auto,
     check_and_fix,
@@ -37,7 +38,9 @@ from verirepair.repair.registry import available
 from verirepair.repair.report import sample_spec_boxes, side_effects
 from verirepair.repair.strategy import WithoutPolish
 from verirepair.spec import Box, parse_vnnlib
-from verirepair.verify import VerifySettings, verify_files
+from verirepair.verify import Deadline, VerifySettings, verify_files
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
@@ -63,6 +66,44 @@ def test_the_rule_picks_patches_for_relu_networks_and_birdnn_otherwise(n_inputs,
     assert members == expected
     assert all(name in available() for name, _ in members)
     assert members[-1][1] is None and all(0 < share < 1 for _, share in members[:-1])
+
+
+@pytest.mark.parametrize("n_inputs, relu, suite, expected", [
+    (784, True, True, (("inner", 0.6), ("reassure", 0.7), ("birdnn", None))),
+    (784, False, True, (("inner", 0.6), ("birdnn", None))),
+    (784, True, False, (("birdnn", 0.7), ("reassure", None))),  # one property: as before
+    (5, True, True, (("reassure-boxes", 0.7), ("birdnn", None))),  # few inputs: the box cover first
+])
+def test_a_classifier_suite_on_many_inputs_gets_inner_first(n_inputs, relu, suite, expected):
+    members = auto.portfolio_for(n_inputs, relu, suite, classifier=True)
+    assert members == expected
+    assert all(name in available() for name, _ in members)
+
+
+def test_classifier_properties_are_told_from_others():
+    robust = parse_vnnlib(ROOT / "specs" / "digits_robust_0_eps0.12.vnnlib", n_inputs=64, n_outputs=10)
+    steering = parse_vnnlib(ROOT / "specs" / "tanh_controller_steering_limit.vnnlib", n_inputs=3, n_outputs=2)
+    assert auto.is_classifier_property(robust) and not auto.is_classifier_property(steering)
+
+
+def test_auto_on_a_classifier_suite_hands_its_first_call_to_inner(monkeypatch):
+    """The suite strategy's first call goes to the member the rule puts first: ``inner`` for the
+    digits classifier's robustness property (64 inputs, one protected label)."""
+    called = []
+
+    class Recorder(WithoutPolish):
+        def __init__(self, name):
+            self.name = name
+
+        def repair(self, problem, previous, deadline):
+            called.append(self.name)
+            return RepairCandidate(onnx.load(ROOT / "models" / "digits_classifier.onnx"))
+
+    monkeypatch.setattr(auto, "strategy_named", Recorder)
+    network = load_network(ROOT / "models" / "digits_classifier.onnx")
+    spec = parse_vnnlib(ROOT / "specs" / "digits_robust_0_eps0.12.vnnlib", n_inputs=64, n_outputs=10)
+    auto.auto_suite_strategy().repair(RepairProblem(network, spec, ()), None, Deadline(60))
+    assert called == ["inner"]
 
 
 def test_relu_networks_are_told_from_others(tmp_path):

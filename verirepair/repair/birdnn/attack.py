@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ...verify import representable_bounds
 from ..parameters import TrainableNetwork
 from .samples import PropertyMargin, RepairData
 from .settings import BirdnnSettings
@@ -17,11 +18,17 @@ from .settings import BirdnnSettings
 
 def low_margin_points(module: TrainableNetwork, prop: PropertyMargin, seeds: torch.Tensor, starts: int, steps: int,
                       threshold: float, rng: np.random.Generator) -> np.ndarray:
-    """Points of the property's boxes where ``module``'s margin is below ``threshold``."""
+    """Points of the property's boxes where ``module``'s margin is below ``threshold``.
+
+    The steps are clipped to the largest box of ``seeds``' type inside each box: a face of the box
+    rounded to that type can lie outside it, and the points PGD pushes onto the faces would then
+    fall out of the box."""
     found = []
+    dtype = torch.empty(0, dtype=seeds.dtype).numpy().dtype
     for k, region in enumerate(prop.regions):
-        lower = torch.tensor(region.box.lower, dtype=seeds.dtype)
-        upper = torch.tensor(region.box.upper, dtype=seeds.dtype)
+        low, high = representable_bounds(region.box, dtype)
+        lower = torch.tensor(low, dtype=seeds.dtype)
+        upper = torch.tensor(np.maximum(low, high), dtype=seeds.dtype)
         width = upper - lower
         random = lower + torch.tensor(rng.random((starts, region.box.dim)), dtype=seeds.dtype) * width
         inside = seeds[((seeds >= lower) & (seeds <= upper)).all(dim=1)]

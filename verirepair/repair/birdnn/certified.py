@@ -73,6 +73,13 @@ def certified_margins(module: TrainableNetwork, region: RegionTensors, lower: to
     return clause_bounds(module, region, lower, upper).margin
 
 
+def whole_box_margins(module: TrainableNetwork, regions: list[RegionTensors]) -> torch.Tensor:
+    """[R]: `certified_margins` of each region on its whole box (no partition)."""
+    dtype = regions[0].rows.dtype
+    return torch.cat([certified_margins(module, region, torch.tensor(region.box.lower, dtype=dtype).unsqueeze(0),
+                                        torch.tensor(region.box.upper, dtype=dtype).unsqueeze(0)) for region in regions])
+
+
 class Partition:
     """Sub-boxes covering each region box, with the last bound computed for each.
 

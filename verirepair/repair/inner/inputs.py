@@ -63,8 +63,40 @@ def attacked(module: TrainableNetwork, prop: PropertyMargin, labels: tuple[int, 
     return labelled_failing(module, prop, labels, found)
 
 
+@dataclass(frozen=True)
+class CleanInputs:
+    """Clean inputs with the original network's outputs and decisions on them: the first
+    ``outside`` rows are the data set's inputs (or samples outside the boxes), the rest samples of
+    the boxes where the original satisfies the property."""
+
+    x: Tensor  # [N, n]
+    outputs: Tensor  # [N, m]
+    outside: int
+
+    @property
+    def labels(self) -> Tensor:
+        return self.outputs.argmax(dim=1)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def batch(self, size: int, outside_share: float, rng: np.random.Generator) -> Tensor:
+        """Row indices of a batch of ``size``: ``outside_share`` of it from the outside rows, the
+        rest from the box rows (all from one part when the other is empty).
+
+        The box samples of a suite of properties can outnumber the data set's inputs; drawn
+        uniformly they would fill most of each batch, and the clean terms would keep the boxes'
+        behaviour rather than the network's accuracy where it is used."""
+        parts = [np.arange(self.outside), np.arange(self.outside, len(self))]
+        wanted = [round(size * outside_share), size - round(size * outside_share)]
+        if not len(parts[0]) or not len(parts[1]):
+            parts, wanted = [np.arange(len(self))], [size]
+        chosen = [rng.choice(part, min(want, len(part)), replace=False) for part, want in zip(parts, wanted)]
+        return torch.from_numpy(np.concatenate(chosen))
+
+
 def clean_inputs(original: TrainableNetwork, spec: Spec, keep_inputs: np.ndarray | None, domain: Box | None,
-                 count: int, box_samples: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+                 count: int, box_samples: int, rng: np.random.Generator) -> CleanInputs:
     """Clean inputs and the original network's outputs on them (see the module docstring)."""
     if keep_inputs is not None:
         used = np.asarray(keep_inputs, dtype=np.float64).reshape(len(keep_inputs), -1)
@@ -79,4 +111,4 @@ def clean_inputs(original: TrainableNetwork, spec: Spec, keep_inputs: np.ndarray
     safe = inside[(prop.margin(outputs, member) > 0).numpy()]
     x = torch.tensor(np.vstack([used, safe]), dtype=original.dtype)
     with torch.no_grad():
-        return x, original(x)
+        return CleanInputs(x, original(x), len(used))
