@@ -74,6 +74,11 @@ class VerifySettings:
     input_split_max_dims: int = 10
     # Boxes bounded per input-split iteration, at most.
     split_batch: int = 2048
+    # Low-dimensional regions go straight to input split, which bounds the whole box by CROWN and
+    # refines it by `leaf_alpha_steps` of α-CROWN before splitting. True: the whole box's
+    # `alpha_steps` of α-CROWN come first, as for many inputs (what input split's first iteration
+    # repeats, at several times its cost).
+    root_alpha_before_input_split: bool = False
     # Input split tries this many dimensions per box (best by |coefficient|·width), bounding both
     # halves of each, and keeps the split whose halves bound best. On ACAS Xu (5 inputs) trying
     # all five beats three: 4_2 property 2 in 48 s instead of 96 s, the 186 instances in 249 s
