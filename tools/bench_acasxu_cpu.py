@@ -2,7 +2,7 @@
 measured in one process, the variants' runs interleaved, so that both see the same machine.
 
     OMP_NUM_THREADS=1 python tools/bench_acasxu_cpu.py --runs 3 \
-        --variant old:root_alpha_before_input_split=true --variant new
+        --variant old:root_alpha_before_input_split=true,surrogate_before_input_split=true --variant new
 
 Each run is a fresh `verify` with a deadline on this process's CPU time (`time.process_time`), so a
 loaded, shared machine changes the figures little; the import check and the falsification are
@@ -31,7 +31,7 @@ from verirepair.verify.deadline import Deadline
 from verirepair.verify.pipeline import load_problem
 
 ACASXU = ROOT.parent / "shared" / "benchmarks" / "acasxu"
-SLOWEST = ("2_7:1", "4_1:1", "1_3:2", "3_3:2")
+SLOWEST = ("1_1:2", "3_3:2", "4_2:2", "2_9:8")
 TYPICAL = ("1_1:1", "3_5:1", "4_4:4", "5_8:4", "1_6:3", "3_5:2")
 
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=116.0, help="CPU seconds per run")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    variants = [parse_variant(text) for text in (args.variant or ["old:root_alpha_before_input_split=true", "new"])]
+    variants = [parse_variant(text) for text in (args.variant or ["old:root_alpha_before_input_split=true,surrogate_before_input_split=true", "new"])]
     totals = {name: 0.0 for name, _ in variants}
     print(f"{'instance':10s} " + " ".join(f"{name + ' verdict':>14s} {name + ' cpu s':>10s}" for name, _ in variants)
           + f" {'ratio':>6s}", flush=True)

@@ -21,6 +21,10 @@ class VerifySettings:
     random_samples: int = 2000
     pgd_restarts: int = 64
     pgd_steps: int = 60
+    # The descent on the leaky-ReLU surrogate after the plain one (`falsify.candidate_points`)
+    # runs for low-dimensional regions only when the plain descent got stuck (input split, which
+    # follows, probes every box it bounds); True: whenever it is cheap, as for many inputs.
+    surrogate_before_input_split: bool = False
     # Incomplete bounds before the complete search.
     alpha_steps: int = 30
     # Many-input regions: α-CROWN steps for every intermediate layer's bounds (0: plain CROWN),
