@@ -31,8 +31,8 @@ from verirepair.verify.deadline import Deadline
 from verirepair.verify.pipeline import load_problem
 
 ACASXU = ROOT.parent / "shared" / "benchmarks" / "acasxu"
-SLOWEST = ("1_1:2", "3_3:2", "4_2:2", "2_9:8")
-TYPICAL = ("1_1:1", "3_5:1", "4_4:4", "5_8:4", "1_6:3", "3_5:2")
+SLOWEST = ("4_2:2", "3_3:2", "1_1:6", "3_3:9", "5_3:2", "2_9:8")
+TYPICAL = ("1_1:1", "3_5:1", "2_7:1", "4_4:4", "5_8:4", "1_6:3", "2_4:3", "3_2:2", "1_2:2", "1_9:7")
 
 
 def run_once(onnx: Path, vnnlib: Path, settings: VerifySettings) -> tuple[str, float]:
