@@ -387,6 +387,26 @@ def test_batched_boxes_match_one_at_a_time(kind: str) -> None:
         torch.testing.assert_close(together, alone, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["relu", "sigmoid", "conv"])
+def test_layer_bounds_do_not_depend_on_the_chunk_size(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neurons bounded in one chunk, one at a time, or under the narrow networks' budget: the same
+    back-substitution per neuron, so the same bounds (up to the order of float64 sums)."""
+    from verirepair.bounds import engine as engine_module
+
+    chain = make_chain(kind, 13)
+    lower, upper = random_box(13, chain.n_inputs, 5, 1.0)
+    monkeypatch.setattr(engine_module, "NARROW_WIDTH", 0)
+    whole = BoundEngine(chain.graph, chunk_bytes=1e12).layer_bounds(lower, upper, "crown").pre_activation
+    single = BoundEngine(chain.graph, chunk_bytes=1.0).layer_bounds(lower, upper, "crown").pre_activation
+    monkeypatch.setattr(engine_module, "NARROW_WIDTH", 10**9)
+    monkeypatch.setattr(engine_module, "NARROW_CHUNK_BYTES", 1.0)
+    narrow = BoundEngine(chain.graph, chunk_bytes=1e12).layer_bounds(lower, upper, "crown").pre_activation
+    for ours in (single, narrow):
+        for (low, up), (low_whole, up_whole) in zip(ours, whole):
+            torch.testing.assert_close(low, low_whole, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(up, up_whole, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device; the bound engine's device test needs one")
 @pytest.mark.parametrize("kind", ["relu", "sigmoid", "maxpool", "conv"])
 def test_bounds_on_cuda_match_cpu_and_are_sound(kind: str) -> None:

@@ -181,6 +181,14 @@ def test_tiny_relu_networks_agree_with_exact_oracle(chunk: int, leaves: str, tmp
     run_chunk(range(chunk * CHUNK, (chunk + 1) * CHUNK), tmp_path, settings=settings)
 
 
+def test_tiny_relu_networks_with_root_alpha_before_input_split_agree_with_exact_oracle(tmp_path: Path) -> None:
+    """The other order for few inputs: α-CROWN on the whole box first (deciding some cases by
+    itself), input split after."""
+    settings = dataclasses.replace(SETTINGS, root_alpha_before_input_split=True)
+    tally = run_chunk(range(CHUNK), tmp_path, settings=settings)
+    assert tally["input-split"] + tally["alpha-crown"] >= 1, tally
+
+
 @pytest.mark.parametrize("chunk", range(WIDE_CHUNKS))
 @pytest.mark.parametrize("search", ["relu-split", "relu-split-top-score", "milp", "milp-bounds"])
 def test_twelve_input_relu_networks_agree_with_exact_oracle(chunk: int, search: str, tmp_path: Path) -> None:

@@ -40,6 +40,11 @@ class Intervals(dict[str, tuple[Tensor, Tensor]]):
 # float64): the neurons of an intermediate layer are bounded in chunks that fit, so the memory of
 # bounding a layer grows with its activations, not with their square.
 BACKWARD_CHUNK_BYTES = 256e6
+# Networks whose values are all at most this wide (dense layers) are bounded in chunks of at most
+# `NARROW_CHUNK_BYTES` instead: their matrix products stay efficient on a few rows, and
+# temporaries of this size are reused by the memory allocator (larger ones are mapped afresh and
+# paged in on every operation) and stay nearer the caches.
+NARROW_WIDTH, NARROW_CHUNK_BYTES = 1024, 8e6
 
 
 @dataclass(frozen=True)
@@ -228,7 +233,8 @@ class BoundEngine:
         batch, shape = lower.shape[0], self.graph.shapes[value]
         widest = max(math.prod(self.graph.shapes[v]) for i in self.graph.ancestors(value)
                      for v in (*self.graph.nodes[i].inputs, self.graph.nodes[i].output))
-        chunk = max(1, int(self.chunk_bytes // (2 * batch * widest * lower.element_size() * (3 if alpha_steps else 1))))
+        budget = self.chunk_bytes if widest > NARROW_WIDTH else min(self.chunk_bytes, NARROW_CHUNK_BYTES)
+        chunk = max(1, int(budget // (2 * batch * widest * lower.element_size() * (3 if alpha_steps else 1))))
         low_new, up_new = low_flat.clone(), up_flat.clone()
         producer = self.graph.nodes[self.graph.producer[value]]
         for first in range(0, rows.numel(), chunk):

@@ -49,12 +49,14 @@ def candidate_points(graph: BoundGraph, rows: RegionRows, box: Box, settings: Ve
     found, margins = _best_points(graph, rows, x, settings.pgd_restarts)
     stuck = bool((x == starts).all(dim=1).float().mean() >= 0.5)
     cheap = time.monotonic() - started <= SURROGATE_SHARE * deadline.remaining()
-    if not bool((margins <= 0).any()) and graph.has_relu and (stuck or cheap):
+    # input split probes every box it bounds for counterexamples
+    searched_later = lower.numel() <= settings.input_split_max_dims and not settings.surrogate_before_input_split
+    if not bool((margins <= 0).any()) and graph.has_relu and (stuck or (cheap and not searched_later)):
         # Where every ReLU of a layer is off on most of the box, the margin's gradient is zero and
         # the descent above never moves; the same descent on leaky ReLUs does (collins_rul_cnn's
         # if-then properties: output constant on 20,000 samples, violated where tools found it).
         # It also reaches violations the plain descent misses on deep MLPs (mnist_fc 256x6
-        # prop_1 at eps 0.05), so it runs whenever it is cheap too.
+        # prop_1 at eps 0.05), so it runs whenever it is cheap too, unless input split follows.
         x = descend(graph, rows, starts, lower, upper, settings.pgd_steps, deadline, SURROGATE_RELU_SLOPE)
         found, margins = _best_points(graph, rows, x, settings.pgd_restarts)
     return found[margins <= 0].cpu().numpy()

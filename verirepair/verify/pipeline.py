@@ -154,6 +154,9 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
 
     lower, upper = box_tensors(region.box, rows.A.device)
     low_dimensional = spec.n_inputs <= settings.input_split_max_dims
+    if low_dimensional and not settings.root_alpha_before_input_split:
+        # input split bounds the whole box first, α-CROWN refining it (leaf_alpha_steps)
+        return input_split_search(engine, rows, region, settings, deadline, confirm), "input-split"
     with torch.no_grad():
         layers = engine.layer_bounds(lower, upper, "crown")
     clause_bounds = _clause_bounds(engine, rows, lower, upper, layers, settings)

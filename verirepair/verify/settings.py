@@ -21,6 +21,10 @@ class VerifySettings:
     random_samples: int = 2000
     pgd_restarts: int = 64
     pgd_steps: int = 60
+    # The descent on the leaky-ReLU surrogate after the plain one (`falsify.candidate_points`)
+    # runs for low-dimensional regions only when the plain descent got stuck (input split, which
+    # follows, probes every box it bounds); True: whenever it is cheap, as for many inputs.
+    surrogate_before_input_split: bool = False
     # Incomplete bounds before the complete search.
     alpha_steps: int = 30
     # Many-input regions: α-CROWN steps for every intermediate layer's bounds (0: plain CROWN),
@@ -79,6 +83,11 @@ class VerifySettings:
     input_split_max_dims: int = 10
     # Boxes bounded per input-split iteration, at most.
     split_batch: int = 2048
+    # Low-dimensional regions go straight to input split, which bounds the whole box by CROWN and
+    # refines it by `leaf_alpha_steps` of α-CROWN before splitting. True: the whole box's
+    # `alpha_steps` of α-CROWN come first, as for many inputs (what input split's first iteration
+    # repeats, at several times its cost).
+    root_alpha_before_input_split: bool = False
     # Input split tries this many dimensions per box (best by |coefficient|·width), bounding both
     # halves of each, and keeps the split whose halves bound best. On ACAS Xu (5 inputs) trying
     # all five beats three: 4_2 property 2 in 48 s instead of 96 s, the 186 instances in 249 s
