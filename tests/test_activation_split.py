@@ -19,15 +19,25 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from random_nets import float32_rounded, forward_layers, random_box, random_mlp, sample_box, save_onnx
+from random_nets import (
+    float32_rounded,
+    forward_layers,
+    random_box,
+    random_mlp,
+    sample_box,
+    save_onnx,
+)
 
 from verirepair.bounds import BoundEngine
 from verirepair.network import load_network
 from verirepair.spec import Box, Clause, Region, Spec
 from verirepair.verify import Deadline, verify
+from verirepair.verify.activation_split import (
+    ActivationSplitter,
+    activation_split_search,
+)
 from verirepair.verify.objective import RegionRows
 from verirepair.verify.pipeline import _clause_bounds, _escalated_bounds
-from verirepair.verify.activation_split import ActivationSplitter, activation_split_search
 from verirepair.verify.result import Counterexample
 from verirepair.verify.settings import VerifySettings
 

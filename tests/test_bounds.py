@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from dense_chain import ActivationLayer, AffineLayer, Chain, MaxPoolLayer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from random_nets import (
@@ -25,8 +26,6 @@ from random_nets import (
     random_windows,
     sample_box,
 )
-
-from dense_chain import ActivationLayer, AffineLayer, Chain, MaxPoolLayer
 
 from verirepair.bounds import BoundEngine, BoundMaxPool, BoundRelu, BoundSShaped
 from verirepair.bounds.linear import dense

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dense_chain import ActivationLayer, Chain
 from oracles import milp_min_margin, violation_in_onnxruntime, z3_violation_exists
 from random_nets import float32_rounded, random_mlp, save_onnx
 
-from dense_chain import ActivationLayer, Chain
 from verirepair.network import load_network
 from verirepair.spec import Box, Clause, Region, Spec
 from verirepair.verify import Verdict, VerifySettings, verify

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from verirepair.files import atomic_write_text  # noqa: E402
-from verirepair.verify import VerifySettings, verify_files  # noqa: E402
+from verirepair.files import atomic_write_text
+from verirepair.verify import VerifySettings, verify_files
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, object]]:

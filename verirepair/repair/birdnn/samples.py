@@ -26,7 +26,6 @@ from .domain import (
 )
 from .settings import BirdnnSettings
 
-
 EVALUATION_CHUNK = 8192  # points per forward pass of the original network
 
 
