@@ -159,7 +159,12 @@ def test_initializers_also_feeding_folded_nodes_are_not_trained(tmp_path: Path) 
 
 
 # ---- fault localisation ---------------------------------------------------------------------------------
-def test_vectorised_scaling_equals_folding_the_scales_into_the_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize("points_per_pass", [1, 100, 65536])  # a particle per pass, two per pass, all at once
+def test_vectorised_scaling_equals_folding_the_scales_into_the_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, points_per_pass: int) -> None:
+    from verirepair.repair.birdnn import localise
+
+    monkeypatch.setattr(localise, "POINTS_PER_PASS", points_per_pass)
     module = _random_chain_network(tmp_path, "tanh", [3, 8, 8, 8, 2], seed=10)
     assert [layer.size for layer in module.hidden_layers] == [8, 8, 8]
     neurons = [Neuron(1, 3, 0.0), Neuron(0, 5, 0.0), Neuron(2, 0, 0.0)]
@@ -167,6 +172,7 @@ def test_vectorised_scaling_equals_folding_the_scales_into_the_weights(tmp_path:
     x = torch.randn(50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         batched = scaled_outputs(module, neurons, ratios, x)
+        assert batched.shape == (len(ratios), len(x), 2)
         for p in range(len(ratios)):
             assert torch.allclose(batched[p], with_scaled_neurons(module, neurons, ratios[p])(x), atol=1e-12)
         assert torch.allclose(batched[0], module(x), atol=1e-12)

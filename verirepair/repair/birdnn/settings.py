@@ -136,7 +136,7 @@ class BirdnnSettings:
     # ---- fine-tuning ---------------------------------------------------------------------------
     finetune_neurons: int = 12  # top-k neurons by behaviour deviation
     finetune_range: float = 1.0  # r in [-range, range]: the neuron's output is scaled by (1 + r)
-    finetune_fit_samples: int = 1500  # positives used in the PSO fitness (negatives: all)
+    finetune_fit_samples: int = 1500  # positives and outside points used in the PSO fitness (negatives: all)
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
     # ---- time ------------------------------------------------------------------------------------
     max_seconds: float = 120.0  # per repair call
