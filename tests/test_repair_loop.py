@@ -370,3 +370,37 @@ def test_check_and_fix_on_cuda_writes_a_file_the_verifier_proves(strategy, files
 def test_repair_settings_refuse_values_that_mean_nothing(field, value):
     with pytest.raises(ValueError, match=field.split("_")[0]):
         RepairSettings(**{field: value})
+
+
+class _Problems(WithoutPolish):
+    """A strategy that hands back the original network and keeps the problems it was given."""
+
+    name = "problems"
+
+    def __init__(self) -> None:
+        self.problems: list = []
+
+    def repair(self, problem, previous, deadline):
+        import onnx
+
+        self.problems.append(problem)
+        return RepairCandidate(onnx.load(str(problem.original.path)))
+
+
+@pytest.mark.parametrize("decision", ["argmax", "argmin"])
+def test_the_data_sets_labels_reach_the_strategy_as_the_keep_inputs_decisions(files, decision):
+    """1-D labels as they are; 2-D target scores as their decision under the decision rule."""
+    x = np.random.default_rng(0).uniform(-1, 1, (12, 2))
+    scores = np.random.default_rng(1).normal(size=(12, 3))
+    labels = np.arange(12) % 3
+    for y, expected in ((labels, labels), (scores, scores.argmin(axis=1) if decision == "argmin" else scores.argmax(axis=1)),
+                        (None, None)):
+        strategy = _Problems()
+        settings = RepairSettings(budget=60, max_iterations=1, side_effect_samples=0, data=(x, y), decision=decision)
+        check_and_fix(files["violated"], files["spec"], strategy, settings)
+        problem = strategy.problems[0]
+        np.testing.assert_array_equal(problem.keep_inputs, x)
+        if expected is None:
+            assert problem.keep_labels is None
+        else:
+            np.testing.assert_array_equal(problem.keep_labels, expected)

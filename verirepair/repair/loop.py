@@ -32,7 +32,14 @@ from ..verify import (
     verify_with_certificate,
 )
 from .input_domain import check_domain
-from .report import DECISION_RULES, Iteration, RepairReport, side_effects, suite_totals
+from .report import (
+    DECISION_RULES,
+    Iteration,
+    RepairReport,
+    decisions,
+    side_effects,
+    suite_totals,
+)
 from .strategy import (
     Portfolio,
     RepairCandidate,
@@ -124,6 +131,15 @@ def _verify_settings(settings: RepairSettings, deadline: Deadline) -> VerifySett
 
 def _parameters(network: Network) -> int:
     return int(sum(t.numel() for t in network.constants.values() if t.is_floating_point()))
+
+
+def _data_labels(settings: RepairSettings) -> np.ndarray | None:
+    """The decision each `--data` input should get: its label, or the decision of its target
+    scores; None without labels."""
+    if settings.data is None or settings.data[1] is None:
+        return None
+    labels = settings.data[1]
+    return decisions(labels, settings.decision_rule) if labels.ndim == 2 else labels.astype(np.int64).reshape(-1)
 
 
 def _written(folder: str, number: int, data: bytes) -> Path:
@@ -401,6 +417,7 @@ def repair_suite(network: Network, violated: Sequence[Spec], suite: Sequence[Spe
             problem = RepairProblem(network, disjunction_of(repairing, f"{len(repairing)} violated properties"),
                                     tuple(counterexamples), settings.seed, settings.device,
                                     keep_inputs=settings.data[0] if settings.data is not None else None,
+                                    keep_labels=_data_labels(settings),
                                     decision=settings.decision_rule, domain=settings.domain, suite=tuple(suite))
             progress.stage("repair", number)
             candidate = strategy.repair(problem, previous, deadline)

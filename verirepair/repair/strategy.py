@@ -37,6 +37,9 @@ class RepairProblem:
     # Inputs of the network's use (e.g. the `--data` set) whose behaviour a strategy that changes
     # weights must keep where they lie outside the property's boxes; None: sample the input space.
     keep_inputs: np.ndarray | None = None
+    # The decision each of ``keep_inputs`` should get (the data set's labels, one per row, as
+    # output indices); None: not known. A strategy may train towards them.
+    keep_labels: np.ndarray | None = None
     # Which order of the outputs is the network's decision: "argmax" (classifiers), "argmin" (ACAS
     # Xu scores) or "ranking" (the whole order, so both of those); a strategy that keeps decisions
     # keeps this one where it should not touch them.

@@ -1,8 +1,10 @@
 """What the search and the fine-tuning learn from, and their loss.
 
 * keep inputs (``--data``, else samples of the input space around the property's boxes): the
-  network keeps the original's outputs (squared, in units of each input's output spread) and decisions (cross-entropy
-  on the original's arg-max: every property here is about classifiers' or scorers' outputs);
+  network keeps the original's outputs (squared, in units of each input's output spread) and
+  learns a decision by cross-entropy: towards each input's label where the data set gives labels
+  (`ArchRepairSettings.label_weight`), so the repair can gain accuracy rather than only lose it,
+  else towards the original's decision (every property here is about classifiers' or scorers' outputs);
 * box inputs (uniform samples of the property's boxes, failing inputs: counterexamples and PGD
   points, each drawn as often as the uniform ones): a squared hinge pulls the property margin up
   to the target margin.
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...errors import InputError
 from ...spec import Spec, disjunction_of
 from ..birdnn.certified import certified_margins
 from ..birdnn.domain import RegionTensors, default_input_space, uniform_in
@@ -35,22 +38,30 @@ Model = Callable[[Tensor], Tensor]
 
 class RepairSamples:
     def __init__(self, spec: Spec, original: Model, keep_inputs: np.ndarray | None, decision: str,
-                 settings: ArchRepairSettings, suite: Sequence[Spec] = ()) -> None:
+                 settings: ArchRepairSettings, suite: Sequence[Spec] = (), keep_labels: np.ndarray | None = None) -> None:
         self.spec, self.original, self.settings = spec, original, settings
         self.property = PropertyMargin(spec)
         # The properties the verifiability term bounds: the suite's (``spec`` among them), else ``spec``.
         self.verified = PropertyMargin(disjunction_of(list(suite), "suite")) if suite else self.property
         self.rng = np.random.default_rng(settings.seed)
         self.sign = -1.0 if decision == "argmin" else 1.0
+        labels = None
         if keep_inputs is not None:
             used = np.asarray(keep_inputs, dtype=np.float64).reshape(len(keep_inputs), -1)
-            keep = used[np.sort(self.rng.permutation(len(used))[:settings.keep_samples])]
+            chosen = np.sort(self.rng.permutation(len(used))[:settings.keep_samples])
+            keep = used[chosen]
+            if keep_labels is not None and settings.label_weight > 0:
+                labels = torch.from_numpy(checked_labels(keep_labels, len(used), spec.n_outputs)[chosen])
         else:
             keep = outside_boxes(spec, default_input_space(spec, 0.5), settings.keep_samples, self.rng)
         self.keep_x = torch.tensor(keep, dtype=torch.float32)
         with torch.no_grad():
             self.keep_y0 = original(self.keep_x)
-        self.keep_label = (self.sign * self.keep_y0).argmax(dim=1)
+        # The decision each keep input is trained towards, and the weight of that cross-entropy.
+        if labels is None:
+            self.keep_label, self.label_weight = (self.sign * self.keep_y0).argmax(dim=1), settings.decision_weight
+        else:
+            self.keep_label, self.label_weight = labels, settings.label_weight
         # Output changes on keep inputs count in units of each input's own output spread: the
         # property's margin scale can be far smaller than the outputs' (a threshold close to the
         # outputs over a small box), and in its units keeping outputs would outweigh the repair.
@@ -102,7 +113,7 @@ class RepairSamples:
         keep = keep[torch.randint(len(keep), (batch,), generator=generator)]
         y = model(self.keep_x[keep])
         loss = self.settings.keep_weight * ((y - self.keep_y0[keep]) / self.keep_spread[keep]).pow(2).mean()
-        loss = loss + self.settings.decision_weight * F.cross_entropy(self.sign * y, self.keep_label[keep])
+        loss = loss + self.label_weight * F.cross_entropy(self.sign * y, self.keep_label[keep])
         pool = torch.nonzero(self.box_held_out == held).flatten()
         failing = torch.nonzero(self.failing & (self.box_held_out == held)).flatten()
         rows = pool[torch.randint(len(pool), (batch,), generator=generator)]
@@ -110,6 +121,21 @@ class RepairSamples:
             rows = torch.cat([rows, failing[torch.randint(len(failing), (batch,), generator=generator)]])
         margin = self.property.margin(model(self.box_x[rows]), self.box_member[rows])
         return loss + (torch.relu(self.target - margin) / self.scale).pow(2).mean()
+
+
+def checked_labels(labels: np.ndarray, rows: int, n_outputs: int) -> np.ndarray:
+    """``labels`` as int64 output indices, one per keep input; an `InputError` naming ``--data``
+    when they are not."""
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != rows:
+        raise InputError(None, "--data", f"{len(labels)} labels for {rows} inputs")
+    if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+        raise InputError(None, "--data", "labels must be whole numbers (output indices)")
+    whole = labels.astype(np.int64)
+    if np.any(whole < 0) or np.any(whole >= n_outputs):
+        raise InputError(None, "--data", f"label {int(whole[(whole < 0) | (whole >= n_outputs)][0])} is not an output "
+                         f"index of a network with {n_outputs} outputs")
+    return whole
 
 
 def crown_margins(module: torch.nn.Module, regions: Sequence[RegionTensors]) -> Tensor:

@@ -39,6 +39,9 @@ class ArchRepairSettings:
     target_margin: float = 0.3
     keep_weight: float = 1.0  # keep inputs keep the original's outputs (squared, in their output spreads)
     decision_weight: float = 1.0  # ... and its decision (cross-entropy on the original's arg-max)
+    # Keep inputs with labels (the data set's ``y``): the cross-entropy goes towards the label
+    # instead of the original's decision, with this weight; 0: the original's decision, as without labels.
+    label_weight: float = 1.0
     # Verifiability: a hinge on a CROWN lower bound of the property margin over each box of every
     # property a candidate must be proven on (a suite's, those that held included)
     # (the bound the verifier starts from), pulled up to this fraction of the target margin.

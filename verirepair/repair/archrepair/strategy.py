@@ -139,7 +139,7 @@ class ArchRepair(WithoutPolish):
         original.requires_grad_(False)
         with phases("characterise"):
             samples = RepairSamples(problem.spec, original, problem.keep_inputs, problem.decision, settings,
-                                     problem.suite)
+                                     problem.suite, problem.keep_labels)
             failing = failing_inputs(original, samples, counterexample_array(problem), settings, rng)
             samples.add(failing)
         with phases("localise"):
