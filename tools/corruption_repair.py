@@ -44,7 +44,8 @@ from repair_suites import (
 from scipy import ndimage
 
 from verirepair import datasets
-from verirepair.spec.model import Box, Clause, Region, Spec
+from verirepair.repair.pointwise import label_spec
+from verirepair.spec.model import Spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 10
@@ -85,16 +86,8 @@ def corrupted(x: np.ndarray, kind: str, seed: int) -> np.ndarray:
 
 
 def point_property(x: np.ndarray, label: int, eps: float, name: str) -> Spec:
-    """L∞ robustness of ``x`` (class ``label``) at ``eps``: violated where some other output is at
-    least output ``label``."""
-    clauses = []
-    for other in range(CLASSES):
-        if other != label:
-            row = np.zeros((1, CLASSES))
-            row[0, label], row[0, other] = 1.0, -1.0
-            clauses.append(Clause(row, np.zeros(1)))
-    box = Box(np.clip(x - eps, 0.0, 1.0), np.clip(x + eps, 0.0, 1.0))
-    return Spec(len(x), CLASSES, (Region(box, tuple(clauses)),), name)
+    """L∞ robustness of ``x`` (class ``label``) at ``eps``, inside the pixel range [0, 1]."""
+    return label_spec(len(x), CLASSES, label, np.clip(x - eps, 0.0, 1.0), np.clip(x + eps, 0.0, 1.0), name)
 
 
 def repair_points(network: Path, train: datasets.LabelledImages, kind: str, count: int) -> tuple[np.ndarray, np.ndarray]:

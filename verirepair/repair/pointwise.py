@@ -26,14 +26,15 @@ from .report import Iteration, RepairReport, side_effects
 from .strategy import RepairProblem, RepairStrategy
 
 
-def label_spec(n_inputs: int, n_outputs: int, label: int, lower: np.ndarray, upper: np.ndarray) -> Spec:
+def label_spec(n_inputs: int, n_outputs: int, label: int, lower: np.ndarray, upper: np.ndarray,
+               source: str = "<points>") -> Spec:
     clauses = []
     for j in range(n_outputs):
         if j != label:
             row = np.zeros((1, n_outputs))
             row[0, label], row[0, j] = 1.0, -1.0
             clauses.append(Clause(row, np.zeros(1)))
-    return Spec(n_inputs, n_outputs, (Region(Box(lower, upper), tuple(clauses)),), source="<points>")
+    return Spec(n_inputs, n_outputs, (Region(Box(lower, upper), tuple(clauses)),), source=source)
 
 
 def labels_spec(n_inputs: int, n_outputs: int, labels: list[int], lower: np.ndarray, upper: np.ndarray) -> Spec:
