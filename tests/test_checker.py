@@ -357,6 +357,39 @@ def test_a_tampered_certificate_is_rejected(change, far_coc: tuple[Path, Path, P
     assert not check_certificate(onnx_path, vnnlib_path, _edited(proof, tmp_path / "tampered.json", change)).ok
 
 
+def _closings_with_slopes(data: dict) -> list[list]:
+    return [closing for closing in data["regions"][0] if len(closing) == 5]
+
+
+def test_the_recorded_slopes_are_what_closes_the_nodes_alpha_crown_closed(far_coc: tuple[Path, Path, Path],
+                                                                           tmp_path: Path) -> None:
+    """The verifier closes a node with optimised slopes only where CROWN's left it open, so the
+    checker must use them: without them (or with each slope mirrored) a closing fails."""
+    onnx_path, vnnlib_path, proof = far_coc
+    assert _closings_with_slopes(json.loads(proof.read_text())), "the far_coc proof no longer uses α-CROWN closings"
+
+    def drop(data: dict) -> None:
+        for closing in _closings_with_slopes(data):
+            del closing[4]
+
+    def mirror(data: dict) -> None:
+        for closing in _closings_with_slopes(data):
+            for entry in closing[4]:
+                entry[3] = 1.0 - entry[3]
+
+    for change in (drop, mirror):
+        result = check_certificate(onnx_path, vnnlib_path, _edited(proof, tmp_path / f"{change.__name__}.json", change))
+        assert not result.ok and "not positive" in result.message, result.message
+
+
+@pytest.mark.parametrize("entry", [[99, 0, 0, 0.5], [0, 99, 0, 0.5], [0, 0, 9999, 0.5], [0, 0, 0], [-1, 0, 0, 0.5]])
+def test_slopes_of_rows_layers_or_neurons_that_do_not_exist_are_rejected(entry: list, far_coc: tuple[Path, Path, Path],
+                                                                        tmp_path: Path) -> None:
+    onnx_path, vnnlib_path, proof = far_coc
+    forged = _edited(proof, tmp_path / "slopes.json", lambda d: _closings_with_slopes(d)[0][4].append(entry))
+    assert not check_certificate(onnx_path, vnnlib_path, forged).ok
+
+
 def test_bounds_tightened_by_1e_12_leave_a_valid_certificate_valid(far_coc: tuple[Path, Path, Path], tmp_path: Path) -> None:
     """Recorded bounds are never trusted beyond the checker's own: tightening them changes nothing."""
     onnx_path, vnnlib_path, proof = far_coc

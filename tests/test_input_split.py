@@ -35,7 +35,7 @@ def _problem(seed: int, n_in: int, n_boxes: int) -> tuple[BoundEngine, RegionRow
     # every box counts as open here, so each one is split
     boxes = bounded.boxes
     everything_open = OpenBoxes(boxes.lower, boxes.upper, boxes.row_bounds, boxes.coefficients, boxes.constants,
-                                torch.ones_like(boxes.open_clauses), boxes.unstable, boxes.paths)
+                                torch.ones_like(boxes.open_clauses), boxes.unstable, boxes.paths, boxes.layers)
     return engine, rows, everything_open
 
 
@@ -103,7 +103,7 @@ def test_a_dimension_too_narrow_to_split_is_never_chosen() -> None:
     lower, upper = boxes.lower.clone(), boxes.upper.clone()
     upper[:, 0] = lower[:, 0] + MIN_WIDTH / 2  # dimension 0 has (almost) no width left
     flat = OpenBoxes(lower, upper, boxes.row_bounds, boxes.coefficients, boxes.constants, boxes.open_clauses,
-                     boxes.unstable, boxes.paths)
+                     boxes.unstable, boxes.paths, boxes.layers)  # the wider boxes' bounds hold on these
     halves, _ = _branch(engine, rows, flat, 2, SETTINGS, None)
     assert all(str(p)[-2] == "1" for p in halves.paths)
 

@@ -6,7 +6,9 @@ variants see the same machine.
         --variant base --variant no-early-stop:milp_refine_early_stop=false --timeout 300 --json out.jsonl
 
 A variant is ``NAME`` or ``NAME:setting=value,setting=value`` (values read as Python literals, or
-true/false). Prints one row per instance and variant (verdict, decided by, seconds, the notes about
+true/false). One more setting exists only here: ``rounding_budget=false`` sets γ_n of
+`verirepair.bounds.rounding` to 0 in that variant's processes, so every bound skips the float64
+rounding-error budget; it measures what the budget costs, and its answers are not proofs. Prints one row per instance and variant (verdict, decided by, seconds, the notes about
 refined bounds, and per ReLU-split search left open its domains bounded, open domains and weakest
 bound) and the decided count per variant; ``--json`` also writes the rows, one per line.
 """
@@ -33,7 +35,7 @@ from verirepair.verify import VerifySettings, verify_files
 
 def parse_variant(text: str) -> tuple[str, dict[str, object]]:
     name, _, assignments = text.partition(":")
-    fields = {f.name for f in dataclasses.fields(VerifySettings)}
+    fields = {f.name for f in dataclasses.fields(VerifySettings)} | {"rounding_budget"}
     changes: dict[str, object] = {}
     for assignment in filter(None, assignments.split(",")):
         key, _, value = assignment.partition("=")
@@ -57,10 +59,23 @@ class _Collected(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+def _drop_rounding_budget() -> None:
+    """γ_n = 0 wherever the verifier imported it: every error term of `bounds.rounding` becomes 0."""
+    from verirepair.bounds import rounding
+
+    exact_gamma = rounding.gamma
+    for name, module in list(sys.modules.items()):
+        if name.startswith("verirepair.") and getattr(module, "gamma", None) is exact_gamma:
+            module.gamma = lambda n: 0.0  # type: ignore[attr-defined]
+
+
 def run_one(onnx_path: str, vnnlib_path: str, changes: dict[str, object], timeout: float, queue: multiprocessing.Queue) -> None:
     import torch
 
     torch.set_num_threads(1)
+    changes = dict(changes)
+    if not changes.pop("rounding_budget", True):
+        _drop_rounding_budget()
     collected = _Collected()
     split_logger = logging.getLogger("verirepair.verify.relu_split")
     split_logger.setLevel(logging.INFO)

@@ -173,6 +173,11 @@ class NodeBounds:
     input_magnitudes: list[np.ndarray]
     empty: np.ndarray | None = None  # [B]: the box holds no point meeting the splits (own bounds cross)
 
+    def take(self, index: np.ndarray) -> NodeBounds:
+        """The bounds of boxes ``index`` (repeats allowed)."""
+        return NodeBounds(self.lower[index], self.upper[index], [(l[index], u[index]) for l, u in self.pre_activation],
+                          [m[index] for m in self.input_magnitudes], None if self.empty is None else self.empty[index])
+
 
 def layer_bounds(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
                  recorded: list[tuple[np.ndarray, np.ndarray]],

@@ -3,10 +3,12 @@
 A JSON object ``{"format", "onnx_sha256", "vnnlib_sha256", "regions"}``; ``regions`` holds, per
 region of the property, either
 
-* an input-split proof: a list of closings ``[path, clauses, weights, bounds]``: the node's path
-  in the split tree (steps ``<dim><L|R>``), the clauses closed there, per clause the row weights
-  over the region's rows, and per ReLU layer the recorded ``[lower, upper]`` pre-activation
-  bounds; or ``[path, clauses, {"solver": name}]``, a node whose clauses a MILP solver decided;
+* an input-split proof: a list of closings ``[path, clauses, weights, bounds]`` or ``[path,
+  clauses, weights, bounds, slopes]``: the node's path in the split tree (steps ``<dim><L|R>``),
+  the clauses closed there, per clause the row weights over the region's rows, per activation
+  layer the recorded ``[lower, upper]`` pre-activation bounds, and ReLU lower slopes ``[row,
+  layer, neuron, alpha]`` for rows bounded with optimised slopes; or ``[path, clauses, {"solver":
+  name}]``, a node whose clauses a MILP solver decided;
 * or a ReLU-split proof ``{"method": "relu-split", "clauses": [...]}``: per clause either
   ``{"clause", "row", "leaves"}`` (the row proven positive on every leaf; a leaf is
   ``[splits, neurons]`` with splits ``[layer, neuron, 1 (active) | 0 (inactive)]`` and neurons
@@ -41,6 +43,7 @@ class Closing:
     clauses: tuple[int, ...]
     weights: tuple[tuple[float, ...], ...]
     bounds: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]
+    slopes: tuple[tuple[int, int, int, float], ...] = ()  # (row, layer, neuron, alpha)
 
     @property
     def path(self) -> str:
@@ -203,8 +206,9 @@ def _solver(value: object, where: str) -> str:
 
 
 def _closing(item: object, where: str) -> Closing | TrustedClosing:
-    if not isinstance(item, list) or len(item) not in (3, 4):
-        raise MalformedCertificate(f"{where}: not [path, clauses, weights, bounds] or [path, clauses, {{\"solver\"}}]")
+    if not isinstance(item, list) or len(item) not in (3, 4, 5):
+        raise MalformedCertificate(f"{where}: not [path, clauses, weights, bounds(, slopes)] or "
+                                   "[path, clauses, {\"solver\"}]")
     path, clauses = item[0], item[1]
     if not isinstance(path, str) or not _PATH.match(path):
         raise MalformedCertificate(f"{where}: malformed node path {path!r}")
@@ -221,8 +225,13 @@ def _closing(item: object, where: str) -> Closing | TrustedClosing:
         raise MalformedCertificate(f"{where}: not one weight vector per clause")
     if not isinstance(bounds, list) or not all(isinstance(layer, list) and len(layer) == 2 for layer in bounds):
         raise MalformedCertificate(f"{where}: bounds are not [lower, upper] per layer")
+    slopes = item[4] if len(item) == 5 else []
+    if not isinstance(slopes, list) or not all(isinstance(entry, list) and len(entry) == 4 and all(
+            _natural(v) for v in entry[:3]) for entry in slopes):
+        raise MalformedCertificate(f"{where}: slopes are not [row, layer, neuron, alpha] entries")
     return Closing(steps, tuple(clauses), tuple(_numbers(w, where) for w in weights),
-                   tuple((_numbers(lower, where), _numbers(upper, where)) for lower, upper in bounds))
+                   tuple((_numbers(lower, where), _numbers(upper, where)) for lower, upper in bounds),
+                   tuple((row, layer, neuron, _numbers([alpha], where)[0]) for row, layer, neuron, alpha in slopes))
 
 
 def _numbers(values: object, where: str) -> tuple[float, ...]:

@@ -9,7 +9,10 @@ certificate is accepted only if
   the clause's own rows, not all zero) combine the clause's rows ``a·y - b`` into a function whose
   rigorous lower bound on the node's box is positive (so no point of the box satisfies all rows:
   the clause is unreachable there). The bound rests on hidden-layer bounds that this checker
-  derives itself, each widened to contain the certificate's recorded bound where that is looser;
+  derives itself from the root down (every node of the tree: CROWN on its box, clamped to its
+  parent's bounds, which hold on it too), each widened to contain the certificate's recorded
+  bound where that is looser; a row with recorded ReLU slopes is bounded with them (any slope in
+  [0, 1] gives a valid bound);
 * for every clause of every region, the nodes closing it cover the region's box: the split tree
   is complete (each split node has both halves, each of them closed or split further).
 
@@ -42,7 +45,15 @@ import numpy as np
 
 from ..errors import InputError
 from ..files import decompressed
-from .bounds import lagrangian_bounds, layer_bounds, mixture_bounds, row_bounds
+from .bounds import (
+    LinearBound,
+    NodeBounds,
+    lagrangian_bounds,
+    layer_bounds,
+    mixture_bounds,
+    row_bounds,
+    to_input,
+)
 from .certificate_file import (
     ActivationLeaf,
     ActivationSplitClause,
@@ -179,8 +190,27 @@ def check_region(network: DenseNetwork, region: Region, closings: InputSplitProo
     b = np.concatenate([b for _, b in region.clauses])
     owner = np.concatenate([[k] * A_k.shape[0] for k, (A_k, _) in enumerate(region.clauses)])
     layer_sizes = network.activation_sizes
-    for first in range(0, len(checked), CHUNK):
-        _check_chunk(network, region, checked[first:first + CHUNK], A, b, owner, layer_sizes)
+    at_node: dict[tuple[tuple[int, bool], ...], list[Closing]] = {}
+    for closing in checked:
+        _check_closing_shape(closing, layer_sizes, owner.size)
+        at_node.setdefault(closing.steps, []).append(closing)
+    nodes = {steps[:depth] for steps in at_node for depth in range(len(steps) + 1)}
+    levels: dict[int, list[tuple[tuple[int, bool], ...]]] = {}
+    for steps in sorted(nodes):
+        levels.setdefault(len(steps), []).append(steps)
+    parents: dict[tuple[tuple[int, bool], ...], list[tuple[np.ndarray, np.ndarray]]] = {}
+    for depth in sorted(levels):
+        derived: dict[tuple[tuple[int, bool], ...], list[tuple[np.ndarray, np.ndarray]]] = {}
+        for first in range(0, len(levels[depth]), CHUNK):
+            chunk = levels[depth][first:first + CHUNK]
+            bounds = _node_bounds(network, region, chunk, at_node, parents, layer_sizes)
+            activated = [k for k, step in enumerate(network.steps) if step.activation is not None]
+            for index, steps in enumerate(chunk):
+                derived[steps] = [(bounds.pre_activation[k][0][index], bounds.pre_activation[k][1][index])
+                                  for k in activated]
+            _check_closings(network, bounds, [(index, closing) for index, steps in enumerate(chunk)
+                                              for closing in at_node.get(steps, [])], A, b, owner)
+        parents = derived
     return len(checked), trusted
 
 
@@ -413,40 +443,104 @@ def _box(region: Region, steps: tuple[tuple[int, bool], ...]) -> tuple[np.ndarra
     return lower, upper
 
 
-def _check_chunk(network: DenseNetwork, region: Region, chunk: tuple[Closing, ...], A: np.ndarray, b: np.ndarray,
-                 owner: np.ndarray, layer_sizes: list[int]) -> None:
-    for closing in chunk:
-        if len(closing.bounds) != len(layer_sizes) or any(
-                len(lower) != n or len(upper) != n for (lower, upper), n in zip(closing.bounds, layer_sizes)):
-            raise Rejected(f"node {closing.path}: recorded bounds do not match the network's activation layers")
-    boxes = [_box(region, closing.steps) for closing in chunk]
+def _check_closing_shape(closing: Closing, layer_sizes: list[int], n_rows: int) -> None:
+    if len(closing.bounds) != len(layer_sizes) or any(
+            len(lower) != n or len(upper) != n for (lower, upper), n in zip(closing.bounds, layer_sizes)):
+        raise Rejected(f"node {closing.path}: recorded bounds do not match the network's activation layers")
+    for row, layer, neuron, _ in closing.slopes:
+        if row >= n_rows or layer >= len(layer_sizes) or neuron >= layer_sizes[layer]:
+            raise Rejected(f"node {closing.path}: a slope of row {row}, layer {layer}, neuron {neuron}, which the "
+                           "region or the network does not have")
+
+
+def _node_bounds(network: DenseNetwork, region: Region, chunk: list[tuple[tuple[int, bool], ...]],
+                 at_node: dict[tuple[tuple[int, bool], ...], list[Closing]],
+                 parents: dict[tuple[tuple[int, bool], ...], list[tuple[np.ndarray, np.ndarray]]],
+                 layer_sizes: list[int]) -> NodeBounds:
+    """Bounds of every layer on the nodes' boxes: derived from the box, clamped to the parent's
+    bounds (the root has none), widened to the looser of the recorded bounds of the closings there."""
+    boxes = [_box(region, steps) for steps in chunk]
     lower, upper = np.stack([l for l, _ in boxes]), np.stack([u for _, u in boxes])
-    recorded = [(np.array([c.bounds[k][0] for c in chunk]), np.array([c.bounds[k][1] for c in chunk]))
-                for k in range(len(layer_sizes))]
-    bounds = layer_bounds(network, lower, upper, recorded)
+    count = len(chunk)
+    recorded = [(np.full((count, n), np.inf), np.full((count, n), -np.inf)) for n in layer_sizes]
+    limits = [(np.full((count, n), -np.inf), np.full((count, n), np.inf)) for n in layer_sizes]
+    for index, steps in enumerate(chunk):
+        for closing in at_node.get(steps, []):
+            for layer, (low, high) in enumerate(closing.bounds):
+                recorded[layer][0][index] = np.minimum(recorded[layer][0][index], low)
+                recorded[layer][1][index] = np.maximum(recorded[layer][1][index], high)
+        if steps:
+            for layer, (low, high) in enumerate(parents[steps[:-1]]):
+                limits[layer][0][index], limits[layer][1][index] = low, high
+    bounds = layer_bounds(network, lower, upper, recorded, limits)
+    assert bounds.empty is not None
+    if bounds.empty.any():  # the parent's bounds hold on the box, so they cannot exclude all of it
+        raise Rejected(f"node {chunk[int(np.argmax(bounds.empty))]}: its bounds cross its parent's")
+    return bounds
+
+
+def _check_closings(network: DenseNetwork, bounds: NodeBounds, closings: list[tuple[int, Closing]], A: np.ndarray,
+                    b: np.ndarray, owner: np.ndarray) -> None:
+    """Every clause of each closing (on node ``index`` of ``bounds``) has a positive bound."""
+    if not closings:
+        return
     single, linear = row_bounds(network, bounds, A, b)
-    nodes, weights, names = [], [], []
-    for node, closing in enumerate(chunk):
+    node_of = np.array([index for index, _ in closings])
+    single, coefficients = single[node_of].copy(), linear.coefficients[node_of].copy()
+    constant, error = linear.constant[node_of].copy(), linear.error[node_of].copy()
+    optimised = [(position, row) for position, (_, closing) in enumerate(closings)
+                 for row in sorted({entry[0] for entry in closing.slopes})]
+    if optimised:
+        with_slopes = _rows_with_slopes(network, bounds, closings, node_of, optimised, A, b)
+        value = with_slopes.minimum(bounds.lower[node_of[[p for p, _ in optimised]]],
+                                    bounds.upper[node_of[[p for p, _ in optimised]]])[:, 0]
+        for pair, (position, row) in enumerate(optimised):
+            single[position, row] = max(single[position, row], value[pair])
+            coefficients[position, row] = with_slopes.coefficients[pair, 0]
+            constant[position, row], error[position, row] = with_slopes.constant[pair, 0], with_slopes.error[pair, 0]
+    queries, weights, names = [], [], []
+    for position, (_, closing) in enumerate(closings):
         for clause, w in zip(closing.clauses, closing.weights):
-            if clause >= len(region.clauses) or len(w) != owner.size:
+            if clause >= owner.max() + 1 or len(w) != owner.size:
                 raise Rejected(f"node {closing.path}: clause {clause} or its weights do not fit the region")
             w_array = np.array(w)
             if np.any(w_array < 0) or np.any(w_array[owner != clause] != 0) or not np.any(w_array > 0):
                 raise Rejected(f"node {closing.path}: clause {clause}: weights must be non-negative, on the "
                                "clause's own rows and not all zero")
-            nodes.append(node)
+            queries.append(position)
             weights.append(w_array)
             names.append((closing.path, clause))
-    if not nodes:
+    if not queries:
         return
-    node_index, weight_matrix = np.array(nodes), np.stack(weights)
+    query_index, weight_matrix = np.array(queries), np.stack(weights)
     one_row = np.count_nonzero(weight_matrix, axis=1) == 1
-    value = np.empty(len(nodes))
-    value[one_row] = single[node_index[one_row], weight_matrix[one_row].argmax(axis=1)]
+    value = np.empty(len(queries))
+    value[one_row] = single[query_index[one_row], weight_matrix[one_row].argmax(axis=1)]
     if np.any(~one_row):
-        value[~one_row] = mixture_bounds(linear, node_index[~one_row], weight_matrix[~one_row], bounds.lower, bounds.upper)
+        value[~one_row] = mixture_bounds(LinearBound(coefficients, constant, error), query_index[~one_row],
+                                         weight_matrix[~one_row], bounds.lower[node_of], bounds.upper[node_of])
     failed = np.flatnonzero(~(value > 0))
     if failed.size:
         path, clause = names[failed[0]]
         raise Rejected(f"node {path}: clause {clause}: the rigorous lower bound {value[failed[0]]:.3g} of the "
                        "weighted rows is not positive")
+
+
+def _rows_with_slopes(network: DenseNetwork, bounds: NodeBounds, closings: list[tuple[int, Closing]],
+                      node_of: np.ndarray, optimised: list[tuple[int, int]], A: np.ndarray, b: np.ndarray) -> LinearBound:
+    """[Q, 1, n_in]: per (closing, row) of ``optimised``, the row's linear lower bound over the
+    input with the closing's recorded ReLU slopes (CROWN's adaptive slope elsewhere)."""
+    pairs = node_of[[position for position, _ in optimised]]
+    mine = bounds.take(pairs)
+    sizes = network.activation_sizes
+    alphas = [np.full((len(optimised), n, 2), np.nan) for n in sizes]
+    for pair, (position, row) in enumerate(optimised):
+        for entry_row, layer, neuron, alpha in closings[position][1].slopes:
+            if entry_row == row:
+                alphas[layer][pair, neuron, 0] = alpha
+    rows = np.array([row for _, row in optimised])
+    last = len(network.steps) - 1
+    step = network.steps[last]
+    output = LinearBound(A[rows][:, None, :], -b[rows][:, None], np.zeros((rows.size, 1)))
+    output = output.through_affine(step.weight, step.bias, mine.input_magnitudes[last])
+    return to_input(network, mine, output, last, alphas)

@@ -28,14 +28,17 @@ FORMAT = "verirepair-certificate-1"
 class Closing:
     """Clauses closed on one node of the split tree.
 
-    ``bounds`` are the verifier's pre-activation bounds of every hidden layer on the node's box;
-    the checker (`verirepair.checker`) uses the looser of each and its own derivation.
+    ``bounds`` are the verifier's pre-activation bounds of every hidden layer on the node's box
+    (each node's intersected with its parent's); the checker (`verirepair.checker`) uses the looser
+    of each and its own derivation. ``slopes`` ``[row, layer, neuron, alpha]``: the ReLU lower
+    slopes of the rows whose bounds α-CROWN optimised (CROWN's adaptive slope elsewhere).
     """
 
     path: str
     clauses: list[int]
     weights: list[list[float]]  # per closed clause, λ over the region's rows
     bounds: list[list[list[float]]]  # per hidden layer, [lower, upper]
+    slopes: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -90,7 +93,7 @@ class RegionCertificate:
         if self.relu_clauses is not None:
             return {"method": self.method, "clauses": [c.to_json() for c in self.relu_clauses]}
         return [[c.path, c.clauses, {"solver": c.solver}] if isinstance(c, TrustedClosing)
-                else [c.path, c.clauses, c.weights, c.bounds] for c in self.closings]
+                else [c.path, c.clauses, c.weights, c.bounds] + ([c.slopes] if c.slopes else []) for c in self.closings]
 
     @property
     def trusted(self) -> int:

@@ -70,10 +70,9 @@ class OpenBoxes:
     open_clauses: torch.Tensor
     unstable: torch.Tensor  # [N] activations whose input bounds straddle 0
     paths: np.ndarray
-    # The boxes' pre-activation bounds, kept for their children (a child's bounds are intersected
-    # with its parent's); None where they are not to be inherited (certificates: the checker
-    # re-derives every recorded bound from the box alone).
-    layers: LayerBounds | None = None
+    # The boxes' pre-activation bounds, kept for their children: a child's bounds are intersected
+    # with its parent's (the certificate checker re-derives them the same way, from the root down).
+    layers: LayerBounds
 
     @property
     def size(self) -> int:
@@ -91,17 +90,16 @@ class OpenBoxes:
 
     def select(self, keep: torch.Tensor) -> OpenBoxes:
         index = keep.nonzero().flatten() if keep.dtype == torch.bool else keep
-        layers = None if self.layers is None else _layers_at(self.layers, index)
         return OpenBoxes(self.lower[index], self.upper[index], self.row_bounds[index], self.coefficients[index],
                          self.constants[index], self.open_clauses[index], self.unstable[index],
-                         self.paths[index.cpu().numpy()], layers)
+                         self.paths[index.cpu().numpy()], _layers_at(self.layers, index))
 
     @staticmethod
     def concat(parts: list[OpenBoxes]) -> OpenBoxes:
         kept = [p.layers for p in parts]
-        layers = None if any(k is None for k in kept) else LayerBounds(tuple(
-            (torch.cat([k.pre_activation[i][0] for k in kept]), torch.cat([k.pre_activation[i][1] for k in kept]))  # type: ignore[union-attr]
-            for i in range(len(kept[0].pre_activation))))  # type: ignore[union-attr]
+        layers = LayerBounds(tuple(
+            (torch.cat([k.pre_activation[i][0] for k in kept]), torch.cat([k.pre_activation[i][1] for k in kept]))
+            for i in range(len(kept[0].pre_activation))))
         return OpenBoxes(*(torch.cat([getattr(p, name) for p in parts]) for name in
                            ("lower", "upper", "row_bounds", "coefficients", "constants", "open_clauses", "unstable")),
                          np.concatenate([p.paths for p in parts]), layers)
@@ -175,10 +173,9 @@ class _Bounded:
 
 
 def _bound(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor, inherited: torch.Tensor,
-           paths: np.ndarray, settings: VerifySettings, prior: LayerBounds | None = None,
-           keep_layers: bool = True) -> _Bounded:
-    """Bound the boxes (intersecting with ``prior``, bounds known to hold on them); the open ones
-    keep their layer bounds for their children when ``keep_layers``."""
+           paths: np.ndarray, settings: VerifySettings, prior: LayerBounds | None = None) -> _Bounded:
+    """Bound the boxes (intersecting with ``prior``, bounds known to hold on them); they keep their
+    layer bounds for their children."""
     with torch.no_grad():
         layers = engine.layer_bounds(lower, upper, "crown", prior=prior)
         result = engine.output_bounds(lower, upper, rows.A, -rows.b, method="crown", layers=layers)
@@ -189,7 +186,7 @@ def _bound(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: to
     for pre_lower, pre_upper in result.layers.pre_activation:
         unstable += ((pre_lower < 0) & (pre_upper > 0)).sum(dim=1)
     boxes = OpenBoxes(lower, upper, result.lower, result.coefficients, result.constant, open_clauses, unstable, paths,
-                      result.layers if keep_layers else None)
+                      result.layers)
     return _Bounded(boxes, inherited & ~open_clauses, clause_bounds, weights, result.layers)
 
 
@@ -197,17 +194,29 @@ def _root(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: tor
           certificate: RegionCertificate | None) -> OpenBoxes:
     """The region's box bounded, its closings recorded; it, when still open."""
     every_clause = torch.ones(1, rows.n_clauses, dtype=torch.bool, device=lower.device)
-    bounded = _bound(engine, rows, lower, upper, every_clause, np.array([""], dtype=object), settings,
-                     keep_layers=certificate is None)
+    bounded = _bound(engine, rows, lower, upper, every_clause, np.array([""], dtype=object), settings)
     return bounded.settle(torch.zeros(1, dtype=torch.long, device=lower.device), certificate)
 
 
 def _record_closings(certificate: RegionCertificate, paths: np.ndarray, closed: torch.Tensor,
-                     weights: torch.Tensor, layers: LayerBounds) -> None:
+                     weights: torch.Tensor, layers: LayerBounds,
+                     optimised: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> None:
+    """A `Closing` per box with a clause in ``closed`` [N, K]; ``optimised``: which rows' bounds
+    came from α-CROWN ([N, R]) and its ReLU slopes ([N, R, n] per layer), recorded for the rows the
+    closed clauses use, on the neurons unstable on the box."""
     for index in closed.any(dim=1).nonzero().flatten().tolist():
         clauses = closed[index].nonzero().flatten().tolist()
         bounds = [[l[index].tolist(), u[index].tolist()] for l, u in layers.pre_activation]
-        certificate.closings.append(Closing(str(paths[index]), clauses, weights[index, clauses].tolist(), bounds))
+        slopes: list[list[float]] = []
+        if optimised is not None:
+            better, layer_slopes = optimised
+            used = (weights[index, clauses] > 0).any(dim=0) & better[index]
+            for row in used.nonzero().flatten().tolist():
+                for layer, ((lower, upper), alpha) in enumerate(zip(layers.pre_activation, layer_slopes)):
+                    unstable = ((lower[index] < 0) & (upper[index] > 0)).nonzero().flatten().tolist()
+                    slopes.extend([row, layer, neuron, float(alpha[index, row, neuron])] for neuron in unstable)
+        certificate.closings.append(Closing(str(paths[index]), clauses, weights[index, clauses].tolist(), bounds,
+                                            slopes))
 
 
 def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, settings: VerifySettings,
@@ -238,8 +247,8 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
             return SearchOutcome("timeout", None, bounded)
         started = time.monotonic()
         boxes = frontier.pop(max(1, batch // (2 * candidates)))
-        if certificate is None and settings.leaf_alpha_steps > 0:
-            boxes = _alpha_refined(engine, rows, boxes, settings)
+        if settings.leaf_alpha_steps > 0 and (certificate is None or engine.graph.is_relu_mlp):
+            boxes = _alpha_refined(engine, rows, boxes, settings, certificate)
         if use_leaf_milp and bounded >= leaf_milp_after:
             boxes, found = leaf_milp.decide(boxes, deadline, confirm)
             if found is not None:
@@ -257,27 +266,35 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
     return SearchOutcome("unknown" if stuck else "proven", None, bounded, solver_decided=leaf_milp.closed > 0)
 
 
-def _alpha_refined(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, settings: VerifySettings) -> OpenBoxes:
+def _alpha_refined(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, settings: VerifySettings,
+                   certificate: RegionCertificate | None = None) -> OpenBoxes:
     """The boxes with their row bounds improved by α-CROWN on their own layer bounds (the slopes
-    of every activation optimised for each row), those it refutes dropped.
+    of every activation optimised for each row), those it refutes dropped. With a ``certificate``
+    (ReLU networks), every clause it closes is recorded with the slopes of the rows it used.
 
     Every iterate of α-CROWN is a sound bound, and the best per row is kept with its linear
     function, so the improved rows serve branching and counterexample probes as CROWN's did.
     Near a thin-margin optimum (a repaired network) CROWN's fixed slopes leave many boxes open that
     a few steps of slope optimisation close, at a fraction of a leaf MILP's cost.
     """
-    if boxes.size == 0 or boxes.layers is None:
+    if boxes.size == 0:
         return boxes
     with torch.no_grad():
         result = engine.output_bounds(boxes.lower, boxes.upper, rows.A, -rows.b, method="alpha-crown",
-                                      alpha_steps=settings.leaf_alpha_steps, layers=boxes.layers)
+                                      alpha_steps=settings.leaf_alpha_steps, layers=boxes.layers,
+                                      keep_relaxation=certificate is not None)
     assert result.coefficients is not None and result.constant is not None
     better = result.lower > boxes.row_bounds
     row_bounds = torch.where(better, result.lower, boxes.row_bounds)
     coefficients = torch.where(better.unsqueeze(-1), result.coefficients, boxes.coefficients)
     constants = torch.where(better, result.constant, boxes.constants)
-    clause_bounds, _ = clause_lower_bounds(rows, row_bounds, coefficients, constants, boxes.lower, boxes.upper)
+    clause_bounds, weights = clause_lower_bounds(rows, row_bounds, coefficients, constants, boxes.lower, boxes.upper)
     open_clauses = boxes.open_clauses & still_open(clause_bounds, settings.decision_margin)
+    if certificate is not None:
+        assert result.relaxation is not None
+        slopes = [result.relaxation.slopes[i] for i in engine.graph.nonlinear]
+        _record_closings(certificate, boxes.paths, boxes.open_clauses & ~open_clauses, weights, boxes.layers,
+                         (better, slopes))
     refined = OpenBoxes(boxes.lower, boxes.upper, row_bounds, coefficients, constants, open_clauses, boxes.unstable,
                         boxes.paths, boxes.layers)
     return refined.select(open_clauses.any(dim=1))
@@ -304,7 +321,7 @@ def _branch(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, candidates:
 
     Returns the open halves of the kept splits, and the open halves of all candidate splits.
     """
-    n, d = boxes.lower.shape
+    n = boxes.lower.shape[0]
     if n == 0:
         return boxes, boxes
     width = boxes.upper - boxes.lower
@@ -317,8 +334,7 @@ def _branch(engine: BoundEngine, rows: RegionRows, boxes: OpenBoxes, candidates:
     paths = np.array([child_path(p, dim, side) for side in (False, True)
                       for p, dim in zip(np.repeat(boxes.paths, candidates), dims_flat)], dtype=object)
     parent = torch.arange(n, device=dims.device).repeat_interleave(candidates).repeat(2)
-    prior = None if boxes.layers is None else _layers_at(boxes.layers, parent)
-    bounded = _bound(engine, rows, child_lower, child_upper, inherited, paths, settings, prior, certificate is None)
+    bounded = _bound(engine, rows, child_lower, child_upper, inherited, paths, settings, _layers_at(boxes.layers, parent))
     # CROWN is not monotone: a half can bound worse than its parent. The parent's linear bounds
     # hold on the halves too, so the choice judges each half by the better of the two.
     parent_coefficients, parent_constants = boxes.coefficients[parent], boxes.constants[parent]
@@ -364,11 +380,7 @@ class _LeafMilp:
         eligible = (boxes.unstable <= self.max_unstable).nonzero().flatten()
         if eligible.numel() == 0:
             return boxes, None
-        if boxes.layers is not None:  # the boxes' own bounds, parents' included: tighter big-M constants
-            layers = _layers_at(boxes.layers, eligible)
-        else:
-            with torch.no_grad():
-                layers = self.engine.layer_bounds(boxes.lower[eligible], boxes.upper[eligible], "crown")
+        layers = _layers_at(boxes.layers, eligible)  # the boxes' own bounds, parents' included: tighter big-M
         closed = torch.zeros(boxes.size, dtype=torch.bool, device=boxes.lower.device)
         started = time.monotonic()
 
