@@ -165,3 +165,7 @@ def test_pointwise_repair_fixes_misclassified_mnist_digits(tmp_path: Path) -> No
     away = np.array([p.tobytes() not in patched for p in patterns])
     assert away.sum() > 900
     np.testing.assert_allclose(after[away], before[away], atol=1e-5)
+    # the numbers the repair adds are the ones the written file stores beyond the original's
+    stored = [sum(int(np.prod(t.dims)) for t in read_onnx_model(path).graph.initializer
+                  if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)) for path in (model, written)]
+    assert report.parameters_added == stored[1] - stored[0] > 0

@@ -26,6 +26,13 @@ def element_type(like: Network) -> tuple[np.dtype, int]:
     return dtype, ELEMENT_TYPES[dtype]
 
 
+def stored_parameters(model: onnx.ModelProto) -> int:
+    """The floating-point numbers ``model``'s initializers hold: what a patch graph adds to a file,
+    counted as stored (a weight shared by several units, or stored once for two, counts once)."""
+    floating = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer if t.data_type in floating))
+
+
 def constant(name: str, array: np.ndarray, like: Network) -> onnx.TensorProto:
     """``array`` as an initializer in the original's element type (rounded to it when float32)."""
     return numpy_helper.from_array(np.ascontiguousarray(array, dtype=element_type(like)[0]), name)

@@ -35,6 +35,7 @@ from ...verify import Deadline, VerifySettings
 from ...verify.falsify import descend
 from ...verify.input_split import open_cover
 from ...verify.objective import RegionRows, box_tensors
+from ..export_io import stored_parameters
 from ..parameters import original_model
 from ..report import decisions_changed
 from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
@@ -182,7 +183,7 @@ class BoxPatchStrategy(WithoutPolish):
         details: dict[str, object] = {
             "regions_patched": len(patches),
             "patch_failures": failed,
-            "parameters_added": int(sum(p.n_parameters for p in patches)),
+            "parameters_added": stored_parameters(chain),
             "max_patch_norm": float(max((p.norm for p in patches), default=0.0)),
             "cover_volume": float(sum(np.prod((e.upper - e.lower) / _widths(spec.regions[e.region_index].box))
                                       for e in state.boxes)),

@@ -62,17 +62,6 @@ class RegionPatch:
     norm: float  # max over the region of ||p||_inf
 
     @property
-    def n_parameters(self) -> int:
-        k, n = self.A.shape
-        m = self.C.shape[0]
-        if self.constant:
-            return 2 * k * (n + 1) + (2 * k + 1) + 2 * m
-        first = 2 * k * (n + 1) + m * (n + 1)
-        second = (2 * k + 1) + m * 2
-        third = 2 * m * 3
-        return first + second + third
-
-    @property
     def constant(self) -> bool:
         return not np.any(self.C)
 

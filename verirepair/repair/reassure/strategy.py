@@ -25,6 +25,7 @@ import onnx
 from ...errors import SettingsError
 from ...spec import Box, Spec
 from ...verify import Deadline
+from ..export_io import stored_parameters
 from ..parameters import original_model
 from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
 from .beside import patched_model
@@ -209,7 +210,7 @@ class ReassureStrategy(WithoutPolish):
             "regions_patched": len(patches),
             "regions_added": new,
             "patch_failures": failed,
-            "parameters_added": int(sum(p.n_parameters for p in patches)),
+            "parameters_added": stored_parameters(chain),
             "max_patch_norm": float(max((p.norm for p in patches), default=0.0)),
             "gamma_range": [float(min((p.gamma for p in patches), default=0.0)),
                             float(max((p.gamma for p in patches), default=0.0))],
