@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..bounds import BoundGraph, IntermediateSlopes, LayerBounds
+from ..bounds import BoundGraph, LayerBounds
+from ..bounds.engine import IntermediateSlopes
 from .milp_refine import SolvedBound
 
 

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from .. import progress
-from ..bounds import BoundEngine, BoundGraph, IntermediateSlopes, LayerBounds
+from ..bounds import BoundEngine, BoundGraph, LayerBounds
+from ..bounds.engine import IntermediateSlopes
 from ..milp import MilpSettings, encode_graph, solve_with_fallback
 from ..spec import Box
 from .deadline import Deadline
