@@ -245,7 +245,8 @@ def _certified_split(search: ClauseSearch, method: str, engine: BoundEngine, reg
                      settings: VerifySettings, deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
                      notes: list[str], proof: RegionCertificate) -> tuple[SearchOutcome, str]:
     """Many-input dense networks with a certificate: ``search`` (ReLU or activation split) on each
-    single-row clause, each within its share of ``certificate_relu_split_share`` of the time; on
+    single-row clause, each within its share of the time (``relu_split_share``, as without a
+    certificate, or ``certificate_activation_split_share``); on
     piecewise-linear networks the exact MILP decides the clauses left, which the certificate lists
     as decided by its solver. ``proof.relu_clauses`` gets one entry per clause.
 
@@ -254,22 +255,29 @@ def _certified_split(search: ClauseSearch, method: str, engine: BoundEngine, reg
     CROWN's, which its checker re-derives."""
     assert proof.relu_clauses is not None
     lower, upper = box_tensors(region.box, rows.A.device)
+    share_of_time = settings.relu_split_share if method == "relu-split" else settings.certificate_activation_split_share
+    refuted: set[int] = set()  # clauses the root bounds refute: their trees close at once, so they go first
+    refined = False
     if method == "relu-split":
         lemmas = RootLemmas(engine.graph)
-        layers = _root_bounds(engine, region, rows, settings, deadline, notes, True, lemmas).layers
+        root = _root_bounds(engine, region, rows, settings, deadline, notes, True, lemmas)
+        layers, refined = root.layers, root.refined
         proof.lemmas = lemmas.to_json(layers)
+        refuted = set(range(rows.n_clauses)) - set(_open(root.clause_bounds, settings))
     else:
         with torch.no_grad():
             layers = engine.layer_bounds(lower, upper, "crown")
     pre_bounds = [(l[0], u[0]) for l, u in layers.pre_activation]
+    order = sorted(range(rows.n_clauses), key=lambda clause: clause not in refuted)
     left: list[int] = []
-    for position in range(rows.n_clauses):
+    for index, position in enumerate(order):
         members = (rows.owner == position).nonzero().flatten()
         if members.numel() != 1 or deadline.expired():
             left.append(position)
             continue
         row = int(members[0])
-        share = Deadline(settings.certificate_relu_split_share * deadline.remaining() / (rows.n_clauses - position))
+        waiting = len(order) - index if position in refuted else sum(c not in refuted for c in order[index:])
+        share = Deadline(share_of_time * deadline.remaining() / waiting)
         leaves: list[ReluLeafRecord] = []
         outcome = search(engine, rows.A[row], -float(rows.b[row]), lower, upper, pre_bounds, settings,
                          share, rows.margin, confirm, leaves)
@@ -280,7 +288,7 @@ def _certified_split(search: ClauseSearch, method: str, engine: BoundEngine, reg
         else:
             left.append(position)
     if not left:
-        return SearchOutcome("proven", None, 1), method
+        return SearchOutcome("proven", None, 1, solver_decided=refined), method
     if not (engine.graph.is_piecewise_linear and engine.graph.activations <= settings.milp_max_activations):
         return SearchOutcome("timeout" if deadline.expired() else "unknown", None, 1), "none"
     deciders: dict[int, str] = {}
