@@ -36,6 +36,7 @@ too-tight recorded bound cannot help a false claim.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,9 +175,13 @@ class NodeBounds:
     empty: np.ndarray | None = None  # [B]: the box holds no point meeting the splits (own bounds cross)
 
 
+Tightening = Callable[[int, NodeBounds, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
 def layer_bounds(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
                  recorded: list[tuple[np.ndarray, np.ndarray]],
-                 limits: list[tuple[np.ndarray, np.ndarray]] | None = None) -> NodeBounds:
+                 limits: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                 tighten: Tightening | None = None) -> NodeBounds:
     """Bounds of every step's output on the boxes (mapped by the network's ``input_map`` first: the
     result's ``lower``/``upper`` are the boxes the steps see): interval bounds, tightened by back-substitution
     to the input before every activation after the first step, then widened to contain the
@@ -187,7 +192,9 @@ def layer_bounds(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
     points of each box where every activation's input is within its limits (a ReLU split is a
     limit at 0). Bounds are clamped to the limits before the recorded ones widen them, so all
     bounds hold on those points; where the clamped bounds cross (lower > upper) there is no such
-    point, which ``empty`` says.
+    point, which ``empty`` says. ``tighten`` (activation layer, the bounds so far: every earlier
+    step's, lower, upper) returns bounds of that layer's input, proven by the caller, to intersect
+    with, before the limits.
     """
     lower, upper = network.input_box(lower, upper)
     bounds = NodeBounds(lower, upper, [], [], np.zeros(lower.shape[0], dtype=bool))
@@ -199,6 +206,8 @@ def layer_bounds(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
         if step.activation is not None:
             if k > 0:
                 z_lower, z_upper = _tightened(network, bounds, k, z_lower, z_upper)
+            if tighten is not None:
+                z_lower, z_upper = tighten(layer, bounds, z_lower, z_upper)
             if limits is not None:
                 z_lower, z_upper = np.maximum(z_lower, limits[layer][0]), np.minimum(z_upper, limits[layer][1])
                 bounds.empty |= np.any(z_lower > z_upper, axis=1)

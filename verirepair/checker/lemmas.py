@@ -42,13 +42,21 @@ def root_bounds(network: DenseNetwork, region: Region, lemmas: Lemmas) -> tuple[
             _tighten(limits[lemma.layer], np.array([lemma.neuron]), np.array([lemma.upper]), np.array([lemma.value]))
             trusted.append(f"layer {lemma.layer} neuron {lemma.neuron} {'upper' if lemma.upper else 'lower'} bound "
                            f"{lemma.value!r}: {lemma.solver}")
-    lower, upper = region.lower[None, :], region.upper[None, :]
-    for layer in sorted({lemma.layer for lemma in lemmas.entries if isinstance(lemma, SlopeLemma)}):
-        group = [lemma for lemma in lemmas.entries if isinstance(lemma, SlopeLemma) and lemma.layer == layer]
-        found = _slope_bounds(network, layer_bounds(network, lower, upper, _unrecorded(sizes), limits), layer, group,
-                              lemmas.slope_neurons)
-        _tighten(limits[layer], np.array([l.neuron for l in group]), np.array([l.upper for l in group]), found)
-    final = layer_bounds(network, lower, upper, _unrecorded(sizes), limits)
+    by_layer: dict[int, list[SlopeLemma]] = {}
+    for lemma in lemmas.entries:
+        if isinstance(lemma, SlopeLemma):
+            by_layer.setdefault(lemma.layer, []).append(lemma)
+
+    def tighten(layer: int, bounds: NodeBounds, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        group = by_layer.get(layer)
+        if not group:
+            return low, high
+        tightened = (low.copy(), high.copy())
+        _tighten(tightened, np.array([l.neuron for l in group]), np.array([l.upper for l in group]),
+                 _slope_bounds(network, bounds, layer, group, lemmas.slope_neurons))
+        return tightened
+
+    final = layer_bounds(network, region.lower[None, :], region.upper[None, :], _unrecorded(sizes), limits, tighten)
     activated = [k for k, step in enumerate(network.steps) if step.activation is not None]
     return [final.pre_activation[k] for k in activated], trusted
 
@@ -82,7 +90,8 @@ def _tighten(bounds: tuple[np.ndarray, np.ndarray], neurons: np.ndarray, upper: 
 def _slope_bounds(network: DenseNetwork, bounds: NodeBounds, layer: int, group: list[SlopeLemma],
                   slope_neurons: tuple[tuple[int, ...], ...]) -> np.ndarray:
     """[Q]: each lemma's bound (a lower bound of its neuron's input, or an upper one), by
-    back-substitution with its slopes over ``bounds`` (one box)."""
+    back-substitution with its slopes over ``bounds`` (one box; those of the steps before the
+    layer's)."""
     count = len(group)
     k = [j for j, step in enumerate(network.steps) if step.activation is not None][layer]
     step = network.steps[k]
@@ -101,7 +110,7 @@ def _slope_bounds(network: DenseNetwork, bounds: NodeBounds, layer: int, group: 
         return np.broadcast_to(array, (count, array.shape[1]))
 
     batched = NodeBounds(batch(bounds.lower), batch(bounds.upper),
-                         [(batch(low), batch(high)) for low, high in bounds.pre_activation],
-                         [batch(m) for m in bounds.input_magnitudes])
+                         [(batch(low), batch(high)) for low, high in bounds.pre_activation[:k]],
+                         [batch(m) for m in bounds.input_magnitudes[:k + 1]])
     value = to_input(network, batched, objective, k, alphas).minimum(batched.lower, batched.upper)[:, 0]
     return sign * value
