@@ -370,7 +370,12 @@ def _check_leaves(network: DenseNetwork, region: Region, leaves: tuple[ReluLeaf,
     upper = np.broadcast_to(region.upper, (count, region.upper.size))
     splits = [(np.where(act, np.maximum(low, 0.0), low), np.where(ina, np.minimum(high, 0.0), high))
               for act, ina, (low, high) in zip(active, inactive, root)]
-    bounds = layer_bounds(network, lower, upper, recorded, splits)
+    # A neuron stable on the root bounds is relaxed exactly whatever its bounds on a leaf, and the
+    # verifier re-bounds only neurons unstable on them: back-substitution for the others (unstable
+    # on the root bounds or in a recorded bound) finds every crossing it finds.
+    tightened = [((low[0] < 0) & (high[0] > 0)) | ((rec_low < 0) & (rec_high > 0)).any(axis=0)
+                 for (low, high), (rec_low, rec_high) in zip(root, recorded)]
+    bounds = layer_bounds(network, lower, upper, recorded, splits, tightened=tightened)
     value = lagrangian_bounds(network, bounds, a, -b, alphas, multipliers)
     assert bounds.empty is not None
     closed = (value > 0) | bounds.empty
@@ -380,7 +385,7 @@ def _check_leaves(network: DenseNetwork, region: Region, leaves: tuple[ReluLeaf,
         again = np.flatnonzero(~closed)
         own = layer_bounds(network, lower[again], upper[again],
                            [(np.full((again.size, n), np.inf), np.full((again.size, n), -np.inf)) for n in layer_sizes],
-                           [(low[again], high[again]) for low, high in splits])
+                           [(low[again], high[again]) for low, high in splits], tightened=tightened)
         value[again] = np.maximum(value[again], lagrangian_bounds(network, own, a, -b, [al[again] for al in alphas],
                                                                   [(u[again], l[again]) for u, l in multipliers]))
         assert own.empty is not None
