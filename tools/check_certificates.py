@@ -1,6 +1,6 @@
 """Certify a benchmark's unsat instances: `verirepair.verify(..., certificate=...)`, then the
 independent checker, per instance; prints each verdict, whether its certificate checked, how many
-of its nodes or clauses rest on a MILP solver and the checking time, then how many were
+of its nodes, clauses or lemmas rest on a MILP solver and the checking time, then how many were
 certified (and how many of those fully re-checked) and the median and maximum checking time.
 
     python tools/check_certificates.py --limit 20 --timeout 60
@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                "check_seconds_median": statistics.median(times) if times else None,
                "check_seconds_max": max(times) if times else None}
     print(f"certified {summary['certified']}/{summary['unsat_instances']} unsat instances "
-          f"({summary['fully_rechecked']} fully re-checked, {summary['solver_trusted']} solver-trusted nodes or "
-          f"clauses in the others); checking time median {summary['check_seconds_median']} s, "
+          f"({summary['fully_rechecked']} fully re-checked, {summary['solver_trusted']} solver-trusted nodes, "
+          f"clauses or lemmas in the others); checking time median {summary['check_seconds_median']} s, "
           f"max {summary['check_seconds_max']} s")
     if args.json:
         atomic_write_text(args.json, json.dumps({"summary": summary, "instances": records}, indent=1) + "\n")

@@ -64,6 +64,17 @@ class Relaxation:
 
 
 @dataclass(frozen=True)
+class IntermediateSlopes:
+    """The α-CROWN slopes behind the bounds of some neurons of a non-linear node's input (see
+    `BoundEngine.layer_bounds`): rows ``neurons`` (flat indices), their lower bounds then their
+    negated upper bounds, ``improved`` [B, 2n] where the optimised bound beat the one before it."""
+
+    neurons: Tensor  # [n]
+    improved: Tensor  # [B, 2n]
+    slopes: dict[int, Tensor]  # per non-linear node behind: [B, 2n, n_i]
+
+
+@dataclass(frozen=True)
 class OutputBound:
     lower: Tensor  # [B, m] lower bounds of C·y + d
     coefficients: Tensor | None  # [B, m, n_in]: C·y + d >= coefficients·x + constant on the box
@@ -188,14 +199,17 @@ class BoundEngine:
 
     # ---- intermediate bounds -------------------------------------------------------------------
     def layer_bounds(self, lower: Tensor, upper: Tensor, method: Method = "crown",
-                     alpha_steps: int = 20, alpha_lr: float = 0.1, prior: LayerBounds | None = None) -> LayerBounds:
+                     alpha_steps: int = 20, alpha_lr: float = 0.1, prior: LayerBounds | None = None,
+                     kept_slopes: dict[int, list[IntermediateSlopes]] | None = None) -> LayerBounds:
         """Bounds of the input of every non-linear node (CROWN intersected with IBP).
 
         "alpha-crown" also optimises, for every bounded neuron separately, the slopes of all
         activations behind it (much tighter on deep networks with many inputs, and much slower).
         ``prior``: bounds known to hold on these boxes (e.g. a parent box's, in branch and bound);
         every value's bounds are intersected with them before the next node is bounded, so
-        neurons the prior proves stable are relaxed exactly.
+        neurons the prior proves stable are relaxed exactly. ``kept_slopes`` (α-CROWN): filled,
+        per non-linear node (index), with the slopes of the optimised bounds of its input's
+        neurons, so that each bound can be re-derived by one back-substitution (a certificate's).
         """
         graph = self.graph
         known = self._by_index(prior) if prior is not None else {}
@@ -210,16 +224,21 @@ class BoundEngine:
                 relu_only = all(isinstance(op, BoundRelu) for op in readers)
                 current = self._tightened(node.output, lower, upper, pre, values, current, relu_only, None, alpha_lr)
                 if method == "alpha-crown" and alpha_steps > 0 and any(isinstance(op, (BoundRelu, BoundSShaped)) for op in readers):
+                    found: list[IntermediateSlopes] | None = None if kept_slopes is None else []
                     with torch.enable_grad():
                         current = self._tightened(node.output, lower, upper, pre, values, current, relu_only,
-                                                  alpha_steps, alpha_lr)
+                                                  alpha_steps, alpha_lr, found)
+                    if found:
+                        reader = next(c for c in graph.consumers[node.output] if not graph.nodes[c].is_linear)
+                        kept_slopes.setdefault(reader, []).extend(found)  # type: ignore[union-attr]
             values[node.output] = current
         return LayerBounds(tuple(pre[i] for i in graph.nonlinear))
 
     def _tightened(self, value: str, lower: Tensor, upper: Tensor, pre: dict[int, tuple[Tensor, Tensor]],
                    values: Intervals, current: tuple[Tensor, Tensor], relu_only: bool, alpha_steps: int | None,
-                   alpha_lr: float) -> tuple[Tensor, Tensor]:
-        """``current`` bounds of ``value`` intersected with CROWN's (α-CROWN's with ``alpha_steps``).
+                   alpha_lr: float, kept: list[IntermediateSlopes] | None = None) -> tuple[Tensor, Tensor]:
+        """``current`` bounds of ``value`` intersected with CROWN's (α-CROWN's with ``alpha_steps``;
+        ``kept`` gets the slopes of the optimised bounds that improved).
 
         Before ReLUs only neurons unstable in some box are recomputed: a stable ReLU is relaxed
         exactly whatever its bounds, so tightening it cannot change anything. The neurons go
@@ -258,8 +277,12 @@ class BoundEngine:
                 bias0 = lower.new_zeros((batch, 2 * n))
             if alpha_steps:
                 unbounded = torch.full((batch, 2 * n), -torch.inf, dtype=lower.dtype, device=lower.device)
-                bound = self._optimise_slopes(start, lower, upper, lam0, bias0, pre, values,
-                                              (unbounded, None, None), alpha_steps, alpha_lr)[0]
+                bound, _, _, relaxation = self._optimise_slopes(start, lower, upper, lam0, bias0, pre, values,
+                                                                (unbounded, None, None), alpha_steps, alpha_lr,
+                                                                keep_relaxation=kept is not None)
+                if relaxation is not None:
+                    improved = bound > torch.cat([low_new[:, part], -up_new[:, part]], dim=1)
+                    kept.append(IntermediateSlopes(part, improved, relaxation.slopes))  # type: ignore[union-attr]
             else:
                 bound = concretize(*self._backward(start, lam0, bias0, pre, values), lower, upper)
             low_new[:, part] = torch.maximum(low_new[:, part], bound[:, :n])

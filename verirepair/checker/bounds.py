@@ -36,6 +36,7 @@ too-tight recorded bound cannot help a false claim.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,9 +180,13 @@ class NodeBounds:
                           [m[index] for m in self.input_magnitudes], None if self.empty is None else self.empty[index])
 
 
+Tightening = Callable[[int, NodeBounds, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
 def layer_bounds(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
                  recorded: list[tuple[np.ndarray, np.ndarray]],
-                 limits: list[tuple[np.ndarray, np.ndarray]] | None = None) -> NodeBounds:
+                 limits: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                 tighten: Tightening | None = None, tightened: list[np.ndarray] | None = None) -> NodeBounds:
     """Bounds of every step's output on the boxes (mapped by the network's ``input_map`` first: the
     result's ``lower``/``upper`` are the boxes the steps see): interval bounds, tightened by back-substitution
     to the input before every activation after the first step, then widened to contain the
@@ -192,7 +197,10 @@ def layer_bounds(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
     points of each box where every activation's input is within its limits (a ReLU split is a
     limit at 0). Bounds are clamped to the limits before the recorded ones widen them, so all
     bounds hold on those points; where the clamped bounds cross (lower > upper) there is no such
-    point, which ``empty`` says.
+    point, which ``empty`` says. ``tighten`` (activation layer, the bounds so far: every earlier
+    step's, lower, upper) returns bounds of that layer's input, proven by the caller, to intersect
+    with, before the limits. ``tightened`` (per activation layer, a [n] mask): back-substitution
+    tightens only those neurons (the others keep their interval bounds, as sound).
     """
     lower, upper = network.input_box(lower, upper)
     bounds = NodeBounds(lower, upper, [], [], np.zeros(lower.shape[0], dtype=bool))
@@ -203,7 +211,10 @@ def layer_bounds(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
         z_lower, z_upper = affine_interval(step.weight, step.bias, h_lower, h_upper)
         if step.activation is not None:
             if k > 0:
-                z_lower, z_upper = _tightened(network, bounds, k, z_lower, z_upper)
+                z_lower, z_upper = _tightened(network, bounds, k, z_lower, z_upper,
+                                              None if tightened is None else tightened[layer])
+            if tighten is not None:
+                z_lower, z_upper = tighten(layer, bounds, z_lower, z_upper)
             if limits is not None:
                 z_lower, z_upper = np.maximum(z_lower, limits[layer][0]), np.minimum(z_upper, limits[layer][1])
                 bounds.empty |= np.any(z_lower > z_upper, axis=1)
@@ -224,18 +235,22 @@ def _activation_interval(activation: str | None, lower: np.ndarray, upper: np.nd
     return sshaped.enclosure(activation, lower)[0], sshaped.enclosure(activation, upper)[1]
 
 
-def _tightened(network: DenseNetwork, bounds: NodeBounds, k: int, z_lower: np.ndarray,
-               z_upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _tightened(network: DenseNetwork, bounds: NodeBounds, k: int, z_lower: np.ndarray, z_upper: np.ndarray,
+               rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Step k's output bounds intersected with back-substitution bounds, for every neuron (also
     those the interval bounds already show stable: the verifier may have tightened them, and the
-    looser of its and these bounds is what the relaxations use)."""
+    looser of its and these bounds is what the relaxations use), or for those of the mask ``rows``."""
     step = network.steps[k]
-    batch, n = z_lower.shape
-    start = LinearBound(np.broadcast_to(np.concatenate([step.weight, -step.weight]), (batch, 2 * n, step.weight.shape[1])),
-                        np.broadcast_to(np.concatenate([step.bias, -step.bias]), (batch, 2 * n)),
-                        np.zeros((batch, 2 * n)))
+    weight, bias = (step.weight, step.bias) if rows is None else (step.weight[rows], step.bias[rows])
+    batch, n = z_lower.shape[0], weight.shape[0]
+    start = LinearBound(np.broadcast_to(np.concatenate([weight, -weight]), (batch, 2 * n, weight.shape[1])),
+                        np.broadcast_to(np.concatenate([bias, -bias]), (batch, 2 * n)), np.zeros((batch, 2 * n)))
     found = to_input(network, bounds, start, k).minimum(bounds.lower, bounds.upper)
-    return np.maximum(z_lower, found[:, :n]), np.minimum(z_upper, -found[:, n:])
+    if rows is None:
+        return np.maximum(z_lower, found[:, :n]), np.minimum(z_upper, -found[:, n:])
+    lower, upper = z_lower.copy(), z_upper.copy()
+    lower[:, rows], upper[:, rows] = np.maximum(z_lower[:, rows], found[:, :n]), np.minimum(z_upper[:, rows], -found[:, n:])
+    return lower, upper
 
 
 def to_input(network: DenseNetwork, bounds: NodeBounds, objective: LinearBound, k: int,

@@ -13,6 +13,9 @@ region of the property, either
   ``{"clause", "row", "leaves"}`` (the row proven positive on every leaf; a leaf is
   ``[splits, neurons]`` with splits ``[layer, neuron, 1 (active) | 0 (inactive)]`` and neurons
   ``[layer, neuron, lower, upper, alpha, beta_upper, beta_lower]``) or ``{"clause", "solver"}``;
+  and optionally ``"slope_neurons"`` (per ReLU layer, neuron indices) and ``"lemmas"``: bounds of
+  ReLU inputs on the region's box, ``[layer, neuron, 0 (lower) | 1 (upper), alphas]`` (one slope per
+  slope neuron of the layers before) or ``[layer, neuron, 0 | 1, value, solver]``;
 * or an activation-split proof ``{"method": "activation-split", "clauses": [...]}``, the same but
   with leaves ``[splits, neurons]`` of splits ``[layer, neuron, point, 1 (z >= point) | 0 (z <=
   point)]`` and neurons ``[layer, neuron, slope_low, slope_up, beta_upper, beta_lower]``.
@@ -103,6 +106,36 @@ class ActivationSplitClause:
     solver: str | None = None
 
 
+@dataclass(frozen=True)
+class SlopeLemma:
+    """A bound of one ReLU input on the region's box, to be derived by back-substitution with the
+    ReLU lower slopes ``alphas`` (one per slope neuron of the layers before ``layer``)."""
+
+    layer: int
+    neuron: int
+    upper: bool
+    alphas: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SolverLemma:
+    """A bound ``value`` of one ReLU input on the region's box, proven by a MILP solver (not re-checked)."""
+
+    layer: int
+    neuron: int
+    upper: bool
+    value: float
+    solver: str
+
+
+@dataclass(frozen=True)
+class Lemmas:
+    """The lemmas of a ReLU-split region and the neurons, per ReLU layer, that slope lemmas give slopes for."""
+
+    slope_neurons: tuple[tuple[int, ...], ...]
+    entries: tuple[SlopeLemma | SolverLemma, ...]
+
+
 InputSplitProof = tuple[Closing | TrustedClosing, ...]
 ReluSplitProof = tuple[ReluSplitClause, ...]
 ActivationSplitProof = tuple[ActivationSplitClause, ...]
@@ -113,6 +146,7 @@ class CertificateFile:
     onnx_sha256: str
     vnnlib_sha256: str
     regions: tuple[InputSplitProof | ReluSplitProof | ActivationSplitProof, ...]
+    lemmas: tuple[Lemmas, ...]  # per region (none for other than ReLU-split ones)
 
 
 def parse_certificate(text: str) -> CertificateFile:
@@ -129,14 +163,41 @@ def parse_certificate(text: str) -> CertificateFile:
     if not isinstance(regions, list):
         raise MalformedCertificate("regions is not a list")
     parsed: list[InputSplitProof | ReluSplitProof | ActivationSplitProof] = []
+    lemmas: list[Lemmas] = []
     for r, region in enumerate(regions):
         if isinstance(region, dict):
             parsed.append(_relu_split(region, f"region {r}"))
+            lemmas.append(_lemmas(region, f"region {r}"))
         elif isinstance(region, list):
             parsed.append(tuple(_closing(item, f"region {r}, closing {c}") for c, item in enumerate(region)))
+            lemmas.append(Lemmas((), ()))
         else:
             raise MalformedCertificate(f"region {r} is neither a list of closings nor a split object")
-    return CertificateFile(hashes[0], hashes[1], tuple(parsed))
+    return CertificateFile(hashes[0], hashes[1], tuple(parsed), tuple(lemmas))
+
+
+def _lemmas(region: dict, where: str) -> Lemmas:
+    if region.get("method") != "relu-split" and ("lemmas" in region or "slope_neurons" in region):
+        raise MalformedCertificate(f"{where}: lemmas are only for ReLU-split proofs")
+    neurons, entries = region.get("slope_neurons", []), region.get("lemmas", [])
+    if not isinstance(neurons, list) or not all(isinstance(layer, list) and all(_natural(n) for n in layer)
+                                                 for layer in neurons):
+        raise MalformedCertificate(f"{where}: slope_neurons is not a list of neuron numbers per layer")
+    if not isinstance(entries, list):
+        raise MalformedCertificate(f"{where}: lemmas is not a list")
+    parsed: list[SlopeLemma | SolverLemma] = []
+    for k, entry in enumerate(entries):
+        at = f"{where}, lemma {k}"
+        if not isinstance(entry, list) or len(entry) not in (4, 5) or not _natural(entry[0]) \
+                or not _natural(entry[1]) or entry[2] not in (0, 1) or type(entry[2]) is not int:
+            raise MalformedCertificate(f"{at}: not [layer, neuron, 0 | 1, alphas] or [layer, neuron, 0 | 1, value, "
+                                       "solver]")
+        if len(entry) == 4:
+            parsed.append(SlopeLemma(entry[0], entry[1], entry[2] == 1, _numbers(entry[3], at)))
+        else:
+            parsed.append(SolverLemma(entry[0], entry[1], entry[2] == 1, _numbers([entry[3]], at)[0],
+                                      _solver(entry[4], at)))
+    return Lemmas(tuple(tuple(layer) for layer in neurons), tuple(parsed))
 
 
 def _relu_split(region: dict, where: str) -> ReluSplitProof | ActivationSplitProof:

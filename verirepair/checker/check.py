@@ -19,9 +19,11 @@ certificate is accepted only if
 A region may instead carry a ReLU-split proof: per clause, one of its rows and the leaves of a
 tree of ReLU splits (each internal node splits one neuron's input into >= 0 and <= 0). Each
 leaf is accepted when this checker's bounds on the points of the box meeting its splits (CROWN
-from the box with the splits as clamps, widened to the recorded bounds) cross, or when the
-Lagrangian bound of the row with the recorded slopes and multipliers (clipped to [0, 1] and
->= 0) is positive; the leaves must form a complete tree.
+from the box with the splits and the region's root bounds as clamps, widened to the recorded
+bounds) cross, or when the Lagrangian bound of the row with the recorded slopes and multipliers
+(clipped to [0, 1] and >= 0) is positive; the leaves must form a complete tree. The root bounds
+are this checker's own CROWN bounds of the box tightened by the region's lemmas (`lemmas`):
+slope lemmas it re-derives, solver lemmas it lists as trusted.
 
 A region may also carry an activation-split proof: the same per clause, with leaves of a tree of
 splits of activation inputs at points (``z <= point`` and ``z >= point``); each node's bounds are
@@ -29,7 +31,7 @@ derived top-down from its parent's (`_check_activation_tree`), and each leaf is 
 domain is empty or the back-substitution bound of the row, with the recorded slopes and
 multipliers, is positive.
 
-Nodes or clauses that a MILP solver decided are not re-checked: they are listed in the result
+Nodes, clauses or lemmas that a MILP solver decided are not re-checked: they are listed in the result
 (`CheckResult.trusted`) so a caller can see exactly what rests on the solver.
 """
 
@@ -61,6 +63,7 @@ from .certificate_file import (
     CertificateFile,
     Closing,
     InputSplitProof,
+    Lemmas,
     MalformedCertificate,
     ReluLeaf,
     ReluSplitClause,
@@ -68,6 +71,7 @@ from .certificate_file import (
     TrustedClosing,
     parse_certificate,
 )
+from .lemmas import BadLemma, Bounds, root_bounds
 from .onnx_reader import DenseNetwork, UnsupportedNetwork, read_network
 from .vnnlib_reader import Property, Region, UnsupportedProperty, read_property
 
@@ -75,6 +79,7 @@ CHUNK = 256  # nodes bounded at once
 MAX_DEPTH = 400  # deeper split trees are rejected (a box halved 400 times is below float64 resolution)
 MAX_RELU_DEPTH = 100_000  # ReLU splits on one path (a neuron split twice on a path only repeats itself)
 
+NO_LEMMAS = Lemmas((), ())
 Step = tuple[object, bool]  # (what is split: an input dimension or a (layer, neuron) pair, which side)
 
 
@@ -109,10 +114,10 @@ def check_certificate(onnx_path: str | Path, vnnlib_path: str | Path, certificat
         network = read_network(decompressed(onnx_bytes, onnx_path), onnx_path)
         prop = read_property(_decoded(decompressed(vnnlib_bytes, vnnlib_path), vnnlib_path))
         _check_sizes(network, prop, certificate)
-        for index, (region, proof) in enumerate(zip(prop.regions, certificate.regions)):
+        for index, (region, proof, lemmas) in enumerate(zip(prop.regions, certificate.regions, certificate.lemmas)):
             try:
                 if proof and isinstance(proof[0], ReluSplitClause):
-                    found = check_relu_region(network, region, proof)  # type: ignore[arg-type]
+                    found = check_relu_region(network, region, proof, lemmas)  # type: ignore[arg-type]
                 elif proof and isinstance(proof[0], ActivationSplitClause):
                     found = check_activation_region(network, region, proof)  # type: ignore[arg-type]
                 else:
@@ -219,15 +224,24 @@ def _check_clauses(region: Region) -> None:
         raise Rejected("a clause without output constraints is always violated")
 
 
-def check_relu_region(network: DenseNetwork, region: Region, proofs: ReluSplitProof) -> tuple[int, list[str]]:
+def check_relu_region(network: DenseNetwork, region: Region, proofs: ReluSplitProof,
+                      lemmas: Lemmas = NO_LEMMAS) -> tuple[int, list[str]]:
     """Raise `Rejected` unless, for every clause of the region, some entry proves it on a complete
-    tree of ReLU splits (or a solver decided it). Returns the leaves checked and the trusted clauses."""
+    tree of ReLU splits (or a solver decided it), from the root bounds that the region's lemmas
+    give (`lemmas.root_bounds`). Returns the leaves checked and the trusted clauses and lemmas."""
+    try:
+        root, trusted_lemmas = root_bounds(network, region, lemmas)
+    except BadLemma as error:
+        raise Rejected(str(error)) from None
+
     def check(steps: list[tuple[Step, ...]], leaves: tuple[ReluLeaf, ...], a: np.ndarray, b: float, clause: int) -> None:
         for first in range(0, len(leaves), CHUNK):
-            _check_leaves(network, region, leaves[first:first + CHUNK], a, b, network.activation_sizes, clause)
+            _check_leaves(network, region, leaves[first:first + CHUNK], a, b, network.activation_sizes, clause, root)
 
-    return _check_split_region(region, proofs, lambda leaf, clause: _leaf_steps(leaf, network.activation_sizes, clause),
-                               check, "ReLU splits")
+    checked, trusted = _check_split_region(region, proofs,
+                                           lambda leaf, clause: _leaf_steps(leaf, network.activation_sizes, clause),
+                                           check, "ReLU splits")
+    return checked, trusted_lemmas + trusted
 
 
 def check_activation_region(network: DenseNetwork, region: Region,
@@ -366,9 +380,9 @@ def _leaf_steps(leaf: ReluLeaf | ActivationLeaf, layer_sizes: list[int], clause:
 
 
 def _check_leaves(network: DenseNetwork, region: Region, leaves: tuple[ReluLeaf, ...], a: np.ndarray, b: float,
-                  layer_sizes: list[int], clause: int) -> None:
+                  layer_sizes: list[int], clause: int, root: Bounds) -> None:
     """Every leaf's row ``a·y - b`` is positive on the points of the box meeting its splits, or
-    there are none."""
+    there are none (``root``: bounds of every ReLU input on the whole box)."""
     count = len(leaves)
     active = [np.zeros((count, n), dtype=bool) for n in layer_sizes]
     inactive = [np.zeros((count, n), dtype=bool) for n in layer_sizes]
@@ -384,8 +398,14 @@ def _check_leaves(network: DenseNetwork, region: Region, leaves: tuple[ReluLeaf,
             multipliers[layer][0][index, neuron], multipliers[layer][1][index, neuron] = to_upper, to_lower
     lower = np.broadcast_to(region.lower, (count, region.lower.size))
     upper = np.broadcast_to(region.upper, (count, region.upper.size))
-    splits = [(np.where(act, 0.0, -np.inf), np.where(ina, 0.0, np.inf)) for act, ina in zip(active, inactive)]
-    bounds = layer_bounds(network, lower, upper, recorded, splits)
+    splits = [(np.where(act, np.maximum(low, 0.0), low), np.where(ina, np.minimum(high, 0.0), high))
+              for act, ina, (low, high) in zip(active, inactive, root)]
+    # A neuron stable on the root bounds is relaxed exactly whatever its bounds on a leaf, and the
+    # verifier re-bounds only neurons unstable on them: back-substitution for the others (unstable
+    # on the root bounds or in a recorded bound) finds every crossing it finds.
+    tightened = [((low[0] < 0) & (high[0] > 0)) | ((rec_low < 0) & (rec_high > 0)).any(axis=0)
+                 for (low, high), (rec_low, rec_high) in zip(root, recorded)]
+    bounds = layer_bounds(network, lower, upper, recorded, splits, tightened=tightened)
     value = lagrangian_bounds(network, bounds, a, -b, alphas, multipliers)
     assert bounds.empty is not None
     closed = (value > 0) | bounds.empty
@@ -395,7 +415,7 @@ def _check_leaves(network: DenseNetwork, region: Region, leaves: tuple[ReluLeaf,
         again = np.flatnonzero(~closed)
         own = layer_bounds(network, lower[again], upper[again],
                            [(np.full((again.size, n), np.inf), np.full((again.size, n), -np.inf)) for n in layer_sizes],
-                           [(low[again], high[again]) for low, high in splits])
+                           [(low[again], high[again]) for low, high in splits], tightened=tightened)
         value[again] = np.maximum(value[again], lagrangian_bounds(network, own, a, -b, [al[again] for al in alphas],
                                                                   [(u[again], l[again]) for u, l in multipliers]))
         assert own.empty is not None

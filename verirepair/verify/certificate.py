@@ -6,7 +6,8 @@ lower or upper half) plus, for each clause closed there, the row weights ``λ`` 
 was proven positive on the node's box, or the MILP solver that decided it (`TrustedClosing`).
 A ReLU-split region lists, per clause, the leaves of its tree of ReLU splits with the slopes and
 multipliers of each leaf's bound (`ReluLeafRecord`), or the solver that decided the clause; an
-activation-split region the same, with splits of sigmoid/tanh inputs at points.
+activation-split region the same, with splits of sigmoid/tanh inputs at points. A ReLU-split
+region may start from bounds beyond CROWN's, recorded as lemmas (`lemmas.RootLemmas`).
 `verirepair.checker` re-checks every node and leaf with an independent implementation, checks
 that they cover the region, and lists what rests on a solver.
 """
@@ -83,23 +84,26 @@ class ReluClauseProof:
 @dataclass
 class RegionCertificate:
     """An input-split proof (``closings``), or a neuron-split proof when ``relu_clauses`` is set:
-    ``method`` "relu-split" or "activation-split"."""
+    ``method`` "relu-split" or "activation-split"; a ReLU-split one may have ``lemmas``
+    (`lemmas.RootLemmas.to_json`)."""
 
     closings: list[Closing | TrustedClosing] = field(default_factory=list)
     relu_clauses: list[ReluClauseProof] | None = None
     method: str = "relu-split"
+    lemmas: dict[str, list] | None = None
 
     def to_json(self) -> object:
         if self.relu_clauses is not None:
-            return {"method": self.method, "clauses": [c.to_json() for c in self.relu_clauses]}
+            return {"method": self.method, **(self.lemmas or {}), "clauses": [c.to_json() for c in self.relu_clauses]}
         return [[c.path, c.clauses, {"solver": c.solver}] if isinstance(c, TrustedClosing)
                 else [c.path, c.clauses, c.weights, c.bounds] + ([c.slopes] if c.slopes else []) for c in self.closings]
 
     @property
     def trusted(self) -> int:
-        """Nodes or clauses that rest on a solver."""
+        """Nodes, clauses or lemmas that rest on a solver."""
         if self.relu_clauses is not None:
-            return sum(c.solver is not None for c in self.relu_clauses)
+            lemmas = self.lemmas["lemmas"] if self.lemmas else []
+            return sum(c.solver is not None for c in self.relu_clauses) + sum(len(lemma) == 5 for lemma in lemmas)
         return sum(isinstance(c, TrustedClosing) for c in self.closings)
 
 

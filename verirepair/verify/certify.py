@@ -24,7 +24,7 @@ def verify_with_certificate(onnx_path: str | Path, vnnlib_path: str | Path, sett
     verdict = verify_files(onnx_path, vnnlib_path, settings, proofs)
     missing = _write(certificate_path, onnx_path, vnnlib_path, verdict.status, proofs)
     trusted = sum(p.trusted for p in proofs if p is not None)
-    resting = f" ({trusted} of its nodes or clauses rest on a MILP solver)" if trusted else ""
+    resting = f" ({trusted} of its nodes, clauses or bounds rest on a MILP solver)" if trusted else ""
     note = f"certificate written to {certificate_path}{resting}" if missing is None else f"no certificate written: {missing}"
     return dataclasses.replace(verdict, notes=verdict.notes + (note,)), missing
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .. import progress
 from ..bounds import BoundEngine, BoundGraph, LayerBounds
+from ..bounds.engine import IntermediateSlopes
 from ..milp import MilpSettings, encode_graph, solve_with_fallback
 from ..spec import Box
 from .deadline import Deadline
@@ -42,13 +44,28 @@ BOUND_SETTINGS = MilpSettings(feasibility_tolerance=1e-9, integrality_tolerance=
                               mip_abs_gap=1e-6, bound_only=True)
 
 
+@dataclass(frozen=True)
+class SolvedBound:
+    """A bound of a ReLU input (``layer``: its position in `BoundGraph.nonlinear`) that a MILP
+    solver proved: ``value`` is a lower bound (``upper`` False) or an upper bound of it on the box."""
+
+    layer: int
+    neuron: int
+    upper: bool
+    value: float
+    solver: str
+
+
 def milp_refined_layers(engine: BoundEngine, box: Box, layers: LayerBounds, settings: VerifySettings,
-                        deadline: Deadline) -> LayerBounds:
+                        deadline: Deadline, solved: list[SolvedBound] | None = None,
+                        kept_slopes: dict[int, list[IntermediateSlopes]] | None = None) -> LayerBounds:
     """``layers`` with the unstable pre-activations of hidden layers 2 … 1 + ``milp_refine_layers``
     bounded by MILP, and every later layer re-bounded by α-CROWN under them.
 
     Stops at ``deadline`` with what it has (every intermediate state is sound). Needs a ReLU
-    network (`BoundGraph.is_relu_network`) and a batch of one box.
+    network (`BoundGraph.is_relu_network`) and a batch of one box. For a certificate, ``solved``
+    gets every bound a solver tightened and ``kept_slopes`` the slopes of the α-CROWN bounds
+    (see `BoundEngine.layer_bounds`).
     """
     graph = engine.graph
     if not graph.is_relu_network:
@@ -61,18 +78,18 @@ def milp_refined_layers(engine: BoundEngine, box: Box, layers: LayerBounds, sett
         if deadline.expired():
             break
         pre = [(l[0].cpu().numpy(), u[0].cpu().numpy()) for l, u in layers.pre_activation]
-        refined = _refined_layer(graph, j, box, pre[:j], pre[j], settings, deadline)
+        refined = _refined_layer(graph, j, box, pre[:j], pre[j], settings, deadline, solved)
         known = list(layers.pre_activation)
         known[j] = tuple(torch.as_tensor(b, dtype=dtype, device=device).unsqueeze(0) for b in refined)  # type: ignore[assignment]
         with torch.no_grad():
             layers = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=settings.intermediate_alpha_steps,
-                                         prior=LayerBounds(tuple(known)))
+                                         prior=LayerBounds(tuple(known)), kept_slopes=kept_slopes)
     return layers
 
 
 def _refined_layer(graph: BoundGraph, position: int, box: Box, before: list[tuple[np.ndarray, np.ndarray]],
                    current: tuple[np.ndarray, np.ndarray], settings: VerifySettings,
-                   deadline: Deadline) -> tuple[np.ndarray, np.ndarray]:
+                   deadline: Deadline, solved: list[SolvedBound] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Bounds of the input of ``graph``'s non-linear node number ``position``: ``current``
     tightened, for its unstable entries, by MILP.
 
@@ -80,7 +97,8 @@ def _refined_layer(graph: BoundGraph, position: int, box: Box, before: list[tupl
     deadline cuts off the least useful solves. Per neuron the side nearer to zero goes first; with
     ``milp_refine_early_stop`` each side's solve stops as soon as it decides the neuron's sign (its
     bound clears zero: stable, and the other side is skipped; or a point beyond zero is found:
-    unstable on that side), which is what the later bounds gain most from.
+    unstable on that side), which is what the later bounds gain most from. ``solved`` gets the
+    bounds a solver tightened.
     """
     lower, upper = current[0].astype(np.float64).copy(), current[1].astype(np.float64).copy()
     unstable = np.flatnonzero((lower < 0) & (upper > 0))
@@ -89,8 +107,9 @@ def _refined_layer(graph: BoundGraph, position: int, box: Box, before: list[tupl
     stops = (dataclasses.replace(BOUND_SETTINGS, stop_at_bound=STABLE_AT, stop_below_objective=0.0)
              if settings.milp_refine_early_stop else BOUND_SETTINGS)
 
-    def proven_minimum(index: int, sign: float) -> float | None:
-        """A proven lower bound of ``sign`` times the neuron's pre-activation, or None."""
+    def proven_minimum(index: int, sign: float) -> tuple[float, str] | None:
+        """A proven lower bound of ``sign`` times the neuron's pre-activation and the solver that
+        proved it, or None."""
         if deadline.expired():
             return None
         model, _, outputs = encode_graph(graph, box, before, None, margin=0.0, stop_at=position)
@@ -101,24 +120,27 @@ def _refined_layer(graph: BoundGraph, position: int, box: Box, before: list[tupl
         result = solve_with_fallback(model, limit, settings.milp_solver, stops)
         if result.status == "infeasible" or result.best_bound is None or not np.isfinite(result.best_bound):
             return None  # infeasible: only a margin-free rounding artefact could do this
-        return result.best_bound - REFINE_MARGIN * (1.0 + abs(result.best_bound))
+        return result.best_bound - REFINE_MARGIN * (1.0 + abs(result.best_bound)), result.solver
 
-    def refined(index: int) -> tuple[float | None, float | None]:
-        """The neuron's proven (lower, upper) bounds, None where not bounded."""
+    def refined(index: int) -> dict[float, tuple[float, str] | None]:
+        """The neuron's proven lower bound (key 1.0) and negated upper bound (key -1.0), with their
+        solvers, None where not bounded."""
         sides = (1.0, -1.0) if -lower[index] <= upper[index] else (-1.0, 1.0)
-        found: dict[float, float | None] = {}
+        found: dict[float, tuple[float, str] | None] = {}
         for sign in sides:
             found[sign] = proven_minimum(index, sign)
-            if settings.milp_refine_early_stop and found[sign] is not None and found[sign] >= 0.0:
+            if settings.milp_refine_early_stop and found[sign] is not None and found[sign][0] >= 0.0:
                 break  # stable: the other side cannot help
-        low, minus_up = found.get(1.0), found.get(-1.0)
-        return low, None if minus_up is None else -minus_up
+        return found
 
     workers = settings.leaf_milp_workers or max(1, torch.get_num_threads())
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="milp-refine") as pool:
-        for index, (low, high) in zip(order.tolist(), pool.map(refined, order.tolist())):
-            if low is not None:
-                lower[index] = max(lower[index], low)
-            if high is not None:
-                upper[index] = min(upper[index], high)
+        for index, found in zip(order.tolist(), pool.map(refined, order.tolist())):
+            for sign, bounds in ((1.0, lower), (-1.0, upper)):
+                proven = found.get(sign)
+                if proven is None or not proven[0] > sign * bounds[index]:  # no tighter than the bound it has
+                    continue
+                bounds[index] = sign * proven[0]
+                if solved is not None:
+                    solved.append(SolvedBound(position, index, sign < 0, float(bounds[index]), proven[1]))
     return lower, upper

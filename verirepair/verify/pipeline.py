@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from .clause_search import ClauseSearch, search_clauses
 from .deadline import Deadline
 from .falsify import candidate_points
 from .input_split import input_split_search
+from .lemmas import RootLemmas
 from .milp_refine import milp_refined_layers
 from .milp_search import milp_search
 from .objective import RegionRows, box_tensors, clause_lower_bounds, still_open
@@ -157,38 +159,13 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     if low_dimensional and not settings.root_alpha_before_input_split:
         # input split bounds the whole box first, α-CROWN refining it (leaf_alpha_steps)
         return input_split_search(engine, rows, region, settings, deadline, confirm), "input-split"
-    with torch.no_grad():
-        layers = engine.layer_bounds(lower, upper, "crown")
-    clause_bounds = _clause_bounds(engine, rows, lower, upper, layers, settings)
+    root = _root_bounds(engine, region, rows, settings, deadline, notes, many_inputs=not low_dimensional)
+    layers, clause_bounds, refined, graph = root.layers, root.clause_bounds, root.refined, engine.graph
     open_clauses = _open(clause_bounds, settings)
-    graph = engine.graph
-    neurons = sum(pre[0].shape[-1] for pre in layers.pre_activation)
-    if open_clauses and not low_dimensional and settings.intermediate_alpha_steps > 0 \
-            and neurons <= settings.intermediate_alpha_max_neurons:
-        # Many inputs: the whole search rests on these bounds (the MILP's big-M constants), so every
-        # intermediate neuron's bound is optimised too; input split recomputes bounds per box instead.
-        with torch.no_grad():
-            layers = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=settings.intermediate_alpha_steps,
-                                         prior=layers)
-        clause_bounds = [max(old, new) for old, new in
-                         zip(clause_bounds, _clause_bounds(engine, rows, lower, upper, layers, settings))]
-        open_clauses = _open(clause_bounds, settings)
     if not open_clauses:
-        return SearchOutcome("proven", None, 1), "alpha-crown"
+        return SearchOutcome("proven", None, 1, solver_decided=refined), "milp-bounds" if refined else "alpha-crown"
     if low_dimensional:
         return input_split_search(engine, rows, region, settings, deadline, confirm), "input-split"
-    refinable = (graph.is_relu_network and graph.activations <= settings.milp_max_activations
-                 and len(layers.pre_activation) > 1 and settings.milp_refine_layers > 0)
-    refined = refinable and min(clause_bounds) < -settings.milp_refine_gap  # later proofs rest on a solver
-    if refined:
-        refining = Deadline(settings.milp_refine_share * deadline.remaining())
-        layers = milp_refined_layers(engine, region.box, layers, settings, refining)
-        refined_bounds = _clause_bounds(engine, rows, lower, upper, layers, settings)
-        notes.append(f"MILP-refined bounds: weakest clause {min(clause_bounds):.3g} -> {min(refined_bounds):.3g} "
-                     f"in {refining.elapsed():.1f} s")
-        open_clauses = _open(refined_bounds, settings)
-        if not open_clauses:
-            return SearchOutcome("proven", None, 1, solver_decided=True), "milp-bounds"
     if graph.is_relu_network and settings.relu_split_share > 0:
         found, open_clauses = search_clauses(relu_split_search, settings.relu_split_share, engine, rows, open_clauses,
                                              layers, lower, upper, settings, deadline, confirm)
@@ -221,27 +198,86 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     return SearchOutcome("unknown", None, 1), "none"
 
 
+@dataclass(frozen=True)
+class RootBounds:
+    layers: LayerBounds  # of every ReLU/activation input on the region's box
+    clause_bounds: list[float]  # each clause's α-CROWN bound (> decision margin: refuted)
+    refined: bool  # some bound was tightened by a MILP solver
+
+
+def _root_bounds(engine: BoundEngine, region: Region, rows: RegionRows, settings: VerifySettings, deadline: Deadline,
+                 notes: list[str], many_inputs: bool, lemmas: RootLemmas | None = None) -> RootBounds:
+    """The region's box bounded by CROWN, each clause by α-CROWN; with ``many_inputs``, while a
+    clause is open, every intermediate bound optimised by α-CROWN too, and then, on ReLU networks
+    whose weakest clause is below ``-milp_refine_gap``, tightened by MILP (`milp_refined_layers`)
+    within ``milp_refine_share`` of the time. Many inputs: the whole search rests on these bounds
+    (the MILP's big-M constants), so every intermediate neuron's bound is optimised; input split
+    recomputes bounds per box instead. ``lemmas``: gets what a certificate needs of the bounds
+    beyond CROWN's."""
+    lower, upper = box_tensors(region.box, rows.A.device)
+    graph = engine.graph
+    with torch.no_grad():
+        layers = engine.layer_bounds(lower, upper, "crown")
+    clause_bounds = _clause_bounds(engine, rows, lower, upper, layers, settings)
+    neurons = sum(pre[0].shape[-1] for pre in layers.pre_activation)
+    if _open(clause_bounds, settings) and many_inputs and settings.intermediate_alpha_steps > 0 \
+            and neurons <= settings.intermediate_alpha_max_neurons:
+        with torch.no_grad():
+            layers = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=settings.intermediate_alpha_steps,
+                                         prior=layers, kept_slopes=None if lemmas is None else lemmas.kept)
+        clause_bounds = [max(old, new) for old, new in
+                         zip(clause_bounds, _clause_bounds(engine, rows, lower, upper, layers, settings))]
+    refinable = (many_inputs and graph.is_relu_network and graph.activations <= settings.milp_max_activations
+                 and len(layers.pre_activation) > 1 and settings.milp_refine_layers > 0)
+    if not (refinable and min(clause_bounds) < -settings.milp_refine_gap):
+        return RootBounds(layers, clause_bounds, False)
+    refining = Deadline(settings.milp_refine_share * deadline.remaining())
+    layers = milp_refined_layers(engine, region.box, layers, settings, refining,
+                                 None if lemmas is None else lemmas.solved, None if lemmas is None else lemmas.kept)
+    refined_bounds = [max(old, new) for old, new in
+                      zip(clause_bounds, _clause_bounds(engine, rows, lower, upper, layers, settings))]
+    notes.append(f"MILP-refined bounds: weakest clause {min(clause_bounds):.3g} -> {min(refined_bounds):.3g} "
+                 f"in {refining.elapsed():.1f} s")
+    return RootBounds(layers, refined_bounds, True)
+
+
 def _certified_split(search: ClauseSearch, method: str, engine: BoundEngine, region: Region, rows: RegionRows,
                      settings: VerifySettings, deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
                      notes: list[str], proof: RegionCertificate) -> tuple[SearchOutcome, str]:
     """Many-input dense networks with a certificate: ``search`` (ReLU or activation split) on each
-    single-row clause from CROWN's bounds (the checker re-derives them), each clause within its
-    share of ``certificate_relu_split_share`` of the time; on piecewise-linear networks the exact
-    MILP decides the clauses left, which the certificate lists as decided by its solver.
-    ``proof.relu_clauses`` gets one entry per clause."""
+    single-row clause, each within its share of the time (``relu_split_share``, as without a
+    certificate, or ``certificate_activation_split_share``); on
+    piecewise-linear networks the exact MILP decides the clauses left, which the certificate lists
+    as decided by its solver. ``proof.relu_clauses`` gets one entry per clause.
+
+    ReLU split starts from the root bounds of the uncertified search (`_root_bounds`: α-CROWN's,
+    MILP-refined), recorded in ``proof.lemmas`` (`lemmas.RootLemmas`); activation split from
+    CROWN's, which its checker re-derives."""
     assert proof.relu_clauses is not None
     lower, upper = box_tensors(region.box, rows.A.device)
-    with torch.no_grad():
-        layers = engine.layer_bounds(lower, upper, "crown")
+    share_of_time = settings.relu_split_share if method == "relu-split" else settings.certificate_activation_split_share
+    refuted: set[int] = set()  # clauses the root bounds refute: their trees close at once, so they go first
+    refined = False
+    if method == "relu-split":
+        lemmas = RootLemmas(engine.graph)
+        root = _root_bounds(engine, region, rows, settings, deadline, notes, True, lemmas)
+        layers, refined = root.layers, root.refined
+        proof.lemmas = lemmas.to_json(layers)
+        refuted = set(range(rows.n_clauses)) - set(_open(root.clause_bounds, settings))
+    else:
+        with torch.no_grad():
+            layers = engine.layer_bounds(lower, upper, "crown")
     pre_bounds = [(l[0], u[0]) for l, u in layers.pre_activation]
+    order = sorted(range(rows.n_clauses), key=lambda clause: clause not in refuted)
     left: list[int] = []
-    for position in range(rows.n_clauses):
+    for index, position in enumerate(order):
         members = (rows.owner == position).nonzero().flatten()
         if members.numel() != 1 or deadline.expired():
             left.append(position)
             continue
         row = int(members[0])
-        share = Deadline(settings.certificate_relu_split_share * deadline.remaining() / (rows.n_clauses - position))
+        waiting = len(order) - index if position in refuted else sum(c not in refuted for c in order[index:])
+        share = Deadline(share_of_time * deadline.remaining() / waiting)
         leaves: list[ReluLeafRecord] = []
         outcome = search(engine, rows.A[row], -float(rows.b[row]), lower, upper, pre_bounds, settings,
                          share, rows.margin, confirm, leaves)
@@ -252,7 +288,7 @@ def _certified_split(search: ClauseSearch, method: str, engine: BoundEngine, reg
         else:
             left.append(position)
     if not left:
-        return SearchOutcome("proven", None, 1), method
+        return SearchOutcome("proven", None, 1, solver_decided=refined), method
     if not (engine.graph.is_piecewise_linear and engine.graph.activations <= settings.milp_max_activations):
         return SearchOutcome("timeout" if deadline.expired() else "unknown", None, 1), "none"
     deciders: dict[int, str] = {}

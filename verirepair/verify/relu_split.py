@@ -27,9 +27,10 @@ neurons of a deep network never tightens its later layers. A domain whose bounds
 above upper) contains no point of the box and is closed.
 
 Certificates (``leaves`` given to `relu_split_search`): every domain carries its splits, its
-slopes and multipliers are kept in float64, the root's bounds are CROWN's and every child is
-re-bounded by CROWN under its splits alone (not intersected with its parent's bounds), so the
-checker, which derives CROWN bounds with the splits as clamps, finds the bounds the verifier used.
+slopes and multipliers are kept in float64, and every child is re-bounded by CROWN under its
+splits and the root's bounds alone (not intersected with its parent's bounds), so the checker,
+which derives CROWN bounds with the splits and the root bounds (its own, tightened by the
+certificate's lemmas) as clamps, finds the bounds the verifier used.
 Every closed domain is recorded (`ReluLeafRecord`): its splits, and for every neuron unstable on
 the root box or on the domain its bounds, slope and multipliers.
 
@@ -160,6 +161,7 @@ class ReluSplitter:
         self.certifying = certifying
         self.parameter_dtype = torch.float64 if certifying else torch.float32
         self.splittable = [((l < 0) & (u > 0)).reshape(1, -1) for l, u in pre_bounds]
+        self.root_bounds = [(l.reshape(1, -1), u.reshape(1, -1)) for l, u in pre_bounds]
         self.C = objective.reshape(1, -1)
         self.d = torch.tensor([offset], dtype=box_lower.dtype, device=box_lower.device)
         self.box_lower, self.box_upper = box_lower.reshape(1, -1), box_upper.reshape(1, -1)
@@ -272,11 +274,11 @@ class ReluSplitter:
         return domains.with_layers(layers), empty
 
     def _split_clamps(self, domains: Domains) -> list[tuple[Tensor, Tensor]]:
-        """Per ReLU node, bounds that say only the domains' splits: 0 on a split side, infinite elsewhere."""
+        """Per ReLU node, bounds that say only the domains' splits and the root's bounds: 0 on a
+        split side (a split neuron is unstable on the root box), the root's elsewhere."""
         assert domains.splits is not None
         offsets = np.cumsum([0] + [l.shape[1] for l in domains.pre_lower])
-        clamps = [(torch.full_like(l, -torch.inf), torch.full_like(u, torch.inf))
-                  for l, u in zip(domains.pre_lower, domains.pre_upper)]
+        clamps = [(l.expand(domains.size, -1).clone(), u.expand(domains.size, -1).clone()) for l, u in self.root_bounds]
         for row, splits in enumerate(domains.splits):
             for flat, active in splits:
                 k = int(np.searchsorted(offsets, flat, side="right")) - 1

@@ -44,11 +44,12 @@ class VerifySettings:
     # not used there.
     sshaped_alpha_escalation: tuple[int, ...] = (60, 150)
     # Many-input ReLU networks: ReLU-split BaB gets this share of the time per open clause before
-    # the exact MILP takes what it leaves (0: MILP only).
+    # the exact MILP takes what it leaves (0: MILP only); the same with a certificate requested,
+    # where it starts from the same root bounds and the MILP's answers are listed as solver-trusted.
     relu_split_share: float = 0.3
-    # The same with a certificate requested: the MILP's answers would only be solver-trusted, and
-    # ReLU split starts from CROWN's intermediate bounds there, so it gets more of the time.
-    certificate_relu_split_share: float = 0.8
+    # Many-input sigmoid/tanh networks with a certificate requested: activation split gets this share
+    # of the time per clause; what it leaves open is decided without a certificate.
+    certificate_activation_split_share: float = 0.8
     # ReLU split's branching: the best-scored neurons (BaBSR-like score) each domain tries, keeping
     # the one whose worse child's one-pass CROWN bound is highest (filtered smart branching); 1:
     # the best-scored neuron, untried. Trying costs 2k CROWN passes per domain and decided no
