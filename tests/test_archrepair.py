@@ -23,6 +23,7 @@ from verirepair.repair import RepairSettings, check_and_fix, registry
 from verirepair.repair.archrepair import ArchRepairSettings
 from verirepair.repair.archrepair.blocks import Block, blocks_of
 from verirepair.repair.archrepair.export import PREFIX, spliced_model
+from verirepair.repair.archrepair import finetune as finetune_module
 from verirepair.repair.archrepair.finetune import cell_module, finetune
 from verirepair.repair.archrepair.localise import block_scores, most_vulnerable
 from verirepair.repair.archrepair.objective import (
@@ -322,3 +323,77 @@ def test_labels_of_the_keep_inputs_are_checked() -> None:
         RepairSamples(spec, module, x, "argmax", settings, keep_labels=np.full(20, 10))
     with pytest.raises(InputError, match="--data.*whole numbers"):
         RepairSamples(spec, module, x, "argmax", settings, keep_labels=np.full(20, 0.5))
+
+
+def test_the_validation_split_comes_from_the_labelled_keep_inputs_and_is_never_trained_on() -> None:
+    """The split is drawn from ``--data`` (the only data a strategy is given) before the keep
+    samples, so no validation row is a keep sample; without labels there is none."""
+    spec = label_spec(64, 10, 0, np.zeros(64), np.full(64, 0.01))
+    module = TrainableNetwork(load_network(DIGITS))
+    train = datasets.digits("train")
+    settings = ArchRepairSettings(box_samples=10, keep_samples=len(train.x), validation_share=0.25)
+    for label_weight in (1.0, 0.0):
+        samples = RepairSamples(spec, module, train.x, "argmax", dataclasses.replace(settings, label_weight=label_weight),
+                                keep_labels=train.y)
+        assert samples.validation_x is not None and samples.validation_y is not None
+        assert len(samples.validation_x) == round(0.25 * len(train.x))
+        assert len(samples.keep_x) + len(samples.validation_x) == len(train.x)
+        rows = {tuple(row) for row in train.x.astype(np.float32).tolist()}
+        validation = {tuple(row) for row in samples.validation_x.numpy().tolist()}
+        assert validation <= rows and not validation & {tuple(row) for row in samples.keep_x.numpy().tolist()}
+        labels = {tuple(row): int(y) for row, y in zip(train.x.astype(np.float32).tolist(), train.y)}
+        assert [labels[tuple(row)] for row in samples.validation_x.numpy().tolist()] == samples.validation_y.tolist()
+    unlabelled = RepairSamples(spec, module, train.x, "argmax", settings)
+    assert unlabelled.validation_x is None and unlabelled.validation_accuracy(module) is None
+    assert len(unlabelled.keep_x) == len(train.x)
+
+
+def test_the_accuracy_phase_keeps_only_rounds_that_meet_the_goals_without_losing_validation_accuracy(
+        monkeypatch, tmp_path: Path) -> None:
+    """Scripted verdicts per accuracy round (goals met?, validation accuracy): the weights left
+    are those of the last round kept before the first one that falls short, recorded when it was
+    judged; the exported file computes what the module does (onnxruntime)."""
+    torch.set_num_threads(1)
+    network = load_network(DIGITS)
+    block = blocks_of(network)[1]
+    train = datasets.digits("train")
+    settings = ArchRepairSettings(box_samples=50, keep_samples=400, finetune_steps=5, accuracy_steps=5, accuracy_rounds=5,
+                                  attack_starts=4, attack_steps=2)
+    cell = _choose(Cell(original_operation(network, block), block, settings), "original", "zero", "identity")
+    spliced = tmp_path / "spliced.onnx"
+    onnx.save(spliced_model(onnx.load(str(DIGITS)), network, block, cell), str(spliced))
+    original = TrainableNetwork(network)
+    original.requires_grad_(False)
+    k = int(np.flatnonzero(run_onnxruntime(network, train.x).argmax(axis=1) == train.y)[0])
+    spec = label_spec(64, 10, int(train.y[k]), np.clip(train.x[k] - 0.001, 0, 1), np.clip(train.x[k] + 0.001, 0, 1))
+    for script, kept_round in (([(True, 0.90), (True, 0.92), (True, 0.92), (False, 0.99), (True, 0.99)], 2),
+                               ([(True, 0.90), (True, 0.89), (True, 0.99)], 0),
+                               ([(True, 0.90)] + [(True, 0.90 + r / 100) for r in range(1, 6)], 5)):
+        module = cell_module(load_network(spliced), onnx.load(str(spliced)))
+        samples = RepairSamples(spec, original, train.x, "argmax", settings, keep_labels=train.y)
+        judged: list[list[torch.Tensor]] = []
+        verdicts = iter(script)
+        current: dict[str, tuple[bool, float]] = {}
+        trainable = [p for p in module.parameters() if p.requires_grad]
+
+        def goals_met(self, verdicts=verdicts, current=current) -> tuple[bool, float]:
+            current["verdict"] = next(verdicts)
+            return current["verdict"][0], 0.0
+
+        def validation_accuracy(model, current=current, judged=judged, trainable=trainable) -> float:
+            judged.append([p.detach().clone() for p in trainable])
+            return current["verdict"][1]
+
+        monkeypatch.setattr(finetune_module._Rounds, "goals_met", goals_met)
+        monkeypatch.setattr(samples, "validation_accuracy", validation_accuracy)
+        details = finetune(module, samples, settings, Deadline(600), np.random.default_rng(0))
+        assert details["accuracy_rounds_kept"] == kept_round, details
+        assert details["validation_accuracy"] == script[kept_round][1]
+        assert all(torch.equal(p, q) for p, q in zip(trainable, judged[kept_round]))
+        assert len(judged) == min(kept_round + 2, settings.accuracy_rounds + 1)  # the phase ends at the first round not kept
+        assert not all(torch.equal(p, q) for p, q in zip(judged[0], judged[-1]))  # the rounds did train
+        exported = tmp_path / "exported.onnx"
+        onnx.save(exported_model(module), str(exported))
+        with torch.no_grad():
+            expected = module(torch.tensor(train.x[:50], dtype=torch.float32)).numpy()
+        np.testing.assert_allclose(run_onnxruntime(load_network(exported), train.x[:50]), expected, rtol=1e-4, atol=1e-4)

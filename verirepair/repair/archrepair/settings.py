@@ -48,6 +48,20 @@ class ArchRepairSettings:
     # 0 turns it off.
     verifiable_weight: float = 1.0
     verifiable_target: float = 0.25
+    # ---- accuracy phase --------------------------------------------------------------------------
+    # Keep inputs with labels: this share of them is a validation split, drawn before the keep
+    # samples and never trained on; it judges the accuracy phase (0: no split, no accuracy phase).
+    validation_share: float = 0.2
+    # Once a call's fine-tuning has met its goals (PGD finds no failing point and, with the
+    # verifiability term, every box's CROWN bound reaches its target), the cell trains on for up
+    # to `accuracy_rounds` rounds of `accuracy_steps` steps with the cross-entropy towards the labels
+    # at `accuracy_label_weight` (the verifiability term and the box hinge still on). A round's
+    # weights are kept only if they meet those goals again and their validation accuracy is not
+    # lower than that of the weights kept before; the first round that falls short ends the phase
+    # and the weights kept before it are the candidate. 0 rounds: no accuracy phase.
+    accuracy_rounds: int = 3
+    accuracy_steps: int = 300
+    accuracy_label_weight: float = 5.0
     # ---- time ------------------------------------------------------------------------------------
     max_seconds: float = 120.0  # per repair call
     deadline_share: float = 0.6  # at most this share of the loop's remaining time per repair call
@@ -59,3 +73,8 @@ class ArchRepairSettings:
         check_operations(self.conv_operations, "conv")
         if not 0.0 < self.held_out_share < 1.0:
             raise SettingsError(f"held_out_share must lie within (0, 1), got {self.held_out_share}")
+        if not 0.0 <= self.validation_share < 1.0:
+            raise SettingsError(f"validation_share must lie within [0, 1), got {self.validation_share}")
+        if self.accuracy_rounds < 0 or self.accuracy_steps < 1:
+            raise SettingsError(f"accuracy_rounds must be at least 0 and accuracy_steps at least 1, got "
+                                f"{self.accuracy_rounds} and {self.accuracy_steps}")

@@ -126,6 +126,9 @@ class ArchRepair(WithoutPolish):
                                                     "cell": session.choice})
             phases.seconds["export"] = time.monotonic() - start
         scores = {s.block.target: {"forward": round(s.forward, 4), "backward": round(s.backward, 4)} for s in session.scores}
+        original_validation = session.samples.validation_accuracy(session.samples.original)
+        if original_validation is not None:
+            details["original_validation_accuracy"] = original_validation
         details.update({"strategy": self.name, "round": session.rounds, "block": session.block.describe(problem.original),
                         "block_scores": scores, "cell": session.choice, "mixture": session.mixture,
                         "parameters_added": session.parameters - session.block.parameters,
