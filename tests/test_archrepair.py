@@ -21,10 +21,10 @@ from verirepair.errors import InputError, SettingsError
 from verirepair.network import load_network, run_onnxruntime
 from verirepair.repair import RepairSettings, check_and_fix, registry
 from verirepair.repair.archrepair import ArchRepairSettings
+from verirepair.repair.archrepair import finetune as finetune_module
 from verirepair.repair.archrepair.blocks import Block, blocks_of
 from verirepair.repair.archrepair.export import PREFIX, spliced_model
-from verirepair.repair.archrepair import finetune as finetune_module
-from verirepair.repair.archrepair.finetune import cell_module, finetune
+from verirepair.repair.archrepair.finetune import accuracy_rounds, cell_module, finetune
 from verirepair.repair.archrepair.localise import block_scores, most_vulnerable
 from verirepair.repair.archrepair.objective import (
     RepairSamples,
@@ -348,16 +348,21 @@ def test_the_validation_split_comes_from_the_labelled_keep_inputs_and_is_never_t
     assert len(unlabelled.keep_x) == len(train.x)
 
 
-def test_the_accuracy_phase_keeps_only_rounds_that_meet_the_goals_without_losing_validation_accuracy(
-        monkeypatch, tmp_path: Path) -> None:
-    """Scripted verdicts per accuracy round (goals met?, validation accuracy): the weights left
-    are those of the last round kept before the first one that falls short, recorded when it was
-    judged; the exported file computes what the module does (onnxruntime)."""
+@pytest.mark.parametrize("proven, script, kept_round, ended", [
+    (0.90, [(True, 0.92), (True, 0.91), (False, 0.99), (True, 0.99)], 1, "goals"),
+    (0.90, [(True, 0.89), (True, 0.88), (True, 0.90), (True, 0.85)], 3, "rounds done"),  # a tie: the later weights
+    (0.90, [(False, 0.95)], 0, "goals"),
+])
+def test_the_accuracy_phase_keeps_the_most_accurate_weights_until_a_round_misses_the_goals(
+        monkeypatch, tmp_path: Path, proven: float, script: list[tuple[bool, float]], kept_round: int, ended: str) -> None:
+    """Scripted verdicts per round (goals met?, validation accuracy): the weights left are those
+    judged most accurate (the proven ones included) before the first round that misses the goals,
+    as they were when judged; the exported file computes what the module does (onnxruntime)."""
     torch.set_num_threads(1)
     network = load_network(DIGITS)
     block = blocks_of(network)[1]
     train = datasets.digits("train")
-    settings = ArchRepairSettings(box_samples=50, keep_samples=400, finetune_steps=5, accuracy_steps=5, accuracy_rounds=5,
+    settings = ArchRepairSettings(box_samples=50, keep_samples=400, accuracy_steps=5, accuracy_rounds=4,
                                   attack_starts=4, attack_steps=2)
     cell = _choose(Cell(original_operation(network, block), block, settings), "original", "zero", "identity")
     spliced = tmp_path / "spliced.onnx"
@@ -366,34 +371,32 @@ def test_the_accuracy_phase_keeps_only_rounds_that_meet_the_goals_without_losing
     original.requires_grad_(False)
     k = int(np.flatnonzero(run_onnxruntime(network, train.x).argmax(axis=1) == train.y)[0])
     spec = label_spec(64, 10, int(train.y[k]), np.clip(train.x[k] - 0.001, 0, 1), np.clip(train.x[k] + 0.001, 0, 1))
-    for script, kept_round in (([(True, 0.90), (True, 0.92), (True, 0.92), (False, 0.99), (True, 0.99)], 2),
-                               ([(True, 0.90), (True, 0.89), (True, 0.99)], 0),
-                               ([(True, 0.90)] + [(True, 0.90 + r / 100) for r in range(1, 6)], 5)):
-        module = cell_module(load_network(spliced), onnx.load(str(spliced)))
-        samples = RepairSamples(spec, original, train.x, "argmax", settings, keep_labels=train.y)
-        judged: list[list[torch.Tensor]] = []
-        verdicts = iter(script)
-        current: dict[str, tuple[bool, float]] = {}
-        trainable = [p for p in module.parameters() if p.requires_grad]
+    module = cell_module(load_network(spliced), onnx.load(str(spliced)))
+    samples = RepairSamples(spec, original, train.x, "argmax", settings, keep_labels=train.y)
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    verdicts = iter(script)
+    accuracies = iter([proven] + [accuracy for met, accuracy in script])
+    judged: list[list[torch.Tensor]] = []
 
-        def goals_met(self, verdicts=verdicts, current=current) -> tuple[bool, float]:
-            current["verdict"] = next(verdicts)
-            return current["verdict"][0], 0.0
+    def goals_met(self, floor=None) -> tuple[bool, float]:
+        assert floor is not None and len(floor) == len(samples.verified.regions)
+        return next(verdicts)[0], 0.0
 
-        def validation_accuracy(model, current=current, judged=judged, trainable=trainable) -> float:
-            judged.append([p.detach().clone() for p in trainable])
-            return current["verdict"][1]
+    def validation_accuracy(model) -> float:
+        judged.append([p.detach().clone() for p in trainable])
+        return next(accuracies)
 
-        monkeypatch.setattr(finetune_module._Rounds, "goals_met", goals_met)
-        monkeypatch.setattr(samples, "validation_accuracy", validation_accuracy)
-        details = finetune(module, samples, settings, Deadline(600), np.random.default_rng(0))
-        assert details["accuracy_rounds_kept"] == kept_round, details
-        assert details["validation_accuracy"] == script[kept_round][1]
-        assert all(torch.equal(p, q) for p, q in zip(trainable, judged[kept_round]))
-        assert len(judged) == min(kept_round + 2, settings.accuracy_rounds + 1)  # the phase ends at the first round not kept
+    monkeypatch.setattr(finetune_module._Rounds, "goals_met", goals_met)
+    monkeypatch.setattr(samples, "validation_accuracy", validation_accuracy)
+    details = accuracy_rounds(module, samples, settings, Deadline(600), np.random.default_rng(0))
+    assert details["accuracy_round_kept"] == kept_round and details["accuracy_phase_ended"] == ended, details
+    assert details["validation_accuracy"] == ([proven] + [a for _, a in script])[kept_round]
+    assert details["validation_accuracy_proven"] == proven
+    assert all(torch.equal(p, q) for p, q in zip(trainable, judged[kept_round]))
+    if len(judged) > 1:
         assert not all(torch.equal(p, q) for p, q in zip(judged[0], judged[-1]))  # the rounds did train
-        exported = tmp_path / "exported.onnx"
-        onnx.save(exported_model(module), str(exported))
-        with torch.no_grad():
-            expected = module(torch.tensor(train.x[:50], dtype=torch.float32)).numpy()
-        np.testing.assert_allclose(run_onnxruntime(load_network(exported), train.x[:50]), expected, rtol=1e-4, atol=1e-4)
+    exported = tmp_path / "exported.onnx"
+    onnx.save(exported_model(module), str(exported))
+    with torch.no_grad():
+        expected = module(torch.tensor(train.x[:50], dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(run_onnxruntime(load_network(exported), train.x[:50]), expected, rtol=1e-4, atol=1e-4)

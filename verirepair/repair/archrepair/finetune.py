@@ -13,7 +13,12 @@ from ...verify import Deadline
 from ..birdnn.attack import low_margin_points
 from ..parameters import TrainableNetwork
 from .export import PREFIX
-from .objective import RepairSamples, regions_at_risk, verifiable_shortfall
+from .objective import (
+    RepairSamples,
+    crown_margins,
+    regions_at_risk,
+    verifiable_shortfall,
+)
 from .settings import ArchRepairSettings
 
 
@@ -52,9 +57,10 @@ class _Rounds:
             self.optimiser.step()
         return True
 
-    def goals_met(self) -> tuple[bool, float]:
+    def goals_met(self, floor: torch.Tensor | None = None) -> tuple[bool, float]:
         """(whether PGD found no failing point and, with the verifiability term, every box's bound
-        reached its target, the verifiability shortfall); the points PGD found join the samples."""
+        reached its target (with ``floor``: its entry of ``floor`` instead), the verifiability
+        shortfall); the points PGD found join the samples."""
         samples, settings = self.samples, self.settings
         with torch.no_grad():
             seeds = samples.box_x[torch.argsort(samples.margins(self.module))[:settings.attack_starts]]
@@ -65,7 +71,9 @@ class _Rounds:
         samples.mark_failing(self.module)
         with torch.no_grad():
             shortfall = float(verifiable_shortfall(self.module, samples, settings))
-        return added == 0 and (settings.verifiable_weight == 0 or shortfall == 0), shortfall
+            bounded = (shortfall == 0 if floor is None else
+                       bool((crown_margins(self.module, samples.verified.regions) >= floor).all()))
+        return added == 0 and (settings.verifiable_weight == 0 or bounded), shortfall
 
     def state(self) -> list[torch.Tensor]:
         return [p.detach().clone() for p in self.trainable]
@@ -82,9 +90,9 @@ def finetune(module: TrainableNetwork, samples: RepairSamples, settings: ArchRep
     failing points of the boxes, which join the samples; stops when a round finds none and (with
     the verifiability term on) the CROWN bound of every box has reached its target, or when the
     time is up. A box whose bound is still short is where the verifier would have to split, so
-    rounds go on for it even when PGD finds nothing. Then the accuracy phase (`accuracy_phase`)."""
+    rounds go on for it even when PGD finds nothing."""
     rounds = _Rounds(module, samples, settings, deadline, rng)
-    count, met = 0, False
+    count = 0
     with torch.no_grad():
         shortfall = float(verifiable_shortfall(module, samples, settings))
     while not deadline.expired():
@@ -93,35 +101,38 @@ def finetune(module: TrainableNetwork, samples: RepairSamples, settings: ArchRep
         met, shortfall = rounds.goals_met()
         if met:
             break
-    details: dict[str, object] = {"finetune_rounds": count, "verifiable_shortfall": shortfall}
-    if met:
-        details |= accuracy_phase(rounds)
-    details["pgd_points_added"] = rounds.found
-    return details
+    return {"finetune_rounds": count, "pgd_points_added": rounds.found, "verifiable_shortfall": shortfall}
 
 
-def accuracy_phase(rounds: _Rounds) -> dict[str, object]:
-    """Weights that met the fine-tuning's goals train on towards the keep inputs' labels
-    (`ArchRepairSettings.accuracy_label_weight`); a round's weights replace them only when they
-    meet the goals again and do not lower the validation accuracy. The first round that falls
-    short (or runs out of time) ends the phase, and the weights kept last stay."""
-    samples, settings = rounds.samples, rounds.settings
-    kept = samples.validation_accuracy(rounds.module)
-    if kept is None or settings.accuracy_rounds == 0:
-        return {}
-    details: dict[str, object] = {"validation_accuracy_before_phase": kept, "accuracy_rounds_kept": 0}
-    state, kept_rounds = rounds.state(), 0
-    for _ in range(settings.accuracy_rounds):
-        finished = rounds.train(settings.accuracy_steps, settings.accuracy_label_weight)
-        met, _ = rounds.goals_met() if finished else (False, 0.0)
-        accuracy = samples.validation_accuracy(rounds.module)
-        assert accuracy is not None
-        if not met or accuracy < kept:
-            details["accuracy_phase_ended"] = ("time" if not finished else "goals" if not met else
-                                               f"validation accuracy {accuracy:.4f}")
+def accuracy_rounds(module: TrainableNetwork, samples: RepairSamples, settings: ArchRepairSettings, deadline: Deadline,
+                    rng: np.random.Generator) -> dict[str, object]:
+    """The accuracy phase on proven weights (those ``module`` holds): rounds of
+    `ArchRepairSettings.accuracy_steps` steps towards the keep inputs' labels at
+    `ArchRepairSettings.accuracy_label_weight` (the verifiability term and the box hinge still
+    on). The phase ends at the first round after which PGD finds a failing point or some box's
+    CROWN bound lies below the lower of its bound on the proven weights and its target (so no box
+    becomes harder for the verifier than it was or than the target asks), or when the time is up.
+    ``module`` is left with the weights of the highest validation accuracy among the proven ones
+    and the rounds before that end (the latest on ties). Returns the validation accuracy of the
+    proven weights and of those left, and how many rounds ran and were kept."""
+    rounds = _Rounds(module, samples, settings, deadline, rng)
+    with torch.no_grad():
+        floor = torch.clamp(crown_margins(module, samples.verified.regions),
+                            max=settings.verifiable_target * samples.target)
+    proven = kept = samples.validation_accuracy(module)
+    assert proven is not None, "the accuracy phase needs a validation split"
+    state, kept_round, count, ended = rounds.state(), 0, 0, "rounds done"
+    for count in range(1, settings.accuracy_rounds + 1):
+        if not rounds.train(settings.accuracy_steps, settings.accuracy_label_weight):
+            ended = "time"
             break
-        kept, state = accuracy, rounds.state()
-        details["accuracy_rounds_kept"] = kept_rounds = kept_rounds + 1
+        if not rounds.goals_met(floor)[0]:
+            ended = "goals"
+            break
+        accuracy = samples.validation_accuracy(module)
+        assert accuracy is not None
+        if accuracy >= kept:
+            kept, state, kept_round = accuracy, rounds.state(), count
     rounds.restore(state)
-    details["validation_accuracy"] = kept
-    return details
+    return {"validation_accuracy_proven": proven, "validation_accuracy": kept, "accuracy_rounds_run": count,
+            "accuracy_round_kept": kept_round, "accuracy_phase_ended": ended}

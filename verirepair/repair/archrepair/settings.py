@@ -48,19 +48,18 @@ class ArchRepairSettings:
     # 0 turns it off.
     verifiable_weight: float = 1.0
     verifiable_target: float = 0.25
-    # ---- accuracy phase --------------------------------------------------------------------------
+    # ---- accuracy phase (polishing after a proof) ----------------------------------------------
     # Keep inputs with labels: this share of them is a validation split, drawn before the keep
     # samples and never trained on; it judges the accuracy phase (0: no split, no accuracy phase).
     validation_share: float = 0.2
-    # Once a call's fine-tuning has met its goals (PGD finds no failing point and, with the
-    # verifiability term, every box's CROWN bound reaches its target), the cell trains on for up
-    # to `accuracy_rounds` rounds of `accuracy_steps` steps with the cross-entropy towards the labels
-    # at `accuracy_label_weight` (the verifiability term and the box hinge still on). A round's
-    # weights are kept only if they meet those goals again and their validation accuracy is not
-    # lower than that of the weights kept before; the first round that falls short ends the phase
-    # and the weights kept before it are the candidate. 0 rounds: no accuracy phase.
-    accuracy_rounds: int = 3
-    accuracy_steps: int = 300
+    # After a proof the cell trains on from the proven weights for up to `accuracy_rounds` rounds
+    # of `accuracy_steps` steps, the cross-entropy towards the labels at `accuracy_label_weight`
+    # (the verifiability term and the box hinge still on), while PGD finds no failing point and no
+    # box's CROWN bound drops below the lower of its proven bound and its target; the weights of
+    # the highest validation accuracy are the polished candidate when it beats the proven
+    # weights' (`finetune.accuracy_rounds`). 0 rounds: no accuracy phase.
+    accuracy_rounds: int = 4
+    accuracy_steps: int = 150
     accuracy_label_weight: float = 5.0
     # ---- time ------------------------------------------------------------------------------------
     max_seconds: float = 120.0  # per repair call
