@@ -348,16 +348,16 @@ def test_the_validation_split_comes_from_the_labelled_keep_inputs_and_is_never_t
     assert len(unlabelled.keep_x) == len(train.x)
 
 
-@pytest.mark.parametrize("proven, script, kept_round, ended", [
-    (0.90, [(True, 0.92), (True, 0.91), (False, 0.99), (True, 0.99)], 1, "goals"),
-    (0.90, [(True, 0.89), (True, 0.88), (True, 0.90), (True, 0.85)], 3, "rounds done"),  # a tie: the later weights
-    (0.90, [(False, 0.95)], 0, "goals"),
+@pytest.mark.parametrize("proven, script, kept_round", [
+    (0.90, [(True, 0.92), (True, 0.91), (False, 0.99), (True, 0.93)], 4),
+    (0.90, [(True, 0.89), (True, 0.88), (True, 0.90), (True, 0.85)], 3),  # a tie: the later weights
+    (0.90, [(False, 0.95), (False, 0.99), (True, 0.80), (False, 0.99)], 0),
 ])
-def test_the_accuracy_phase_keeps_the_most_accurate_weights_until_a_round_misses_the_goals(
-        monkeypatch, tmp_path: Path, proven: float, script: list[tuple[bool, float]], kept_round: int, ended: str) -> None:
+def test_the_accuracy_phase_keeps_the_most_accurate_weights_that_meet_the_goals(
+        monkeypatch, tmp_path: Path, proven: float, script: list[tuple[bool, float]], kept_round: int) -> None:
     """Scripted verdicts per round (goals met?, validation accuracy): the weights left are those
-    judged most accurate (the proven ones included) before the first round that misses the goals,
-    as they were when judged; the exported file computes what the module does (onnxruntime)."""
+    judged most accurate among the proven ones and those of the rounds that met the goals, as they
+    were when judged; the exported file computes what the module does (onnxruntime)."""
     torch.set_num_threads(1)
     network = load_network(DIGITS)
     block = blocks_of(network)[1]
@@ -375,7 +375,7 @@ def test_the_accuracy_phase_keeps_the_most_accurate_weights_until_a_round_misses
     samples = RepairSamples(spec, original, train.x, "argmax", settings, keep_labels=train.y)
     trainable = [p for p in module.parameters() if p.requires_grad]
     verdicts = iter(script)
-    accuracies = iter([proven] + [accuracy for met, accuracy in script])
+    accuracies = iter([proven] + [accuracy for met, accuracy in script if met])
     judged: list[list[torch.Tensor]] = []
 
     def goals_met(self, floor=None) -> tuple[bool, float]:
@@ -389,10 +389,12 @@ def test_the_accuracy_phase_keeps_the_most_accurate_weights_until_a_round_misses
     monkeypatch.setattr(finetune_module._Rounds, "goals_met", goals_met)
     monkeypatch.setattr(samples, "validation_accuracy", validation_accuracy)
     details = accuracy_rounds(module, samples, settings, Deadline(600), np.random.default_rng(0))
-    assert details["accuracy_round_kept"] == kept_round and details["accuracy_phase_ended"] == ended, details
+    assert details["accuracy_round_kept"] == kept_round and details["accuracy_rounds_run"] == len(script), details
+    assert details["accuracy_rounds_meeting_goals"] == sum(met for met, _ in script) == len(judged) - 1
     assert details["validation_accuracy"] == ([proven] + [a for _, a in script])[kept_round]
     assert details["validation_accuracy_proven"] == proven
-    assert all(torch.equal(p, q) for p, q in zip(trainable, judged[kept_round]))
+    judged_as = sum(met for met, _ in script[:kept_round])  # the proven weights were judged first
+    assert all(torch.equal(p, q) for p, q in zip(trainable, judged[judged_as]))
     if len(judged) > 1:
         assert not all(torch.equal(p, q) for p, q in zip(judged[0], judged[-1]))  # the rounds did train
     exported = tmp_path / "exported.onnx"

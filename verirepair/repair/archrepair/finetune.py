@@ -34,10 +34,10 @@ class _Rounds:
     """Rounds of training steps on the cell's weights, each followed by the checks of its goals."""
 
     def __init__(self, module: TrainableNetwork, samples: RepairSamples, settings: ArchRepairSettings,
-                 deadline: Deadline, rng: np.random.Generator) -> None:
+                 deadline: Deadline, rng: np.random.Generator, rate: float | None = None) -> None:
         self.module, self.samples, self.settings, self.deadline, self.rng = module, samples, settings, deadline, rng
         self.trainable = [p for p in module.parameters() if p.requires_grad]
-        self.optimiser = torch.optim.Adam(self.trainable, lr=settings.weight_rate)
+        self.optimiser = torch.optim.Adam(self.trainable, lr=settings.weight_rate if rate is None else rate)
         self.generator = torch.Generator().manual_seed(settings.seed + 1)
         self.found = 0
 
@@ -109,30 +109,27 @@ def accuracy_rounds(module: TrainableNetwork, samples: RepairSamples, settings: 
     """The accuracy phase on proven weights (those ``module`` holds): rounds of
     `ArchRepairSettings.accuracy_steps` steps towards the keep inputs' labels at
     `ArchRepairSettings.accuracy_label_weight` (the verifiability term and the box hinge still
-    on). The phase ends at the first round after which PGD finds a failing point or some box's
-    CROWN bound lies below the lower of its bound on the proven weights and its target (so no box
-    becomes harder for the verifier than it was or than the target asks), or when the time is up.
-    ``module`` is left with the weights of the highest validation accuracy among the proven ones
-    and the rounds before that end (the latest on ties). Returns the validation accuracy of the
-    proven weights and of those left, and how many rounds ran and were kept."""
-    rounds = _Rounds(module, samples, settings, deadline, rng)
+    on). A round's weights meet the goals when PGD finds no failing point and no box's CROWN bound
+    lies below the lower of its bound on the proven weights and 0. ``module`` is left with the
+    most accurate weights on the validation split among the proven ones and those that met the
+    goals (the latest on ties). Returns the validation accuracy of the proven weights and of those
+    left, how many rounds ran and met the goals, and which round's weights were left (0: the proven)."""
+    rounds = _Rounds(module, samples, settings, deadline, rng, settings.accuracy_rate)
     with torch.no_grad():
-        floor = torch.clamp(crown_margins(module, samples.verified.regions),
-                            max=settings.verifiable_target * samples.target)
+        floor = torch.clamp(crown_margins(module, samples.verified.regions), max=0.0)
     proven = kept = samples.validation_accuracy(module)
     assert proven is not None, "the accuracy phase needs a validation split"
-    state, kept_round, count, ended = rounds.state(), 0, 0, "rounds done"
+    state, kept_round, count, met_rounds = rounds.state(), 0, 0, 0
     for count in range(1, settings.accuracy_rounds + 1):
         if not rounds.train(settings.accuracy_steps, settings.accuracy_label_weight):
-            ended = "time"
             break
         if not rounds.goals_met(floor)[0]:
-            ended = "goals"
-            break
+            continue
+        met_rounds += 1
         accuracy = samples.validation_accuracy(module)
         assert accuracy is not None
         if accuracy >= kept:
             kept, state, kept_round = accuracy, rounds.state(), count
     rounds.restore(state)
     return {"validation_accuracy_proven": proven, "validation_accuracy": kept, "accuracy_rounds_run": count,
-            "accuracy_round_kept": kept_round, "accuracy_phase_ended": ended}
+            "accuracy_rounds_meeting_goals": met_rounds, "accuracy_round_kept": kept_round}

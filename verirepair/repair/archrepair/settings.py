@@ -52,15 +52,17 @@ class ArchRepairSettings:
     # Keep inputs with labels: this share of them is a validation split, drawn before the keep
     # samples and never trained on; it judges the accuracy phase (0: no split, no accuracy phase).
     validation_share: float = 0.2
-    # After a proof the cell trains on from the proven weights for up to `accuracy_rounds` rounds
-    # of `accuracy_steps` steps, the cross-entropy towards the labels at `accuracy_label_weight`
-    # (the verifiability term and the box hinge still on), while PGD finds no failing point and no
-    # box's CROWN bound drops below the lower of its proven bound and its target; the weights of
-    # the highest validation accuracy are the polished candidate when it beats the proven
-    # weights' (`finetune.accuracy_rounds`). 0 rounds: no accuracy phase.
+    # After a proof the cell trains on from the proven weights for `accuracy_rounds` rounds of
+    # `accuracy_steps` steps, the cross-entropy towards the labels at `accuracy_label_weight`
+    # (the verifiability term and the box hinge still on). A round's weights count only when PGD
+    # finds no failing point and no box's CROWN bound lies below the lower of its proven bound and
+    # 0 (a box CROWN proved stays proved by it, no other gets a lower bound); of those and the
+    # proven weights, the most accurate on the validation split is the polished candidate when it
+    # beats the proven weights (`finetune.accuracy_rounds`). 0 rounds: no accuracy phase.
     accuracy_rounds: int = 4
     accuracy_steps: int = 150
-    accuracy_label_weight: float = 5.0
+    accuracy_label_weight: float = 1.0
+    accuracy_rate: float = 1e-3  # Adam's learning rate in the accuracy phase (small steps from proven weights)
     # ---- time ------------------------------------------------------------------------------------
     max_seconds: float = 120.0  # per repair call
     deadline_share: float = 0.6  # at most this share of the loop's remaining time per repair call
