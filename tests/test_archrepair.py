@@ -25,7 +25,11 @@ from verirepair.repair.archrepair import finetune as finetune_module
 from verirepair.repair.archrepair.blocks import Block, blocks_of
 from verirepair.repair.archrepair.export import PREFIX, spliced_model
 from verirepair.repair.archrepair.finetune import accuracy_rounds, cell_module, finetune
-from verirepair.repair.archrepair.localise import block_scores, most_vulnerable
+from verirepair.repair.archrepair.localise import (
+    BlockScore,
+    block_scores,
+    most_vulnerable,
+)
 from verirepair.repair.archrepair.objective import (
     RepairSamples,
     crown_margins,
@@ -39,6 +43,7 @@ from verirepair.repair.archrepair.search import (
     SearchedNetwork,
     original_operation,
 )
+from verirepair.repair.archrepair.strategy import searchable
 from verirepair.repair.parameters import TrainableNetwork, exported_model
 from verirepair.repair.pointwise import label_spec
 from verirepair.spec import parse_vnnlib
@@ -402,3 +407,17 @@ def test_the_accuracy_phase_keeps_the_most_accurate_weights_that_meet_the_goals(
     with torch.no_grad():
         expected = module(torch.tensor(train.x[:50], dtype=torch.float32)).numpy()
     np.testing.assert_allclose(run_onnxruntime(load_network(exported), train.x[:50]), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_named_block_is_repaired_instead_of_the_highest_scoring_one() -> None:
+    network = load_network(DIGITS)
+    blocks = blocks_of(network)
+    scores = [BlockScore(block, forward, 0.0) for block, forward in zip(blocks, (0.1, 0.9))]
+    assert searchable(network, scores)[0] == blocks[1]
+    block, warm = searchable(network, scores, blocks[0].target)
+    x = torch.rand(5, 64, dtype=torch.float64)
+    expected = network.run_nodes(block.nodes(network), {**network.constants_as(torch.float64, torch.device("cpu")),
+                                                        block.source: x})[block.target]
+    assert block == blocks[0] and torch.allclose(warm.double()(x), expected)
+    with pytest.raises(SettingsError, match="block 'nope' is not one of the network's blocks"):
+        searchable(network, scores, "nope")

@@ -21,6 +21,9 @@ class ArchRepairSettings:
     keep_samples: int = 2000  # inputs whose behaviour is kept (from --data, else drawn around the boxes)
     localise_samples: int = 256  # failing and passing inputs each, at most, for localisation (one backward pass each)
     # ---- search space ----------------------------------------------------------------------------
+    # The block to repair, named by its output value (e.g. ``conv1.relu``); empty: the
+    # highest-scoring block of the localisation that the cell can replace.
+    block: str = ""
     dense_operations: tuple[str, ...] = DENSE_OPERATIONS
     conv_operations: tuple[str, ...] = CONV_OPERATIONS
     # Softmax logit given at the start to the operation that makes the cell the original block

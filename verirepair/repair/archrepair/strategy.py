@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import torch
 
-from ...errors import UnsupportedError
+from ...errors import SettingsError, UnsupportedError
 from ...network import Network, load_network
 from ...verify import Deadline
 from ..birdnn.attack import low_margin_points
@@ -85,11 +85,16 @@ def localised(original: TrainableNetwork, samples: RepairSamples, failing: np.nd
     return block_scores(original, blocks, fail_x, pass_x, failing_loss, passing_loss)
 
 
-def searchable(network: Network, scores: list[BlockScore]) -> tuple[Block, Operation]:
-    """The highest-scoring block the cell can replace, with its warm-started operation; when
-    none can, the error about the highest-scoring one."""
+def searchable(network: Network, scores: list[BlockScore], named: str = "") -> tuple[Block, Operation]:
+    """The highest-scoring block the cell can replace (with ``named``: the block whose output
+    value that is), with its warm-started operation; when none can, the error about the
+    highest-scoring one."""
+    chosen = [s for s in ranked(scores) if not named or s.block.target == named]
+    if not chosen:
+        raise SettingsError(f"block {named!r} is not one of the network's blocks (their output values: "
+                            f"{', '.join(s.block.target for s in scores)})")
     first: UnsupportedError | None = None
-    for score in ranked(scores):
+    for score in chosen:
         try:
             return score.block, original_operation(network, score.block)
         except UnsupportedError as error:
@@ -185,7 +190,7 @@ class ArchRepair:
             original.requires_grad_(True)
             scores = localised(original, samples, failing, blocks, settings.localise_samples, rng)
             original.requires_grad_(False)
-            block, warm = searchable(network, scores)
+            block, warm = searchable(network, scores, settings.block)
         with phases("search"):
             cell = Cell(warm, block, settings)
             searched = SearchedNetwork(network, block, cell)
