@@ -421,12 +421,3 @@ def test_a_named_block_is_repaired_instead_of_the_highest_scoring_one() -> None:
     assert block == blocks[0] and torch.allclose(warm.double()(x), expected)
     with pytest.raises(SettingsError, match="block 'nope' is not one of the network's blocks"):
         searchable(network, scores, "nope")
-
-
-@pytest.mark.parametrize("tolerance, chosen", [(0.0, 1), (0.05, 1), (0.1, 0)])
-def test_of_blocks_scoring_within_the_tolerance_the_one_with_most_parameters_is_repaired(tolerance, chosen) -> None:
-    network = load_network(DIGITS)
-    blocks = blocks_of(network)
-    assert blocks[0].parameters > blocks[1].parameters  # 64x32 + 32 against 32x32 + 32
-    scores = [BlockScore(block, forward, 0.0) for block, forward in zip(blocks, (0.42, 0.5))]
-    assert searchable(network, scores, tolerance=tolerance)[0] == blocks[chosen]

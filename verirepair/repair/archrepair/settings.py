@@ -24,11 +24,6 @@ class ArchRepairSettings:
     # The block to repair, named by its output value (e.g. ``conv1.relu``); empty: the
     # highest-scoring block of the localisation that the cell can replace.
     block: str = ""
-    # Blocks scoring within this of the highest score count as tied (the scores are estimates from
-    # `localise_samples` inputs); of tied blocks the one with the most parameters is repaired: the
-    # repair spreads over more weights, so each moves less and the inputs the property does not
-    # concern are less disturbed. 0: the highest score alone decides.
-    score_tolerance: float = 0.05
     dense_operations: tuple[str, ...] = DENSE_OPERATIONS
     conv_operations: tuple[str, ...] = CONV_OPERATIONS
     # Softmax logit given at the start to the operation that makes the cell the original block

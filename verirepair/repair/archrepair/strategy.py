@@ -85,15 +85,11 @@ def localised(original: TrainableNetwork, samples: RepairSamples, failing: np.nd
     return block_scores(original, blocks, fail_x, pass_x, failing_loss, passing_loss)
 
 
-def searchable(network: Network, scores: list[BlockScore], named: str = "", tolerance: float = 0.0) -> tuple[Block, Operation]:
-    """The highest-scoring block the cell can replace, with its warm-started operation; blocks
-    scoring within ``tolerance`` of the highest count as tied, and of those the one with the most
-    parameters comes first. With ``named``: the block whose output value that is. When no block
-    can be replaced, the error about the first one tried."""
-    order = ranked(scores)
-    tied = [s for s in order if order and s.score >= order[0].score - tolerance]
-    order = sorted(tied, key=lambda s: -s.block.parameters) + [s for s in order if s not in tied]
-    chosen = [s for s in order if not named or s.block.target == named]
+def searchable(network: Network, scores: list[BlockScore], named: str = "") -> tuple[Block, Operation]:
+    """The highest-scoring block the cell can replace (with ``named``: the block whose output
+    value that is), with its warm-started operation; when none can, the error about the
+    highest-scoring one."""
+    chosen = [s for s in ranked(scores) if not named or s.block.target == named]
     if not chosen:
         raise SettingsError(f"block {named!r} is not one of the network's blocks (their output values: "
                             f"{', '.join(s.block.target for s in scores)})")
@@ -194,7 +190,7 @@ class ArchRepair:
             original.requires_grad_(True)
             scores = localised(original, samples, failing, blocks, settings.localise_samples, rng)
             original.requires_grad_(False)
-            block, warm = searchable(network, scores, settings.block, settings.score_tolerance)
+            block, warm = searchable(network, scores, settings.block)
         with phases("search"):
             cell = Cell(warm, block, settings)
             searched = SearchedNetwork(network, block, cell)
