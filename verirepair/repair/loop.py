@@ -220,8 +220,9 @@ def _polished(strategy: RepairStrategy, problem: RepairProblem, proven: RepairCa
               report: RepairReport) -> _Best:
     """The strategy's polished candidate when it is proven too (on every property of ``suite``)
     and changed fewer decisions on the loop's own samples of the boxes (with onnxruntime, on the
-    files), or, polished for accuracy (`ACCURACY_POLISH`), when it is proven; else ``best``. A polished candidate with a counterexample is followed by another
-    polishing attempt that knows it, up to `RepairSettings.polish_attempts`."""
+    files), or, polished for accuracy (`ACCURACY_POLISH`), when it is proven; else ``best``. A
+    polished candidate with a counterexample is followed by another polishing attempt that knows
+    it, up to `RepairSettings.polish_attempts`."""
     counterexamples = list(problem.counterexamples)
     boxes = disjunction_of(suite, problem.spec.source)
     for attempt in range(settings.polish_attempts):

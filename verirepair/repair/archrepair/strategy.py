@@ -142,11 +142,11 @@ class ArchRepair:
         budget = Deadline(max(1.0, min(settings.max_seconds, settings.deadline_share * deadline.remaining())))
         rng = np.random.default_rng(settings.seed + problem.seed + session.rounds)
         with torch_threads(settings.threads):
+            trainable = [p for p in session.module.parameters() if p.requires_grad]
             if session.proven_state is None:
-                session.proven_state = [p.detach().clone() for p in session.module.parameters() if p.requires_grad]
-            with torch.no_grad():
-                for parameter, value in zip([p for p in session.module.parameters() if p.requires_grad],
-                                            session.proven_state):
+                session.proven_state = [p.detach().clone() for p in trainable]
+            with torch.no_grad():  # every attempt starts from the proof
+                for parameter, value in zip(trainable, session.proven_state):
                     parameter.copy_(value)
             with phases("characterise"):
                 session.samples.add(counterexample_array(problem))
