@@ -20,7 +20,7 @@ from verirepair.bounds import BoundEngine, build_graph
 from verirepair.errors import InputError, SettingsError
 from verirepair.network import load_network, run_onnxruntime
 from verirepair.repair import RepairSettings, check_and_fix, registry
-from verirepair.repair.archrepair import ArchRepairSettings
+from verirepair.repair.archrepair import ArchRepair, ArchRepairSettings
 from verirepair.repair.archrepair import finetune as finetune_module
 from verirepair.repair.archrepair.blocks import Block, blocks_of
 from verirepair.repair.archrepair.export import PREFIX, spliced_model
@@ -46,6 +46,7 @@ from verirepair.repair.archrepair.search import (
 from verirepair.repair.archrepair.strategy import searchable
 from verirepair.repair.parameters import TrainableNetwork, exported_model
 from verirepair.repair.pointwise import label_spec
+from verirepair.repair.strategy import RepairCandidate, RepairProblem
 from verirepair.spec import parse_vnnlib
 from verirepair.verify import Deadline, VerifySettings, verify
 
@@ -421,3 +422,27 @@ def test_a_named_block_is_repaired_instead_of_the_highest_scoring_one() -> None:
     assert block == blocks[0] and torch.allclose(warm.double()(x), expected)
     with pytest.raises(SettingsError, match="block 'nope' is not one of the network's blocks"):
         searchable(network, scores, "nope")
+
+
+def test_without_a_proof_of_its_own_or_labels_archrepair_offers_no_accuracy_polish(tmp_path: Path) -> None:
+    """No session (nothing proven by this strategy) or no validation split (keep inputs without
+    labels, or the phase turned off): nothing to polish from or to judge by."""
+    torch.set_num_threads(1)
+    network = load_network(DIGITS)
+    spec = parse_vnnlib(ROBUST, n_inputs=64, n_outputs=10)
+    found = verify(network, spec, VerifySettings(timeout=60)).counterexample
+    assert found is not None
+    problem = RepairProblem(network, spec, (found.x,), keep_inputs=datasets.digits("train").x)
+    proven = RepairCandidate(onnx.load(str(DIGITS)))
+    assert ArchRepair().polish(problem, proven, Deadline(60)) is None
+    settings = ArchRepairSettings(box_samples=50, keep_samples=100, attack_starts=128, attack_steps=20, search_steps=2,
+                                  finetune_steps=2, max_seconds=20)
+    strategy = ArchRepair(settings)
+    candidate = strategy.repair(problem, None, Deadline(60))  # unlabelled keep inputs
+    assert strategy.session is not None and strategy.session.samples.validation_x is None
+    assert strategy.polish(problem, candidate, Deadline(60)) is None
+    off = ArchRepair(dataclasses.replace(settings, accuracy_rounds=0))
+    labelled = dataclasses.replace(problem, keep_labels=datasets.digits("train").y)
+    candidate = off.repair(labelled, None, Deadline(60))
+    assert off.session is not None and off.session.samples.validation_x is not None
+    assert off.polish(labelled, candidate, Deadline(60)) is None
