@@ -20,11 +20,16 @@ from verirepair.bounds import BoundEngine, build_graph
 from verirepair.errors import InputError, SettingsError
 from verirepair.network import load_network, run_onnxruntime
 from verirepair.repair import RepairSettings, check_and_fix, registry
-from verirepair.repair.archrepair import ArchRepairSettings
+from verirepair.repair.archrepair import ArchRepair, ArchRepairSettings
+from verirepair.repair.archrepair import finetune as finetune_module
 from verirepair.repair.archrepair.blocks import Block, blocks_of
 from verirepair.repair.archrepair.export import PREFIX, spliced_model
-from verirepair.repair.archrepair.finetune import cell_module, finetune
-from verirepair.repair.archrepair.localise import block_scores, most_vulnerable
+from verirepair.repair.archrepair.finetune import accuracy_rounds, cell_module, finetune
+from verirepair.repair.archrepair.localise import (
+    BlockScore,
+    block_scores,
+    most_vulnerable,
+)
 from verirepair.repair.archrepair.objective import (
     RepairSamples,
     crown_margins,
@@ -38,8 +43,10 @@ from verirepair.repair.archrepair.search import (
     SearchedNetwork,
     original_operation,
 )
+from verirepair.repair.archrepair.strategy import searchable
 from verirepair.repair.parameters import TrainableNetwork, exported_model
 from verirepair.repair.pointwise import label_spec
+from verirepair.repair.strategy import RepairCandidate, RepairProblem
 from verirepair.spec import parse_vnnlib
 from verirepair.verify import Deadline, VerifySettings, verify
 
@@ -322,3 +329,120 @@ def test_labels_of_the_keep_inputs_are_checked() -> None:
         RepairSamples(spec, module, x, "argmax", settings, keep_labels=np.full(20, 10))
     with pytest.raises(InputError, match="--data.*whole numbers"):
         RepairSamples(spec, module, x, "argmax", settings, keep_labels=np.full(20, 0.5))
+
+
+def test_the_validation_split_comes_from_the_labelled_keep_inputs_and_is_never_trained_on() -> None:
+    """The split is drawn from ``--data`` (the only data a strategy is given) before the keep
+    samples, so no validation row is a keep sample; without labels there is none."""
+    spec = label_spec(64, 10, 0, np.zeros(64), np.full(64, 0.01))
+    module = TrainableNetwork(load_network(DIGITS))
+    train = datasets.digits("train")
+    settings = ArchRepairSettings(box_samples=10, keep_samples=len(train.x), validation_share=0.25)
+    for label_weight in (1.0, 0.0):
+        samples = RepairSamples(spec, module, train.x, "argmax", dataclasses.replace(settings, label_weight=label_weight),
+                                keep_labels=train.y)
+        assert samples.validation_x is not None and samples.validation_y is not None
+        assert len(samples.validation_x) == round(0.25 * len(train.x))
+        assert len(samples.keep_x) + len(samples.validation_x) == len(train.x)
+        rows = {tuple(row) for row in train.x.astype(np.float32).tolist()}
+        validation = {tuple(row) for row in samples.validation_x.numpy().tolist()}
+        assert validation <= rows and not validation & {tuple(row) for row in samples.keep_x.numpy().tolist()}
+        labels = {tuple(row): int(y) for row, y in zip(train.x.astype(np.float32).tolist(), train.y)}
+        assert [labels[tuple(row)] for row in samples.validation_x.numpy().tolist()] == samples.validation_y.tolist()
+    unlabelled = RepairSamples(spec, module, train.x, "argmax", settings)
+    assert unlabelled.validation_x is None and unlabelled.validation_accuracy(module) is None
+    assert len(unlabelled.keep_x) == len(train.x)
+
+
+@pytest.mark.parametrize("proven, script, kept_round", [
+    (0.90, [(True, 0.92), (True, 0.91), (False, 0.99), (True, 0.93)], 4),
+    (0.90, [(True, 0.89), (True, 0.88), (True, 0.90), (True, 0.85)], 3),  # a tie: the later weights
+    (0.90, [(False, 0.95), (False, 0.99), (True, 0.80), (False, 0.99)], 0),
+])
+def test_the_accuracy_phase_keeps_the_most_accurate_weights_that_meet_the_goals(
+        monkeypatch, tmp_path: Path, proven: float, script: list[tuple[bool, float]], kept_round: int) -> None:
+    """Scripted verdicts per round (goals met?, validation accuracy): the weights left are those
+    judged most accurate among the proven ones and those of the rounds that met the goals, as they
+    were when judged; the exported file computes what the module does (onnxruntime)."""
+    torch.set_num_threads(1)
+    network = load_network(DIGITS)
+    block = blocks_of(network)[1]
+    train = datasets.digits("train")
+    settings = ArchRepairSettings(box_samples=50, keep_samples=400, accuracy_steps=5, accuracy_rounds=4,
+                                  attack_starts=4, attack_steps=2)
+    cell = _choose(Cell(original_operation(network, block), block, settings), "original", "zero", "identity")
+    spliced = tmp_path / "spliced.onnx"
+    onnx.save(spliced_model(onnx.load(str(DIGITS)), network, block, cell), str(spliced))
+    original = TrainableNetwork(network)
+    original.requires_grad_(False)
+    k = int(np.flatnonzero(run_onnxruntime(network, train.x).argmax(axis=1) == train.y)[0])
+    spec = label_spec(64, 10, int(train.y[k]), np.clip(train.x[k] - 0.001, 0, 1), np.clip(train.x[k] + 0.001, 0, 1))
+    module = cell_module(load_network(spliced), onnx.load(str(spliced)))
+    samples = RepairSamples(spec, original, train.x, "argmax", settings, keep_labels=train.y)
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    verdicts = iter(script)
+    accuracies = iter([proven] + [accuracy for met, accuracy in script if met])
+    judged: list[list[torch.Tensor]] = []
+
+    def goals_met(self, floor=None) -> tuple[bool, float]:
+        assert floor is not None and len(floor) == len(samples.verified.regions)
+        return next(verdicts)[0], 0.0
+
+    def validation_accuracy(model) -> float:
+        judged.append([p.detach().clone() for p in trainable])
+        return next(accuracies)
+
+    monkeypatch.setattr(finetune_module._Rounds, "goals_met", goals_met)
+    monkeypatch.setattr(samples, "validation_accuracy", validation_accuracy)
+    details = accuracy_rounds(module, samples, settings, Deadline(600), np.random.default_rng(0))
+    assert details["accuracy_round_kept"] == kept_round and details["accuracy_rounds_run"] == len(script), details
+    assert details["accuracy_rounds_meeting_goals"] == sum(met for met, _ in script) == len(judged) - 1
+    assert details["validation_accuracy"] == ([proven] + [a for _, a in script])[kept_round]
+    assert details["validation_accuracy_proven"] == proven
+    judged_as = sum(met for met, _ in script[:kept_round])  # the proven weights were judged first
+    assert all(torch.equal(p, q) for p, q in zip(trainable, judged[judged_as]))
+    if len(judged) > 1:
+        assert not all(torch.equal(p, q) for p, q in zip(judged[0], judged[-1]))  # the rounds did train
+    exported = tmp_path / "exported.onnx"
+    onnx.save(exported_model(module), str(exported))
+    with torch.no_grad():
+        expected = module(torch.tensor(train.x[:50], dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(run_onnxruntime(load_network(exported), train.x[:50]), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_named_block_is_repaired_instead_of_the_highest_scoring_one() -> None:
+    network = load_network(DIGITS)
+    blocks = blocks_of(network)
+    scores = [BlockScore(block, forward, 0.0) for block, forward in zip(blocks, (0.1, 0.9))]
+    assert searchable(network, scores)[0] == blocks[1]
+    block, warm = searchable(network, scores, blocks[0].target)
+    x = torch.rand(5, 64, dtype=torch.float64)
+    expected = network.run_nodes(block.nodes(network), {**network.constants_as(torch.float64, torch.device("cpu")),
+                                                        block.source: x})[block.target]
+    assert block == blocks[0] and torch.allclose(warm.double()(x), expected)
+    with pytest.raises(SettingsError, match="block 'nope' is not one of the network's blocks"):
+        searchable(network, scores, "nope")
+
+
+def test_without_a_proof_of_its_own_or_labels_archrepair_offers_no_accuracy_polish(tmp_path: Path) -> None:
+    """No session (nothing proven by this strategy) or no validation split (keep inputs without
+    labels, or the phase turned off): nothing to polish from or to judge by."""
+    torch.set_num_threads(1)
+    network = load_network(DIGITS)
+    spec = parse_vnnlib(ROBUST, n_inputs=64, n_outputs=10)
+    found = verify(network, spec, VerifySettings(timeout=60)).counterexample
+    assert found is not None
+    problem = RepairProblem(network, spec, (found.x,), keep_inputs=datasets.digits("train").x)
+    proven = RepairCandidate(onnx.load(str(DIGITS)))
+    assert ArchRepair().polish(problem, proven, Deadline(60)) is None
+    settings = ArchRepairSettings(box_samples=50, keep_samples=100, attack_starts=128, attack_steps=20, search_steps=2,
+                                  finetune_steps=2, max_seconds=20)
+    strategy = ArchRepair(settings)
+    candidate = strategy.repair(problem, None, Deadline(60))  # unlabelled keep inputs
+    assert strategy.session is not None and strategy.session.samples.validation_x is None
+    assert strategy.polish(problem, candidate, Deadline(60)) is None
+    off = ArchRepair(dataclasses.replace(settings, accuracy_rounds=0))
+    labelled = dataclasses.replace(problem, keep_labels=datasets.digits("train").y)
+    candidate = off.repair(labelled, None, Deadline(60))
+    assert off.session is not None and off.session.samples.validation_x is not None
+    assert off.polish(labelled, candidate, Deadline(60)) is None

@@ -14,7 +14,7 @@ import onnx_factory as F  # noqa: E402
 
 from verirepair.cli import main  # noqa: E402
 from verirepair.repair import RepairCandidate, RepairSettings, check_and_fix, strategy_named  # noqa: E402
-from verirepair.repair.strategy import WithoutPolish  # noqa: E402
+from verirepair.repair.strategy import ACCURACY_POLISH, WithoutPolish  # noqa: E402
 from verirepair.verify import VerifySettings, verify_files  # noqa: E402
 
 # Violated when output 0 is the largest on [-1, 1]^2.
@@ -110,8 +110,9 @@ class _Polishing:
 
     name = "polishing"
 
-    def __init__(self, first, polished) -> None:
+    def __init__(self, first, polished, details=None) -> None:
         self.first, self.polished, self.polish_calls = first, polished, 0
+        self.details = details or {}
         self.counterexamples_seen: list[tuple] = []
 
     def repair(self, problem, previous, deadline):
@@ -120,7 +121,7 @@ class _Polishing:
     def polish(self, problem, proven, deadline):
         self.polish_calls += 1
         self.counterexamples_seen.append(problem.counterexamples)
-        return RepairCandidate(self.polished) if self.polished is not None else None
+        return RepairCandidate(self.polished, dict(self.details)) if self.polished is not None else None
 
 
 @pytest.mark.parametrize("offered, kept, note", [
@@ -149,6 +150,34 @@ def test_a_polished_candidate_replaces_the_proof_only_if_proven_with_fewer_decis
     assert (note is None) == (not report.notes) and all(note in n for n in report.notes)
     # the report's side effects are those of the file written
     assert (report.side_effects["fidelity"]["decision_changed"] < 0.05) == (kept == "lowered")
+
+
+@pytest.mark.parametrize("offered, kept, note", [
+    ("swapped again", "swapped again", "polished after the proof for a higher accuracy"),  # proven: kept
+    ("violated", "swapped", "no polished candidate was proven in 3 attempts"),
+])
+def test_a_candidate_polished_for_accuracy_replaces_the_proof_if_proven(files, tmp_path, offered, kept, note):
+    """`ACCURACY_POLISH`: the strategy judged it more accurate; the loop keeps it when it is proven,
+    though it changes no fewer decisions than the proof."""
+    import onnx
+
+    violated = onnx.load(str(files["violated"]))
+    swapped = _last_layer_changed(violated, swap=True)
+    again = onnx.ModelProto()
+    again.CopyFrom(swapped)
+    again.doc_string = "the same weights, other bytes"
+    models = {"violated": violated, "swapped": swapped, "swapped again": again}
+    out = tmp_path / "fixed.onnx"
+    strategy = _Polishing(swapped, models[offered], {"polish_goal": ACCURACY_POLISH, "validation_accuracy": 0.9})
+    report = check_and_fix(files["violated"], files["spec"], strategy,
+                           RepairSettings(budget=120, verify_timeout=60, output=out, side_effect_samples=2000,
+                                          decision="argmax"))
+    assert report.status == "repaired" and strategy.polish_calls == (3 if offered == "violated" else 1)
+    assert out.read_bytes() == models[kept].SerializeToString()
+    assert verify_files(out, files["spec"], VerifySettings(timeout=60)).status == "unsat"
+    assert len(report.notes) == 1 and note in report.notes[0], report.notes
+    if offered != "violated":
+        assert "polished 90.00 %" in report.notes[0]
 
 
 @pytest.mark.parametrize("flag, calls", [([], 1), (["--no-polish"], 0)])

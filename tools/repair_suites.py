@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python tools/repair_suites.py SUITE [--strategies inner,birdnn]
         [--budget 600] [--verify-timeout S] [--violated K] [--json out.json] [--keep DIR]
-        [--set NAME=NUMBER ...]
+        [--set NAME=VALUE ...]
 
 SUITE is a folder of ``specs/`` (``mnist_mlp_robust``, ``mnist_cnn_robust``, ``mnist_cnn_backdoor``) or
 its path. Each strategy runs `verirepair.check_and_fix` on the suite's network and properties
@@ -16,8 +16,8 @@ the run's last candidate, marked ``*``), the initializer entries that differ fro
 attack success rate before → after (`tools/attack_success.py`; accuracy is its clean accuracy).
 The JSON also has each run's per-property verdicts, notes, phase seconds and each round's verdicts
 and strategy details.
-``--set`` changes a number of `ArchRepairSettings` for the ``archrepair`` runs (e.g.
-``verifiable_weight=0`` turns the verifiability term off); the run then goes through
+``--set`` changes a number or a name of `ArchRepairSettings` for the ``archrepair`` runs (e.g.
+``verifiable_weight=0`` turns the verifiability term off, ``block=conv1.relu`` repairs that block); the run then goes through
 `verirepair.repair.check_and_fix_suite_network` with that strategy object, as the API does.
 """
 
@@ -107,13 +107,13 @@ def round_summary(iteration: Iteration) -> dict[str, object]:
             "verdicts": iteration.details.get("verdicts"), "details": json.loads(json.dumps(details, default=str))}
 
 
-def archrepair_changes(items: list[str]) -> dict[str, float]:
-    """``NAME=NUMBER`` items as `ArchRepairSettings` fields of the field's own type."""
+def archrepair_changes(items: list[str]) -> dict[str, object]:
+    """``NAME=VALUE`` items as `ArchRepairSettings` fields of the field's own type."""
     defaults = ArchRepairSettings()
     return {key: type(getattr(defaults, key))(value) for key, value in (item.split("=", 1) for item in items)}
 
 
-def repair_with(network: Path, properties: list[Path] | list[Spec], strategy: str, changes: dict[str, float],
+def repair_with(network: Path, properties: list[Path] | list[Spec], strategy: str, changes: dict[str, object],
                 data: Path, **settings: object) -> RepairReport:
     """`check_and_fix` of the suite with ``strategy`` (argmax decisions, ``data`` as keep inputs);
     with ``changes``, ``archrepair`` runs with those `ArchRepairSettings` through the loop itself."""
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the first K properties expected.csv marks violated, and those it marks held")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", type=Path, help="copy each run's repaired (or last unproven) ONNX file here")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=NUMBER", help="an ArchRepairSettings number")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="an ArchRepairSettings number or name")
     args = parser.parse_args(argv)
     if not args.suite.is_dir():
         args.suite = ROOT / "specs" / args.suite

@@ -41,6 +41,7 @@ from .report import (
     suite_totals,
 )
 from .strategy import (
+    ACCURACY_POLISH,
     Portfolio,
     RepairCandidate,
     RepairProblem,
@@ -219,8 +220,9 @@ def _polished(strategy: RepairStrategy, problem: RepairProblem, proven: RepairCa
               report: RepairReport) -> _Best:
     """The strategy's polished candidate when it is proven too (on every property of ``suite``)
     and changed fewer decisions on the loop's own samples of the boxes (with onnxruntime, on the
-    files); else ``best``. A polished candidate with a counterexample is followed by another
-    polishing attempt that knows it, up to `RepairSettings.polish_attempts`."""
+    files), or, polished for accuracy (`ACCURACY_POLISH`), when it is proven; else ``best``. A
+    polished candidate with a counterexample is followed by another polishing attempt that knows
+    it, up to `RepairSettings.polish_attempts`."""
     counterexamples = list(problem.counterexamples)
     boxes = disjunction_of(suite, problem.spec.source)
     for attempt in range(settings.polish_attempts):
@@ -245,6 +247,10 @@ def _polished(strategy: RepairStrategy, problem: RepairProblem, proven: RepairCa
         if verdict.status != "unsat":
             report.notes.append(f"the polished candidate was not decided ({verdict.status}); the proven one is kept")
             return best
+        if candidate.details.get("polish_goal") == ACCURACY_POLISH:
+            report.notes.append("polished after the proof for a higher accuracy on the strategy's validation split of "
+                                f"the data ({_validation_figures(candidate)}), proven")
+            return _Best(data, repaired, verdicts)
         before, after = (_decisions_changed(problem.original, n, boxes, settings) for n in (best.network, repaired))
         if after >= before:
             report.notes.append(f"the polished candidate was proven but changed no fewer decisions "
@@ -254,6 +260,15 @@ def _polished(strategy: RepairStrategy, problem: RepairProblem, proven: RepairCa
         return _Best(data, repaired, verdicts)
     report.notes.append(f"no polished candidate was proven in {settings.polish_attempts} attempts; the proven one is kept")
     return best
+
+
+def _validation_figures(candidate: RepairCandidate) -> str:
+    """The validation accuracies an accuracy-polished candidate reports, as far as it does."""
+    names = {"original_validation_accuracy": "original", "validation_accuracy_proven": "proven",
+             "validation_accuracy": "polished"}
+    shown = [f"{label} {100 * float(candidate.details[key]):.2f} %" for key, label in names.items()  # type: ignore[arg-type]
+             if isinstance(candidate.details.get(key), float)]
+    return ", ".join(shown) or "not reported"
 
 
 def _details(candidate: RepairCandidate, suite: Sequence[Spec], verdicts: Sequence[Verdict]) -> dict[str, object]:

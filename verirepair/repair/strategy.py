@@ -52,6 +52,12 @@ class RepairProblem:
     suite: tuple[Spec, ...] = ()
 
 
+ACCURACY_POLISH = "accuracy"
+"""``polish_goal`` of a polished candidate the strategy chose for a higher accuracy on a validation
+split of the keep inputs it never trained on (the labels of ``--data``), not for fewer changed
+decisions; the loop keeps it if it is proven."""
+
+
 @dataclass(frozen=True)
 class RepairCandidate:
     """A repaired network as an ONNX model (standard operators, same input/output names and
@@ -77,7 +83,8 @@ class RepairStrategy(Protocol):
     def polish(self, problem: RepairProblem, proven: RepairCandidate, deadline: Deadline) -> RepairCandidate | None:
         """After ``proven`` (this strategy's last candidate) was proven: a candidate meant to have
         smaller side effects, or None. The loop verifies it and keeps it only if it is proven
-        and changed fewer decisions."""
+        and changed fewer decisions; a candidate whose details say ``polish_goal`` =
+        `ACCURACY_POLISH` is kept if it is proven."""
         ...
 
 

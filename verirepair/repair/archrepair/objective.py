@@ -13,7 +13,8 @@
   held or were undecided too), so that the verifier finds them provable.
 
 Each set is split once into a training part (weight steps) and a held-out part (architecture
-steps).
+steps). Keep inputs with labels first give up a validation split, never trained on, which judges
+the fine-tuning's accuracy phase (`finetune`).
 """
 
 from __future__ import annotations
@@ -46,12 +47,22 @@ class RepairSamples:
         self.rng = np.random.default_rng(settings.seed)
         self.sign = -1.0 if decision == "argmin" else 1.0
         labels = None
+        # The validation split (`ArchRepairSettings.validation_share` of labelled keep inputs): never trained on.
+        self.validation_x: Tensor | None = None
+        self.validation_y: Tensor | None = None
         if keep_inputs is not None:
             used = np.asarray(keep_inputs, dtype=np.float64).reshape(len(keep_inputs), -1)
-            chosen = np.sort(self.rng.permutation(len(used))[:settings.keep_samples])
+            order = self.rng.permutation(len(used))
+            every_label = None if keep_labels is None else checked_labels(keep_labels, len(used), spec.n_outputs)
+            if every_label is not None and settings.validation_share > 0:
+                split = round(settings.validation_share * len(used))
+                self.validation_x = torch.tensor(used[order[:split]], dtype=torch.float32)
+                self.validation_y = torch.from_numpy(every_label[order[:split]])
+                order = order[split:]
+            chosen = np.sort(order[:settings.keep_samples])
             keep = used[chosen]
-            if keep_labels is not None and settings.label_weight > 0:
-                labels = torch.from_numpy(checked_labels(keep_labels, len(used), spec.n_outputs)[chosen])
+            if every_label is not None and settings.label_weight > 0:
+                labels = torch.from_numpy(every_label[chosen])
         else:
             keep = outside_boxes(spec, default_input_space(spec, 0.5), settings.keep_samples, self.rng)
         self.keep_x = torch.tensor(keep, dtype=torch.float32)
@@ -106,14 +117,24 @@ class RepairSamples:
         before = torch.cat([self.failing, torch.zeros(len(now) - len(self.failing), dtype=torch.bool)])
         self.failing = before | now
 
-    def loss(self, model: Model, split: str, generator: torch.Generator) -> Tensor:
+    def validation_accuracy(self, model: Model) -> float | None:
+        """The share of the validation split whose decision is its label; None without a split."""
+        if self.validation_x is None or self.validation_y is None:
+            return None
+        with torch.no_grad():
+            return float(((self.sign * model(self.validation_x)).argmax(dim=1) == self.validation_y).float().mean())
+
+    def loss(self, model: Model, split: str, generator: torch.Generator, label_weight: float | None = None) -> Tensor:
+        """The loss of a batch of ``split`` (``"train"`` or ``"held_out"``); ``label_weight``
+        replaces the weight of the keep inputs' cross-entropy."""
         held = split == "held_out"
+        label_weight = self.label_weight if label_weight is None else label_weight
         batch = self.settings.batch_size
         keep = torch.nonzero(self.keep_held_out == held).flatten()
         keep = keep[torch.randint(len(keep), (batch,), generator=generator)]
         y = model(self.keep_x[keep])
         loss = self.settings.keep_weight * ((y - self.keep_y0[keep]) / self.keep_spread[keep]).pow(2).mean()
-        loss = loss + self.label_weight * F.cross_entropy(self.sign * y, self.keep_label[keep])
+        loss = loss + label_weight * F.cross_entropy(self.sign * y, self.keep_label[keep])
         pool = torch.nonzero(self.box_held_out == held).flatten()
         failing = torch.nonzero(self.failing & (self.box_held_out == held)).flatten()
         rows = pool[torch.randint(len(pool), (batch,), generator=generator)]

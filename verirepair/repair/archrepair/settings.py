@@ -21,6 +21,9 @@ class ArchRepairSettings:
     keep_samples: int = 2000  # inputs whose behaviour is kept (from --data, else drawn around the boxes)
     localise_samples: int = 256  # failing and passing inputs each, at most, for localisation (one backward pass each)
     # ---- search space ----------------------------------------------------------------------------
+    # The block to repair, named by its output value (e.g. ``conv1.relu``); empty: the
+    # highest-scoring block of the localisation that the cell can replace.
+    block: str = ""
     dense_operations: tuple[str, ...] = DENSE_OPERATIONS
     conv_operations: tuple[str, ...] = CONV_OPERATIONS
     # Softmax logit given at the start to the operation that makes the cell the original block
@@ -48,6 +51,21 @@ class ArchRepairSettings:
     # 0 turns it off.
     verifiable_weight: float = 1.0
     verifiable_target: float = 0.25
+    # ---- accuracy phase (polishing after a proof) ----------------------------------------------
+    # Keep inputs with labels: this share of them is a validation split, drawn before the keep
+    # samples and never trained on; it judges the accuracy phase (0: no split, no accuracy phase).
+    validation_share: float = 0.2
+    # After a proof the cell trains on from the proven weights for `accuracy_rounds` rounds of
+    # `accuracy_steps` steps, the cross-entropy towards the labels at `accuracy_label_weight`
+    # (the verifiability term and the box hinge still on). A round's weights count only when PGD
+    # finds no failing point and no box's CROWN bound lies below the lower of its proven bound and
+    # 0 (a box CROWN proved stays proved by it, no other gets a lower bound); of those and the
+    # proven weights, the most accurate on the validation split is the polished candidate when it
+    # beats the proven weights (`finetune.accuracy_rounds`). 0 rounds: no accuracy phase.
+    accuracy_rounds: int = 4
+    accuracy_steps: int = 150
+    accuracy_label_weight: float = 1.0
+    accuracy_rate: float = 1e-3  # Adam's learning rate in the accuracy phase (small steps from proven weights)
     # ---- time ------------------------------------------------------------------------------------
     max_seconds: float = 120.0  # per repair call
     deadline_share: float = 0.6  # at most this share of the loop's remaining time per repair call
@@ -59,3 +77,8 @@ class ArchRepairSettings:
         check_operations(self.conv_operations, "conv")
         if not 0.0 < self.held_out_share < 1.0:
             raise SettingsError(f"held_out_share must lie within (0, 1), got {self.held_out_share}")
+        if not 0.0 <= self.validation_share < 1.0:
+            raise SettingsError(f"validation_share must lie within [0, 1), got {self.validation_share}")
+        if self.accuracy_rounds < 0 or self.accuracy_steps < 1:
+            raise SettingsError(f"accuracy_rounds must be at least 0 and accuracy_steps at least 1, got "
+                                f"{self.accuracy_rounds} and {self.accuracy_steps}")

@@ -19,16 +19,16 @@ import numpy as np
 import onnx
 import torch
 
-from ...errors import UnsupportedError
+from ...errors import SettingsError, UnsupportedError
 from ...network import Network, load_network
 from ...verify import Deadline
 from ..birdnn.attack import low_margin_points
 from ..birdnn.common import Phases, counterexample_array, problem_key, torch_threads
 from ..parameters import TrainableNetwork, exported_model, original_model
-from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
+from ..strategy import ACCURACY_POLISH, RepairCandidate, RepairProblem
 from .blocks import Block, blocks_of
 from .export import spliced_model
-from .finetune import cell_module, finetune
+from .finetune import accuracy_rounds, cell_module, finetune
 from .localise import BlockScore, block_scores, ranked
 from .objective import RepairSamples
 from .operations import Operation
@@ -49,6 +49,7 @@ class Session:
     module: TrainableNetwork  # the spliced model's graph, the cell's weights trainable
     parameters: int  # of the kept cell
     rounds: int = 0
+    proven_state: list[Tensor] | None = None  # the proven candidate's cell weights, once polishing starts
 
 
 def failing_inputs(original: TrainableNetwork, samples: RepairSamples, counterexamples: np.ndarray,
@@ -84,11 +85,16 @@ def localised(original: TrainableNetwork, samples: RepairSamples, failing: np.nd
     return block_scores(original, blocks, fail_x, pass_x, failing_loss, passing_loss)
 
 
-def searchable(network: Network, scores: list[BlockScore]) -> tuple[Block, Operation]:
-    """The highest-scoring block the cell can replace, with its warm-started operation; when
-    none can, the error about the highest-scoring one."""
+def searchable(network: Network, scores: list[BlockScore], named: str = "") -> tuple[Block, Operation]:
+    """The highest-scoring block the cell can replace (with ``named``: the block whose output
+    value that is), with its warm-started operation; when none can, the error about the
+    highest-scoring one."""
+    chosen = [s for s in ranked(scores) if not named or s.block.target == named]
+    if not chosen:
+        raise SettingsError(f"block {named!r} is not one of the network's blocks (their output values: "
+                            f"{', '.join(s.block.target for s in scores)})")
     first: UnsupportedError | None = None
-    for score in ranked(scores):
+    for score in chosen:
         try:
             return score.block, original_operation(network, score.block)
         except UnsupportedError as error:
@@ -97,7 +103,7 @@ def searchable(network: Network, scores: list[BlockScore]) -> tuple[Block, Opera
     raise first
 
 
-class ArchRepair(WithoutPolish):
+class ArchRepair:
     name = "archrepair"
 
     def __init__(self, settings: ArchRepairSettings | None = None) -> None:
@@ -119,13 +125,47 @@ class ArchRepair(WithoutPolish):
                     self.session.samples.add(counterexample_array(problem))
             session = self.session
             session.rounds += 1
+            session.proven_state = None
             with phases("finetune"):
                 details = finetune(session.module, session.samples, settings, budget, rng)
-            start = time.monotonic()
-            model = exported_model(session.module, {"strategy": self.name, "block": session.block.target,
-                                                    "cell": session.choice})
-            phases.seconds["export"] = time.monotonic() - start
+            return self._candidate(problem, session, details, phases)
+
+    def polish(self, problem: RepairProblem, proven: RepairCandidate, deadline: Deadline) -> RepairCandidate | None:
+        """The accuracy phase (`finetune.accuracy_rounds`) from the proven cell weights, with the
+        counterexamples of earlier polished candidates among the failing inputs: a candidate
+        (`ACCURACY_POLISH`) when its validation accuracy is higher than the proven weights', else
+        None. Without labelled keep inputs (no validation split) there is nothing to judge by."""
+        settings, session = self.settings, self.session
+        if session is None or settings.accuracy_rounds == 0 or session.samples.validation_x is None:
+            return None
+        phases = Phases()
+        budget = Deadline(max(1.0, min(settings.max_seconds, settings.deadline_share * deadline.remaining())))
+        rng = np.random.default_rng(settings.seed + problem.seed + session.rounds)
+        with torch_threads(settings.threads):
+            trainable = [p for p in session.module.parameters() if p.requires_grad]
+            if session.proven_state is None:
+                session.proven_state = [p.detach().clone() for p in trainable]
+            with torch.no_grad():  # every attempt starts from the proof
+                for parameter, value in zip(trainable, session.proven_state):
+                    parameter.copy_(value)
+            with phases("characterise"):
+                session.samples.add(counterexample_array(problem))
+            with phases("polish"):
+                details = accuracy_rounds(session.module, session.samples, settings, budget, rng)
+            if not details["validation_accuracy"] > details["validation_accuracy_proven"]:  # type: ignore[operator]
+                return None
+            return self._candidate(problem, session, details | {"polish_goal": ACCURACY_POLISH}, phases)
+
+    def _candidate(self, problem: RepairProblem, session: Session, details: dict[str, object], phases: Phases) -> RepairCandidate:
+        """The session's spliced model with the cell's current weights, and the report's details."""
+        start = time.monotonic()
+        model = exported_model(session.module, {"strategy": self.name, "block": session.block.target,
+                                                "cell": session.choice})
+        phases.seconds["export"] = time.monotonic() - start
         scores = {s.block.target: {"forward": round(s.forward, 4), "backward": round(s.backward, 4)} for s in session.scores}
+        original_validation = session.samples.validation_accuracy(session.samples.original)
+        if original_validation is not None:
+            details["original_validation_accuracy"] = original_validation
         details.update({"strategy": self.name, "round": session.rounds, "block": session.block.describe(problem.original),
                         "block_scores": scores, "cell": session.choice, "mixture": session.mixture,
                         "parameters_added": session.parameters - session.block.parameters,
@@ -150,7 +190,7 @@ class ArchRepair(WithoutPolish):
             original.requires_grad_(True)
             scores = localised(original, samples, failing, blocks, settings.localise_samples, rng)
             original.requires_grad_(False)
-            block, warm = searchable(network, scores)
+            block, warm = searchable(network, scores, settings.block)
         with phases("search"):
             cell = Cell(warm, block, settings)
             searched = SearchedNetwork(network, block, cell)
