@@ -206,7 +206,7 @@ def test_input_split_leaf_milps_are_listed_as_solver_trusted(tmp_path: Path) -> 
     write_vnnlib(spec, vnnlib_path)
     certificate = tmp_path / "proof.json"
     verdict, missing = verify_with_certificate(onnx_path, vnnlib_path,
-                                               VerifySettings(timeout=60, certificate_leaf_milp_after_boxes=0), certificate)
+                                               VerifySettings(timeout=60, leaf_milp_after_boxes=0), certificate)
     assert verdict.status == "unsat" and missing is None, verdict.notes
     trusted_nodes = [c for c in json.loads(certificate.read_text())["regions"][0] if len(c) == 3]
     assert trusted_nodes, "the problem should need a leaf MILP"

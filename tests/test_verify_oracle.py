@@ -176,7 +176,7 @@ def test_tiny_relu_networks_agree_with_exact_oracle(chunk: int, leaves: str, tmp
     """2–3 inputs: decided by falsification, α-CROWN or input-split branch and bound, whose boxes
     (all with few unstable ReLUs here) go to the leaf MILP first (two solved at once), or are
     only ever split."""
-    settings = (dataclasses.replace(SETTINGS, leaf_milp_workers=2) if leaves == "leaf-milp"
+    settings = (dataclasses.replace(SETTINGS, leaf_milp_workers=2, leaf_milp_after_boxes=0) if leaves == "leaf-milp"
                 else dataclasses.replace(SETTINGS, leaf_milp_max_unstable=0))
     run_chunk(range(chunk * CHUNK, (chunk + 1) * CHUNK), tmp_path, settings=settings)
 

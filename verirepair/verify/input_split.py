@@ -224,13 +224,12 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
                        certificate: RegionCertificate | None = None) -> SearchOutcome:
     """Decide the region; when ``certificate`` is given, every clause closing is recorded in it, a
     box decided by a leaf MILP as resting on its solver (`TrustedClosing`: the checker cannot
-    re-check it), and leaf MILPs start only after ``certificate_leaf_milp_after_boxes``."""
+    re-check it)."""
     device = rows.A.device
     lower, upper = box_tensors(region.box, device)
     use_leaf_milp = engine.graph.is_piecewise_linear and settings.leaf_milp_max_unstable > 0 \
         and engine.graph.activations <= settings.milp_max_activations \
-        and (certificate is None or settings.certificate_leaf_milp_after_boxes >= 0)
-    leaf_milp_after = settings.leaf_milp_after_boxes if certificate is None else settings.certificate_leaf_milp_after_boxes
+        and settings.leaf_milp_after_boxes >= 0
     leaf_milp = _LeafMilp(engine, region, settings, certificate)
     root = _root(engine, rows, lower, upper, settings, certificate)
     frontier = _Frontier()
@@ -249,7 +248,7 @@ def input_split_search(engine: BoundEngine, rows: RegionRows, region: Region, se
         boxes = frontier.pop(max(1, batch // (2 * candidates)))
         if settings.leaf_alpha_steps > 0 and (certificate is None or engine.graph.is_relu_mlp):
             boxes = _alpha_refined(engine, rows, boxes, settings, certificate)
-        if use_leaf_milp and bounded >= leaf_milp_after:
+        if use_leaf_milp and bounded >= settings.leaf_milp_after_boxes:
             boxes, found = leaf_milp.decide(boxes, deadline, confirm)
             if found is not None:
                 return SearchOutcome("sat", found, bounded)

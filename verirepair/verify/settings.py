@@ -96,14 +96,14 @@ class VerifySettings:
     # of verifier time instead of 326 s.
     split_candidates: int = 5
     # Input split on piecewise-linear networks decides a box by MILP once it has at most this many
-    # unstable ReLUs (0: never), after this many boxes were bounded (easy regions close faster by
-    # splitting alone); not when a certificate is requested.
+    # unstable ReLUs (0: never), after this many boxes were bounded (-1: never). Since boxes are
+    # α-CROWN-refined and bounded within their parents' bounds, splitting closes ACAS Xu's boxes
+    # faster than leaf MILPs do: the 186 instances took 236 s of CPU without them against 302 s
+    # with them from the first box (`tools/bench_acasxu_cpu.py`, all instances, one run each),
+    # 4_2/prop_2 44 s against 65 s; so they start only in long searches. A box a leaf MILP decides
+    # is listed in a certificate as resting on the solver.
     leaf_milp_max_unstable: int = 64
-    leaf_milp_after_boxes: int = 0
-    # With a certificate requested, leaf MILPs start only after this many boxes were bounded (-1:
-    # never), so that what input split closes quickly stays fully re-checkable; the boxes they
-    # decide are listed in the certificate as resting on the solver.
-    certificate_leaf_milp_after_boxes: int = 200_000
+    leaf_milp_after_boxes: int = 200_000
     # Leaf MILPs solved at once, each on one thread (0: as many as torch's thread count).
     leaf_milp_workers: int = 0
     # A row is proven positive only when its lower bound exceeds this. Every bound has already been
