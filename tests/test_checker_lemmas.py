@@ -169,3 +169,25 @@ def test_solver_lemmas_are_used_as_given_and_listed(tmp_path: Path) -> None:
     middle = float((own[1][0][0, 3] + own[1][1][0, 3]) / 2)
     bounds, trusted = root_bounds(network, region, Lemmas((), (SolverLemma(1, 3, True, middle, "HiGHS"),)))
     assert bounds[1][1][0, 3] == middle and trusted == [f"layer 1 neuron 3 upper bound {middle!r}: HiGHS"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_solver_lemmas_never_loosen_what_the_slope_lemmas_give(seed: int, tmp_path: Path) -> None:
+    """The verifier's slope lemmas come partly from before its solver lemmas; back-substitution is
+    not monotone in its bounds, so the checker replays the passes: adding solver lemmas to slope
+    lemmas can only tighten every root bound (a real mnist_fc certificate was rejected otherwise)."""
+    rng = np.random.default_rng(seed)
+    onnx_path, vnnlib_path = _problem(tmp_path, seed, 0.3)
+    network = read_network(onnx_path.read_bytes(), onnx_path)
+    region = read_property(vnnlib_path.read_text()).regions[0]
+    sizes = network.activation_sizes
+    slope_neurons = tuple(tuple(range(n)) for n in sizes)
+    slopes = [SlopeLemma(layer, neuron, bool(side), tuple(rng.uniform(0.0, 1.0, sum(sizes[:layer]))))
+              for layer in range(len(sizes)) for neuron in range(sizes[layer]) for side in (0, 1)]
+    alone, _ = root_bounds(network, region, Lemmas(slope_neurons, tuple(slopes)))
+    low, high = alone[1][0][0], alone[1][1][0]
+    solver = tuple(SolverLemma(1, n, True, float((low[n] + high[n]) / 2), "HiGHS") for n in range(sizes[1]) if low[n] < high[n])
+    both, trusted = root_bounds(network, region, Lemmas(slope_neurons, tuple(slopes) + solver))
+    assert len(trusted) == len(solver) > 0
+    for (low_a, high_a), (low_b, high_b) in zip(alone, both):
+        assert np.all(low_b >= low_a) and np.all(high_b <= high_a)

@@ -35,13 +35,9 @@ def root_bounds(network: DenseNetwork, region: Region, lemmas: Lemmas) -> tuple[
     where the trusted lemmas leave no point), and the solver lemmas, described."""
     sizes = network.activation_sizes
     _check_fit(lemmas, sizes)
-    limits = [(np.full((1, n), -np.inf), np.full((1, n), np.inf)) for n in sizes]
-    trusted = []
-    for lemma in lemmas.entries:
-        if isinstance(lemma, SolverLemma):
-            _tighten(limits[lemma.layer], np.array([lemma.neuron]), np.array([lemma.upper]), np.array([lemma.value]))
-            trusted.append(f"layer {lemma.layer} neuron {lemma.neuron} {'upper' if lemma.upper else 'lower'} bound "
-                           f"{lemma.value!r}: {lemma.solver}")
+    solver = [lemma for lemma in lemmas.entries if isinstance(lemma, SolverLemma)]
+    trusted = [f"layer {lemma.layer} neuron {lemma.neuron} {'upper' if lemma.upper else 'lower'} bound "
+               f"{lemma.value!r}: {lemma.solver}" for lemma in solver]
     by_layer: dict[int, list[SlopeLemma]] = {}
     for lemma in lemmas.entries:
         if isinstance(lemma, SlopeLemma):
@@ -56,9 +52,19 @@ def root_bounds(network: DenseNetwork, region: Region, lemmas: Lemmas) -> tuple[
                  _slope_bounds(network, bounds, layer, group, lemmas.slope_neurons))
         return tightened
 
-    final = layer_bounds(network, region.lower[None, :], region.upper[None, :], _unrecorded(sizes), limits, tighten)
+    # The verifier's slope lemmas come from passes between which a solver tightened one layer more
+    # (`milp_refined_layers`), and back-substitution is not monotone in the bounds it runs over:
+    # the passes are replayed, each over the bounds of the one before, a solver's layer added.
     activated = [k for k, step in enumerate(network.steps) if step.activation is not None]
-    return [final.pre_activation[k] for k in activated], trusted
+    limits: Bounds = [(np.full((1, n), -np.inf), np.full((1, n), np.inf)) for n in sizes]
+    stages = sorted({lemma.layer for lemma in solver})
+    for stage in [-1, *stages]:
+        for lemma in solver:
+            if lemma.layer == stage:
+                _tighten(limits[lemma.layer], np.array([lemma.neuron]), np.array([lemma.upper]), np.array([lemma.value]))
+        passed = layer_bounds(network, region.lower[None, :], region.upper[None, :], _unrecorded(sizes), limits, tighten)
+        limits = [passed.pre_activation[k] for k in activated]
+    return limits, trusted
 
 
 def _check_fit(lemmas: Lemmas, sizes: list[int]) -> None:
