@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from dense_chain import ActivationLayer, AffineLayer, Chain, MaxPoolLayer
 from onnx import TensorProto, helper, numpy_helper
 
-from dense_chain import ActivationLayer, AffineLayer, Chain, MaxPoolLayer
 from verirepair.bounds import build_graph
 from verirepair.network import load_network
+from verirepair.spec import Box, Clause, Region, Spec, write_vnnlib
 
 ONNX_OPSET = 13
 RngLike = int | np.random.Generator
@@ -238,3 +239,19 @@ def interval_pre_bounds(chain: Chain, box, loosen: float = 0.0, slack: float = 0
         else:
             lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
     return out
+
+
+def max_output_problem(seed: int, n_in: int, hidden: list[int], margin: float, folder: Path) -> tuple[Path, Path]:
+    """A random ReLU MLP (2 outputs) saved as ``folder/net.onnx`` and ``folder/prop.vnnlib``: on
+    the box [-0.3, 0.3]^n_in, the property asks for y_0 >= (the maximum of 20,000 samples) + margin,
+    so it is unsat for a margin that clears the true maximum and sat below it."""
+    rng = np.random.default_rng(seed)
+    chain = random_mlp(rng, n_in, hidden, 2, "relu", scale=1.5)
+    onnx_path = save_onnx(chain, folder / "net.onnx")
+    lower, upper = np.full(n_in, -0.3), np.full(n_in, 0.3)
+    samples = torch.tensor(lower + rng.random((20000, n_in)) * (upper - lower))
+    top = chain.forward(samples)[:, 0].max().item()
+    spec = Spec(n_in, 2, (Region(Box(lower, upper), (Clause(np.array([[-1.0, 0.0]]), np.array([-(top + margin)])),)),))
+    vnnlib_path = folder / "prop.vnnlib"
+    write_vnnlib(spec, vnnlib_path)
+    return onnx_path, vnnlib_path

@@ -11,15 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from random_nets import random_mlp, save_onnx
+from random_nets import max_output_problem
 
 from verirepair.checker import check_certificate
 from verirepair.checker.certificate_file import Lemmas, SlopeLemma, SolverLemma
 from verirepair.checker.lemmas import root_bounds
 from verirepair.checker.onnx_reader import read_network
 from verirepair.checker.vnnlib_reader import read_property
-from verirepair.spec import Box, Clause, Region, Spec, write_vnnlib
 from verirepair.verify import VerifySettings
 from verirepair.verify.certify import verify_with_certificate
 
@@ -30,16 +28,7 @@ REFINING = VerifySettings(timeout=60, milp_refine_gap=-1e9, milp_refine_layers=1
 
 def _problem(tmp_path: Path, seed: int, margin: float) -> tuple[Path, Path]:
     """A random 12-input ReLU MLP with three hidden layers and the property y_0 < (sampled maximum) + margin."""
-    rng = np.random.default_rng(seed)
-    chain = random_mlp(rng, N_IN, [16, 16, 16], 2, "relu", scale=1.5)
-    onnx_path = save_onnx(chain, tmp_path / "net.onnx")
-    lower, upper = np.full(N_IN, -0.3), np.full(N_IN, 0.3)
-    samples = torch.tensor(lower + rng.random((20000, N_IN)) * (upper - lower))
-    top = chain.forward(samples)[:, 0].max().item()
-    spec = Spec(N_IN, 2, (Region(Box(lower, upper), (Clause(np.array([[-1.0, 0.0]]), np.array([-(top + margin)])),)),))
-    vnnlib_path = tmp_path / "prop.vnnlib"
-    write_vnnlib(spec, vnnlib_path)
-    return onnx_path, vnnlib_path
+    return max_output_problem(seed, N_IN, [16, 16, 16], margin, tmp_path)
 
 
 @pytest.fixture(scope="module")
