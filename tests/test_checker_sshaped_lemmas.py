@@ -219,3 +219,24 @@ def test_random_sshaped_slope_lemmas_hold_on_sampled_points(kind: str, tmp_path:
     assert trusted == []
     for (low, high), z in zip(bounds, _sampled(network, onnx_path, region)):
         assert np.all(z >= low) and np.all(z <= high)
+
+
+def test_a_clause_activation_split_cannot_take_is_decided_from_the_same_root_bounds(tmp_path: Path) -> None:
+    """A clause of two rows (neuron splitting takes single rows) that only α-CROWN's intermediate
+    bounds refute: no certificate, and the uncertified search decides it from the root bounds the
+    certified attempt computed (the escalated α-CROWN run is not repeated)."""
+    onnx_path = save_onnx(_chain(*NETWORKS["sigmoid"]), tmp_path / "net.onnx")
+    box = Box(np.full(N_IN, -0.5), np.full(N_IN, 0.5))
+    threshold = sum(_upper_bound_of_y0(onnx_path, box, alpha) for alpha in (True, False)) / 2
+    rows = Clause(np.array([[-1.0, 0.0], [0.0, -1.0]]), np.array([-threshold, 1e3]))  # y_0 >= t and y_1 >= -1000
+    vnnlib_path = tmp_path / "prop.vnnlib"
+    write_vnnlib(Spec(N_IN, 2, (Region(box, (rows,)),)), vnnlib_path)
+    network = read_network(onnx_path.read_bytes(), onnx_path)
+    _, outputs = _activation_inputs(network, box.lower + np.random.default_rng(0).random((5000, N_IN)))
+    assert np.all(outputs[:, 0] < threshold)
+    settings = VerifySettings(timeout=60, intermediate_alpha_steps=0)  # only the escalation optimises them
+    verdict, missing = verify_with_certificate(onnx_path, vnnlib_path, settings, tmp_path / "proof.json")
+    assert verdict.status == "unsat" and missing is not None, verdict.notes
+    assert any("left a clause open" in note for note in verdict.notes)
+    assert sum("-step α-CROWN on the intermediate bounds" in note for note in verdict.notes) == 1, verdict.notes
+    assert not (tmp_path / "proof.json").exists()
