@@ -50,8 +50,8 @@ class VerifySettings:
     # Many-input sigmoid/tanh networks with a certificate requested: activation split, from the root
     # bounds of the uncertified search (α-CROWN's, escalated; recorded as lemmas), gets this share
     # of the time per clause; what it leaves open is decided without a certificate, with the rest.
-    # Since it starts from those bounds, eran's sigmoid image 4214 (decided by the 60-step α-CROWN
-    # run) is certified in 38 s of CPU (one thread), and image 3789 needs 15 leaves instead of 122.
+    # A region those bounds decide has a certificate as soon as they are computed: each clause's
+    # tree is its root (eran's sigmoid image 4214, decided by the 60-step α-CROWN run).
     certificate_activation_split_share: float = 0.5
     # ReLU split's branching: the best-scored neurons (BaBSR-like score) each domain tries, keeping
     # the one whose worse child's one-pass CROWN bound is highest (filtered smart branching); 1:
