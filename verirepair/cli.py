@@ -384,8 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     verify.add_argument("--json", action="store_true", help="print the result as one JSON object")
     _add_milp_solver_option(verify)
-    verify.add_argument("--certificate", help="for unsat, write a proof certificate here (input-split and "
-                                              "ReLU-split proofs of ReLU MLPs)")
+    verify.add_argument("--certificate", help="for unsat, write a proof certificate here (proofs on chains of "
+                                              "dense layers with ReLU, sigmoid or tanh activations)")
     verify.add_argument("--report", help="write the result here: an HTML page when the name ends in .html "
                                          "(needs the 'report' extra), else the JSON that --json prints")
     verify.set_defaults(run=_verify)

@@ -13,12 +13,14 @@ region of the property, either
   ``{"clause", "row", "leaves"}`` (the row proven positive on every leaf; a leaf is
   ``[splits, neurons]`` with splits ``[layer, neuron, 1 (active) | 0 (inactive)]`` and neurons
   ``[layer, neuron, lower, upper, alpha, beta_upper, beta_lower]``) or ``{"clause", "solver"}``;
-  and optionally ``"slope_neurons"`` (per ReLU layer, neuron indices) and ``"lemmas"``: bounds of
-  ReLU inputs on the region's box, ``[layer, neuron, 0 (lower) | 1 (upper), alphas]`` (one slope per
-  slope neuron of the layers before) or ``[layer, neuron, 0 | 1, value, solver]``;
-* or an activation-split proof ``{"method": "activation-split", "clauses": [...]}``, the same but
-  with leaves ``[splits, neurons]`` of splits ``[layer, neuron, point, 1 (z >= point) | 0 (z <=
-  point)]`` and neurons ``[layer, neuron, slope_low, slope_up, beta_upper, beta_lower]``.
+  and optionally ``"slope_neurons"`` (per activation layer, neuron indices) and ``"lemmas"``: bounds
+  of activation inputs on the region's box, ``[layer, neuron, 0 (lower) | 1 (upper), slopes]`` (per
+  slope neuron of the layers before, one slope for a ReLU, two for a sigmoid or tanh: its lower
+  and upper line's) or ``[layer, neuron, 0 | 1, value, solver]``;
+* or an activation-split proof ``{"method": "activation-split", "clauses": [...]}``, the same
+  (lemmas included) but with leaves ``[splits, neurons]`` of splits ``[layer, neuron, point, 1 (z
+  >= point) | 0 (z <= point)]`` and neurons ``[layer, neuron, slope_low, slope_up, beta_upper,
+  beta_lower]``.
 
 Anything else is `MalformedCertificate`, with a message saying what.
 """
@@ -108,8 +110,9 @@ class ActivationSplitClause:
 
 @dataclass(frozen=True)
 class SlopeLemma:
-    """A bound of one ReLU input on the region's box, to be derived by back-substitution with the
-    ReLU lower slopes ``alphas`` (one per slope neuron of the layers before ``layer``)."""
+    """A bound of one activation input on the region's box, to be derived by back-substitution
+    with the slopes ``alphas`` (per slope neuron of the layers before ``layer``: a ReLU's lower
+    slope, or a sigmoid's or tanh's lower and upper line's slopes)."""
 
     layer: int
     neuron: int
@@ -119,7 +122,7 @@ class SlopeLemma:
 
 @dataclass(frozen=True)
 class SolverLemma:
-    """A bound ``value`` of one ReLU input on the region's box, proven by a MILP solver (not re-checked)."""
+    """A bound ``value`` of one activation input on the region's box, proven by a MILP solver (not re-checked)."""
 
     layer: int
     neuron: int
@@ -130,7 +133,8 @@ class SolverLemma:
 
 @dataclass(frozen=True)
 class Lemmas:
-    """The lemmas of a ReLU-split region and the neurons, per ReLU layer, that slope lemmas give slopes for."""
+    """The lemmas of a ReLU-split or activation-split region and the neurons, per activation layer,
+    that slope lemmas give slopes for."""
 
     slope_neurons: tuple[tuple[int, ...], ...]
     entries: tuple[SlopeLemma | SolverLemma, ...]
@@ -146,7 +150,7 @@ class CertificateFile:
     onnx_sha256: str
     vnnlib_sha256: str
     regions: tuple[InputSplitProof | ReluSplitProof | ActivationSplitProof, ...]
-    lemmas: tuple[Lemmas, ...]  # per region (none for other than ReLU-split ones)
+    lemmas: tuple[Lemmas, ...]  # per region (none for input-split ones)
 
 
 def parse_certificate(text: str) -> CertificateFile:
@@ -177,8 +181,6 @@ def parse_certificate(text: str) -> CertificateFile:
 
 
 def _lemmas(region: dict, where: str) -> Lemmas:
-    if region.get("method") != "relu-split" and ("lemmas" in region or "slope_neurons" in region):
-        raise MalformedCertificate(f"{where}: lemmas are only for ReLU-split proofs")
     neurons, entries = region.get("slope_neurons", []), region.get("lemmas", [])
     if not isinstance(neurons, list) or not all(isinstance(layer, list) and all(_natural(n) for n in layer)
                                                  for layer in neurons):

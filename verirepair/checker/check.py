@@ -27,9 +27,9 @@ slope lemmas it re-derives, solver lemmas it lists as trusted.
 
 A region may also carry an activation-split proof: the same per clause, with leaves of a tree of
 splits of activation inputs at points (``z <= point`` and ``z >= point``); each node's bounds are
-derived top-down from its parent's (`_check_activation_tree`), and each leaf is accepted when its
-domain is empty or the back-substitution bound of the row, with the recorded slopes and
-multipliers, is positive.
+derived top-down from its parent's (`_check_activation_tree`), the root's from the region's
+lemmas as for ReLU split, and each leaf is accepted when its domain is empty or the
+back-substitution bound of the row, with the recorded slopes and multipliers, is positive.
 
 Nodes, clauses or lemmas that a MILP solver decided are not re-checked: they are listed in the result
 (`CheckResult.trusted`) so a caller can see exactly what rests on the solver.
@@ -119,7 +119,7 @@ def check_certificate(onnx_path: str | Path, vnnlib_path: str | Path, certificat
                 if proof and isinstance(proof[0], ReluSplitClause):
                     found = check_relu_region(network, region, proof, lemmas)  # type: ignore[arg-type]
                 elif proof and isinstance(proof[0], ActivationSplitClause):
-                    found = check_activation_region(network, region, proof)  # type: ignore[arg-type]
+                    found = check_activation_region(network, region, proof, lemmas)  # type: ignore[arg-type]
                 else:
                     found = check_region(network, region, proof)  # type: ignore[arg-type]
             except Rejected as rejection:
@@ -244,20 +244,27 @@ def check_relu_region(network: DenseNetwork, region: Region, proofs: ReluSplitPr
     return checked, trusted_lemmas + trusted
 
 
-def check_activation_region(network: DenseNetwork, region: Region,
-                            proofs: ActivationSplitProof) -> tuple[int, list[str]]:
+def check_activation_region(network: DenseNetwork, region: Region, proofs: ActivationSplitProof,
+                            lemmas: Lemmas = NO_LEMMAS) -> tuple[int, list[str]]:
     """Raise `Rejected` unless, for every clause of the region, some entry proves it on a complete
-    tree of activation splits (see `_check_activation_tree`), or a solver decided it. Returns the
-    leaves checked and the trusted clauses."""
+    tree of activation splits (see `_check_activation_tree`) from the root bounds that the
+    region's lemmas give (`lemmas.root_bounds`), or a solver decided it. Returns the leaves
+    checked and the trusted clauses and lemmas."""
+    try:
+        root, trusted_lemmas = root_bounds(network, region, lemmas)
+    except BadLemma as error:
+        raise Rejected(str(error)) from None
+
     def check(steps: list[tuple[Step, ...]], leaves: tuple[ActivationLeaf, ...], a: np.ndarray, b: float,
               clause: int) -> None:
         if len(set(steps)) != len(steps):
             raise Rejected(f"clause {clause}: two leaves have the same splits")
-        _check_activation_tree(network, region, dict(zip(steps, leaves)), a, b, clause)
+        _check_activation_tree(network, region, dict(zip(steps, leaves)), a, b, clause, root)
 
-    return _check_split_region(region, proofs,
-                               lambda leaf, clause: _leaf_steps(leaf, network.activation_sizes, clause),
-                               check, "activation splits")
+    checked, trusted = _check_split_region(region, proofs,
+                                           lambda leaf, clause: _leaf_steps(leaf, network.activation_sizes, clause),
+                                           check, "activation splits")
+    return checked, trusted_lemmas + trusted
 
 
 def _check_split_region(region: Region, proofs: ReluSplitProof | ActivationSplitProof,
@@ -295,13 +302,14 @@ def _check_split_region(region: Region, proofs: ReluSplitProof | ActivationSplit
 
 
 def _check_activation_tree(network: DenseNetwork, region: Region, leaves: dict[tuple[Step, ...], ActivationLeaf],
-                           a: np.ndarray, b: float, clause: int) -> None:
+                           a: np.ndarray, b: float, clause: int, root: Bounds) -> None:
     """Every leaf's row ``a·y - b`` is positive on its domain, or the domain is empty.
 
     A node's domain is the points of the box where each split on its path holds (``z <= point``
     or ``z >= point``). Its bounds are derived top-down, as the verifier derives them: CROWN from
     the box, every activation input clamped to its parent's bounds (which hold on the parent's
-    domain, so on this one) with the node's own split applied. The root has no limits. A leaf is
+    domain, so on this one) with the node's own split applied. The root's limits are ``root``
+    (bounds of every activation input on the whole box: `lemmas.root_bounds`). A leaf is
     then bounded by back-substitution with its recorded slopes and multipliers (any values are
     valid: offsets are rigorous for any slope, multipliers are clipped to >= 0), CROWN's lines and
     intervals, the best of the three.
@@ -321,6 +329,8 @@ def _check_activation_tree(network: DenseNetwork, region: Region, leaves: dict[t
             limits = [(np.full((len(chunk), n), -np.inf), np.full((len(chunk), n), np.inf)) for n in sizes]
             for index, node in enumerate(chunk):
                 if not node:
+                    for k, (low, high) in enumerate(root):
+                        limits[k][0][index], limits[k][1][index] = low[0], high[0]
                     continue
                 for k, (low, high) in enumerate(parents[node[:-1]]):
                     limits[k][0][index], limits[k][1][index] = low, high

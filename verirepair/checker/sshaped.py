@@ -33,6 +33,11 @@ NARROW = 1e-9  # narrower intervals take the mid-point derivative instead of the
 KINDS = ("Sigmoid", "Tanh")
 
 
+def max_derivative(kind: str) -> float:
+    """The largest derivative, at 0 (exact in float64)."""
+    return 0.25 if kind == "Sigmoid" else 1.0
+
+
 def enclosure(kind: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Floats ``lo <= f(x) <= hi`` for sigmoid or tanh."""
     with np.errstate(over="ignore", under="ignore", divide="ignore"):

@@ -117,7 +117,7 @@ class Certificate:
         return json.dumps({
             "format": FORMAT, "onnx_sha256": self.onnx_sha256, "vnnlib_sha256": self.vnnlib_sha256,
             "regions": [r.to_json() for r in self.regions],
-        })
+        }, separators=(",", ":"))
 
     def write(self, path: str | Path) -> None:
         atomic_write_text(path, self.to_json())

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..bounds import BoundEngine, LayerBounds, build_graph
+from ..bounds.engine import IntermediateSlopes
 from ..errors import InputError
 from ..milp import solver_named
 from ..network import Network, check_import_agrees, load_network
@@ -132,6 +133,7 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     if rows.empty_clause:
         notes.append("a clause with no output constraint could not be confirmed on a box point")
         return SearchOutcome("unknown", None, 0), "none"
+    roots: list[RootBounds] = []  # escalated root bounds the certified activation split computed, reused below
     if certificate is not None:
         if engine.graph.is_mlp and spec.n_inputs <= settings.input_split_max_dims:
             # straight to the split tree: its closings are what the checker re-checks
@@ -144,7 +146,7 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
         if engine.graph.is_mlp:
             certificate.append(RegionCertificate(relu_clauses=[], method="activation-split"))
             outcome, decider = _certified_split(activation_split_search, "activation-split", engine, region, rows,
-                                                settings, deadline, confirm, notes, certificate[-1])
+                                                settings, deadline, confirm, notes, certificate[-1], roots)
             if outcome.status in ("proven", "sat") or deadline.expired():
                 return outcome, decider
             certificate[-1] = None
@@ -159,7 +161,8 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
     if low_dimensional and not settings.root_alpha_before_input_split:
         # input split bounds the whole box first, α-CROWN refining it (leaf_alpha_steps)
         return input_split_search(engine, rows, region, settings, deadline, confirm), "input-split"
-    root = _root_bounds(engine, region, rows, settings, deadline, notes, many_inputs=not low_dimensional)
+    root = roots[0] if roots else _root_bounds(engine, region, rows, settings, deadline, notes,
+                                               many_inputs=not low_dimensional)
     layers, clause_bounds, refined, graph = root.layers, root.clause_bounds, root.refined, engine.graph
     open_clauses = _open(clause_bounds, settings)
     if not open_clauses:
@@ -181,8 +184,9 @@ def _decide_region(network: Network, spec: Spec, engine: BoundEngine, region: Re
         return SearchOutcome("timeout" if deadline.expired() else "unknown", None, 1), "none"
     # No exact search without piecewise linearity: longer bound optimisations first, then
     # splitting sigmoid/tanh neurons gets the rest of the time.
-    layers, clause_bounds = _escalated_bounds(engine, rows, lower, upper, layers, clause_bounds, settings, deadline,
-                                              notes)
+    if not roots:
+        layers, clause_bounds = _escalated_bounds(engine, rows, lower, upper, layers, clause_bounds, settings, deadline,
+                                                  notes)
     open_clauses = _open(clause_bounds, settings)
     if not open_clauses:
         return SearchOutcome("proven", None, 1), "alpha-crown"
@@ -243,30 +247,32 @@ def _root_bounds(engine: BoundEngine, region: Region, rows: RegionRows, settings
 
 def _certified_split(search: ClauseSearch, method: str, engine: BoundEngine, region: Region, rows: RegionRows,
                      settings: VerifySettings, deadline: Deadline, confirm: Callable[[np.ndarray], Counterexample | None],
-                     notes: list[str], proof: RegionCertificate) -> tuple[SearchOutcome, str]:
+                     notes: list[str], proof: RegionCertificate, roots: list[RootBounds] | None = None,
+                     ) -> tuple[SearchOutcome, str]:
     """Many-input dense networks with a certificate: ``search`` (ReLU or activation split) on each
     single-row clause, each within its share of the time (``relu_split_share``, as without a
     certificate, or ``certificate_activation_split_share``); on
     piecewise-linear networks the exact MILP decides the clauses left, which the certificate lists
     as decided by its solver. ``proof.relu_clauses`` gets one entry per clause.
 
-    ReLU split starts from the root bounds of the uncertified search (`_root_bounds`: α-CROWN's,
-    MILP-refined), recorded in ``proof.lemmas`` (`lemmas.RootLemmas`); activation split from
-    CROWN's, which its checker re-derives."""
+    Both start from the root bounds of the uncertified search (`_root_bounds`: α-CROWN's,
+    MILP-refined on ReLU networks; on others re-optimised by `_escalated_bounds`, and those
+    appended to ``roots`` for what follows when a clause is left open), recorded in
+    ``proof.lemmas`` (`lemmas.RootLemmas`)."""
     assert proof.relu_clauses is not None
+    roots = [] if roots is None else roots
     lower, upper = box_tensors(region.box, rows.A.device)
     share_of_time = settings.relu_split_share if method == "relu-split" else settings.certificate_activation_split_share
-    refuted: set[int] = set()  # clauses the root bounds refute: their trees close at once, so they go first
-    refined = False
-    if method == "relu-split":
-        lemmas = RootLemmas(engine.graph)
-        root = _root_bounds(engine, region, rows, settings, deadline, notes, True, lemmas)
-        layers, refined = root.layers, root.refined
-        proof.lemmas = lemmas.to_json(layers)
-        refuted = set(range(rows.n_clauses)) - set(_open(root.clause_bounds, settings))
-    else:
-        with torch.no_grad():
-            layers = engine.layer_bounds(lower, upper, "crown")
+    lemmas = RootLemmas(engine.graph)
+    root = _root_bounds(engine, region, rows, settings, deadline, notes, True, lemmas)
+    layers, clause_bounds, refined = root.layers, root.clause_bounds, root.refined
+    if method == "activation-split":
+        layers, clause_bounds = _escalated_bounds(engine, rows, lower, upper, layers, clause_bounds, settings, deadline,
+                                                  notes, lemmas.kept)
+        roots.append(RootBounds(layers, clause_bounds, False))
+    proof.lemmas = lemmas.to_json(layers)
+    # clauses the root bounds refute: their trees close at once, so they go first
+    refuted = set(range(rows.n_clauses)) - set(_open(clause_bounds, settings))
     pre_bounds = [(l[0], u[0]) for l, u in layers.pre_activation]
     order = sorted(range(rows.n_clauses), key=lambda clause: clause not in refuted)
     left: list[int] = []
@@ -299,16 +305,19 @@ def _certified_split(search: ClauseSearch, method: str, engine: BoundEngine, reg
 
 def _escalated_bounds(engine: BoundEngine, rows: RegionRows, lower: torch.Tensor, upper: torch.Tensor,
                       layers: LayerBounds, clause_bounds: list[float], settings: VerifySettings, deadline: Deadline,
-                      notes: list[str]) -> tuple[LayerBounds, list[float]]:
+                      notes: list[str], kept_slopes: dict[int, list[IntermediateSlopes]] | None = None,
+                      ) -> tuple[LayerBounds, list[float]]:
     """While a clause is open, re-optimise the intermediate bounds with the longer α-CROWN runs of
     ``settings.sshaped_alpha_escalation``, each intersected with the bounds before it (so never
-    looser); every clause keeps the better of its old and new bound, both sound."""
+    looser); every clause keeps the better of its old and new bound, both sound. ``kept_slopes``:
+    filled as `BoundEngine.layer_bounds`'s."""
     for steps in settings.sshaped_alpha_escalation:
         weakest = min(clause_bounds)
         if not _open(clause_bounds, settings) or deadline.expired():
             break
         with torch.no_grad():
-            layers = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=steps, prior=layers)
+            layers = engine.layer_bounds(lower, upper, "alpha-crown", alpha_steps=steps, prior=layers,
+                                         kept_slopes=kept_slopes)
         clause_bounds = [max(old, new) for old, new in
                          zip(clause_bounds, _clause_bounds(engine, rows, lower, upper, layers, settings))]
         notes.append(f"{steps}-step α-CROWN on the intermediate bounds: weakest clause {weakest:.3g} -> "
