@@ -7,6 +7,7 @@ and re-verifies *that file* with the complete verifier. A strategy never claims 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -66,6 +67,15 @@ class RepairCandidate:
     model: onnx.ModelProto
     details: dict[str, object] = field(default_factory=dict)  # e.g. regions patched, parameters added
     phase_seconds: dict[str, float] = field(default_factory=dict)  # e.g. localise, synthesise
+
+
+def call_budget(cpu_seconds: float, share: float, deadline: Deadline) -> Deadline:
+    """A repair call's own deadline: at most ``cpu_seconds`` of this process's CPU time, so that a
+    call does the same work, and gives the same candidate, on an idle or a loaded machine; and at
+    most ``share`` of the wall-clock time the loop has left (it still has to verify), at least a
+    second of each."""
+    return Deadline(max(1.0, cpu_seconds), clock=time.process_time,
+                    within=Deadline(max(1.0, share * deadline.remaining())))
 
 
 class RepairStrategy(Protocol):

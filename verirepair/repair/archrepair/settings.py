@@ -67,7 +67,7 @@ class ArchRepairSettings:
     accuracy_label_weight: float = 1.0
     accuracy_rate: float = 1e-3  # Adam's learning rate in the accuracy phase (small steps from proven weights)
     # ---- time ------------------------------------------------------------------------------------
-    max_seconds: float = 120.0  # per repair call
+    max_seconds: float = 120.0  # CPU seconds of this process per repair call (`strategy.call_budget`)
     deadline_share: float = 0.6  # at most this share of the loop's remaining time per repair call
     seed: int = 0
     threads: int = 1

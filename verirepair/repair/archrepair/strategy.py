@@ -25,7 +25,7 @@ from ...verify import Deadline
 from ..birdnn.attack import low_margin_points
 from ..birdnn.common import Phases, counterexample_array, problem_key, torch_threads
 from ..parameters import TrainableNetwork, exported_model, original_model
-from ..strategy import ACCURACY_POLISH, RepairCandidate, RepairProblem
+from ..strategy import ACCURACY_POLISH, RepairCandidate, RepairProblem, call_budget
 from .blocks import Block, blocks_of
 from .export import spliced_model
 from .finetune import accuracy_rounds, cell_module, finetune
@@ -113,7 +113,7 @@ class ArchRepair:
     def repair(self, problem: RepairProblem, previous: RepairCandidate | None, deadline: Deadline) -> RepairCandidate:
         settings = self.settings
         phases = Phases()
-        budget = Deadline(max(1.0, min(settings.max_seconds, settings.deadline_share * deadline.remaining())))
+        budget = call_budget(settings.max_seconds, settings.deadline_share, deadline)
         rng = np.random.default_rng(settings.seed + problem.seed + (self.session.rounds if self.session else 0))
         with torch_threads(settings.threads):
             key = problem_key(problem)
@@ -139,7 +139,7 @@ class ArchRepair:
         if session is None or settings.accuracy_rounds == 0 or session.samples.validation_x is None:
             return None
         phases = Phases()
-        budget = Deadline(max(1.0, min(settings.max_seconds, settings.deadline_share * deadline.remaining())))
+        budget = call_budget(settings.max_seconds, settings.deadline_share, deadline)
         rng = np.random.default_rng(settings.seed + problem.seed + session.rounds)
         with torch_threads(settings.threads):
             trainable = [p for p in session.module.parameters() if p.requires_grad]

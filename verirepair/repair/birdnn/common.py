@@ -15,7 +15,7 @@ import torch
 
 from ...verify import Deadline
 from ..parameters import TrainableNetwork, exported_model
-from ..strategy import RepairCandidate, RepairProblem
+from ..strategy import RepairCandidate, RepairProblem, call_budget
 from .certified import Partition
 from .samples import RepairData
 from .settings import BirdnnSettings
@@ -67,7 +67,7 @@ def _with_seed(settings: BirdnnSettings, seed: int) -> BirdnnSettings:
 
 def repair_budget(settings: BirdnnSettings, deadline: Deadline) -> Deadline:
     """This call's own deadline: a share of what the loop has left (it still has to verify)."""
-    return Deadline(max(1.0, min(settings.max_seconds, settings.deadline_share * deadline.remaining())))
+    return call_budget(settings.max_seconds, settings.deadline_share, deadline)
 
 
 def candidate_of(module: TrainableNetwork, problem: RepairProblem, details: dict[str, object],

@@ -139,7 +139,7 @@ class BirdnnSettings:
     finetune_fit_samples: int = 1500  # positives and outside points used in the PSO fitness (negatives: all)
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
     # ---- time ------------------------------------------------------------------------------------
-    max_seconds: float = 120.0  # per repair call
+    max_seconds: float = 120.0  # CPU seconds of this process per repair call (`strategy.call_budget`)
     deadline_share: float = 0.6  # at most this share of the loop's remaining time per repair call
     seed: int = 0
     threads: int = 1

@@ -64,7 +64,7 @@ class InnerSettings:
     verifiable_weight: float = 1.0
     verifiable_target: float = 0.0  # the bound the hinge asks for (> 0: CROWN alone proves the region)
     # ---- time ------------------------------------------------------------------------------------
-    max_seconds: float = 120.0  # per repair call
+    max_seconds: float = 120.0  # CPU seconds of this process per repair call (`strategy.call_budget`)
     deadline_share: float = 0.6  # at most this share of the loop's remaining time per repair call
     seed: int = 0
     threads: int = 1

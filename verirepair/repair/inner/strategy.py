@@ -31,7 +31,7 @@ from ..birdnn.common import (
 )
 from ..birdnn.samples import PropertyMargin
 from ..parameters import TrainableNetwork
-from ..strategy import RepairCandidate, RepairProblem, WithoutPolish
+from ..strategy import RepairCandidate, RepairProblem, WithoutPolish, call_budget
 from .inputs import (
     CleanInputs,
     LabelledInputs,
@@ -77,7 +77,7 @@ class InnerStrategy(WithoutPolish):
         settings = self.settings
         phases = Phases()
         with torch_threads(settings.threads):
-            budget = Deadline(max(1.0, min(settings.max_seconds, settings.deadline_share * deadline.remaining())))
+            budget = call_budget(settings.max_seconds, settings.deadline_share, deadline)
             rng = np.random.default_rng(settings.seed + problem.seed + (self.session.calls if self.session else 0))
             with phases("inputs"):
                 session = self._session(problem, previous, rng)
