@@ -86,6 +86,20 @@ def mlp(n_in: int = 4, hidden: int = 8, n_out: int = 3, seed: int = 0) -> onnx.M
     return build_model(nodes, [("x", [1, n_in])], [("y", [1, n_out])], inits)
 
 
+def cancelling() -> onnx.ModelProto:
+    """y = relu(K·x + c) - relu(K·x) for x in [0, 1] with K = 1e7: c = 0.3 in real arithmetic, but
+    float32 keeps only about 1 of the intermediate values' 8 digits that c occupies, so any float32
+    evaluation is off by up to about 0.5 (a steep REASSURE-style patch term)."""
+    w1 = np.array([[1e7], [1e7]], dtype=np.float32)
+    b1 = np.array([0.3, 0.0], dtype=np.float32)
+    w2 = np.array([[1.0, -1.0]], dtype=np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w2"], ["y"], transB=1)]
+    return build_model(nodes, [("x", [1, 1])], [("y", [1, 1])],
+                       [_const("w1", w1), _const("b1", b1), _const("w2", w2)])
+
+
 def analytic_mlp() -> onnx.ModelProto:
     """2 → 3 → 2 ReLU net with a closed form (used for CLI verdicts with known answers).
 

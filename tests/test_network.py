@@ -145,6 +145,21 @@ def test_import_check_refuses_a_disagreeing_network(converter_paths: dict[str, P
         check_import_agrees(network, -np.ones(5), np.ones(5))
 
 
+def test_import_check_allows_the_rounding_of_an_ill_conditioned_network(tmp_path: Path) -> None:
+    """onnxruntime's float32 result is far from the exact one (beyond the output-relative
+    tolerance), as is our own float32 evaluation: rounding, not a wrong import, so it is accepted;
+    the same network with a wrong operator is still refused."""
+    network = load_network(onnx_factory.save(onnx_factory.cancelling(), tmp_path / "cancelling.onnx"))
+    x = np.linspace(0.0, 1.0, 18).reshape(-1, 1)
+    exact = network.forward(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(exact, float(np.float32(0.3)), rtol=1e-12)  # the stored bias, exactly
+    assert np.max(np.abs(run_onnxruntime(network, x) - exact)) > 1e-3
+    check_import_agrees(network, np.zeros(1), np.ones(1))
+    network.nodes[1] = dataclasses.replace(network.nodes[1], operation=torch.sigmoid)  # a wrong import
+    with pytest.raises(InputError, match="disagrees with onnxruntime"):
+        check_import_agrees(network, np.zeros(1), np.ones(1))
+
+
 # ----- refusals --------------------------------------------------------------------------------
 def assert_one_line_naming(error: InputError, path: Path, *words: str) -> str:
     message = str(error)
