@@ -223,3 +223,46 @@ def test_bad_suites_are_one_line_and_exit_2(case, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and named in err, err
     assert not (tmp_path / "out.onnx").exists()
+
+
+class CannedVerifier:
+    """A stand-in for the verifier: per property name, a violation found at once, a proof found at
+    once, or a proof that needs the whole timeout (undecided within a screening); records each call."""
+
+    def __init__(self, kinds: dict[str, str], full: float) -> None:
+        self.kinds, self.full, self.calls = kinds, full, []
+
+    def __call__(self, network, spec, settings, deadline):
+        from verirepair.verify.result import Counterexample, Verdict
+
+        self.calls.append((spec, settings.timeout))
+        kind = self.kinds[spec]
+        if kind == "violated":
+            return Verdict("sat", "pgd", 0.1, Counterexample(np.zeros(1), np.zeros(1)))
+        if kind == "easy" or settings.timeout >= self.full:
+            return Verdict("unsat", "crown", 0.1)
+        return Verdict("timeout", "undecided", settings.timeout)
+
+
+@pytest.mark.parametrize("kinds, expected, verified_again", [
+    ({"a": "violated", "b": "hard", "c": "easy"}, ["sat", "unknown", "unsat"], []),
+    ({"a": "easy", "b": "hard", "c": "easy"}, ["unsat", "unsat", "unsat"], ["b"]),
+])
+def test_a_candidate_is_screened_and_only_a_candidate_without_violation_verified_in_full(monkeypatch, kinds, expected,
+                                                                                         verified_again):
+    from verirepair.repair import loop
+    from verirepair.repair.report import RepairReport
+    from verirepair.verify import Deadline
+
+    settings = loop.RepairSettings(verify_timeout=50.0, screen_share=0.2)
+    canned = CannedVerifier(kinds, full=50.0)
+    monkeypatch.setattr(loop, "verify", canned)
+    report = RepairReport("net.onnx", "suite", "test", "not-proven", "sat")
+    verdicts = loop._screened(None, ["a", "b", "c"], settings, Deadline(1000.0), report)
+    assert [v.status for v in verdicts] == expected
+    screened = [(spec, timeout) for spec, timeout in canned.calls[:3]]
+    assert screened == [(spec, pytest.approx(10.0)) for spec in "abc"]
+    assert [spec for spec, timeout in canned.calls[3:]] == verified_again
+    assert all(timeout == pytest.approx(50.0) for _, timeout in canned.calls[3:])
+    if "unknown" in expected:
+        assert "screening found another property violated" in verdicts[1].notes[-1]

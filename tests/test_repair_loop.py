@@ -395,7 +395,8 @@ def test_check_and_fix_on_cuda_writes_a_file_the_verifier_proves(strategy, files
 
 
 @pytest.mark.parametrize("field, value", [("budget", 0.0), ("verify_timeout", -1.0), ("max_iterations", 0),
-                                          ("polish_attempts", -1), ("decision", "max")])
+                                          ("polish_attempts", -1), ("decision", "max"), ("screen_share", 0.0),
+                                          ("screen_share", 1.5)])
 def test_repair_settings_refuse_values_that_mean_nothing(field, value):
     with pytest.raises(ValueError, match=field.split("_")[0]):
         RepairSettings(**{field: value})

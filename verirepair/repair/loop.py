@@ -76,6 +76,11 @@ class RepairSettings:
     # Where the network is used (a box holding the property's boxes, `--domain`): strategies keep
     # its behaviour there outside the boxes, and side effects are measured there too.
     domain: Box | None = None
+    # A candidate of a suite of several properties is first screened: each property verified within
+    # this share of the verification timeout (counterexamples and easy proofs). When that finds a
+    # violation the candidate is rejected anyway, so the properties it left undecided are not
+    # verified further; otherwise they get the whole timeout (1: no screening).
+    screen_share: float = 0.2
 
     def __post_init__(self) -> None:
         if not self.budget > 0:
@@ -86,6 +91,8 @@ class RepairSettings:
             raise SettingsError(f"decision must be one of {', '.join(DECISION_RULES)}, got {self.decision!r}")
         if self.max_iterations < 1:
             raise SettingsError(f"max iterations must be at least 1, got {self.max_iterations}")
+        if not 0 < self.screen_share <= 1:
+            raise SettingsError(f"screen share must lie in (0, 1], got {self.screen_share}")
         if self.polish_attempts < 0:
             raise SettingsError(f"polish attempts must be at least 0, got {self.polish_attempts}")
         if self.output is not None and self.keep_unproven is not None and Path(self.output) == Path(self.keep_unproven):
@@ -161,17 +168,36 @@ def _exported_and_verified(data: bytes, path: Path, suite: Sequence[Spec], setti
     except InputError as error:
         report.notes.append(f"{path.stem} not verified: {error.reason}")
         return None
-    return repaired, _verified_each(repaired, suite, settings, deadline, report, "re-verify")
+    return repaired, _screened(repaired, suite, settings, deadline, report)
+
+
+def _screened(network: Network, suite: Sequence[Spec], settings: RepairSettings, deadline: Deadline,
+              report: RepairReport) -> list[Verdict]:
+    """A candidate's verdicts on every property of ``suite``: screened first (see
+    `RepairSettings.screen_share`); a property left undecided by a screening that found a violation
+    gets an ``unknown`` verdict that says so."""
+    if len(suite) == 1 or settings.screen_share >= 1:
+        return _verified_each(network, suite, settings, deadline, report, "re-verify")
+    screened = _verified_each(network, suite, settings, deadline, report, "screen", settings.screen_share)
+    undecided = [k for k, verdict in enumerate(screened) if verdict.status not in ("sat", "unsat")]
+    if any(verdict.status == "sat" for verdict in screened):
+        note = "not verified further: the screening found another property violated"
+        return [dataclasses.replace(verdict, status="unknown", notes=(*verdict.notes, note)) if k in undecided
+                else verdict for k, verdict in enumerate(screened)]
+    rest = iter(_verified_each(network, [suite[k] for k in undecided], settings, deadline, report, "re-verify"))
+    return [next(rest) if k in undecided else verdict for k, verdict in enumerate(screened)]
 
 
 def _verified_each(network: Network, suite: Sequence[Spec], settings: RepairSettings, deadline: Deadline,
-                   report: RepairReport, stage: str) -> list[Verdict]:
-    """Every property of ``suite`` verified on ``network``, each with its own verification deadline."""
+                   report: RepairReport, stage: str, share: float = 1.0) -> list[Verdict]:
+    """Every property of ``suite`` verified on ``network``, each with its own verification deadline
+    (``share`` of the verification timeout)."""
     verdicts = []
     for spec in suite:
         t = time.monotonic()
         progress.stage(stage)
         vsettings = _verify_settings(settings, deadline)
+        vsettings = dataclasses.replace(vsettings, timeout=max(1e-3, share * vsettings.timeout))
         verdicts.append(verify(network, spec, vsettings, Deadline(vsettings.timeout)))
         report.add_phase("verify", time.monotonic() - t)
     return verdicts
