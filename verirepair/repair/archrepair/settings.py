@@ -30,6 +30,18 @@ class ArchRepairSettings:
     # (the original layer on the first edge, zero on the skip edge, identity on the last edge);
     # the other operations start at 0, so the relaxed cell starts close to the original block.
     warm_logit: float = 2.0
+    # Keep inputs with labels: the original layer on the first edge is widened to this many times
+    # its outputs (channels), followed by a layer back to its width (a 1×1 convolution for conv
+    # blocks), each with a Relu; it starts computing exactly the original layer
+    # (`operations.widened`), and the new outputs give the labels room to raise accuracy.
+    # 1: the original layer as it is (so without labels).
+    widen: int = 2
+    # Keep inputs with labels on an image network (input [1, C, H, W]): each keep batch is
+    # shifted by whole pixels drawn from [-shift_pixels, shift_pixels] per axis (zero fill; the
+    # kept outputs are the original's on the shifted images), and the accuracy phase judges on
+    # the validation split with its copies shifted this far up, down, left and right, which the
+    # original (trained on these digits) does not fit perfectly. 0: no shifts.
+    shift_pixels: int = 1
     # ---- optimisation ----------------------------------------------------------------------------
     search_steps: int = 150  # alternating weight and architecture steps
     finetune_steps: int = 300  # per repair call, after the strongest operation per edge is kept
@@ -75,6 +87,8 @@ class ArchRepairSettings:
     def __post_init__(self) -> None:
         check_operations(self.dense_operations, "dense")
         check_operations(self.conv_operations, "conv")
+        if self.widen < 1 or self.shift_pixels < 0:
+            raise SettingsError(f"widen must be at least 1 and shift_pixels at least 0, got {self.widen} and {self.shift_pixels}")
         if not 0.0 < self.held_out_share < 1.0:
             raise SettingsError(f"held_out_share must lie within (0, 1), got {self.held_out_share}")
         if not 0.0 <= self.validation_share < 1.0:

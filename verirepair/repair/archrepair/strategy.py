@@ -31,7 +31,7 @@ from .export import spliced_model
 from .finetune import accuracy_rounds, cell_module, finetune
 from .localise import BlockScore, block_scores, ranked
 from .objective import RepairSamples
-from .operations import Operation
+from .operations import ConvRelu, DenseRelu, Operation, widened
 from .search import Cell, SearchedNetwork, original_operation, search
 from .settings import ArchRepairSettings
 
@@ -178,8 +178,9 @@ class ArchRepair:
         original = TrainableNetwork(network)
         original.requires_grad_(False)
         with phases("characterise"):
+            shape = tuple(network.input_shape[1:])
             samples = RepairSamples(problem.spec, original, problem.keep_inputs, problem.decision, settings,
-                                     problem.suite, problem.keep_labels)
+                                    problem.suite, problem.keep_labels, shape if len(shape) == 3 else None)  # type: ignore[arg-type]
             failing = failing_inputs(original, samples, counterexample_array(problem), settings, rng)
             samples.add(failing)
         with phases("localise"):
@@ -191,6 +192,9 @@ class ArchRepair:
             scores = localised(original, samples, failing, blocks, settings.localise_samples, rng)
             original.requires_grad_(False)
             block, warm = searchable(network, scores, settings.block)
+            if problem.keep_labels is not None and settings.widen > 1:
+                assert isinstance(warm, DenseRelu | ConvRelu), "a block's warm start is one layer"
+                warm = widened(warm, settings.widen, torch.Generator().manual_seed(settings.seed + problem.seed))
         with phases("search"):
             cell = Cell(warm, block, settings)
             searched = SearchedNetwork(network, block, cell)
