@@ -36,7 +36,7 @@ from verirepair.repair.archrepair.objective import (
     regions_at_risk,
     verifiable_shortfall,
 )
-from verirepair.repair.archrepair.operations import OPERATIONS, check_operations
+from verirepair.repair.archrepair.operations import OPERATIONS, check_operations, widened
 from verirepair.repair.archrepair.search import (
     Cell,
     DiscreteCell,
@@ -136,10 +136,13 @@ def _outside(model: onnx.ModelProto, block: Block, network) -> tuple[list[bytes]
     return nodes, inits
 
 
-def _check_export(path: Path, tmp_path: Path, block_index: int, names: tuple[str, str, str]) -> None:
+def _check_export(path: Path, tmp_path: Path, block_index: int, names: tuple[str, str, str], widen: int = 1) -> None:
     network = load_network(path)
     block = blocks_of(network)[block_index]
-    cell = Cell(original_operation(network, block), block, ArchRepairSettings())
+    warm = original_operation(network, block)
+    if widen > 1:
+        warm = widened(warm, widen, torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+    cell = Cell(warm, block, ArchRepairSettings())
     _randomised(cell)
     chosen = _choose(cell, *names)
     original = onnx.load(str(path))
@@ -184,6 +187,32 @@ def test_exported_strided_conv_cell_matches_the_torch_model_and_keeps_the_rest(b
     _check_export(path, tmp_path, block_index, names)
     cell = Cell(original_operation(load_network(path), blocks[block_index]), blocks[block_index], ArchRepairSettings())
     assert cell.skip.names == ["zero"]  # no candidate maps the block's input to its smaller output
+
+
+@pytest.mark.parametrize("path, block_index, names", [
+    (DIGITS, 1, ("original", "zero", "identity")), (DIGITS, 1, ("original", "dense_relu", "dense_relu_wide")),
+    (ROOT / "models" / "mnist_cnn.onnx", 0, ("original", "zero", "identity")),
+    (ROOT / "models" / "mnist_cnn.onnx", 1, ("original", "zero", "conv1x1_relu"))])
+def test_exported_widened_cell_matches_the_torch_model_and_keeps_the_rest(path, block_index, names, tmp_path: Path) -> None:
+    _check_export(path, tmp_path, block_index, names, widen=3)
+
+
+@pytest.mark.parametrize("path, block_index", [(DIGITS, 0), (DIGITS, 1), (ROOT / "models" / "mnist_cnn.onnx", 0),
+                                               (ROOT / "models" / "mnist_cnn.onnx", 1)])
+def test_a_widened_block_starts_as_the_original_with_the_outputs_it_adds(path, block_index) -> None:
+    """Before training, the widened layer computes the block (the network's own nodes in float64)
+    while its added outputs are live (not all zero), so training can use them."""
+    network = load_network(path)
+    block = blocks_of(network)[block_index]
+    wide = widened(original_operation(network, block), 2, torch.Generator().manual_seed(0)).double()  # type: ignore[arg-type]
+    x = torch.rand((32,) + block.in_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    expected = network.run_nodes(block.nodes(network), {**network.constants_as(torch.float64, torch.device("cpu")),
+                                                        block.source: x})[block.target]
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), expected, rtol=1e-9, atol=1e-9)
+        added = wide.first(x)[:, block.out_shape[0]:]
+    assert added.shape[1] == block.out_shape[0] and bool((added > 0).any())
+    assert wide.onnx_ops <= {"Gemm", "Conv", "Relu"}
 
 
 def test_the_verifiability_term_bounds_every_suite_property_and_only_boxes_at_risk_need_gradients() -> None:
