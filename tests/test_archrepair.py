@@ -36,7 +36,11 @@ from verirepair.repair.archrepair.objective import (
     regions_at_risk,
     verifiable_shortfall,
 )
-from verirepair.repair.archrepair.operations import OPERATIONS, check_operations, widened
+from verirepair.repair.archrepair.operations import (
+    OPERATIONS,
+    check_operations,
+    widened,
+)
 from verirepair.repair.archrepair.search import (
     Cell,
     DiscreteCell,

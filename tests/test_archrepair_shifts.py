@@ -14,7 +14,11 @@ from verirepair import datasets
 from verirepair.network import load_network
 from verirepair.repair.archrepair import ArchRepairSettings
 from verirepair.repair.archrepair.objective import RepairSamples
-from verirepair.repair.archrepair.shifts import randomly_shifted, shifted, with_shifted_copies
+from verirepair.repair.archrepair.shifts import (
+    randomly_shifted,
+    shifted,
+    with_shifted_copies,
+)
 from verirepair.repair.parameters import TrainableNetwork
 from verirepair.repair.pointwise import label_spec
 
