@@ -45,6 +45,10 @@ class ArchRepairSettings:
     # ---- optimisation ----------------------------------------------------------------------------
     search_steps: int = 150  # alternating weight and architecture steps
     finetune_steps: int = 300  # per repair call, after the strongest operation per edge is kept
+    # Keep inputs with labels: before the first fine-tuning round of a new cell, this many steps
+    # of the loss without the verifiability term (no bound per step, so about twenty times
+    # cheaper), in which the labels, the shifts and the widened layer raise accuracy.
+    label_steps: int = 600
     batch_size: int = 256
     weight_rate: float = 3e-3
     architecture_rate: float = 3e-2
@@ -74,10 +78,13 @@ class ArchRepairSettings:
     # 0 (a box CROWN proved stays proved by it, no other gets a lower bound); of those and the
     # proven weights, the most accurate on the validation split is the polished candidate when it
     # beats the proven weights (`finetune.accuracy_rounds`). 0 rounds: no accuracy phase.
-    accuracy_rounds: int = 4
+    accuracy_rounds: int = 6
     accuracy_steps: int = 150
     accuracy_label_weight: float = 1.0
     accuracy_rate: float = 1e-3  # Adam's learning rate in the accuracy phase (small steps from proven weights)
+    # Seconds per accuracy phase (instead of `max_seconds`; also at most `deadline_share` of the
+    # loop's remaining time): its steps bound the boxes, and each round gains a little.
+    accuracy_seconds: float = 360.0
     # ---- time ------------------------------------------------------------------------------------
     max_seconds: float = 120.0  # per repair call
     deadline_share: float = 0.6  # at most this share of the loop's remaining time per repair call

@@ -117,9 +117,11 @@ class ArchRepair:
         rng = np.random.default_rng(settings.seed + problem.seed + (self.session.rounds if self.session else 0))
         with torch_threads(settings.threads):
             key = problem_key(problem)
+            label_steps = 0
             if self.session is None or self.session.key != key or previous is None:
                 torch.manual_seed(settings.seed + problem.seed)
                 self.session = self._searched(problem, key, budget, phases, rng)
+                label_steps = settings.label_steps if problem.keep_labels is not None else 0
             else:
                 with phases("characterise"):
                     self.session.samples.add(counterexample_array(problem))
@@ -127,7 +129,7 @@ class ArchRepair:
             session.rounds += 1
             session.proven_state = None
             with phases("finetune"):
-                details = finetune(session.module, session.samples, settings, budget, rng)
+                details = finetune(session.module, session.samples, settings, budget, rng, label_steps)
             return self._candidate(problem, session, details, phases)
 
     def polish(self, problem: RepairProblem, proven: RepairCandidate, deadline: Deadline) -> RepairCandidate | None:
@@ -139,7 +141,7 @@ class ArchRepair:
         if session is None or settings.accuracy_rounds == 0 or session.samples.validation_x is None:
             return None
         phases = Phases()
-        budget = Deadline(max(1.0, min(settings.max_seconds, settings.deadline_share * deadline.remaining())))
+        budget = Deadline(max(1.0, min(settings.accuracy_seconds, settings.deadline_share * deadline.remaining())))
         rng = np.random.default_rng(settings.seed + problem.seed + session.rounds)
         with torch_threads(settings.threads):
             trainable = [p for p in session.module.parameters() if p.requires_grad]
