@@ -479,3 +479,37 @@ def test_without_a_proof_of_its_own_or_labels_archrepair_offers_no_accuracy_poli
     candidate = off.repair(labelled, None, Deadline(60))
     assert off.session is not None and off.session.samples.validation_x is not None
     assert off.polish(labelled, candidate, Deadline(60)) is None
+
+
+def test_label_steps_train_the_cell_without_bounding_the_boxes(monkeypatch, tmp_path: Path) -> None:
+    """`finetune`'s ``label_steps`` move the cell's weights (the labels' cross-entropy) without a
+    single bound of the boxes; the rounds after them bound the boxes at risk."""
+    torch.set_num_threads(1)
+    network = load_network(DIGITS)
+    block = blocks_of(network)[1]
+    train = datasets.digits("train")
+    settings = ArchRepairSettings(box_samples=50, keep_samples=400, finetune_steps=3, attack_starts=4, attack_steps=2)
+    cell = _choose(Cell(original_operation(network, block), block, settings), "original", "zero", "identity")
+    spliced = tmp_path / "spliced.onnx"
+    onnx.save(spliced_model(onnx.load(str(DIGITS)), network, block, cell), str(spliced))
+    module = cell_module(load_network(spliced), onnx.load(str(spliced)))
+    original = TrainableNetwork(network)
+    original.requires_grad_(False)
+    spec = label_spec(64, 10, int(train.y[0]), np.clip(train.x[0] - 0.001, 0, 1), np.clip(train.x[0] + 0.001, 0, 1))
+    samples = RepairSamples(spec, original, train.x, "argmax", settings, keep_labels=train.y)
+    before = [p.detach().clone() for p in module.parameters() if p.requires_grad]
+    bounded: list[int] = []
+    monkeypatch.setattr(finetune_module, "regions_at_risk", lambda *args: bounded.append(1) or [])
+    rounds = finetune_module._Rounds(module, samples, settings, Deadline(600), np.random.default_rng(0))
+    assert rounds.train(20, verifiable=False)
+    assert not bounded
+    assert not all(torch.equal(p, q) for p, q in zip(before, (p for p in module.parameters() if p.requires_grad)))
+    rounds.train(1)
+    assert bounded == [1]
+
+
+def test_a_widening_below_one_or_a_negative_shift_is_refused() -> None:
+    with pytest.raises(SettingsError, match="widen must be at least 1"):
+        ArchRepairSettings(widen=0)
+    with pytest.raises(SettingsError, match="shift_pixels at least 0"):
+        ArchRepairSettings(shift_pixels=-1)
