@@ -87,8 +87,9 @@ class _Rounds:
 def finetune(module: TrainableNetwork, samples: RepairSamples, settings: ArchRepairSettings, deadline: Deadline,
              rng: np.random.Generator, label_steps: int = 0) -> dict[str, object]:
     """First ``label_steps`` steps without the verifiability term (no bound to compute, so cheap
-    steps in which labelled keep inputs raise accuracy; the box hinge stays on). Then train the cell's weights for rounds of `finetune_steps` steps; after each, PGD looks for
-    failing points of the boxes, which join the samples; stops when a round finds none and (with
+    steps in which labelled keep inputs raise accuracy; the box hinge stays on). Then train the
+    cell's weights for rounds of `finetune_steps` steps; after each, PGD looks for failing points
+    of the boxes, which join the samples; stops when a round finds none and (with
     the verifiability term on) the CROWN bound of every box has reached its target, or when the
     time is up. A box whose bound is still short is where the verifier would have to split, so
     rounds go on for it even when PGD finds nothing."""
