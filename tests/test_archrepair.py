@@ -36,7 +36,11 @@ from verirepair.repair.archrepair.objective import (
     regions_at_risk,
     verifiable_shortfall,
 )
-from verirepair.repair.archrepair.operations import OPERATIONS, check_operations
+from verirepair.repair.archrepair.operations import (
+    OPERATIONS,
+    check_operations,
+    widened,
+)
 from verirepair.repair.archrepair.search import (
     Cell,
     DiscreteCell,
@@ -136,10 +140,13 @@ def _outside(model: onnx.ModelProto, block: Block, network) -> tuple[list[bytes]
     return nodes, inits
 
 
-def _check_export(path: Path, tmp_path: Path, block_index: int, names: tuple[str, str, str]) -> None:
+def _check_export(path: Path, tmp_path: Path, block_index: int, names: tuple[str, str, str], widen: int = 1) -> None:
     network = load_network(path)
     block = blocks_of(network)[block_index]
-    cell = Cell(original_operation(network, block), block, ArchRepairSettings())
+    warm = original_operation(network, block)
+    if widen > 1:
+        warm = widened(warm, widen, torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+    cell = Cell(warm, block, ArchRepairSettings())
     _randomised(cell)
     chosen = _choose(cell, *names)
     original = onnx.load(str(path))
@@ -184,6 +191,32 @@ def test_exported_strided_conv_cell_matches_the_torch_model_and_keeps_the_rest(b
     _check_export(path, tmp_path, block_index, names)
     cell = Cell(original_operation(load_network(path), blocks[block_index]), blocks[block_index], ArchRepairSettings())
     assert cell.skip.names == ["zero"]  # no candidate maps the block's input to its smaller output
+
+
+@pytest.mark.parametrize("path, block_index, names", [
+    (DIGITS, 1, ("original", "zero", "identity")), (DIGITS, 1, ("original", "dense_relu", "dense_relu_wide")),
+    (ROOT / "models" / "mnist_cnn.onnx", 0, ("original", "zero", "identity")),
+    (ROOT / "models" / "mnist_cnn.onnx", 1, ("original", "zero", "conv1x1_relu"))])
+def test_exported_widened_cell_matches_the_torch_model_and_keeps_the_rest(path, block_index, names, tmp_path: Path) -> None:
+    _check_export(path, tmp_path, block_index, names, widen=3)
+
+
+@pytest.mark.parametrize("path, block_index", [(DIGITS, 0), (DIGITS, 1), (ROOT / "models" / "mnist_cnn.onnx", 0),
+                                               (ROOT / "models" / "mnist_cnn.onnx", 1)])
+def test_a_widened_block_starts_as_the_original_with_the_outputs_it_adds(path, block_index) -> None:
+    """Before training, the widened layer computes the block (the network's own nodes in float64)
+    while its added outputs are live (not all zero), so training can use them."""
+    network = load_network(path)
+    block = blocks_of(network)[block_index]
+    wide = widened(original_operation(network, block), 2, torch.Generator().manual_seed(0)).double()  # type: ignore[arg-type]
+    x = torch.rand((32,) + block.in_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    expected = network.run_nodes(block.nodes(network), {**network.constants_as(torch.float64, torch.device("cpu")),
+                                                        block.source: x})[block.target]
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), expected, rtol=1e-9, atol=1e-9)
+        added = wide.first(x)[:, block.out_shape[0]:]
+    assert added.shape[1] == block.out_shape[0] and bool((added > 0).any())
+    assert wide.onnx_ops <= {"Gemm", "Conv", "Relu"}
 
 
 def test_the_verifiability_term_bounds_every_suite_property_and_only_boxes_at_risk_need_gradients() -> None:
@@ -446,3 +479,37 @@ def test_without_a_proof_of_its_own_or_labels_archrepair_offers_no_accuracy_poli
     candidate = off.repair(labelled, None, Deadline(60))
     assert off.session is not None and off.session.samples.validation_x is not None
     assert off.polish(labelled, candidate, Deadline(60)) is None
+
+
+def test_label_steps_train_the_cell_without_bounding_the_boxes(monkeypatch, tmp_path: Path) -> None:
+    """`finetune`'s ``label_steps`` move the cell's weights (the labels' cross-entropy) without a
+    single bound of the boxes; the rounds after them bound the boxes at risk."""
+    torch.set_num_threads(1)
+    network = load_network(DIGITS)
+    block = blocks_of(network)[1]
+    train = datasets.digits("train")
+    settings = ArchRepairSettings(box_samples=50, keep_samples=400, finetune_steps=3, attack_starts=4, attack_steps=2)
+    cell = _choose(Cell(original_operation(network, block), block, settings), "original", "zero", "identity")
+    spliced = tmp_path / "spliced.onnx"
+    onnx.save(spliced_model(onnx.load(str(DIGITS)), network, block, cell), str(spliced))
+    module = cell_module(load_network(spliced), onnx.load(str(spliced)))
+    original = TrainableNetwork(network)
+    original.requires_grad_(False)
+    spec = label_spec(64, 10, int(train.y[0]), np.clip(train.x[0] - 0.001, 0, 1), np.clip(train.x[0] + 0.001, 0, 1))
+    samples = RepairSamples(spec, original, train.x, "argmax", settings, keep_labels=train.y)
+    before = [p.detach().clone() for p in module.parameters() if p.requires_grad]
+    bounded: list[int] = []
+    monkeypatch.setattr(finetune_module, "regions_at_risk", lambda *args: bounded.append(1) or [])
+    rounds = finetune_module._Rounds(module, samples, settings, Deadline(600), np.random.default_rng(0))
+    assert rounds.train(20, verifiable=False)
+    assert not bounded
+    assert not all(torch.equal(p, q) for p, q in zip(before, (p for p in module.parameters() if p.requires_grad)))
+    rounds.train(1)
+    assert bounded == [1]
+
+
+def test_a_widening_below_one_or_a_negative_shift_is_refused() -> None:
+    with pytest.raises(SettingsError, match="widen must be at least 1"):
+        ArchRepairSettings(widen=0)
+    with pytest.raises(SettingsError, match="shift_pixels at least 0"):
+        ArchRepairSettings(shift_pixels=-1)

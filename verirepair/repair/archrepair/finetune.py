@@ -41,11 +41,11 @@ class _Rounds:
         self.generator = torch.Generator().manual_seed(settings.seed + 1)
         self.found = 0
 
-    def train(self, steps: int, label_weight: float | None = None) -> bool:
-        """``steps`` steps (the verifiability term on the boxes at risk at the start); False when
-        the time ran out first."""
+    def train(self, steps: int, label_weight: float | None = None, verifiable: bool = True) -> bool:
+        """``steps`` steps (with ``verifiable``, the verifiability term on the boxes at risk at the
+        start); False when the time ran out first."""
         settings, samples = self.settings, self.samples
-        at_risk = regions_at_risk(self.module, samples, settings) if settings.verifiable_weight > 0 else []
+        at_risk = regions_at_risk(self.module, samples, settings) if verifiable and settings.verifiable_weight > 0 else []
         for _ in range(steps):
             if self.deadline.expired():
                 return False
@@ -85,13 +85,16 @@ class _Rounds:
 
 
 def finetune(module: TrainableNetwork, samples: RepairSamples, settings: ArchRepairSettings, deadline: Deadline,
-             rng: np.random.Generator) -> dict[str, object]:
-    """Train the cell's weights for rounds of `finetune_steps` steps; after each, PGD looks for
-    failing points of the boxes, which join the samples; stops when a round finds none and (with
+             rng: np.random.Generator, label_steps: int = 0) -> dict[str, object]:
+    """First ``label_steps`` steps without the verifiability term (no bound to compute, so cheap
+    steps in which labelled keep inputs raise accuracy; the box hinge stays on). Then train the
+    cell's weights for rounds of `finetune_steps` steps; after each, PGD looks for failing points
+    of the boxes, which join the samples; stops when a round finds none and (with
     the verifiability term on) the CROWN bound of every box has reached its target, or when the
     time is up. A box whose bound is still short is where the verifier would have to split, so
     rounds go on for it even when PGD finds nothing."""
     rounds = _Rounds(module, samples, settings, deadline, rng)
+    rounds.train(label_steps, verifiable=False)
     count = 0
     with torch.no_grad():
         shortfall = float(verifiable_shortfall(module, samples, settings))

@@ -32,6 +32,7 @@ from ..birdnn.domain import RegionTensors, default_input_space, uniform_in
 from ..birdnn.samples import PropertyMargin
 from ..input_domain import outside_boxes
 from .settings import ArchRepairSettings
+from .shifts import ImageShape, randomly_shifted, with_shifted_copies
 
 Tensor = torch.Tensor
 Model = Callable[[Tensor], Tensor]
@@ -39,7 +40,8 @@ Model = Callable[[Tensor], Tensor]
 
 class RepairSamples:
     def __init__(self, spec: Spec, original: Model, keep_inputs: np.ndarray | None, decision: str,
-                 settings: ArchRepairSettings, suite: Sequence[Spec] = (), keep_labels: np.ndarray | None = None) -> None:
+                 settings: ArchRepairSettings, suite: Sequence[Spec] = (), keep_labels: np.ndarray | None = None,
+                 image_shape: ImageShape | None = None) -> None:
         self.spec, self.original, self.settings = spec, original, settings
         self.property = PropertyMargin(spec)
         # The properties the verifiability term bounds: the suite's (``spec`` among them), else ``spec``.
@@ -50,6 +52,8 @@ class RepairSamples:
         # The validation split (`ArchRepairSettings.validation_share` of labelled keep inputs): never trained on.
         self.validation_x: Tensor | None = None
         self.validation_y: Tensor | None = None
+        # Labelled images: keep batches are shifted at random (`ArchRepairSettings.shift_pixels`).
+        self.shift_shape: ImageShape | None = None
         if keep_inputs is not None:
             used = np.asarray(keep_inputs, dtype=np.float64).reshape(len(keep_inputs), -1)
             order = self.rng.permutation(len(used))
@@ -63,6 +67,8 @@ class RepairSamples:
             keep = used[chosen]
             if every_label is not None and settings.label_weight > 0:
                 labels = torch.from_numpy(every_label[chosen])
+            if every_label is not None and image_shape is not None and settings.shift_pixels > 0:
+                self.shift_shape = image_shape
         else:
             keep = outside_boxes(spec, default_input_space(spec, 0.5), settings.keep_samples, self.rng)
         self.keep_x = torch.tensor(keep, dtype=torch.float32)
@@ -76,7 +82,7 @@ class RepairSamples:
         # Output changes on keep inputs count in units of each input's own output spread: the
         # property's margin scale can be far smaller than the outputs' (a threshold close to the
         # outputs over a small box), and in its units keeping outputs would outweigh the repair.
-        self.keep_spread = (self.keep_y0.amax(dim=1) - self.keep_y0.amin(dim=1)).clamp(min=1e-6).unsqueeze(1)
+        self.keep_spread = output_spread(self.keep_y0)
         self.keep_held_out = self._held_out(len(keep))
         boxes = np.vstack([uniform_in(r.box, settings.box_samples, self.rng) for r in spec.regions])
         self.seen: set[bytes] = set()
@@ -118,11 +124,16 @@ class RepairSamples:
         self.failing = before | now
 
     def validation_accuracy(self, model: Model) -> float | None:
-        """The share of the validation split whose decision is its label; None without a split."""
+        """The share of the validation split, with its copies shifted by
+        `ArchRepairSettings.shift_pixels` each way when keep batches are shifted, whose decision
+        is its label; None without a split."""
         if self.validation_x is None or self.validation_y is None:
             return None
+        x, y = self.validation_x, self.validation_y
+        if self.shift_shape is not None:
+            x, y = with_shifted_copies(x, self.shift_shape, self.settings.shift_pixels), y.repeat(5)
         with torch.no_grad():
-            return float(((self.sign * model(self.validation_x)).argmax(dim=1) == self.validation_y).float().mean())
+            return float(((self.sign * model(x)).argmax(dim=1) == y).float().mean())
 
     def loss(self, model: Model, split: str, generator: torch.Generator, label_weight: float | None = None) -> Tensor:
         """The loss of a batch of ``split`` (``"train"`` or ``"held_out"``); ``label_weight``
@@ -132,8 +143,14 @@ class RepairSamples:
         batch = self.settings.batch_size
         keep = torch.nonzero(self.keep_held_out == held).flatten()
         keep = keep[torch.randint(len(keep), (batch,), generator=generator)]
-        y = model(self.keep_x[keep])
-        loss = self.settings.keep_weight * ((y - self.keep_y0[keep]) / self.keep_spread[keep]).pow(2).mean()
+        x, y0, spread = self.keep_x[keep], self.keep_y0[keep], self.keep_spread[keep]
+        if self.shift_shape is not None:
+            x = randomly_shifted(x, self.shift_shape, self.settings.shift_pixels, generator)
+            with torch.no_grad():
+                y0 = self.original(x)
+            spread = output_spread(y0)
+        y = model(x)
+        loss = self.settings.keep_weight * ((y - y0) / spread).pow(2).mean()
         loss = loss + label_weight * F.cross_entropy(self.sign * y, self.keep_label[keep])
         pool = torch.nonzero(self.box_held_out == held).flatten()
         failing = torch.nonzero(self.failing & (self.box_held_out == held)).flatten()
@@ -142,6 +159,11 @@ class RepairSamples:
             rows = torch.cat([rows, failing[torch.randint(len(failing), (batch,), generator=generator)]])
         margin = self.property.margin(model(self.box_x[rows]), self.box_member[rows])
         return loss + (torch.relu(self.target - margin) / self.scale).pow(2).mean()
+
+
+def output_spread(y: Tensor) -> Tensor:
+    """[N, 1]: each row's largest output less its smallest (at least 1e-6, a divisor)."""
+    return (y.amax(dim=1) - y.amin(dim=1)).clamp(min=1e-6).unsqueeze(1)
 
 
 def checked_labels(labels: np.ndarray, rows: int, n_outputs: int) -> np.ndarray:

@@ -132,6 +132,60 @@ class AveragePool(Operation):
                                  pads=[1, 1, 1, 1], strides=[1, 1], count_include_pad=1)], []
 
 
+class Chain(Operation):
+    """``second(first(x))``: two operations through an intermediate value."""
+
+    def __init__(self, first: Operation, second: Operation) -> None:
+        super().__init__()
+        self.first, self.second = first, second
+        self.onnx_ops = first.onnx_ops | second.onnx_ops
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.second(self.first(x))
+
+    def onnx_nodes(self, prefix: str, source: str, target: str) -> Nodes:
+        first_nodes, first_inits = self.first.onnx_nodes(f"{prefix}0/", source, f"{prefix}wide")
+        second_nodes, second_inits = self.second.onnx_nodes(f"{prefix}1/", f"{prefix}wide", target)
+        return first_nodes + second_nodes, first_inits + second_inits
+
+
+def widened(original: DenseRelu | ConvRelu, factor: int, generator: torch.Generator) -> Chain:
+    """``original`` with ``factor`` times its outputs, then a layer back to its width (dense, or
+    a 1×1 convolution), each with a Relu; it computes what ``original`` computes: the first
+    outputs are the original's, the new ones start at random (torch's default scale), and the
+    second layer passes the original outputs through (identity weights, zero bias; a Relu of a
+    Relu's output is that output) and reads the new ones with zero weights, so training moves
+    them into the block from there."""
+    if isinstance(original, DenseRelu):
+        if len(original.layers) != 1:
+            raise ValueError("only a one-layer operation can be widened")
+        layer = original.layers[0]
+        outputs = layer.out_features
+        wide: DenseRelu | ConvRelu = DenseRelu(layer.in_features, factor * outputs)
+        narrow: DenseRelu | ConvRelu = DenseRelu(factor * outputs, outputs)
+        old, new, back = layer, wide.layers[0], narrow.layers[0]
+    else:
+        conv = original.conv
+        outputs = conv.out_channels
+        wide = ConvRelu(conv.in_channels, factor * outputs, conv.kernel_size[0], conv.stride[0], tuple(conv.padding))  # type: ignore[arg-type]
+        narrow = ConvRelu(factor * outputs, outputs, 1)
+        old, new, back = conv, wide.conv, narrow.conv
+    with torch.no_grad():
+        new.weight.copy_(torch.cat([old.weight, _fresh(new.weight[outputs:], generator)]))
+        new.bias[:outputs].copy_(old.bias)
+        new.bias[outputs:].zero_()
+        back.weight.zero_()
+        back.weight[:, :outputs].copy_(torch.eye(outputs).reshape(back.weight[:, :outputs].shape))
+        back.bias.zero_()
+    return Chain(wide, narrow)
+
+
+def _fresh(like: Tensor, generator: torch.Generator) -> Tensor:
+    """Uniform weights of ``like``'s shape at torch's default scale for its fan-in."""
+    bound = 1.0 / float(np.sqrt(like[0].numel()))
+    return (torch.rand(like.shape, generator=generator) * 2 - 1) * bound
+
+
 def _same_shape(make: Callable[[], Operation]) -> Callable[[Shape, Shape], Operation | None]:
     return lambda a, b: make() if a == b else None
 

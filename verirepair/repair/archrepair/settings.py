@@ -30,9 +30,25 @@ class ArchRepairSettings:
     # (the original layer on the first edge, zero on the skip edge, identity on the last edge);
     # the other operations start at 0, so the relaxed cell starts close to the original block.
     warm_logit: float = 2.0
+    # Keep inputs with labels: the original layer on the first edge is widened to this many times
+    # its outputs (channels), followed by a layer back to its width (a 1×1 convolution for conv
+    # blocks), each with a Relu; it starts computing exactly the original layer
+    # (`operations.widened`), and the new outputs give the labels room to raise accuracy.
+    # 1: the original layer as it is (so without labels).
+    widen: int = 2
+    # Keep inputs with labels on an image network (input [1, C, H, W]): each keep batch is
+    # shifted by whole pixels drawn from [-shift_pixels, shift_pixels] per axis (zero fill; the
+    # kept outputs are the original's on the shifted images), and the accuracy phase judges on
+    # the validation split with its copies shifted this far up, down, left and right, which the
+    # original (trained on these digits) does not fit perfectly. 0: no shifts.
+    shift_pixels: int = 1
     # ---- optimisation ----------------------------------------------------------------------------
     search_steps: int = 150  # alternating weight and architecture steps
     finetune_steps: int = 300  # per repair call, after the strongest operation per edge is kept
+    # Keep inputs with labels: before the first fine-tuning round of a new cell, this many steps
+    # of the loss without the verifiability term (no bound per step, so about twenty times
+    # cheaper), in which the labels, the shifts and the widened layer raise accuracy.
+    label_steps: int = 600
     batch_size: int = 256
     weight_rate: float = 3e-3
     architecture_rate: float = 3e-2
@@ -62,10 +78,13 @@ class ArchRepairSettings:
     # 0 (a box CROWN proved stays proved by it, no other gets a lower bound); of those and the
     # proven weights, the most accurate on the validation split is the polished candidate when it
     # beats the proven weights (`finetune.accuracy_rounds`). 0 rounds: no accuracy phase.
-    accuracy_rounds: int = 4
+    accuracy_rounds: int = 6
     accuracy_steps: int = 150
     accuracy_label_weight: float = 1.0
     accuracy_rate: float = 1e-3  # Adam's learning rate in the accuracy phase (small steps from proven weights)
+    # CPU seconds per accuracy phase (instead of `max_seconds`; also at most `deadline_share` of the
+    # loop's remaining time): its steps bound the boxes, and each round gains a little.
+    accuracy_seconds: float = 360.0
     # ---- time ------------------------------------------------------------------------------------
     max_seconds: float = 120.0  # CPU seconds of this process per repair call (`strategy.call_budget`)
     deadline_share: float = 0.6  # at most this share of the loop's remaining time per repair call
@@ -75,6 +94,8 @@ class ArchRepairSettings:
     def __post_init__(self) -> None:
         check_operations(self.dense_operations, "dense")
         check_operations(self.conv_operations, "conv")
+        if self.widen < 1 or self.shift_pixels < 0:
+            raise SettingsError(f"widen must be at least 1 and shift_pixels at least 0, got {self.widen} and {self.shift_pixels}")
         if not 0.0 < self.held_out_share < 1.0:
             raise SettingsError(f"held_out_share must lie within (0, 1), got {self.held_out_share}")
         if not 0.0 <= self.validation_share < 1.0:

@@ -31,7 +31,7 @@ from .export import spliced_model
 from .finetune import accuracy_rounds, cell_module, finetune
 from .localise import BlockScore, block_scores, ranked
 from .objective import RepairSamples
-from .operations import Operation
+from .operations import ConvRelu, DenseRelu, Operation, widened
 from .search import Cell, SearchedNetwork, original_operation, search
 from .settings import ArchRepairSettings
 
@@ -117,9 +117,11 @@ class ArchRepair:
         rng = np.random.default_rng(settings.seed + problem.seed + (self.session.rounds if self.session else 0))
         with torch_threads(settings.threads):
             key = problem_key(problem)
+            label_steps = 0
             if self.session is None or self.session.key != key or previous is None:
                 torch.manual_seed(settings.seed + problem.seed)
                 self.session = self._searched(problem, key, budget, phases, rng)
+                label_steps = settings.label_steps if problem.keep_labels is not None else 0
             else:
                 with phases("characterise"):
                     self.session.samples.add(counterexample_array(problem))
@@ -127,7 +129,7 @@ class ArchRepair:
             session.rounds += 1
             session.proven_state = None
             with phases("finetune"):
-                details = finetune(session.module, session.samples, settings, budget, rng)
+                details = finetune(session.module, session.samples, settings, budget, rng, label_steps)
             return self._candidate(problem, session, details, phases)
 
     def polish(self, problem: RepairProblem, proven: RepairCandidate, deadline: Deadline) -> RepairCandidate | None:
@@ -139,7 +141,7 @@ class ArchRepair:
         if session is None or settings.accuracy_rounds == 0 or session.samples.validation_x is None:
             return None
         phases = Phases()
-        budget = call_budget(settings.max_seconds, settings.deadline_share, deadline)
+        budget = call_budget(settings.accuracy_seconds, settings.deadline_share, deadline)
         rng = np.random.default_rng(settings.seed + problem.seed + session.rounds)
         with torch_threads(settings.threads):
             trainable = [p for p in session.module.parameters() if p.requires_grad]
@@ -178,8 +180,9 @@ class ArchRepair:
         original = TrainableNetwork(network)
         original.requires_grad_(False)
         with phases("characterise"):
+            shape = tuple(network.input_shape[1:])
             samples = RepairSamples(problem.spec, original, problem.keep_inputs, problem.decision, settings,
-                                     problem.suite, problem.keep_labels)
+                                    problem.suite, problem.keep_labels, shape if len(shape) == 3 else None)  # type: ignore[arg-type]
             failing = failing_inputs(original, samples, counterexample_array(problem), settings, rng)
             samples.add(failing)
         with phases("localise"):
@@ -191,6 +194,9 @@ class ArchRepair:
             scores = localised(original, samples, failing, blocks, settings.localise_samples, rng)
             original.requires_grad_(False)
             block, warm = searchable(network, scores, settings.block)
+            if problem.keep_labels is not None and settings.widen > 1:
+                assert isinstance(warm, DenseRelu | ConvRelu), "a block's warm start is one layer"
+                warm = widened(warm, settings.widen, torch.Generator().manual_seed(settings.seed + problem.seed))
         with phases("search"):
             cell = Cell(warm, block, settings)
             searched = SearchedNetwork(network, block, cell)
