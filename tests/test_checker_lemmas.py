@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import certificate_files as certs
 import numpy as np
 import pytest
 from random_nets import max_output_problem
@@ -19,7 +20,6 @@ from verirepair.checker.lemmas import root_bounds
 from verirepair.checker.onnx_reader import read_network
 from verirepair.checker.vnnlib_reader import read_property
 from verirepair.verify import VerifySettings
-from verirepair.verify.certify import verify_with_certificate
 
 N_IN = 12  # above input_split_max_dims: the certifiable search is ReLU split
 # MILP refinement of the second layer whatever the clause's bound, so the certificate has solver lemmas
@@ -35,25 +35,15 @@ def _problem(tmp_path: Path, seed: int, margin: float) -> tuple[Path, Path]:
 def certified(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     tmp_path = tmp_path_factory.mktemp("lemma_certificate")
     onnx_path, vnnlib_path = _problem(tmp_path, 2, 0.3)
-    certificate = tmp_path / "proof.json"
-    verdict, missing = verify_with_certificate(onnx_path, vnnlib_path, REFINING, certificate)
-    assert verdict.status == "unsat" and missing is None, verdict.notes
+    certificate = certs.certified(onnx_path, vnnlib_path, REFINING, tmp_path)
     return certificate, onnx_path, vnnlib_path
 
 
-def _region(data: dict) -> dict:
-    return data["regions"][0]
-
-
-def _forged(tmp_path: Path, data: dict) -> Path:
-    path = tmp_path / "forged.json"
-    path.write_text(json.dumps(data))
-    return path
 
 
 def test_a_certificate_with_lemmas_checks_and_lists_its_solver_lemmas(certified: tuple[Path, Path, Path]) -> None:
     certificate, onnx_path, vnnlib_path = certified
-    region = _region(json.loads(certificate.read_text()))
+    region = certs.first_region(json.loads(certificate.read_text()))
     slope_lemmas = [lemma for lemma in region["lemmas"] if len(lemma) == 4]
     solver_lemmas = [lemma for lemma in region["lemmas"] if len(lemma) == 5]
     assert slope_lemmas and solver_lemmas and all(lemma[0] == 1 for lemma in solver_lemmas)
@@ -69,26 +59,26 @@ def test_a_solver_lemma_tightened_past_the_truth_is_reported_as_trusted(certifie
                                                                         tmp_path: Path) -> None:
     certificate, onnx_path, vnnlib_path = certified
     data = json.loads(certificate.read_text())
-    lemma = next(lemma for lemma in _region(data)["lemmas"] if len(lemma) == 5)
+    lemma = next(lemma for lemma in certs.first_region(data)["lemmas"] if len(lemma) == 5)
     lemma[3] = -1e3 if lemma[2] else 1e3  # the neuron's input is nowhere beyond this: a false bound
-    result = check_certificate(onnx_path, vnnlib_path, _forged(tmp_path, data))
+    result = check_certificate(onnx_path, vnnlib_path, certs.forged(tmp_path, data))
     assert any(f"neuron {lemma[1]} " in item and f"bound {lemma[3]!r}" in item for item in result.trusted), result
 
 
 def _drop_a_leaf(data: dict) -> None:
-    _region(data)["clauses"][0]["leaves"].pop()
+    certs.first_region(data)["clauses"][0]["leaves"].pop()
 
 
 def _lemma_on_a_missing_neuron(data: dict) -> None:
-    _region(data)["lemmas"][0][1] = 16
+    certs.first_region(data)["lemmas"][0][1] = 16
 
 
 def _one_slope_too_many(data: dict) -> None:
-    next(lemma for lemma in _region(data)["lemmas"] if len(lemma) == 4)[3].append(0.5)
+    next(lemma for lemma in certs.first_region(data)["lemmas"] if len(lemma) == 4)[3].append(0.5)
 
 
 def _slope_neuron_not_in_the_network(data: dict) -> None:
-    _region(data)["slope_neurons"][0].append(99)
+    certs.first_region(data)["slope_neurons"][0].append(99)
 
 
 @pytest.mark.parametrize("change", [_drop_a_leaf, _lemma_on_a_missing_neuron, _one_slope_too_many,
@@ -98,7 +88,7 @@ def test_a_tampered_certificate_with_lemmas_is_rejected(change, certified: tuple
     certificate, onnx_path, vnnlib_path = certified
     data = json.loads(certificate.read_text())
     change(data)
-    result = check_certificate(onnx_path, vnnlib_path, _forged(tmp_path, data))
+    result = check_certificate(onnx_path, vnnlib_path, certs.forged(tmp_path, data))
     assert not result.ok, result.message
 
 
@@ -117,7 +107,7 @@ def _relu_inputs(network, points: np.ndarray) -> list[np.ndarray]:  # type: igno
 def test_the_slope_lemmas_of_a_real_certificate_tighten_the_checkers_bounds_soundly(
         certified: tuple[Path, Path, Path]) -> None:
     certificate, onnx_path, vnnlib_path = certified
-    region_data = _region(json.loads(certificate.read_text()))
+    region_data = certs.first_region(json.loads(certificate.read_text()))
     network = read_network(onnx_path.read_bytes(), onnx_path)
     region = read_property(vnnlib_path.read_text()).regions[0]
     slopes = tuple(SlopeLemma(layer, neuron, bool(side), tuple(alphas))

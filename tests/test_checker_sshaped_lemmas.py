@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import certificate_files as certs
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -69,20 +70,10 @@ def certified(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     with_alpha, with_crown = (_upper_bound_of_y0(onnx_path, box, alpha) for alpha in (True, False))
     assert with_alpha < with_crown
     vnnlib_path = _property(tmp_path / "prop.vnnlib", box, (with_alpha + with_crown) / 2)
-    certificate = tmp_path / "proof.json"
-    verdict, missing = verify_with_certificate(onnx_path, vnnlib_path, VerifySettings(timeout=60), certificate)
-    assert verdict.status == "unsat" and missing is None, verdict.notes
+    certificate = certs.certified(onnx_path, vnnlib_path, VerifySettings(timeout=60), tmp_path)
     return certificate, onnx_path, vnnlib_path
 
 
-def _region(data: dict) -> dict:
-    return data["regions"][0]
-
-
-def _write(tmp_path: Path, data: dict) -> Path:
-    path = tmp_path / "forged.json"
-    path.write_text(json.dumps(data))
-    return path
 
 
 def _activation_inputs(network: DenseNetwork, points: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -117,7 +108,7 @@ def _slope_lemmas(region_data: dict) -> Lemmas:
 
 def test_a_certificate_with_sshaped_lemmas_checks_and_its_bounds_hold(certified: tuple[Path, Path, Path]) -> None:
     certificate, onnx_path, vnnlib_path = certified
-    region_data = _region(json.loads(certificate.read_text()))
+    region_data = certs.first_region(json.loads(certificate.read_text()))
     assert region_data["method"] == "activation-split"
     network = read_network(onnx_path.read_bytes(), onnx_path)
     region = read_property(vnnlib_path.read_text()).regions[0]
@@ -138,8 +129,8 @@ def test_a_certificate_with_sshaped_lemmas_checks_and_its_bounds_hold(certified:
 def test_the_certificate_needs_its_lemmas(certified: tuple[Path, Path, Path], tmp_path: Path) -> None:
     certificate, onnx_path, vnnlib_path = certified
     data = json.loads(certificate.read_text())
-    del _region(data)["lemmas"], _region(data)["slope_neurons"]
-    result = check_certificate(onnx_path, vnnlib_path, _write(tmp_path, data))
+    del certs.first_region(data)["lemmas"], certs.first_region(data)["slope_neurons"]
+    result = check_certificate(onnx_path, vnnlib_path, certs.forged(tmp_path, data))
     assert not result.ok and "not positive" in result.message, result.message
 
 
@@ -162,32 +153,32 @@ def test_forged_slopes_only_weaken_the_bounds(how: str, certified: tuple[Path, P
     certificate, onnx_path, vnnlib_path = certified
     data = json.loads(certificate.read_text())
     rng = np.random.default_rng(1)
-    for lemma in _region(data)["lemmas"]:
+    for lemma in certs.first_region(data)["lemmas"]:
         lemma[3] = _forge(rng, lemma[3], how)
     network = read_network(onnx_path.read_bytes(), onnx_path)
     region = read_property(vnnlib_path.read_text()).regions[0]
-    forged, _ = root_bounds(network, region, _slope_lemmas(_region(data)))
+    forged, _ = root_bounds(network, region, _slope_lemmas(certs.first_region(data)))
     for (low, high), z in zip(forged, _sampled(network, onnx_path, region)):
         assert np.all(z >= low) and np.all(z <= high)
-    result = check_certificate(onnx_path, vnnlib_path, _write(tmp_path, data))
+    result = check_certificate(onnx_path, vnnlib_path, certs.forged(tmp_path, data))
     assert not result.ok and "not positive" in result.message, result.message
 
 
 def _on_a_missing_neuron(data: dict) -> None:
-    _region(data)["lemmas"][0][1] = WIDTH
+    certs.first_region(data)["lemmas"][0][1] = WIDTH
 
 
 def _on_a_missing_layer(data: dict) -> None:
-    _region(data)["lemmas"][0][0] = DEPTH
+    certs.first_region(data)["lemmas"][0][0] = DEPTH
 
 
 def _one_slope_per_neuron(data: dict) -> None:
-    lemma = _region(data)["lemmas"][0]
+    lemma = certs.first_region(data)["lemmas"][0]
     lemma[3] = lemma[3][::2]
 
 
 def _slope_neuron_not_in_the_network(data: dict) -> None:
-    _region(data)["slope_neurons"][0].append(WIDTH + 3)
+    certs.first_region(data)["slope_neurons"][0].append(WIDTH + 3)
 
 
 @pytest.mark.parametrize("change", [_on_a_missing_neuron, _on_a_missing_layer, _one_slope_per_neuron,
@@ -197,7 +188,7 @@ def test_lemmas_that_do_not_fit_the_network_are_rejected(change, certified: tupl
     certificate, onnx_path, vnnlib_path = certified
     data = json.loads(certificate.read_text())
     change(data)
-    result = check_certificate(onnx_path, vnnlib_path, _write(tmp_path, data))
+    result = check_certificate(onnx_path, vnnlib_path, certs.forged(tmp_path, data))
     assert not result.ok and ("not in the network" in result.message or "slope" in result.message), result.message
 
 
